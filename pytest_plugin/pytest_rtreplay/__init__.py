@@ -1,0 +1,1 @@
+"""rtreplay pytest plugin."""

@@ -1,0 +1,406 @@
+"""Reading and writing cassette files, one record per line.
+
+The reader streams: it holds one line at a time, so a cassette of an hour of audio costs
+only what the caller keeps. Every malformed input raises a :class:`CassetteError` naming
+the file and line. A last line cut short (what a crash mid-write leaves) is not fatal: it
+is reported as a :class:`CassetteTruncatedWarning` and in ``reader.warnings``.
+
+The writer appends whole lines to a file beside the target, flushing each batch with one
+``write`` call, so a process killed at any moment leaves a readable file holding every
+record it wrote. ``close()`` checks that no live credential reached the file, then moves
+it over the target atomically; an existing cassette is never damaged.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import msgspec
+
+from .cassette import (
+    FORMAT_VERSION,
+    Cassette,
+    Close,
+    Connection,
+    Frame,
+    Header,
+    Open,
+    Record,
+    Reject,
+)
+from .errors import (
+    CassetteError,
+    CassetteFormatError,
+    CassetteNotFoundError,
+    CassetteTruncatedWarning,
+    CassetteVersionError,
+    CassetteWriteError,
+    SecretLeakError,
+)
+from .redact import Redactor
+
+__all__ = [
+    "CassetteReader",
+    "CassetteWriter",
+    "decode_records",
+    "encode_record",
+    "encode_records",
+    "load",
+    "save",
+]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+
+
+class _HeaderProbe(msgspec.Struct):
+    """Just enough of a first line to check the version before trusting its shape."""
+
+    kind: object = None
+    format: object = None
+    rtreplay: object = None
+
+
+_probe_decoder = msgspec.json.Decoder(_HeaderProbe)
+
+
+def encode_record(record: Record) -> bytes:
+    """One record as one line of the file, newline included."""
+    return _encoder.encode(record) + b"\n"
+
+
+def encode_records(records: Iterable[Record]) -> bytes:
+    """Records as the bytes of a cassette file."""
+    buf = bytearray()
+    for record in records:
+        _encoder.encode_into(record, buf, len(buf))
+        buf += b"\n"
+    return bytes(buf)
+
+
+def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
+    """The records in the bytes of a cassette file (checked as the reader checks them)."""
+    with CassetteReader(io.BytesIO(data), name=name) as reader:
+        return list(reader)
+
+
+def _describe(exc: msgspec.MsgspecError) -> str:
+    text = str(exc)
+    if text.startswith("Invalid value") and text.endswith("at `$.kind`"):
+        return "unknown record kind " + text[len("Invalid value ") :].split(" - ")[0]
+    if isinstance(exc, msgspec.ValidationError):
+        return f"invalid record: {text}"
+    return f"not valid JSON: {text}"
+
+
+class CassetteReader:
+    """Iterates over a cassette's records, checking each one and the order they come in.
+
+    Use as a context manager (or call ``close()``). After or during iteration, ``line`` and
+    ``offset`` locate the last record read, ``header`` is the file's header and
+    ``warnings`` lists what was tolerated (a truncated last line).
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None):
+        if isinstance(source, (str, os.PathLike)):
+            self.path = Path(source)
+            try:
+                self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                raise CassetteNotFoundError(self.path) from None
+            except IsADirectoryError:
+                raise CassetteError(self.path, "is a directory, not a cassette file") from None
+            except OSError as exc:
+                raise CassetteError(self.path, f"cannot be read: {exc.strerror or exc}") from None
+            self._owned = True
+        else:
+            self.path = Path(name or getattr(source, "name", "<stream>"))
+            self._file = source
+            self._owned = False
+        self.line = 0
+        self.offset = 0
+        self.length = 0
+        self.header: Header | None = None
+        self.warnings: list[str] = []
+        self._open: dict[int, bool] = {}  # conn -> still open
+
+    def __enter__(self) -> CassetteReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+
+    def _error(self, problem: str) -> CassetteFormatError:
+        return CassetteFormatError(self.path, problem, self.line)
+
+    def __iter__(self) -> Iterator[Record]:
+        offset = 0
+        try:
+            lines = iter(self._file)
+            line = next(lines, None)
+            while line is not None:
+                following = next(lines, None)
+                self.line += 1
+                self.offset, self.length = offset, len(line)
+                offset += len(line)
+                last = following is None
+                if line.strip():
+                    record = self._decode(line, last)
+                    if record is None:
+                        return
+                    yield record
+                line = following
+        except OSError as exc:
+            raise CassetteError(self.path, f"cannot be read: {exc}", self.line) from None
+        if self.header is None:
+            raise CassetteFormatError(self.path, "empty file: no header record", max(self.line, 1))
+
+    def _decode(self, line: bytes, last: bool) -> Record | None:
+        try:
+            if self.header is None:
+                return self._decode_header(line)
+            record = _decoder.decode(line)
+        except msgspec.MsgspecError as exc:
+            if last and not line.endswith(b"\n"):
+                msg = f"{self.path}:{self.line}: last line is cut short ({_describe(exc)}); it was skipped"
+                self.warnings.append(msg)
+                warnings.warn(msg, CassetteTruncatedWarning, stacklevel=4)
+                return None
+            raise self._error(_describe(exc)) from None
+        self._check(record)
+        return record
+
+    def _decode_header(self, line: bytes) -> Header:
+        try:
+            probe = _probe_decoder.decode(line)
+        except msgspec.MsgspecError as exc:
+            if line.lstrip().startswith(b"{"):
+                raise self._error(f"header is {_describe(exc)}") from None
+            raise self._error("not an rtreplay cassette (the first line is not a JSON header)") from None
+        if probe.kind != "header":
+            raise self._error(
+                "not an rtreplay cassette: the first record must be a header "
+                '({"kind": "header", "format": 1, ...})'
+            )
+        if probe.format != FORMAT_VERSION:
+            writer = probe.rtreplay if isinstance(probe.rtreplay, str) else None
+            raise CassetteVersionError(self.path, probe.format, writer, FORMAT_VERSION)
+        try:
+            header = msgspec.json.decode(line, type=Header)
+        except msgspec.MsgspecError as exc:
+            raise self._error(_describe(exc)) from None
+        self.header = header
+        return header
+
+    def _check(self, record: Record) -> None:
+        if isinstance(record, Header):
+            raise self._error("a second header record (two cassettes concatenated?)")
+        conn = record.conn
+        if conn < 0:
+            raise self._error(f"connection number {conn} is negative")
+        if isinstance(record, Open):
+            if conn in self._open:
+                raise self._error(f"connection {conn} is opened a second time")
+            self._open[conn] = True
+            return
+        state = self._open.get(conn)
+        kind = type(record).__name__.lower()
+        if state is None:
+            raise self._error(f"{kind} record for connection {conn}, which was never opened")
+        if not state:
+            raise self._error(f"{kind} record for connection {conn} after it was closed")
+        if not math.isfinite(record.t) or record.t < 0:
+            raise self._error(f"time offset t={record.t} is not a finite number of seconds >= 0")
+        if isinstance(record, Frame):
+            set_fields = sum(
+                value is not msgspec.UNSET for value in (record.json, record.text, record.binary)
+            )
+            if set_fields != 1:
+                raise self._error(
+                    f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {set_fields})"
+                )
+        else:  # Close or Reject end the connection
+            self._open[conn] = False
+
+
+def load(path: str | os.PathLike[str]) -> Cassette:
+    """Read a whole cassette into memory, connections in the order they were opened."""
+    by_conn: dict[int, Connection] = {}
+    with CassetteReader(path) as reader:
+        for record in reader:
+            if isinstance(record, Open):
+                by_conn[record.conn] = Connection(record)
+            elif isinstance(record, Frame):
+                by_conn[record.conn].frames.append(record)
+            elif isinstance(record, Close):
+                by_conn[record.conn].close = record
+            elif isinstance(record, Reject):
+                by_conn[record.conn].reject = record
+        assert reader.header is not None
+        return Cassette(reader.header, list(by_conn.values()), str(path), reader.warnings)
+
+
+def save(cassette: Cassette, path: str | os.PathLike[str], redactor: Redactor | None = None) -> Path:
+    """Write a whole cassette atomically (redacted like any recording)."""
+    with CassetteWriter(path, header=cassette.header, redactor=redactor) as writer:
+        writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
+    return writer.path
+
+
+def _utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class CassetteWriter:
+    """Writes a cassette beside its target and moves it into place when finished.
+
+    Every record passes through the ``redactor`` first. ``write()`` flushes each record to
+    the operating system at once; ``write_many()`` writes a batch with one system call.
+    ``close()`` finishes the file (fsync, credential check, atomic rename); ``abort()``
+    removes it and leaves any existing cassette as it was. As a context manager, an
+    exception inside the block aborts.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        redactor: Redactor | None = None,
+        header: Header | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+            self._fd: int | None = os.open(self.partial_path, flags, 0o644)
+        except OSError as exc:
+            raise CassetteWriteError(self.path, f"cannot be written: {exc.strerror or exc}") from None
+        self._buf = bytearray()
+        self.records_written = 0
+        self.bytes_written = 0
+        if header is None:
+            header = Header(created=_utcnow())
+        self.write(Header(FORMAT_VERSION, header.rtreplay, header.created or _utcnow()))
+
+    def __enter__(self) -> CassetteWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def _append(self, record: Record) -> None:
+        record = self.redactor.record(record)
+        start = len(self._buf)
+        _encoder.encode_into(record, self._buf, start)
+        self._buf += b"\n"
+        leak = self.redactor.find_secret(self._buf, start)
+        if leak is not None:
+            del self._buf[start:]
+            raise SecretLeakError(
+                f"a {type(record).__name__.lower()} record of {self.path}",
+                "the record was not written; add a redaction rule for it",
+            )
+        self.records_written += 1
+
+    def write(self, record: Record, *, flush: bool = True) -> None:
+        """Append one record (redacted), and flush it unless ``flush`` is false."""
+        if self._fd is None:
+            raise CassetteWriteError(self.path, "writer is already closed")
+        self._append(record)
+        if flush:
+            self.flush()
+
+    def write_many(self, records: Iterable[Record]) -> None:
+        """Append several records and flush them with one system call."""
+        if self._fd is None:
+            raise CassetteWriteError(self.path, "writer is already closed")
+        for record in records:
+            self._append(record)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand everything buffered to the operating system (survives the process's death)."""
+        if self._fd is None or not self._buf:
+            return
+        view = memoryview(self._buf)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+                self.bytes_written += n
+        except OSError as exc:
+            raise CassetteWriteError(self.partial_path, f"write failed: {exc.strerror or exc}") from None
+        finally:
+            view.release()
+        self._buf.clear()
+
+    def close(self) -> Path:
+        """Finish the cassette: flush, sync, check for live credentials, move into place."""
+        if self._fd is None:
+            return self.path
+        try:
+            self.flush()
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        if self.redactor.file_contains_secret(self.partial_path):
+            self.partial_path.unlink(missing_ok=True)
+            raise SecretLeakError(str(self.path), "the recording was discarded")
+        try:
+            os.replace(self.partial_path, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise CassetteWriteError(self.path, f"cannot be moved into place: {exc}") from None
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and remove the partial file; an existing cassette stays as it was."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.partial_path.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,157 @@
+"""Every error rtreplay raises, in one tree.
+
+::
+
+    RtreplayError
+    ├── CassetteError                 a cassette file cannot be used (carries path and line)
+    │   ├── CassetteNotFoundError     (also FileNotFoundError) no file at that path
+    │   ├── CassetteFormatError       (also ValueError) bad JSON, unknown record kind,
+    │   │                             missing field, wrong type, records out of order
+    │   ├── CassetteVersionError      written by a newer rtreplay in a format this one cannot read
+    │   └── CassetteWriteError        (also OSError) the file cannot be written or replaced
+    ├── SecretLeakError               a live credential would have reached the disk
+    ├── ReplayError                   the mock server cannot serve what was asked
+    │   └── MismatchError             client events did not match the recording (carries the report)
+    └── RecordError                   the recording proxy failed
+        └── UpstreamError             the upstream Realtime API refused or could not be reached
+
+Warnings: ``CassetteTruncatedWarning`` (a ``UserWarning``) is issued when a cassette's last
+line was cut short, which is what a process killed while writing leaves behind; every
+complete record before it is still read.
+
+Exceptions carry their facts as attributes and build their message in ``__str__``, so a
+caller can both show them and act on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CassetteError",
+    "CassetteFormatError",
+    "CassetteNotFoundError",
+    "CassetteTruncatedWarning",
+    "CassetteVersionError",
+    "CassetteWriteError",
+    "MismatchError",
+    "RecordError",
+    "ReplayError",
+    "RtreplayError",
+    "SecretLeakError",
+    "UpstreamError",
+]
+
+
+class RtreplayError(Exception):
+    """Root of every error raised by rtreplay."""
+
+
+class CassetteError(RtreplayError):
+    """A cassette file cannot be used.
+
+    ``path`` is the file, ``line`` the 1-based line number where the problem is (``None``
+    when it concerns the whole file), ``problem`` what is wrong in words.
+    """
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
+        super().__init__(path, problem, line)
+        self.path = Path(path)
+        self.problem = problem
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else f"{self.path}"
+        return f"{where}: {self.problem}"
+
+
+class CassetteNotFoundError(CassetteError, FileNotFoundError):
+    """There is no cassette at this path."""
+
+    def __init__(self, path: str | Path, problem: str = "no such cassette file") -> None:
+        CassetteError.__init__(self, path, problem)
+
+
+class CassetteFormatError(CassetteError, ValueError):
+    """A line of the cassette is not a valid record of the format."""
+
+
+class CassetteVersionError(CassetteError):
+    """The cassette was written in a format version this rtreplay cannot read."""
+
+    def __init__(self, path: str | Path, found: object, writer: str | None, supported: int) -> None:
+        self.found = found
+        self.writer = writer
+        self.supported = supported
+        by = f" by rtreplay {writer}" if writer else ""
+        if isinstance(found, int) and found > supported:
+            problem = (
+                f"cassette format {found} (written{by}) is newer than this rtreplay can read "
+                f"(format {supported}); upgrade with `pip install -U rtreplay`, "
+                f"or re-record the cassette with this version"
+            )
+        else:
+            problem = (
+                f"unknown cassette format {found!r}{by}; this rtreplay reads format {supported}"
+            )
+        super().__init__(path, problem, line=1)
+
+
+class CassetteWriteError(CassetteError, OSError):
+    """The cassette cannot be written, finished or moved into place."""
+
+
+class SecretLeakError(RtreplayError):
+    """A live credential was found in what was about to be written; nothing was kept."""
+
+    def __init__(self, where: str, hint: str = "") -> None:
+        super().__init__(where, hint)
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        msg = f"refusing to write a cassette: a live credential is still present in {self.where}"
+        return f"{msg}; {self.hint}" if self.hint else msg
+
+
+class ReplayError(RtreplayError):
+    """The replay server cannot serve what was asked of it."""
+
+
+class MismatchError(ReplayError):
+    """Client events did not match the recording.
+
+    ``report`` is the replay's mismatch report (its ``str`` is the readable text).
+    """
+
+    def __init__(self, report: Any) -> None:
+        super().__init__(report)
+        self.report = report
+
+    def __str__(self) -> str:
+        return str(self.report)
+
+
+class RecordError(RtreplayError):
+    """The recording proxy failed."""
+
+
+class UpstreamError(RecordError):
+    """The upstream Realtime API refused the connection or could not be reached.
+
+    ``status`` is the HTTP status the client was given (502 when unreachable).
+    """
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(url, status, reason)
+        self.url = url
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"upstream {self.url} answered {self.status}: {self.reason}"
+
+
+class CassetteTruncatedWarning(UserWarning):
+    """The cassette's last line was cut short; every complete record before it was read."""

@@ -1,0 +1,326 @@
+"""What never reaches a disk: API keys, ephemeral secrets, organisation and project ids.
+
+A :class:`Redactor` rewrites every record before the writer encodes it:
+
+- handshake headers named like credentials (``Authorization``, ``api-key``,
+  ``OpenAI-Organization``, ``OpenAI-Project``, cookies, and any you add) keep their name but
+  lose their value (``Bearer REDACTED``);
+- the browser subprotocols ``openai-insecure-api-key.<key>``, ``openai-organization.<org>``
+  and ``openai-project.<proj>`` keep their prefix only;
+- query parameters named like keys (``api_key``, ``key``, ``token``, ``client_secret``...);
+- inside frames: every live credential the recorder saw (exact match, anywhere, text or
+  binary), any ``sk-...`` or ``ek_...`` key-shaped string, the value of any JSON field
+  named like a secret (``client_secret``, ``api_key``, ``password``...), at any depth;
+- your own rules: header names, dotted JSON paths (``*`` matches any key or index),
+  regular expressions, and a callable over each decoded event.
+
+Text is rewritten in place where possible, so a frame without secrets keeps its exact bytes
+and one with a key-shaped string changes only there. Live credentials shorter than
+:data:`MIN_SECRET_LENGTH` characters (``"test"``) are redacted by field but not hunted for
+inside frames, where such a short string would match ordinary text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from .cassette import Close, Frame, Header, Open, Record, Reject, json_raw
+
+__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "credentials_in_handshake"]
+
+REDACTED = "REDACTED"
+MIN_SECRET_LENGTH = 8
+
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "set-cookie",
+    }
+)
+SECRET_SUBPROTOCOL_PREFIXES = (
+    "openai-insecure-api-key.",
+    "openai-organization.",
+    "openai-project.",
+)
+SECRET_QUERY = frozenset(
+    {
+        "api-key",
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "access_token",
+        "auth",
+        "authorization",
+        "client_secret",
+        "secret",
+        "password",
+        "sig",
+        "signature",
+    }
+)
+# JSON field names whose string values are secrets wherever they appear in an event.
+SECRET_FIELDS = frozenset(
+    {
+        "client_secret",
+        "api_key",
+        "apikey",
+        "api-key",
+        "secret",
+        "password",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "authorization",
+        "bearer_token",
+    }
+)
+_KEY_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9_\-])(sk-|ek_)[A-Za-z0-9][A-Za-z0-9_\-]{7,}"
+)
+_KEY_SHAPES_BYTES = re.compile(_KEY_SHAPES.pattern.encode())
+_FIELD_TRIGGER = re.compile(
+    r'"(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS)) + r')"\s*:', re.IGNORECASE
+)
+
+EventHook = Callable[[Any, str], Any]
+
+
+def _shape_sub(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED
+
+
+def _shape_sub_bytes(match: re.Match[bytes]) -> bytes:
+    return match.group(1) + REDACTED.encode()
+
+
+def credentials_in_handshake(
+    headers: Mapping[str, str], subprotocols: Iterable[str] = ()
+) -> list[str]:
+    """The live credentials a client presented: bearer token, ``api-key``, browser key."""
+    found: list[str] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in ("authorization", "proxy-authorization"):
+            scheme, _, token = value.strip().partition(" ")
+            found.append(token.strip() if token else scheme)
+        elif lname in ("api-key", "x-api-key"):
+            found.append(value.strip())
+    for proto in subprotocols:
+        if proto.startswith("openai-insecure-api-key."):
+            found.append(proto[len("openai-insecure-api-key.") :])
+    return [f for f in found if f]
+
+
+class Redactor:
+    """Removes credentials from cassette records; one per recording.
+
+    ``secrets`` are live credentials to hunt for everywhere (the recorder adds the ones
+    each client presents, and the ``OPENAI_API_KEY`` it uses itself). ``headers``,
+    ``query``, ``json_paths`` and ``patterns`` extend the built-in rules; ``event_hook`` is
+    called as ``hook(event, direction)`` on every JSON event and returns the event to keep.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: Iterable[str] = (),
+        headers: Iterable[str] = (),
+        query: Iterable[str] = (),
+        json_paths: Iterable[str] = (),
+        patterns: Iterable[str | re.Pattern[str]] = (),
+        event_hook: EventHook | None = None,
+    ) -> None:
+        self.secret_headers = SECRET_HEADERS | {h.lower() for h in headers}
+        self.secret_query = SECRET_QUERY | {q.lower() for q in query}
+        self.json_paths = [tuple(p.split(".")) for p in json_paths]
+        self.patterns = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        self.event_hook = event_hook
+        self.secrets: set[str] = set()
+        self._secret_bytes: list[bytes] = []
+        self._secret_re: re.Pattern[str] | None = None
+        for secret in secrets:
+            self.add_secret(secret)
+
+    # -- live credentials -------------------------------------------------------------
+
+    def add_secret(self, secret: str) -> None:
+        """Hunt for this live credential in everything written from now on."""
+        secret = secret.strip()
+        if len(secret) < MIN_SECRET_LENGTH or secret in self.secrets or secret == REDACTED:
+            return
+        self.secrets.add(secret)
+        self._secret_bytes = sorted((s.encode() for s in self.secrets), key=len, reverse=True)
+        self._secret_re = re.compile(
+            "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
+        )
+
+    def add_handshake(self, headers: Mapping[str, str], subprotocols: Iterable[str] = ()) -> None:
+        """Learn the credentials a client presented in its handshake."""
+        for secret in credentials_in_handshake(headers, subprotocols):
+            self.add_secret(secret)
+
+    def find_secret(self, data: bytes | bytearray, start: int = 0) -> bytes | None:
+        """The first live credential present in ``data[start:]``, if any."""
+        for secret in self._secret_bytes:
+            if data.find(secret, start) != -1:
+                return secret
+        return None
+
+    def file_contains_secret(self, path: str | os.PathLike[str]) -> bool:
+        """Whether any live credential's bytes appear anywhere in the file."""
+        if not self._secret_bytes:
+            return False
+        overlap = max(len(s) for s in self._secret_bytes) - 1
+        tail = b""
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                window = tail + chunk
+                if self.find_secret(window) is not None:
+                    return True
+                tail = window[-overlap:] if overlap else b""
+        return False
+
+    # -- records ----------------------------------------------------------------------
+
+    def record(self, record: Record) -> Record:
+        """The record with every credential removed."""
+        if isinstance(record, Frame):
+            return self.frame(record)
+        if isinstance(record, Open):
+            return msgspec.structs.replace(
+                record,
+                path=self.text(record.path),
+                query=self.query(record.query),
+                subprotocol=self.subprotocol(record.subprotocol),
+                headers=self.headers(record.headers),
+            )
+        if isinstance(record, Reject):
+            return msgspec.structs.replace(
+                record, headers=self.headers(record.headers), body=self.text(record.body)
+            )
+        if isinstance(record, Close):
+            return msgspec.structs.replace(record, reason=self.text(record.reason))
+        assert isinstance(record, Header)
+        return record
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in headers.items():
+            lname = name.lower()
+            if lname in self.secret_headers:
+                scheme, sep, token = value.partition(" ")
+                out[name] = f"{scheme} {REDACTED}" if sep and token else REDACTED
+            elif lname == "sec-websocket-protocol":
+                out[name] = ", ".join(self.subprotocol(p.strip()) or "" for p in value.split(","))
+            else:
+                out[name] = self.text(value)
+        return out
+
+    def subprotocol(self, proto: str | None) -> str | None:
+        if proto is None:
+            return None
+        for prefix in SECRET_SUBPROTOCOL_PREFIXES:
+            if proto.startswith(prefix):
+                return prefix + REDACTED
+        return self.text(proto)
+
+    def query(self, query: Mapping[str, str]) -> dict[str, str]:
+        return {
+            k: REDACTED if k.lower() in self.secret_query else self.text(v) for k, v in query.items()
+        }
+
+    def text(self, text: str) -> str:
+        """A string with live credentials, key-shaped strings and your patterns removed."""
+        if self._secret_re is not None:
+            text = self._secret_re.sub(REDACTED, text)
+        text = _KEY_SHAPES.sub(_shape_sub, text)
+        for pattern in self.patterns:
+            text = pattern.sub(REDACTED, text)
+        return text
+
+    def frame(self, frame: Frame) -> Frame:
+        """The frame with credentials removed; unchanged bytes when it holds none."""
+        if frame.binary is not msgspec.UNSET:
+            data = frame.binary
+            for secret in self._secret_bytes:
+                data = data.replace(secret, REDACTED.encode())
+            data = _KEY_SHAPES_BYTES.sub(_shape_sub_bytes, data)
+            return frame if data == frame.binary else msgspec.structs.replace(frame, binary=data)
+        if frame.text is not msgspec.UNSET:
+            text = self.text(frame.text)
+            return frame if text == frame.text else msgspec.structs.replace(frame, text=text)
+        assert frame.json is not msgspec.UNSET
+        original = bytes(frame.json).decode()
+        text = self.text(original)
+        if self.json_paths or self.event_hook is not None or _FIELD_TRIGGER.search(text):
+            event = msgspec.json.decode(text)
+            event = self.event(event, frame.dir)
+            text = msgspec.json.encode(event).decode()
+        if text == original:
+            return frame
+        raw = json_raw(text)
+        if raw is None:  # a hook returned something that is not JSON-encodable text
+            return msgspec.structs.replace(frame, json=msgspec.UNSET, text=text)
+        return msgspec.structs.replace(frame, json=raw)
+
+    def event(self, event: Any, direction: str = "server") -> Any:
+        """A decoded event with secret fields, your JSON paths and your hook applied."""
+        event = _scrub_fields(event)
+        for path in self.json_paths:
+            event = _redact_path(event, path)
+        if self.event_hook is not None:
+            event = self.event_hook(event, direction)
+        return event
+
+
+def _scrub_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower() in SECRET_FIELDS:
+                out[key] = _redact_all(item)
+            else:
+                out[key] = _scrub_fields(item)
+        return out
+    if isinstance(value, list):
+        return [_scrub_fields(v) for v in value]
+    return value
+
+
+def _redact_all(value: Any) -> Any:
+    """Every string inside ``value`` replaced (a client_secret object keeps its shape)."""
+    if isinstance(value, str):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: _redact_all(v) if k != "expires_at" else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v) for v in value]
+    return value
+
+
+def _redact_path(value: Any, path: tuple[str, ...]) -> Any:
+    if not path:
+        return _redact_all(value)
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {
+            k: _redact_path(v, rest) if head in ("*", k) else v for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _redact_path(v, rest) if head == "*" or head == str(i) else v
+            for i, v in enumerate(value)
+        ]
+    return value
