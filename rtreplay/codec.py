@@ -92,7 +92,12 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
         return list(reader)
 
 
-def _describe(exc: msgspec.MsgspecError) -> str:
+_DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 text (byte {exc.start} of the line is invalid)"
     text = str(exc)
     if text.startswith("Invalid value") and text.endswith("at `$.kind`"):
         return "unknown record kind " + text[len("Invalid value ") :].split(" - ")[0]
@@ -169,6 +174,9 @@ class CassetteReader:
                 line = following
         except OSError as exc:
             raise CassetteError(self.path, f"cannot be read: {exc}", self.line) from None
+        finally:
+            # A reader used as ``list(CassetteReader(path))`` must not leak its file.
+            self.close()
         if self.header is None:
             raise CassetteFormatError(self.path, "empty file: no header record", max(self.line, 1))
 
@@ -177,7 +185,7 @@ class CassetteReader:
             if self.header is None:
                 return self._decode_header(line)
             record = _decoder.decode(line)
-        except msgspec.MsgspecError as exc:
+        except _DecodeFailure as exc:
             if last and not line.endswith(b"\n"):
                 msg = f"{self.path}:{self.line}: last line is cut short ({_describe(exc)}); it was skipped"
                 self.warnings.append(msg)
@@ -190,7 +198,7 @@ class CassetteReader:
     def _decode_header(self, line: bytes) -> Header:
         try:
             probe = _probe_decoder.decode(line)
-        except msgspec.MsgspecError as exc:
+        except _DecodeFailure as exc:
             if line.lstrip().startswith(b"{"):
                 raise self._error(f"header is {_describe(exc)}") from None
             raise self._error("not an rtreplay cassette (the first line is not a JSON header)") from None
@@ -204,7 +212,7 @@ class CassetteReader:
             raise CassetteVersionError(self.path, probe.format, writer, FORMAT_VERSION)
         try:
             header = msgspec.json.decode(line, type=Header)
-        except msgspec.MsgspecError as exc:
+        except _DecodeFailure as exc:
             raise self._error(_describe(exc)) from None
         self.header = header
         return header

@@ -1,0 +1,428 @@
+"""The cassette reader and writer: round trips, bad input, crashes, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rtreplay import (
+    CassetteError,
+    CassetteFormatError,
+    CassetteNotFoundError,
+    CassetteReader,
+    CassetteTruncatedWarning,
+    CassetteVersionError,
+    CassetteWriter,
+    Close,
+    Frame,
+    Header,
+    Open,
+    Reject,
+    load,
+)
+from rtreplay.codec import decode_records, encode_records
+
+from .conftest import CASSETTES, timeout
+
+# -- strategies ------------------------------------------------------------------------
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+    max_leaves=20,
+)
+offsets = st.floats(0, 1e5, allow_nan=False).map(lambda t: round(t, 6))
+
+
+@st.composite
+def json_messages(draw: st.DrawFn) -> str:
+    """JSON as clients and servers send it: compact, spaced, indented, ASCII-escaped or not."""
+    value = draw(st.dictionaries(text, json_values, max_size=5) | json_values)
+    style = draw(st.sampled_from(["compact", "spaced", "indented", "unicode"]))
+    if style == "compact":
+        return json.dumps(value, separators=(",", ":"))
+    if style == "spaced":
+        return json.dumps(value)
+    if style == "indented":
+        return json.dumps(value, indent=2)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+messages = json_messages() | text | st.binary(max_size=64)
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> list[object]:
+    """Records of one to three connections, interleaved as concurrent ones are."""
+    records: list[object] = [Header(created=draw(st.none() | st.just("2026-11-21T00:00:00Z")))]
+    n = draw(st.integers(1, 3))
+    pending: list[list[object]] = []
+    for conn in range(n):
+        own: list[object] = [
+            Open(
+                conn=conn,
+                path=draw(st.sampled_from(["/v1/realtime", "/realtime", "/openai/realtime"])),
+                query=draw(st.dictionaries(text, text, max_size=3)),
+                protocol=draw(st.sampled_from(["ga", "beta"])),
+                subprotocol=draw(st.none() | st.just("realtime")),
+                headers=draw(st.dictionaries(text, text, max_size=3)),
+            )
+        ]
+        if draw(st.booleans()) and conn == n - 1 and draw(st.booleans()):
+            own.append(Reject(conn=conn, t=draw(offsets), status=401, body=draw(text)))
+        else:
+            for message in draw(st.lists(messages, max_size=6)):
+                own.append(
+                    Frame.from_message(
+                        conn, draw(offsets), draw(st.sampled_from(["client", "server"])), message
+                    )
+                )
+            if draw(st.booleans()):
+                own.append(
+                    Close(
+                        conn=conn,
+                        t=draw(offsets),
+                        code=draw(st.none() | st.sampled_from([1000, 1001, 1006, 1008, 1011, 4000])),
+                        reason=draw(text),
+                        by=draw(st.sampled_from([None, "client", "server"])),
+                    )
+                )
+        pending.append(own)
+    # Interleave, keeping each connection's own order.
+    while any(pending):
+        choices = [p for p in pending if p]
+        records.append(draw(st.sampled_from(choices)).pop(0))
+    return records
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+@given(sessions())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_decode_of_encode_gives_back_the_records(records: list[object]) -> None:
+    data = encode_records(records)  # type: ignore[arg-type]
+    assert decode_records(data) == records
+    assert data.count(b"\n") == len(records), "one record per line, never spanning lines"
+
+
+@given(json_messages())
+def test_json_frames_replay_semantically_identical_and_compact_ones_byte_identical(
+    message: str,
+) -> None:
+    frame = decode_records(encode_records([Header(), Open(conn=0), Frame.from_message(0, 0.5, "server", message)]))[2]
+    assert isinstance(frame, Frame)
+    assert frame.json is not msgspec.UNSET, "a JSON frame is stored as JSON, not as a string"
+    assert json.loads(frame.payload()) == json.loads(message)
+    if "\n" not in message:
+        assert frame.payload() == message.strip()
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",))))
+def test_text_frames_that_are_not_json_survive_as_text(message: str) -> None:
+    frame = Frame.from_message(0, 0.0, "client", message)
+    back = decode_records(encode_records([Header(), Open(conn=0), frame]))[2]
+    assert isinstance(back, Frame)
+    assert back.payload() == message or json.loads(back.payload()) == json.loads(message)
+
+
+def test_fifteen_mebibyte_payloads_round_trip_through_a_file(tmp_path: Path) -> None:
+    audio = "A" * (15 * 1024 * 1024)
+    event = json.dumps({"type": "input_audio_buffer.append", "audio": audio}, separators=(",", ":"))
+    blob = os.urandom(15 * 1024 * 1024)
+    path = tmp_path / "big.jsonl"
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0))
+        writer.write(Frame.from_message(0, 0.1, "client", event))
+        writer.write(Frame.from_message(0, 0.2, "server", blob))
+        writer.write(Close(conn=0, t=0.3, by="client"))
+    frames = load(path).connections[0].frames
+    assert frames[0].payload() == event
+    assert frames[1].payload() == blob
+
+
+def test_every_sample_cassette_reads_back(tmp_path: Path) -> None:
+    samples = sorted(CASSETTES.glob("*.jsonl"))
+    assert len(samples) >= 4
+    for sample in samples:
+        cassette = load(sample)
+        assert cassette.connections, sample
+        assert not cassette.warnings, sample
+        for conn in cassette.connections:
+            assert conn.close is not None or conn.reject is not None, sample
+            first = conn.frames[0].event() if conn.frames else None
+            if conn.reject is None:
+                assert isinstance(first, dict) and first["type"] in (
+                    "session.created",
+                    "transcription_session.created",
+                ), sample
+        # Writing it again gives a cassette with the same records.
+        copy = tmp_path / sample.name
+        with CassetteWriter(copy, header=cassette.header) as writer:
+            writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
+        assert list(CassetteReader(copy)) == list(CassetteReader(sample))
+
+
+def test_the_reader_streams_without_holding_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0))
+        for i in range(2000):
+            writer.write(Frame.from_message(0, i / 1000, "server", '{"type":"x"}'), flush=False)
+    with CassetteReader(path) as reader:
+        it = iter(reader)
+        next(it)
+        next(it)
+        assert reader.line == 2
+        assert reader.offset > 0
+        assert sum(1 for _ in it) == 2000
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def write_lines(path: Path, *lines: str | bytes) -> Path:
+    path.write_bytes(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\n" for ln in lines))
+    return path
+
+
+HEADER = '{"kind":"header","format":1,"rtreplay":"0.1.0"}'
+OPEN = '{"kind":"open","conn":0,"path":"/v1/realtime"}'
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "words"),
+    [
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":0.1,"dir":"server","json":{"a":}'], 3, "not valid JSON"),
+        ([HEADER, OPEN, '{"kind":"tape","conn":0}'], 3, "unknown record kind 'tape'"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"dir":"server","json":{}}'], 3, "missing required field `t`"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":"0","t":0,"dir":"server","json":{}}'], 3, "Expected `int`, got `str`"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":0,"dir":"sideways","json":{}}'], 3, "Invalid enum value 'sideways'"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":0,"dir":"server"}'], 3, "exactly one of 'json', 'text' or 'binary'"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":0,"dir":"server","text":"a","json":1}'], 3, "exactly one"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":-1,"dir":"server","json":{}}'], 3, "finite number of seconds"),
+        ([HEADER, '{"kind":"frame","conn":3,"t":0,"dir":"server","json":{}}'], 2, "never opened"),
+        ([HEADER, OPEN, '{"kind":"close","conn":0,"t":1}', '{"kind":"frame","conn":0,"t":2,"dir":"server","json":{}}'], 4, "after it was closed"),
+        ([HEADER, OPEN, OPEN], 3, "opened a second time"),
+        ([HEADER, OPEN, HEADER], 3, "a second header"),
+        ([OPEN], 1, "first record must be a header"),
+        (["hello world"], 1, "not an rtreplay cassette"),
+        ([HEADER, OPEN, '{"kind":"frame","conn":0,"t":0,"dir":"server","binary":"!!!"}'], 3, "base64"),
+        ([HEADER, OPEN, b'{"kind":"frame","conn":0,"t":0,"dir":"server","text":"\xff"}'], 3, "not valid UTF-8"),
+    ],
+)
+def test_malformed_lines_name_the_file_and_line(
+    tmp_path: Path, lines: list[str | bytes], line: int, words: str
+) -> None:
+    path = write_lines(tmp_path / "bad.jsonl", *lines)
+    with pytest.raises(CassetteFormatError) as info:
+        load(path)
+    err = info.value
+    assert err.line == line
+    assert str(err).startswith(f"{path}:{line}: ")
+    assert words.lower() in str(err).lower()
+
+
+def test_a_future_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "future.jsonl", '{"kind":"header","format":2,"rtreplay":"9.0.0","new":1}')
+    with pytest.raises(CassetteVersionError) as info:
+        load(path)
+    message = str(info.value)
+    assert "format 2" in message and "rtreplay 9.0.0" in message
+    assert "pip install -U rtreplay" in message
+    assert info.value.line == 1
+
+
+def test_missing_empty_and_directory_cassettes_are_never_treated_as_empty(tmp_path: Path) -> None:
+    with pytest.raises(CassetteNotFoundError) as missing:
+        load(tmp_path / "nope.jsonl")
+    assert isinstance(missing.value, FileNotFoundError)
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    with pytest.raises(CassetteFormatError, match="empty file"):
+        load(tmp_path / "empty.jsonl")
+    with pytest.raises(CassetteError, match="is a directory"):
+        load(tmp_path)
+
+
+def test_a_truncated_last_line_keeps_every_complete_record_and_warns(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "cut.jsonl", HEADER, OPEN, '{"kind":"frame","conn":0,"t":0.1,"dir":"server","json":{"type":"a"}}')
+    path.write_bytes(path.read_bytes() + b'{"kind":"frame","conn":0,"t":0.2,"dir":"ser')
+    with pytest.warns(CassetteTruncatedWarning, match=r"cut\.jsonl:4: last line is cut short"):
+        cassette = load(path)
+    assert len(cassette.connections[0].frames) == 1
+    assert cassette.warnings and "cut short" in cassette.warnings[0]
+
+
+def test_a_cut_line_in_the_middle_is_an_error_not_a_warning(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "mid.jsonl", HEADER, OPEN, '{"kind":"frame","conn":0,"t":0.2,"dir":"ser', '{"kind":"close","conn":0,"t":1}')
+    with pytest.raises(CassetteFormatError) as info:
+        load(path)
+    assert info.value.line == 3
+
+
+def _mutations(rng: random.Random, data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    kind = rng.randrange(8)
+    if kind == 0:  # flip bytes
+        buf = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        return bytes(buf)
+    if kind == 1:  # cut the file anywhere
+        return data[: rng.randrange(len(data))]
+    if kind == 2:  # cut one line short
+        i = rng.randrange(len(lines))
+        lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
+        return b"\n".join(lines)
+    if kind in (3, 4):  # remove a field / change its type
+        i = rng.randrange(len(lines))
+        try:
+            record = json.loads(lines[i])
+        except ValueError:
+            return data
+        if isinstance(record, dict) and record:
+            key = rng.choice(sorted(record))
+            if kind == 3:
+                del record[key]
+            else:
+                record[key] = rng.choice([None, "x", 1.5, -3, [], {}, True, "🙂", 2**70])
+            lines[i] = json.dumps(record).encode()
+        return b"\n".join(lines)
+    if kind == 5:  # duplicate, drop or swap lines
+        i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+        op = rng.randrange(3)
+        if op == 0:
+            lines.insert(j, lines[i])
+        elif op == 1:
+            del lines[i]
+        else:
+            lines[i], lines[j] = lines[j], lines[i]
+        return b"\n".join(lines)
+    if kind == 6:  # insert garbage bytes
+        pos = rng.randrange(len(data))
+        return data[:pos] + os.urandom(rng.randint(1, 20)) + data[pos:]
+    # change a number or a kind in place
+    i = rng.randrange(len(lines))
+    return b"\n".join(lines[:i] + [lines[i].replace(b'"frame"', b'"fram"').replace(b":0,", b":9,")] + lines[i + 1 :])
+
+
+def test_fuzzed_cassettes_raise_only_cassette_errors_with_a_line_number(tmp_path: Path) -> None:
+    rng = random.Random(20261121)
+    samples = [p.read_bytes() for p in sorted(CASSETTES.glob("*.jsonl"))]
+    target = tmp_path / "fuzz.jsonl"
+    outcomes = {"read": 0, "error": 0, "truncated": 0}
+    for _ in range(3000):
+        data = _mutations(rng, rng.choice(samples))
+        for _ in range(rng.randrange(3)):
+            data = _mutations(rng, data) if data else data
+        target.write_bytes(data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                load(target)
+            except CassetteError as exc:
+                outcomes["error"] += 1
+                assert exc.line is not None and exc.line >= 1, repr(exc)
+                assert str(exc).startswith(f"{target}:{exc.line}: "), str(exc)
+            else:
+                outcomes["read"] += 1
+        if any(issubclass(w.category, CassetteTruncatedWarning) for w in caught):
+            outcomes["truncated"] += 1
+    # The corruptions must actually exercise both outcomes.
+    assert outcomes["error"] > 1000 and outcomes["read"] > 50 and outcomes["truncated"] > 10, outcomes
+
+
+# -- the writer --------------------------------------------------------------------------
+
+
+def test_recording_over_a_cassette_replaces_it_only_when_finished(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0, query={"model": "old"}))
+    before = path.read_bytes()
+    writer = CassetteWriter(path)
+    writer.write(Open(conn=0, query={"model": "new"}))
+    assert path.read_bytes() == before, "the old cassette is untouched while recording"
+    assert writer.partial_path.exists() and writer.partial_path.parent == path.parent
+    writer.close()
+    assert load(path).connections[0].open.query == {"model": "new"}
+    assert not writer.partial_path.exists()
+
+
+def test_an_exception_while_recording_keeps_the_old_cassette(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0, query={"model": "old"}))
+    with pytest.raises(RuntimeError), CassetteWriter(path) as writer:
+        writer.write(Open(conn=0, query={"model": "new"}))
+        raise RuntimeError("the test failed")
+    assert load(path).connections[0].open.query == {"model": "old"}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    from rtreplay import CassetteWriteError
+
+    with pytest.raises(CassetteWriteError, match="cannot be written"):
+        CassetteWriter(tmp_path / "file" / "c.jsonl")
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from rtreplay import CassetteWriter, Frame, Open
+    w = CassetteWriter(sys.argv[1])
+    w.write(Open(conn=0))
+    i = 0
+    while True:
+        payload = '{"type":"response.output_audio.delta","delta":"%s","n":%d}' % ("QUJD" * (i % 50), i)
+        w.write(Frame.from_message(0, i / 1000, "server", payload))
+        print(i, flush=True)
+        i += 1
+    """
+)
+
+
+def test_a_writer_killed_at_random_moments_leaves_every_record_it_wrote(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    for attempt in range(5):
+        path = tmp_path / f"killed-{attempt}.jsonl"
+        with subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            target = rng.randint(20, 3000)
+            reported = -1
+            for line in proc.stdout:
+                reported = int(line)
+                if reported >= target:
+                    break
+            os.kill(proc.pid, signal.SIGKILL)
+            for line in proc.stdout:  # what it printed before dying
+                reported = int(line)
+            proc.wait(timeout(10))
+        partial = next(tmp_path.glob(f"killed-{attempt}.jsonl.*.partial"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CassetteTruncatedWarning)
+            frames = load(partial).connections[0].frames
+        numbers = [json.loads(f.payload())["n"] for f in frames]
+        assert numbers == list(range(len(numbers))), "in order, none lost in between"
+        assert len(numbers) >= reported + 1, (len(numbers), reported)

@@ -1,0 +1,252 @@
+"""Redaction: no credential reaches a cassette file, wherever it hides."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rtreplay import CassetteWriter, Close, Frame, Open, Redactor, Reject, SecretLeakError, load
+from rtreplay.redact import REDACTED, credentials_in_handshake
+
+KEY = "sk-proj-Zx8vQ2mN4pL6rT1wY3uE5iO7aS9dF0gH"
+
+
+def write(path: Path, redactor: Redactor, *records: object) -> bytes:
+    with CassetteWriter(path, redactor=redactor) as writer:
+        for record in records:
+            writer.write(record)  # type: ignore[arg-type]
+    return path.read_bytes()
+
+
+def test_handshake_credentials_are_removed_but_their_names_kept(tmp_path: Path) -> None:
+    redactor = Redactor()
+    headers = {
+        "Authorization": f"Bearer {KEY}",
+        "api-key": "0123456789abcdef0123456789abcdef",
+        "OpenAI-Organization": "org-abc123def456",
+        "OpenAI-Project": "proj_abc123def456",
+        "Sec-WebSocket-Protocol": f"realtime, openai-insecure-api-key.{KEY}, openai-organization.org-abc123def456, openai-project.proj_x1y2z3w4",
+        "User-Agent": "AsyncOpenAI/Python 3.52.0",
+    }
+    redactor.add_handshake(headers, ["realtime", f"openai-insecure-api-key.{KEY}"])
+    data = write(
+        tmp_path / "c.jsonl",
+        redactor,
+        Open(
+            conn=0,
+            query={"model": "gpt-realtime", "api_key": "secret-in-query-123", "api-version": "2025-04-01"},
+            subprotocol=f"openai-insecure-api-key.{KEY}",
+            headers=headers,
+        ),
+        Close(conn=0, t=1.0, reason=f"bye {KEY}"),
+    )
+    text = data.decode()
+    for secret in (KEY, "0123456789abcdef0123456789abcdef", "org-abc123def456", "proj_abc123def456", "proj_x1y2z3w4", "secret-in-query-123"):
+        assert secret not in text
+    opened = load(tmp_path / "c.jsonl").connections[0].open
+    assert opened.headers["Authorization"] == "Bearer REDACTED"
+    assert opened.headers["api-key"] == REDACTED
+    assert opened.headers["User-Agent"] == "AsyncOpenAI/Python 3.52.0"
+    assert opened.headers["Sec-WebSocket-Protocol"] == (
+        "realtime, openai-insecure-api-key.REDACTED, openai-organization.REDACTED, openai-project.REDACTED"
+    )
+    assert opened.query == {"model": "gpt-realtime", "api_key": REDACTED, "api-version": "2025-04-01"}
+    assert opened.subprotocol == "openai-insecure-api-key.REDACTED"
+
+
+def test_secrets_inside_frames_are_removed_and_other_bytes_kept(tmp_path: Path) -> None:
+    redactor = Redactor(secrets=["azure0123456789abcdef"])
+    events = [
+        {"type": "session.created", "session": {"client_secret": {"value": "ek_68af0c2e3b5d4a1f", "expires_at": 1767233035}}},
+        {"type": "conversation.item.create", "item": {"type": "function_call_output", "output": json.dumps({"token": "x", "api_key": KEY})}},
+        {"type": "response.function_call_arguments.done", "arguments": json.dumps({"deep": {"nested": [f"use {KEY} here"]}})},
+        {"type": "x", "a": {"b": [{"password": "hunter2hunter2"}, {"note": "azure0123456789abcdef"}]}},
+    ]
+    frames = [Frame.from_message(0, i / 10, "server", json.dumps(e, separators=(",", ":"))) for i, e in enumerate(events)]
+    plain = Frame.from_message(0, 1.0, "server", '{"type":"response.output_text.delta","delta":"task-force sk-"}')
+    binary = Frame.from_message(0, 1.1, "client", b"\x00" + KEY.encode() + b"\x01")
+    data = write(tmp_path / "c.jsonl", redactor, Open(conn=0), *frames, plain, binary).decode()
+    for secret in (KEY, "ek_68af0c2e3b5d4a1f", "hunter2hunter2", "azure0123456789abcdef"):
+        assert secret not in data
+    back = load(tmp_path / "c.jsonl").connections[0].frames
+    assert json.loads(back[0].payload())["session"]["client_secret"] == {"value": REDACTED, "expires_at": 1767233035}
+    assert back[4].payload() == plain.payload(), "a frame without secrets keeps its exact bytes"
+    assert back[5].payload() == b"\x00sk-REDACTED\x01"
+
+
+def test_user_rules_headers_paths_patterns_and_hooks(tmp_path: Path) -> None:
+    def hook(event: object, direction: str) -> object:
+        if isinstance(event, dict) and event.get("type") == "conversation.item.create":
+            event = {**event, "hooked": direction}
+        return event
+
+    redactor = Redactor(
+        headers=["X-Internal-Token"],
+        json_paths=["item.content.*.text"],
+        patterns=[r"acct-\d{6}"],
+        event_hook=hook,
+    )
+    event = {"type": "conversation.item.create", "item": {"content": [{"type": "input_text", "text": "my SSN"}]}, "note": "acct-123456"}
+    write(
+        tmp_path / "c.jsonl",
+        redactor,
+        Open(conn=0, headers={"X-Internal-Token": "abc"}),
+        Frame.from_message(0, 0.1, "client", json.dumps(event)),
+    )
+    conn = load(tmp_path / "c.jsonl").connections[0]
+    assert conn.open.headers == {"X-Internal-Token": REDACTED}
+    got = json.loads(conn.frames[0].payload())
+    assert got["item"]["content"][0] == {"type": "input_text", "text": REDACTED}
+    assert got["note"] == REDACTED
+    assert got["hooked"] == "client"
+
+
+def test_a_secret_that_survives_every_rule_refuses_the_record(tmp_path: Path) -> None:
+    def leak(event: object, direction: str) -> object:
+        return {"oops": KEY[::-1][::-1]}  # a hook that puts the live key back
+
+    redactor = Redactor(secrets=[KEY], event_hook=leak)
+    path = tmp_path / "c.jsonl"
+    path.write_text("the old cassette\n")
+    writer = CassetteWriter(path, redactor=redactor)
+    with pytest.raises(SecretLeakError, match="live credential"):
+        writer.write(Frame.from_message(0, 0.1, "server", '{"type":"x"}'))
+    writer.abort()
+    assert path.read_text() == "the old cassette\n"
+
+
+def test_the_last_check_discards_a_file_holding_the_live_key(tmp_path: Path) -> None:
+    redactor = Redactor()
+    path = tmp_path / "c.jsonl"
+    writer = CassetteWriter(path, redactor=redactor)
+    writer.write(Open(conn=0, headers={"user-agent": "short"}))
+    # The key becomes known only after it was written (e.g. learnt too late).
+    writer.write(Reject(conn=0, t=0.1, status=401, body="Incorrect API key provided: zz-0123456789abcdefXYZ"))
+    redactor.add_secret("zz-0123456789abcdefXYZ")
+    with pytest.raises(SecretLeakError, match="discarded"):
+        writer.close()
+    assert not path.exists() and not writer.partial_path.exists()
+
+
+def test_short_keys_are_redacted_by_field_but_not_hunted_in_text() -> None:
+    redactor = Redactor()
+    redactor.add_handshake({"Authorization": "Bearer test"})
+    assert redactor.secrets == set()
+    assert redactor.headers({"Authorization": "Bearer test"}) == {"Authorization": "Bearer REDACTED"}
+    assert redactor.text("a test of text") == "a test of text"
+
+
+def test_credentials_in_handshake() -> None:
+    assert credentials_in_handshake(
+        {"authorization": "Bearer ek_1", "api-key": "k2"}, ["realtime", "openai-insecure-api-key.k3"]
+    ) == ["ek_1", "k2", "k3"]
+
+
+# -- the law: whatever the session, the key's bytes appear nowhere in the file ------------
+
+keys = st.one_of(
+    st.from_regex(r"sk-(proj-)?[A-Za-z0-9]{20,48}", fullmatch=True),
+    st.from_regex(r"ek_[A-Za-z0-9]{16,32}", fullmatch=True),
+    st.from_regex(r"[a-f0-9]{32}", fullmatch=True),  # Azure-style key
+)
+filler = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_categories=("Cs",)), max_size=20)
+_HIDING_PLACES = [
+    "header",
+    "subprotocol",
+    "query",
+    "client_secret",
+    "nested",
+    "tool_arguments",
+    "text_frame",
+    "binary_frame",
+    "close_reason",
+]
+
+
+@st.composite
+def sessions_hiding(draw: st.DrawFn) -> tuple[str, list[object], dict[str, str], list[str]]:
+    key = draw(keys)
+    places = draw(st.lists(st.sampled_from(_HIDING_PLACES), min_size=1, unique=True))
+    headers = {"User-Agent": draw(filler)}
+    protocols = ["realtime"]
+    auth = draw(st.sampled_from(["authorization", "api-key", "subprotocol"]))
+    if auth == "authorization":
+        headers["Authorization"] = f"Bearer {key}"
+    elif auth == "api-key":
+        headers["api-key"] = key
+    else:
+        protocols.append(f"openai-insecure-api-key.{key}")
+    if "header" in places:
+        headers[draw(st.sampled_from(["X-Debug", "OpenAI-Project", "Cookie"]))] = f"{draw(filler)}{key}"
+    query = {"model": "gpt-realtime"}
+    if "query" in places:
+        query[draw(st.sampled_from(["api_key", "key", "note"]))] = key
+    if "subprotocol" in places:
+        protocols.append(f"openai-insecure-api-key.{key}")
+    records: list[object] = [
+        Open(conn=0, query=query, headers=headers, subprotocol=protocols[-1] if len(protocols) > 1 else "realtime")
+    ]
+    t = 0.0
+
+    def frame(direction: str, message: str | bytes) -> None:
+        nonlocal t
+        t += 0.01
+        records.append(Frame.from_message(0, t, direction, message))  # type: ignore[arg-type]
+
+    frame("server", json.dumps({"type": "session.created", "session": {"id": "sess_1"}}))
+    if "client_secret" in places:
+        frame("server", json.dumps({"type": "session.updated", "session": {"client_secret": {"value": key, "expires_at": 1}}}))
+    if "nested" in places:
+        depth = draw(st.integers(1, 6))
+        value: object = draw(filler) + key + draw(filler)
+        for _ in range(depth):
+            value = draw(st.sampled_from([lambda v: [v], lambda v: {"k": v}]))(value)
+        frame(draw(st.sampled_from(["client", "server"])), json.dumps({"type": "conversation.item.create", "item": value}, ensure_ascii=draw(st.booleans())))
+    if "tool_arguments" in places:
+        arguments = json.dumps({"query": draw(filler), "credentials": {"token": key}})
+        frame("server", json.dumps({"type": "response.function_call_arguments.done", "arguments": arguments}))
+    if "text_frame" in places:
+        frame("client", f"{draw(filler)} {key} {draw(filler)}")
+    if "binary_frame" in places:
+        frame("client", draw(st.binary(max_size=8)) + key.encode() + draw(st.binary(max_size=8)))
+    reason = f"bye {key}" if "close_reason" in places else ""
+    records.append(Close(conn=0, t=t + 0.01, reason=reason, by="client"))
+    return key, records, headers, protocols
+
+
+SESSIONS_TRIED = 0
+
+
+@given(sessions_hiding())
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], deadline=None)
+def test_no_key_survives_into_a_written_cassette(
+    tmp_path: Path, session: tuple[str, list[object], dict[str, str], list[str]]
+) -> None:
+    global SESSIONS_TRIED
+    SESSIONS_TRIED += 1
+    key, records, headers, protocols = session
+    redactor = Redactor()
+    redactor.add_handshake(headers, protocols)  # what the recorder does with each handshake
+    path = tmp_path / f"s{SESSIONS_TRIED}.jsonl"
+    data = write(path, redactor, *records)
+    assert key.encode() not in data
+    # Nor hidden behind JSON escapes: decode every JSON payload and look again.
+    for conn in load(path).connections:
+        for f in conn.frames:
+            event = f.event()
+            if event is not None:
+                assert key not in msgspec.json.encode(event).decode()
+    path.unlink()
+
+
+def test_key_shaped_strings_need_a_boundary() -> None:
+    redactor = Redactor()
+    assert redactor.text("task-force-abcdefghijklmnop") == "task-force-abcdefghijklmnop"
+    assert redactor.text("(sk-abcdefghijklmnop)") == "(sk-REDACTED)"
+    assert re.fullmatch(r"ek_REDACTED", redactor.text("ek_abcdefghijkl"))
