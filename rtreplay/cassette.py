@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -138,7 +138,7 @@ class Reject(msgspec.Struct, frozen=True, tag="reject", tag_field="kind", omit_d
     body: str = ""
 
 
-Record = Union[Header, Open, Frame, Close, Reject]
+Record = Header | Open | Frame | Close | Reject
 
 
 def json_raw(text: str) -> msgspec.Raw | None:

@@ -127,7 +127,7 @@ class CassetteReader:
                 raise CassetteError(self.path, f"cannot be read: {exc.strerror or exc}") from None
             self._owned = True
         else:
-            self.path = Path(name or getattr(source, "name", "<stream>"))
+            self.path = Path(name or str(getattr(source, "name", "<stream>")))
             self._file = source
             self._owned = False
         self.line = 0
@@ -184,7 +184,7 @@ class CassetteReader:
         try:
             if self.header is None:
                 return self._decode_header(line)
-            record = _decoder.decode(line)
+            record: Record = _decoder.decode(line)
         except _DecodeFailure as exc:
             if last and not line.endswith(b"\n"):
                 msg = f"{self.path}:{self.line}: last line is cut short ({_describe(exc)}); it was skipped"

@@ -1,0 +1,46 @@
+"""The ``rtreplay`` command as a function, and as the real console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtreplay.cli import main
+
+from .conftest import CASSETTES
+
+
+def test_inspect_summarises_a_cassette(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(CASSETTES / "function-call.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "connection 0: /v1/realtime?model=gpt-realtime (GA protocol)" in out
+    assert "client: 5 frames" in out
+    assert "2 response.function_call_arguments.delta" in out
+    assert "closed by the client with code 1000" in out
+
+
+def test_a_bad_cassette_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind":"header","format":1,"rtreplay":"0.1.0"}\n{"kind":"open"}\n')
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{bad}:2: invalid record: Object missing required field `conn`" in err
+    assert main(["inspect", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such cassette file" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "inspect", str(CASSETTES / "errors.jsonl")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "    1 (not an event)" in done.stdout, "the client frame without a type is counted apart"
+    version = subprocess.run([sys.executable, "-m", "rtreplay", "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip().startswith("rtreplay ")
