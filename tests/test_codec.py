@@ -320,7 +320,8 @@ def _mutations(rng: random.Random, data: bytes) -> bytes:
         return data[:pos] + os.urandom(rng.randint(1, 20)) + data[pos:]
     # change a number or a kind in place
     i = rng.randrange(len(lines))
-    return b"\n".join(lines[:i] + [lines[i].replace(b'"frame"', b'"fram"').replace(b":0,", b":9,")] + lines[i + 1 :])
+    lines[i] = lines[i].replace(b'"frame"', b'"fram"').replace(b":0,", b":9,")
+    return b"\n".join(lines)
 
 
 def test_fuzzed_cassettes_raise_only_cassette_errors_with_a_line_number(tmp_path: Path) -> None:
@@ -426,3 +427,24 @@ def test_a_writer_killed_at_random_moments_leaves_every_record_it_wrote(tmp_path
         numbers = [json.loads(f.payload())["n"] for f in frames]
         assert numbers == list(range(len(numbers))), "in order, none lost in between"
         assert len(numbers) >= reported + 1, (len(numbers), reported)
+
+
+def test_streaming_memory_does_not_grow_with_the_audio(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "hour.jsonl"
+    delta = '{"type":"response.output_audio.delta","delta":"' + "QUJD" * 16_000 + '"}'
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0))
+        for i in range(600):  # ~38 MB of audio deltas
+            writer.write(Frame.from_message(0, i / 100, "server", delta), flush=i % 50 == 0)
+    assert path.stat().st_size > 35_000_000
+    tracemalloc.start()
+    try:
+        with CassetteReader(path) as reader:
+            count = sum(1 for _ in reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 602  # header, open, 600 frames
+    assert peak < 2_000_000, f"peak {peak:,} bytes while streaming a {path.stat().st_size:,} byte cassette"
