@@ -250,3 +250,30 @@ def test_key_shaped_strings_need_a_boundary() -> None:
     assert redactor.text("task-force-abcdefghijklmnop") == "task-force-abcdefghijklmnop"
     assert redactor.text("(sk-abcdefghijklmnop)") == "(sk-REDACTED)"
     assert re.fullmatch(r"ek_REDACTED", redactor.text("ek_abcdefghijkl"))
+
+
+def test_the_documented_user_rules_work(tmp_path: Path) -> None:
+    from .docs import code_blocks
+
+    (code,) = code_blocks("redaction.md", "python")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/redaction.md", "exec"), namespace)
+    redactor = namespace["redactor"]
+    assert isinstance(redactor, Redactor)
+    event = {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "private"}]},
+        "note": "acct-123456",
+    }
+    data = write(
+        tmp_path / "c.jsonl",
+        redactor,
+        Open(conn=0, headers={"X-Internal-Token": "abc"}, query={"signature_v2": "s"}),
+        Frame.from_message(0, 0.1, "client", json.dumps(event)),
+        Frame.from_message(0, 0.2, "server", json.dumps({"type": "session.updated", "session": {"instructions": "secret prompt"}})),
+    ).decode()
+    for gone in ("private", "acct-123456", "abc", "secret prompt"):
+        assert gone not in data
+    conn = load(tmp_path / "c.jsonl").connections[0]
+    assert json.loads(conn.frames[0].payload())["item"]["content"] == []
+    assert conn.open.query == {"signature_v2": REDACTED}
