@@ -1,0 +1,305 @@
+"""Settings of one test's realtime mock: where they come from, which wins, and the cassette name.
+
+Only the standard library here: pytest imports the plugin at start-up in every session,
+including the many that never use ``realtime_mock``.
+
+Precedence, from strongest to weakest (the docs' table says the same)::
+
+    @pytest.mark.realtime(...)  >  realtime_config fixture  >  command line / environment
+        >  ini file  >  built-in default
+
+with one exception: recording is switched on only by the command line. When the run does
+not record (no ``--realtime-record``), no test records, whatever its marker or
+``realtime_config`` says; once it does, the usual order picks each test's record mode. So
+a marker can never make a CI run touch the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONFIG_KEYS",
+    "DEFAULT_UPSTREAM",
+    "MARKER_ARGS",
+    "MATCH_POLICIES",
+    "RECORD_MODES",
+    "RealtimeConfigError",
+    "RealtimeSettings",
+    "cassette_file_name",
+    "parse_bool",
+    "record_command",
+    "resolve_cassette",
+    "resolve_settings",
+]
+
+RECORD_MODES = ("none", "once", "all")
+"""``none``: replay only; ``once``: record missing cassettes; ``all``: re-record every test."""
+
+MATCH_POLICIES = ("default", "type", "exact")
+DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
+
+MARKER_ARGS = ("cassette", "match", "speed", "strict", "allow_unplayed", "record_mode")
+CONFIG_KEYS = (
+    "cassette_dir",
+    "match",
+    "speed",
+    "strict",
+    "allow_unplayed",
+    "record_mode",
+    "upstream",
+    "api_key",
+)
+
+# Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
+# 255-byte file name limit of every common file system, with margin for multi-byte names.
+MAX_NAME = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+\[\]-]+")
+
+
+class RealtimeConfigError(ValueError):
+    """A realtime setting (marker argument, ``realtime_config`` key, ini value) is wrong."""
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """Everything one test's mock is built from, and where each value came from."""
+
+    cassette: Path
+    cassette_dir: Path
+    match: Any = "default"
+    speed: float | None = None
+    strict: bool = False
+    allow_unplayed: bool = False
+    record_mode: str = "none"
+    upstream: str = DEFAULT_UPSTREAM
+    api_key: str | None = None
+    # setting name -> "marker" | "realtime_config" | "command line" | "environment" | "ini" | "default"
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_bool(value: object, what: str) -> bool:
+    """A bool from a bool or from the words pytest's ini files use."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+    raise RealtimeConfigError(f"{what} must be true or false, not {value!r}")
+
+
+def _check(key: str, value: object, what: str) -> object:
+    """The value normalised, or a RealtimeConfigError saying what is wrong with it."""
+    if key == "speed":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise RealtimeConfigError(f"{what} must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise RealtimeConfigError(
+                f"{what} must be a number >= 0 (0 or None: instant, 1: recorded pacing), "
+                f"not {value!r}"
+            )
+        return None if value == 0 else float(value)
+    if key in ("strict", "allow_unplayed"):
+        return parse_bool(value, what)
+    if key == "record_mode":
+        if value not in RECORD_MODES:
+            raise RealtimeConfigError(
+                f"{what} must be one of {', '.join(RECORD_MODES)}, not {value!r}"
+            )
+        return value
+    if key == "match":
+        # A string names a built-in policy; anything else is a policy object for the
+        # replay server, which checks it itself.
+        if isinstance(value, str) and value not in MATCH_POLICIES:
+            raise RealtimeConfigError(
+                f"{what} must be one of {', '.join(MATCH_POLICIES)} or a match policy "
+                f"object, not {value!r}"
+            )
+        return value
+    if key in ("cassette", "cassette_dir"):
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise RealtimeConfigError(f"{what} must be a non-empty path, not {value!r}")
+        return value
+    if key == "upstream":
+        if not isinstance(value, str) or not re.match(r"^wss?://", value):
+            raise RealtimeConfigError(
+                f"{what} must be a ws:// or wss:// URL such as {DEFAULT_UPSTREAM}, not {value!r}"
+            )
+        return value.rstrip("/")
+    if key == "api_key":
+        if value is not None and not isinstance(value, str):
+            raise RealtimeConfigError(f"{what} must be a string, not {type(value).__name__}")
+        return value
+    raise AssertionError(key)  # pragma: no cover - callers check the key first
+
+
+def check_keys(given: Iterable[str], valid: Iterable[str], what: str) -> None:
+    """Refuse unknown names, naming the valid ones and the likely intended one."""
+    valid = sorted(valid)
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return
+    import difflib  # only on this error path: the plugin's import stays cheap
+
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    raise RealtimeConfigError(
+        f"{what} got unknown argument{plural} {', '.join(hints)}; "
+        f"valid arguments: {', '.join(valid)}"
+    )
+
+
+def marker_kwargs(markers: Iterable[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> dict[str, Any]:
+    """Merge ``realtime`` markers, closest first (function over class over module)."""
+    merged: dict[str, Any] = {}
+    for args, kwargs in markers:
+        if len(args) > 1:
+            raise RealtimeConfigError(
+                "@pytest.mark.realtime takes at most one positional argument (the cassette), "
+                f"got {len(args)}: {args!r}"
+            )
+        check_keys(kwargs, MARKER_ARGS, "@pytest.mark.realtime")
+        given = dict(kwargs)
+        if args:
+            if "cassette" in given:
+                raise RealtimeConfigError(
+                    "@pytest.mark.realtime got the cassette both positionally and as cassette="
+                )
+            given["cassette"] = args[0]
+        for key, value in given.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def resolve_settings(
+    layers: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    run_record_mode: str,
+    test_dir: Path,
+    default_cassette_name: str,
+) -> RealtimeSettings:
+    """Pick every setting from the first layer that has it; layers come strongest first.
+
+    ``layers`` are ``(source, values)`` pairs, e.g. ``("marker", {...})``,
+    ``("realtime_config", {...})``, ``("command line", {...})``, ``("ini", {...})``.
+    Relative ``cassette_dir`` values are already absolute or relative to ``test_dir``.
+    """
+    chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            if key in chosen or (value is None and key not in ("speed", "api_key")):
+                continue
+            where = "@pytest.mark.realtime" if source == "marker" else source
+            chosen[key] = _check(key, value, f"{where}: {key}")
+            sources[key] = source
+    defaults: dict[str, Any] = {
+        "match": "default",
+        "speed": None,
+        "strict": False,
+        "allow_unplayed": False,
+        "record_mode": "none",
+        "upstream": DEFAULT_UPSTREAM,
+        "api_key": None,
+    }
+    for key, value in defaults.items():
+        if key not in chosen:
+            chosen[key] = value
+            sources[key] = "default"
+
+    # The exception to the order: only the command line switches recording on.
+    if run_record_mode == "none" and chosen["record_mode"] != "none":
+        chosen["record_mode"] = "none"
+        sources["record_mode"] = "command line"
+
+    if "cassette_dir" in chosen:
+        cassette_dir = Path(os.path.abspath(test_dir / os.fspath(chosen["cassette_dir"])))
+    else:
+        cassette_dir = test_dir / "cassettes"
+        sources["cassette_dir"] = "default"
+    if "cassette" in chosen:
+        cassette = resolve_cassette(chosen["cassette"], cassette_dir)
+    else:
+        cassette = cassette_dir / default_cassette_name
+        sources["cassette"] = "default"
+    return RealtimeSettings(
+        cassette=cassette,
+        cassette_dir=cassette_dir,
+        match=chosen["match"],
+        speed=chosen["speed"],
+        strict=chosen["strict"],
+        allow_unplayed=chosen["allow_unplayed"],
+        record_mode=chosen["record_mode"],
+        upstream=chosen["upstream"],
+        api_key=chosen["api_key"],
+        sources=sources,
+    )
+
+
+def cassette_file_name(name: str) -> str:
+    """A test's name made safe as one file name: unsafe runs become ``-``, long names get a hash."""
+    safe = _UNSAFE.sub("-", name).strip("-.") or "test"
+    if len(safe) > MAX_NAME or (safe != name and len(name) > MAX_NAME):
+        # The hash of the original keeps two long names that share a prefix apart.
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        safe = f"{safe[: MAX_NAME - 13].rstrip('-.')}-{digest}"
+    return f"{safe}.jsonl"
+
+
+def default_cassette_name(nodeid: str, module_path: Path) -> str:
+    """``<module>/<Class.test_name[params]>.jsonl`` for a test's node id."""
+    _, _, inner = nodeid.partition("::")
+    test = inner.replace("::", ".") or module_path.stem
+    return f"{cassette_file_name(module_path.stem)[: -len('.jsonl')]}/{cassette_file_name(test)}"
+
+
+def resolve_cassette(value: str | os.PathLike[str], cassette_dir: Path) -> Path:
+    """A marker's cassette, inside the cassette directory, ``.jsonl`` added when it has no suffix.
+
+    Relative names are taken from the cassette directory, so tests in several modules can
+    share one cassette. A name that leads out of that directory (``..``, or an absolute
+    path elsewhere) is refused: a typo must not make a recording overwrite an unrelated file.
+    """
+    raw = os.fspath(value)
+    path = Path(os.path.normpath(os.path.join(cassette_dir, raw)))
+    if not path.suffix:
+        path = path.with_name(path.name + ".jsonl")
+    base = os.path.normpath(cassette_dir)
+    if os.path.commonpath([base, str(path)]) != base or str(path) == base:
+        raise RealtimeConfigError(
+            f"@pytest.mark.realtime: cassette={raw!r} resolves to {path}, outside the cassette "
+            f"directory {base}; name a file inside it (relative names start there), or move "
+            f"the directory with the realtime_cassette_dir ini option or realtime_config's "
+            f"'cassette_dir'"
+        )
+    return path
+
+
+def record_command(nodeid: str, test_path: Path, invocation_dir: Path, mode: str = "once") -> str:
+    """The exact shell command that (re-)records one test, from where pytest was started."""
+    _, sep, inner = nodeid.partition("::")
+    try:
+        where = os.path.relpath(test_path, invocation_dir)
+    except ValueError:  # another drive on Windows
+        where = str(test_path)
+    target = where + (sep + inner if sep else "")
+    option = "--realtime-record" if mode == "once" else f"--realtime-record-mode={mode}"
+    return f"pytest {option} {shlex.quote(target)}"

@@ -1,0 +1,275 @@
+"""What the ``realtime_mock`` fixture yields: a replay server or a recording proxy for one test.
+
+rtreplay itself (websockets, msgspec) is imported only when a mock starts, so that merely
+installing the plugin costs a test session nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ._config import RealtimeSettings
+
+if TYPE_CHECKING:
+    from rtreplay.server import ReplayReport, ReplayServer
+
+    from rtreplay.recorder import Recorder
+
+__all__ = ["RealtimeMock"]
+
+# What the replaying client presents: a key that is obviously not one, so that a replay
+# never needs, and can never leak, a real credential.
+REPLAY_API_KEY = "rtreplay-replay-key"
+
+
+class RealtimeMock:
+    """One test's Realtime endpoint: a replay of its cassette, or a recording proxy.
+
+    Point a client at :attr:`websocket_base_url` (the openai SDK's
+    ``websocket_base_url=``) or :attr:`url` (``openai-agents``' ``model_config["url"]``,
+    add your own ``?model=`` query), or take a ready client from :meth:`client` /
+    :meth:`async_client`. When the test ends the plugin stops the server and fails the
+    test if the client's events did not match the cassette.
+    """
+
+    def __init__(
+        self,
+        settings: RealtimeSettings,
+        *,
+        record_command: str,
+        rerecord_command: str,
+        display_path: str,
+    ) -> None:
+        self.settings = settings
+        self.cassette_path: Path = settings.cassette
+        self.recording: bool = settings.record_mode == "all" or (
+            settings.record_mode == "once" and not settings.cassette.exists()
+        )
+        self._record_command = record_command
+        self._rerecord_command = rerecord_command
+        self._display_path = display_path
+        self._service: ReplayServer | Recorder | None = None
+        self._running: contextlib.ExitStack | None = None
+        self._missing: str | None = None
+        self._finished = False
+        self.recorded: Path | None = None  # set once a recording was written
+
+    def __repr__(self) -> str:
+        mode = "recording" if self.recording else "replaying"
+        where = self._service.websocket_base_url if self._service is not None else "not started"
+        return f"<RealtimeMock {mode} {self._display_path} at {where}>"
+
+    # -- what a test uses -----------------------------------------------------------------
+
+    @property
+    def service(self) -> ReplayServer | Recorder:
+        """The running :class:`~rtreplay.server.ReplayServer` or :class:`~rtreplay.recorder.Recorder`."""
+        if self._missing is not None:
+            pytest.fail(self._missing, pytrace=False)
+        assert self._service is not None, "the realtime mock is not running"
+        return self._service
+
+    @property
+    def websocket_base_url(self) -> str:
+        """``ws://127.0.0.1:PORT/v1``: give it to ``openai.OpenAI(websocket_base_url=...)``."""
+        return self.service.websocket_base_url
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:PORT/v1/realtime``: the full URL, for clients that take one."""
+        return self.service.url
+
+    @property
+    def received(self) -> list[Any]:
+        """Every client message the mock received so far, in order (``.conn``, ``.event``, ``.raw``)."""
+        received = getattr(self.service, "received", None)
+        return list(received) if received is not None else []
+
+    @property
+    def report(self) -> ReplayReport | None:
+        """The replay's live mismatch report (``None`` while recording)."""
+        service = self.service
+        if self.recording:
+            return None
+        report: ReplayReport = service.report  # type: ignore[union-attr]
+        return report
+
+    def _api_key(self, given: str | None) -> str:
+        if given is not None:
+            return given
+        if not self.recording:
+            return REPLAY_API_KEY
+        key = self.settings.api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            pytest.fail(
+                f"rtreplay: recording {self._display_path} needs an API key for "
+                f"{self.settings.upstream}: set OPENAI_API_KEY, or give realtime_config an "
+                "'api_key', or pass api_key= to realtime_mock.client()",
+                pytrace=False,
+            )
+        return key
+
+    def _openai_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs["api_key"] = self._api_key(kwargs.get("api_key"))
+        kwargs.setdefault("websocket_base_url", self.websocket_base_url)
+        # REST calls go to the mock too (which refuses them) rather than to the real API:
+        # a replaying test must not reach the network by accident.
+        service = self.service
+        kwargs.setdefault(
+            "base_url", f"{'https' if service.scheme == 'wss' else 'http'}://{service.netloc}/v1"
+        )
+        return kwargs
+
+    def client(self, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` pointed at this mock; ``kwargs`` go to its constructor.
+
+        While replaying it carries a placeholder key; while recording, the key from
+        ``realtime_config["api_key"]`` or ``OPENAI_API_KEY``.
+        """
+        openai = _import_openai()
+        return openai.OpenAI(**self._openai_kwargs(kwargs))
+
+    def async_client(self, **kwargs: Any) -> Any:
+        """An ``openai.AsyncOpenAI`` pointed at this mock; see :meth:`client`."""
+        openai = _import_openai()
+        return openai.AsyncOpenAI(**self._openai_kwargs(kwargs))
+
+    # -- lifecycle, driven by the plugin --------------------------------------------------
+
+    def _start(self) -> None:
+        """Start the server on its own thread; a missing cassette is remembered, not raised."""
+        from rtreplay.errors import CassetteError
+
+        settings = self.settings
+        if not self.recording and not settings.cassette.exists():
+            self._missing = self._missing_text()
+            return
+        stack = contextlib.ExitStack()
+        try:
+            if self.recording:
+                from rtreplay.recorder import Recorder
+
+                settings.cassette.parent.mkdir(parents=True, exist_ok=True)
+                self._service = Recorder(
+                    settings.cassette, upstream=settings.upstream, api_key=settings.api_key
+                )
+            else:
+                from rtreplay.server import ReplayServer
+
+                self._service = ReplayServer(
+                    settings.cassette,
+                    speed=settings.speed,
+                    match=settings.match,
+                    strict=settings.strict,
+                )
+            # Its own thread and event loop: the same fixture then serves sync tests,
+            # pytest-asyncio and anyio alike, and a test that blocks its own loop (a sync
+            # client inside an async test) cannot starve the server.
+            stack.enter_context(self._service.in_thread())
+        except CassetteError as exc:
+            stack.close()
+            pytest.fail(f"rtreplay: cannot use the cassette of this test: {exc}", pytrace=False)
+        self._running = stack
+
+    def _check_before_call(self) -> None:
+        if self._missing is not None:
+            pytest.fail(self._missing, pytrace=False)
+
+    def _missing_text(self) -> str:
+        return (
+            "rtreplay: this test has no cassette, and this run does not record.\n"
+            f"  expected: {self._display_path}\n"
+            "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
+            f"    {self._record_command}"
+        )
+
+    def _finish(self, *, test_failed: bool) -> str | None:
+        """Stop the server; return the problem to fail the test with, if any.
+
+        A recording of a failed test is thrown away, so a flaky live run never replaces a
+        good cassette.
+        """
+        if self._finished:
+            return None
+        self._finished = True
+        if self._running is None:
+            return None
+        from rtreplay.errors import RtreplayError
+
+        service = self.service
+        problem: str | None = None
+        if self.recording:
+            recorder: Recorder = service  # type: ignore[assignment]
+            if test_failed:
+                recorder.discard()
+            elif recorder.connections == 0:
+                recorder.discard()
+                problem = (
+                    "rtreplay: recording finished with no connection: the test never connected "
+                    "to realtime_mock, so nothing was written.\n"
+                    f"  cassette: {self._display_path}\n"
+                    "  point the client at realtime_mock.websocket_base_url (openai SDK), "
+                    "realtime_mock.url (openai-agents), or use realtime_mock.async_client()"
+                )
+        try:
+            self._running.close()
+        except RtreplayError as exc:
+            what = "recording" if self.recording else "replay"
+            return f"rtreplay: the {what} of {self._display_path} failed to finish: {exc}"
+        if self.recording:
+            if test_failed:
+                kept = "was left as it was" if self.cassette_path.exists() else "was not written"
+                return (
+                    f"rtreplay: the test failed while recording, so the recording was "
+                    f"discarded; {self._display_path} {kept}."
+                )
+            if problem is None:
+                self.recorded = self.cassette_path
+            return problem
+        report = self.report
+        assert report is not None
+        if test_failed:
+            if not report.ok:
+                return (
+                    "rtreplay: the client's events also did not match the cassette, "
+                    f"which may be why the test failed.\n  cassette: {self._display_path}\n\n"
+                    f"{report}"
+                )
+            return None
+        if not report.ok:
+            return (
+                "rtreplay: the client's events did not match the cassette.\n"
+                f"  cassette: {self._display_path}\n"
+                "  (the mock answered with an in-band `error` event, which a client may "
+                "swallow; rtreplay fails the test so the mismatch cannot hide)\n\n"
+                f"{report}\n\n"
+                "If the new conversation is right, re-record this test:\n"
+                f"    {self._rerecord_command}\n"
+                'Or loosen matching for it: @pytest.mark.realtime(match="type")'
+            )
+        if not report.complete and not self.settings.allow_unplayed:
+            return (
+                "rtreplay: the test ended before the client sent every event recorded in "
+                f"the cassette.\n  cassette: {self._display_path}\n\n"
+                f"{report}\n\n"
+                "If the test stops early on purpose: @pytest.mark.realtime(allow_unplayed=True)\n"
+                f"If the conversation changed, re-record it: {self._rerecord_command}"
+            )
+        return None
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError:
+        pytest.fail(
+            "rtreplay: realtime_mock.client() needs the openai SDK: "
+            "pip install 'rtreplay[openai]' (or 'openai[realtime]')",
+            pytrace=False,
+        )
+    return openai

@@ -1,0 +1,311 @@
+"""The rtreplay pytest plugin: ``realtime_mock``, ``--realtime-record`` and ``@pytest.mark.realtime``.
+
+Registered through the ``pytest11`` entry point, so pytest imports this module in every
+session: it imports only pytest and the standard library. rtreplay's servers are imported
+when a test first asks for ``realtime_mock``.
+
+How a test's mock ends: the plugin stops the server right after the test function returns
+(in ``pytest_runtest_call``), so a mismatch or an unplayed event fails *the test*, with the
+replay's report as its failure text, instead of surfacing as an error in a fixture's
+teardown. When the test itself failed, the report is attached as an extra section.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._config import (
+    CONFIG_KEYS,
+    MATCH_POLICIES,
+    RECORD_MODES,
+    RealtimeConfigError,
+    check_keys,
+    default_cassette_name,
+    marker_kwargs,
+    record_command,
+    resolve_settings,
+)
+from ._mock import RealtimeMock
+
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_runtest_call",
+    "pytest_runtest_makereport",
+    "realtime_async_openai",
+    "realtime_config",
+    "realtime_mock",
+    "realtime_openai",
+]
+
+_MOCK = pytest.StashKey[RealtimeMock]()
+_SECTION = pytest.StashKey[str]()
+_RECORDED_PROPERTY = "rtreplay_recorded"
+
+MARKER_DOC = (
+    "realtime(cassette=None, *, match='default', speed=None, strict=False, "
+    "allow_unplayed=False, record_mode=None): configure this test's realtime_mock "
+    "(rtreplay); see docs/pytest.md"
+)
+
+# ini option -> setting it provides (all read as strings, so an unset option is visible
+# as "" and the precedence table can tell "ini" from "default").
+_INI = {
+    "realtime_match": "match",
+    "realtime_speed": "speed",
+    "realtime_strict": "strict",
+    "realtime_allow_unplayed": "allow_unplayed",
+    "realtime_upstream": "upstream",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rtreplay", "OpenAI Realtime record and replay (rtreplay)")
+    group.addoption(
+        "--realtime-record",
+        action="store_const",
+        const="once",
+        dest="realtime_record_mode",
+        help="record the cassettes that are missing, through a proxy to the live API "
+        "(same as --realtime-record-mode=once); without it no test touches the network",
+    )
+    group.addoption(
+        "--realtime-record-mode",
+        choices=RECORD_MODES,
+        dest="realtime_record_mode",
+        help="none: replay only (default); once: record missing cassettes, replay the rest; "
+        "all: re-record every test that uses realtime_mock",
+    )
+    group.addoption(
+        "--realtime-upstream",
+        metavar="URL",
+        dest="realtime_upstream",
+        help="where recordings are made (default: $RTREPLAY_UPSTREAM, the realtime_upstream "
+        "ini option, or wss://api.openai.com/v1)",
+    )
+    parser.addini(
+        "realtime_cassette_dir",
+        "directory of realtime cassettes, relative to the ini file "
+        "(default: a 'cassettes' directory beside each test file)",
+        default="",
+    )
+    parser.addini(
+        "realtime_match",
+        f"default match policy for client events: {', '.join(MATCH_POLICIES)}",
+        default="",
+    )
+    parser.addini("realtime_speed", "replay pacing: 0 instant (default), 1 as recorded", default="")
+    parser.addini(
+        "realtime_strict", "close with 1008 on a mismatch instead of an error event", default=""
+    )
+    parser.addini(
+        "realtime_allow_unplayed",
+        "do not fail tests that end before sending every recorded client event",
+        default="",
+    )
+    parser.addini(
+        "realtime_upstream", "where recordings are made (a ws:// or wss:// URL)", default=""
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_DOC)
+    config.pluginmanager.register(_RecordedSummary(), "rtreplay-recorded-summary")
+    # A wrong ini value is a mistake in the project, not in a test: stop before running.
+    try:
+        _ini_layer(config)
+        _command_line_layer(config)
+    except RealtimeConfigError as exc:
+        raise pytest.UsageError(f"rtreplay: {exc}") from None
+
+
+def _ini_layer(config: pytest.Config) -> dict[str, Any]:
+    from ._config import _check
+
+    values: dict[str, Any] = {}
+    for option, key in _INI.items():
+        raw = config.getini(option)
+        if isinstance(raw, str) and raw.strip():
+            values[key] = _check(key, raw.strip(), f"ini option {option}")
+    cassette_dir = config.getini("realtime_cassette_dir")
+    if isinstance(cassette_dir, str) and cassette_dir.strip():
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        values["cassette_dir"] = str(base / cassette_dir.strip())
+    return values
+
+
+def _command_line_layer(config: pytest.Config) -> list[tuple[str, dict[str, Any]]]:
+    from ._config import _check
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    cli: dict[str, Any] = {}
+    mode = config.getoption("realtime_record_mode", None)
+    if mode is not None:
+        cli["record_mode"] = mode
+    upstream = config.getoption("realtime_upstream", None)
+    if upstream:
+        cli["upstream"] = _check("upstream", upstream, "--realtime-upstream")
+    layers.append(("command line", cli))
+    env = os.environ.get("RTREPLAY_UPSTREAM", "").strip()
+    if env:
+        layers.append(("environment", {"upstream": _check("upstream", env, "RTREPLAY_UPSTREAM")}))
+    return layers
+
+
+def _run_record_mode(config: pytest.Config) -> str:
+    mode = config.getoption("realtime_record_mode", None)
+    return mode if isinstance(mode, str) else "none"
+
+
+@pytest.fixture
+def realtime_config() -> dict[str, Any]:
+    """Settings for every ``realtime_mock`` in scope; override it in a ``conftest.py``.
+
+    Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
+    ``allow_unplayed``, ``record_mode``, ``upstream``, ``api_key``. A marker on the test
+    wins over these; these win over the command line, the ini file and the defaults.
+    """
+    return {}
+
+
+def _settings_for(item: pytest.Item, realtime_config: Any) -> Any:
+    config = item.config
+    markers = [(m.args, m.kwargs) for m in item.iter_markers("realtime")]
+    marker = marker_kwargs(markers)
+    if not isinstance(realtime_config, dict):
+        raise RealtimeConfigError(
+            f"the realtime_config fixture must return a dict, not {type(realtime_config).__name__}"
+        )
+    check_keys(realtime_config, CONFIG_KEYS, "the realtime_config fixture")
+    layers: list[tuple[str, dict[str, Any]]] = [
+        ("marker", marker),
+        ("realtime_config", dict(realtime_config)),
+        *_command_line_layer(config),
+        ("ini", _ini_layer(config)),
+    ]
+    test_path = Path(item.path)
+    return resolve_settings(
+        layers,
+        run_record_mode=_run_record_mode(config),
+        test_dir=test_path.parent,
+        default_cassette_name=default_cassette_name(item.nodeid, test_path),
+    )
+
+
+def _display(path: Path, config: pytest.Config) -> str:
+    try:
+        return os.path.relpath(path, config.invocation_params.dir)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+@pytest.fixture
+def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Iterator[RealtimeMock]:
+    """A Realtime endpoint for this test: its cassette replayed, or recorded with ``--realtime-record``.
+
+    The server runs on 127.0.0.1, a free port, in its own thread, so sync tests,
+    pytest-asyncio and anyio tests all use it the same way.
+    """
+    item = request.node
+    try:
+        settings = _settings_for(item, realtime_config)
+    except RealtimeConfigError as exc:
+        pytest.fail(f"rtreplay: {exc}", pytrace=False)
+    config = item.config
+    mock = RealtimeMock(
+        settings,
+        record_command=record_command(item.nodeid, Path(item.path), config.invocation_params.dir),
+        rerecord_command=record_command(
+            item.nodeid, Path(item.path), config.invocation_params.dir, mode="all"
+        ),
+        display_path=_display(settings.cassette, config),
+    )
+    mock._start()
+    item.stash[_MOCK] = mock
+    try:
+        yield mock
+    finally:
+        # Normally finished right after the test function; here only when the test never
+        # ran (another fixture failed), which counts as a failure: nothing is recorded.
+        mock._finish(test_failed=True)
+        del item.stash[_MOCK]
+
+
+@pytest.fixture
+def realtime_openai(realtime_mock: RealtimeMock) -> Iterator[Any]:
+    """An ``openai.OpenAI`` client pointed at ``realtime_mock`` (needs the openai package)."""
+    client = realtime_mock.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def realtime_async_openai(realtime_mock: RealtimeMock) -> Any:
+    """An ``openai.AsyncOpenAI`` client pointed at ``realtime_mock`` (needs the openai package).
+
+    Realtime connections do not use its HTTP pool, so there is nothing to close.
+    """
+    return realtime_mock.async_client()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    mock = item.stash.get(_MOCK, None)
+    if mock is None:
+        return (yield)
+    mock._check_before_call()
+    try:
+        result = yield
+    except BaseException:
+        section = mock._finish(test_failed=True)
+        if section:
+            item.stash[_SECTION] = section
+        raise
+    problem = mock._finish(test_failed=False)
+    if mock.recorded is not None:
+        item.user_properties.append((_RECORDED_PROPERTY, _display(mock.recorded, item.config)))
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "call":
+        section = item.stash.get(_SECTION, None)
+        if section:
+            report.sections.append(("rtreplay", section))
+    return report
+
+
+class _RecordedSummary:
+    """Collects the cassettes recorded in this run and lists them at the end.
+
+    Reports travel from xdist workers to the controller with their ``user_properties``,
+    so the list is complete there too.
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.paths:
+            return
+        n = len(self.paths)
+        terminalreporter.section("rtreplay")
+        terminalreporter.write_line(f"recorded {n} cassette{'s' if n != 1 else ''}:")
+        for path in sorted(set(self.paths)):
+            terminalreporter.write_line(f"  {path}")
