@@ -1,0 +1,188 @@
+"""The loose schema check: bundled cassettes pass, broken events are named precisely."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtreplay.cassette import Close, Frame, Header, Open
+from rtreplay.cli import main
+from rtreplay.codec import CassetteWriter
+from rtreplay.validate import check_event, event_schema, validate_cassette
+
+from .conftest import CASSETTES, REPO
+
+SHARED = REPO.parent / "shared" / "realtime"
+BUNDLED = sorted(CASSETTES.glob("*.jsonl"))
+
+
+def write(path: Path, frames: list[tuple[str, Any]], protocol: str = "ga") -> Path:
+    """A one-connection cassette whose frames are (dir, event-or-raw-message) pairs."""
+    with CassetteWriter(path, header=Header(created="2026-01-01T00:00:00Z")) as w:
+        w.write(Open(conn=0, protocol=protocol))  # type: ignore[arg-type]
+        for i, (direction, event) in enumerate(frames):
+            message = event if isinstance(event, (str, bytes)) else json.dumps(event)
+            w.write(Frame.from_message(0, i / 100, direction, message))  # type: ignore[arg-type]
+        w.write(Close(0, 1.0))
+    return path
+
+
+CREATED = {"type": "session.created", "event_id": "event_1", "session": {"type": "realtime"}}
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[p.name for p in BUNDLED])
+def test_every_bundled_cassette_passes(path: Path) -> None:
+    assert validate_cassette(path) == []
+
+
+def test_cli_on_all_bundled_cassettes_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", *map(str, BUNDLED)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count(": ok") == len(BUNDLED)
+
+
+def test_broken_events_are_named_with_file_line_connection_and_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path / "broken.jsonl",
+        [
+            ("server", CREATED),
+            ("client", {"type": "response.create"}),
+            ("server", {"type": "response.text.delta", "event_id": "e2", "delta": "x"}),
+            ("server", {"type": "response.output_text.delta", "event_id": "e3", "response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}),
+            ("server", {"type": "session.update", "event_id": "e4", "session": {}}),
+            ("client", {"type": "respons.create"}),
+            ("client", {"response": {}}),
+            ("server", "not json at all"),
+            ("server", b"\x00\x01"),
+            ("server", [1, 2]),
+            ("server", {"type": "rate_limits.updated", "rate_limits": []}),
+        ],
+    )
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # Line 1 is the header, 2 the open record, so frame i is on line i + 3.
+    assert lines == [
+        f"{path}:5: connection 0, server event 'response.text.delta': unknown GA server event type "
+        "'response.text.delta': it is a beta event name; is the connection's protocol right "
+        "(the open record says 'ga')?",
+        f"{path}:6: connection 0, server event 'response.output_text.delta': missing required field 'delta' (GA schema)",
+        f"{path}:7: connection 0, server event 'session.update': unknown GA server event type "
+        "'session.update': it is a client event; was the frame's 'dir' recorded backwards?",
+        f"{path}:8: connection 0, client event 'respons.create': unknown GA client event type "
+        "'respons.create'; did you mean 'response.create'?",
+        f"{path}:9: connection 0, client event (no type): no 'type' field",
+        f"{path}:10: connection 0, server event (no type): a text frame that is not JSON: Realtime events are JSON objects",
+        f"{path}:11: connection 0, server event (no type): a binary frame: the Realtime API sends only JSON text frames",
+        f"{path}:12: connection 0, server event (no type): not a JSON object but a JSON list: every Realtime event is an object",
+        f"{path}:13: connection 0, server event 'rate_limits.updated': missing required field 'event_id' (GA schema)",
+    ]
+    assert err.strip() == f"{path}: 9 problems"
+
+
+def test_a_bad_client_event_the_server_rejected_by_event_id_is_not_a_problem(tmp_path: Path) -> None:
+    rejected = {"type": "error", "event_id": "e9", "error": {"type": "invalid_request_error", "code": "invalid_event",
+                                                             "message": "The 'type' field is missing.", "param": None,
+                                                             "event_id": "mine_1"}}
+    excused = write(tmp_path / "ok.jsonl", [("server", CREATED), ("client", {"event_id": "mine_1"}), ("server", rejected)])
+    assert validate_cassette(excused) == []
+    # The same bad event with no error naming it is reported, once the connection ends.
+    other = dict(rejected, error=dict(rejected["error"], event_id="someone_else"))
+    reported = write(tmp_path / "bad.jsonl", [("server", CREATED), ("client", {"event_id": "mine_1"}), ("server", other)])
+    [problem] = validate_cassette(reported)
+    assert (problem.line, problem.direction, problem.message) == (4, "client", "no 'type' field")
+
+
+def test_beta_connections_are_checked_against_the_beta_schema(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "beta.jsonl",
+        [
+            ("server", {"type": "response.text.delta", "event_id": "e", "response_id": "r", "item_id": "i",
+                        "output_index": 0, "content_index": 0, "delta": "hi"}),
+            ("server", {"type": "response.output_text.delta", "event_id": "e", "response_id": "r", "item_id": "i",
+                        "output_index": 0, "content_index": 0, "delta": "hi"}),
+        ],
+        protocol="beta",
+    )
+    [problem] = validate_cassette(path)
+    assert problem.line == 4
+    assert "unknown BETA server event type 'response.output_text.delta': it is a GA event name" in problem.message
+
+
+def test_unreadable_cassettes_exit_2_and_the_others_are_still_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("this is not a cassette\n")
+    assert main(["validate", str(garbage), str(tmp_path / "missing.jsonl"), str(BUNDLED[0])]) == 2
+    _, err = capsys.readouterr()
+    assert f"rtreplay validate: error: {garbage}:1:" in err
+    assert "missing.jsonl: no such cassette file" in err
+    assert f"{BUNDLED[0]}: ok" in err
+
+
+def test_a_cassette_cut_short_is_still_checked(tmp_path: Path) -> None:
+    path = write(tmp_path / "cut.jsonl", [("server", CREATED), ("server", {"type": "nope", "event_id": "e"})])
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 20])  # half of the close record
+    [problem] = validate_cassette(path)
+    assert problem.event_type == "nope"
+
+
+def test_null_values_are_accepted_where_the_server_sends_them() -> None:
+    # The real server sends null for fields the spec types as objects; only presence counts.
+    done = {"type": "response.done", "event_id": "e", "response": None}
+    added = {"type": "conversation.item.added", "event_id": "e", "previous_item_id": None, "item": {}}
+    assert check_event(done, "server") == []
+    assert check_event(added, "server") == []
+
+
+@given(st.data())
+def test_removing_any_required_field_is_reported_by_name(data: st.DataObject) -> None:
+    protocol = data.draw(st.sampled_from(["ga", "beta"]))
+    direction = data.draw(st.sampled_from(["client", "server"]))
+    types = event_schema(protocol).types(direction)
+    kind = data.draw(st.sampled_from(sorted(t for t, req in types.items() if req)))
+    event = {"type": kind, **{name: None for name in types[kind]}}
+    assert check_event(event, direction, protocol) == []
+    dropped = data.draw(st.sampled_from(types[kind]))
+    del event[dropped]
+    [message] = check_event(event, direction, protocol)
+    assert f"'{dropped}'" in message and "missing required field" in message
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/realtime (the published schemas) is not beside the repo")
+@pytest.mark.parametrize("protocol,filename", [("ga", "events.schema.json"), ("beta", "events-beta.schema.json")])
+def test_the_published_examples_of_every_event_pass(protocol: str, filename: str) -> None:
+    schema = json.loads((SHARED / filename).read_text())
+    checked = 0
+    for direction in ("client", "server"):
+        for kind, name in schema["x-event-types"][direction].items():
+            for example in schema["$defs"][name].get("examples", []):
+                if not isinstance(example, dict) or example.get("type") != kind:
+                    continue  # the spec's own typo'd example (dtmf, leading space)
+                assert check_event(example, direction, protocol) == [], (kind, example)  # type: ignore[arg-type]
+                checked += 1
+    assert checked > 30
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/realtime (the published schemas) is not beside the repo")
+def test_the_shipped_schema_is_what_the_script_makes_from_the_published_one(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_schema.py"), "--shared", str(SHARED), "--out", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    for name in ("events-ga.json", "events-beta.json"):
+        assert (tmp_path / name).read_text() == (REPO / "rtreplay" / "schema" / name).read_text(), (
+            f"rtreplay/schema/{name} is stale: run python scripts/make_schema.py"
+        )
