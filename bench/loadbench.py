@@ -1,0 +1,48 @@
+"""Time one way of loading a cassette, in a fresh process: ``loadbench.py rtreplay|msgspec FILE``.
+
+Prints the seconds the load took (imports excluded). The reference is the least a reader
+can do with msgspec: decode each line into a minimal Struct, keeping the frame's JSON raw.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import msgspec
+
+
+class Minimal(msgspec.Struct):
+    kind: str
+    conn: int = 0
+    t: float = 0.0
+    dir: str | None = None
+    json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+def reference(path: str) -> int:
+    decoder = msgspec.json.Decoder(Minimal)
+    with open(path, "rb") as f:
+        records = [decoder.decode(line) for line in f]
+    return len(records)
+
+
+def ours(path: str) -> int:
+    from rtreplay.codec import load
+
+    cassette = load(path)
+    return sum(len(c.frames) for c in cassette.connections)
+
+
+def main() -> None:
+    which, path = sys.argv[1], sys.argv[2]
+    fn = ours if which == "rtreplay" else reference
+    if which == "rtreplay":
+        import rtreplay.codec  # noqa: F401  (imports are not what is measured)
+    t0 = time.perf_counter()
+    n = fn(path)
+    print(f"{time.perf_counter() - t0:.6f} {n}")
+
+
+if __name__ == "__main__":
+    main()

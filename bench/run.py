@@ -1,0 +1,733 @@
+"""Measure rtreplay against the physical limit and the peer a user would pick, in one run.
+
+    python bench/run.py            # every figure, 5 runs each, writes docs/performance.md
+    python bench/run.py --quick    # a smoke run in seconds (tiny workloads, 2 runs)
+
+Each figure is measured as a ratio against a reference taken in the same run on the same
+machine; docs/performance.md gets the table (median and spread of the runs) and the plot.
+Everything listens on 127.0.0.1 only and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import harness  # noqa: E402
+import report  # noqa: E402
+import workloads  # noqa: E402
+from harness import MitmProc, Row, Series, ServerProc, median, percentile  # noqa: E402
+from wsclient import BlockingClient, async_connect, now, text_frame  # noqa: E402
+
+DONE_FRAME = text_frame(b'{"type":"bench.done"}')
+PING_EVENT = workloads.small_events(1, seed=99)[0]
+
+
+@dataclass
+class Sizes:
+    runs: int
+    small: int  # replay throughput, small events
+    audio: int  # replay throughput, audio deltas
+    relay_small: int
+    relay_audio: int
+    mitm_small: int
+    round_trips: int
+    load_bytes: int
+    pytest_tests: int
+    clients: tuple[int, ...]
+    large_bytes: int
+    large_runs: int
+
+
+FULL = Sizes(
+    runs=5,
+    small=100_000,
+    audio=20_000,
+    relay_small=40_000,
+    relay_audio=4_000,
+    mitm_small=4_000,
+    round_trips=2_000,
+    load_bytes=64_000_000,
+    pytest_tests=40,
+    clients=(1, 16, 64, 256),
+    large_bytes=500_000_000,
+    large_runs=5,
+)
+QUICK = Sizes(
+    runs=2,
+    small=3_000,
+    audio=300,
+    relay_small=2_000,
+    relay_audio=200,
+    mitm_small=500,
+    round_trips=100,
+    load_bytes=2_000_000,
+    pytest_tests=4,
+    clients=(1, 16),
+    large_bytes=5_000_000,
+    large_runs=2,
+)
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    tmp: Path
+    logs: Path
+    install: bool
+    profile: bool
+    rows: list[Row] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def server(self, name: str, *argv: str, profile: bool = False) -> ServerProc:
+        raw = self.logs / f"{name}.pyspy.txt" if (profile and self.profile) else None
+        return ServerProc(name, list(argv), logs=self.logs, profile=raw)
+
+
+# -- client-side measurements (the client is the lean one in wsclient.py) -----------------
+
+
+def receive_all(url: str) -> tuple[int, int, float]:
+    """Connect and count every frame until the server closes: (frames, bytes, seconds)."""
+    t0 = now()
+    client = BlockingClient(url)
+    frames = size = 0
+    for _op, length in client.frames():
+        frames += 1
+        size += length  # type: ignore[operator]
+    elapsed = now() - t0
+    if client.close_code != 1000:
+        raise RuntimeError(f"{url}: closed with {client.close_code} after {frames} frames")
+    return frames, size, elapsed
+
+
+def send_all(url: str, blob: bytes, n: int) -> float:
+    """Send ``n`` pre-masked frames, then wait for the sink's acknowledgement: seconds."""
+    client = BlockingClient(url, keep=True)
+    t0 = now()
+    client.send(blob + DONE_FRAME)
+    for _op, payload in client.frames():
+        if b"bench.ok" in payload:  # type: ignore[operator]
+            elapsed = now() - t0
+            count = json.loads(payload)["count"]  # type: ignore[arg-type]
+            if count != n:
+                raise RuntimeError(f"{url}: the upstream received {count} frames of {n}")
+            client.close()
+            return elapsed
+    raise RuntimeError(f"{url}: closed (code {client.close_code}) before acknowledging")
+
+
+def round_trips(url: str, count: int, warmup: int = 50) -> list[float]:
+    """Round-trip times (seconds) of one small event echoed back, one at a time."""
+    client = BlockingClient(url, keep=True)
+    frame = text_frame(PING_EVENT)
+    rtts = []
+    it = client.frames()
+    for i in range(count + warmup):
+        t0 = now()
+        client.send(frame)
+        next(it)
+        if i >= warmup:
+            rtts.append(now() - t0)
+    client.close()
+    return rtts
+
+
+def recv_rate(server: ServerProc | MitmProc, n: int) -> Callable[[], float]:
+    """A measure: frames/s of ``n`` frames the server sends on connect."""
+    return lambda: n / receive_all(server.url())[2]
+
+
+def send_rate(server: ServerProc, blob: bytes, n: int) -> Callable[[], float]:
+    """A measure: frames/s of ``n`` pre-masked frames sent to a sink."""
+    return lambda: n / send_all(server.url(), blob, n)
+
+
+def interleaved(
+    runs: int, measures: list[tuple[str, Callable[[], float]]]
+) -> dict[str, list[float]]:
+    """Run every measure ``runs`` times, alternating their order each round."""
+    out: dict[str, list[float]] = {name: [] for name, _ in measures}
+    for r in range(runs):
+        order = measures if r % 2 == 0 else measures[::-1]
+        for name, fn in order:
+            out[name].append(fn())
+    return out
+
+
+# -- the figures ------------------------------------------------------------------------
+
+
+def missing(ctx: Context, module: str, figure: str) -> bool:
+    """Note (and say) that a figure cannot run because ``module`` is not there yet."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return False
+    ctx.skipped.append(f"{figure}: {module} is not importable")
+    return True
+
+
+def fig_replay(ctx: Context) -> None:
+    """Replay throughput in instant mode, against a bare server sending the same frames."""
+    if missing(ctx, "rtreplay.server", "replay throughput"):
+        return
+    s = ctx.sizes
+    for label, payloads in (
+        ("small events (~300 B)", workloads.small_events(s.small)),
+        ("audio deltas (~6.5 KB)", workloads.audio_deltas(s.audio)),
+    ):
+        key = "small" if "small" in label else "audio"
+        cassette = workloads.write_server_stream(ctx.tmp / f"replay-{key}.jsonl", payloads)
+        del payloads
+        bare = ctx.server(f"send-{key}", "send", str(cassette))
+        ours = ctx.server(f"replay-{key}", "replay", str(cassette), profile=True)
+        try:
+            sizes: dict[str, int] = {}
+
+            expected = s.small if key == "small" else s.audio
+
+            def fps(
+                server: ServerProc, sizes: dict[str, int] = sizes, expected: int = expected
+            ) -> Callable[[], float]:
+                def measure() -> float:
+                    frames, size, sec = receive_all(server.url())
+                    sizes[server.name] = size
+                    if frames != expected:
+                        raise RuntimeError(f"{server.name}: {frames} frames of {expected}")
+                    return frames / sec
+
+                return measure
+
+            res = interleaved(s.runs, [("bare", fps(bare)), ("rtreplay", fps(ours))])
+        finally:
+            bare.stop()
+            ours.stop()
+        mb = sizes[bare.name] / expected / 1e6
+        ctx.rows.append(
+            Row(
+                f"replay throughput, {label}",
+                "ReplayServer, instant",
+                "bare websockets server",
+                "frames/s",
+                res["rtreplay"],
+                res["bare"],
+                target=0.9,
+                note=f"bare: {median(res['bare']) * mb:.0f} MB/s, rtreplay: {median(res['rtreplay']) * mb:.0f} MB/s",
+            )
+        )
+        collect_profile(ctx, ours, f"replay {key}")
+
+
+def fig_recorder(ctx: Context) -> None:
+    """Recorder throughput both ways, its added latency, and mitmdump doing the same job."""
+    if missing(ctx, "rtreplay.recorder", "recorder figures"):
+        return
+    s = ctx.sizes
+    small = workloads.write_server_stream(
+        ctx.tmp / "up-small.jsonl", workloads.small_events(s.relay_small)
+    )
+    audio = workloads.write_server_stream(
+        ctx.tmp / "up-audio.jsonl", workloads.audio_deltas(s.relay_audio)
+    )
+    upstreams = {
+        "s2c-small": ctx.server("up-send-small", "send", str(small)),
+        "s2c-audio": ctx.server("up-send-audio", "send", str(audio)),
+        "c2s": ctx.server("up-sink", "sink"),
+        "rtt": ctx.server("up-echo", "echo"),
+    }
+    procs: list[ServerProc | MitmProc] = list(upstreams.values())
+    try:
+        relays = {k: ctx.server(f"relay-{k}", "relay", up.base) for k, up in upstreams.items()}
+        procs += relays.values()
+        recorders = {
+            k: ctx.server(
+                f"record-{k}", "record", str(ctx.tmp / f"rec-{k}.jsonl"), up.base, profile=True
+            )
+            for k, up in upstreams.items()
+        }
+        procs += recorders.values()
+        setups = {"direct": upstreams, "relay": relays, "recorder": recorders}
+
+        for key, label, n in (
+            ("s2c-small", "server→client, small events", s.relay_small),
+            ("s2c-audio", "server→client, audio deltas", s.relay_audio),
+        ):
+            res = interleaved(
+                s.runs, [(name, recv_rate(group[key], n)) for name, group in setups.items()]
+            )
+            add_recorder_rows(ctx, f"recorder throughput, {label}", res)
+
+        for label, payloads in (
+            ("client→server, small events", workloads.small_events(s.relay_small)),
+            ("client→server, audio deltas", workloads.audio_deltas(s.relay_audio)),
+        ):
+            blob = b"".join(text_frame(p) for p in payloads)
+            n = len(payloads)
+            res = interleaved(
+                s.runs, [(name, send_rate(group["c2s"], blob, n)) for name, group in setups.items()]
+            )
+            add_recorder_rows(ctx, f"recorder throughput, {label}", res)
+
+        lat: dict[str, list[list[float]]] = {name: [] for name in setups}
+        for r in range(s.runs):
+            for name in list(setups) if r % 2 == 0 else list(setups)[::-1]:
+                lat[name].append(round_trips(setups[name]["rtt"].url(), s.round_trips))
+        for q in (50, 99):
+            vals = {name: [percentile(x, q) * 1e6 for x in runs] for name, runs in lat.items()}
+            ctx.rows.append(
+                Row(
+                    f"recorder round-trip latency, p{q}",
+                    "through Recorder",
+                    "through bare relay",
+                    "µs",
+                    vals["recorder"],
+                    vals["relay"],
+                    better="lower",
+                    target=1.15 if q == 50 else None,
+                    note=(
+                        f"direct: {median(vals['direct']):.0f} µs; added by the recorder: "
+                        f"{median(vals['recorder']) - median(vals['direct']):.0f} µs, by the bare relay: "
+                        f"{median(vals['relay']) - median(vals['direct']):.0f} µs"
+                    ),
+                )
+            )
+        ctx.notes["latency_recorder_p50"] = json.dumps(
+            [percentile(x, 50) * 1e6 for x in lat["recorder"]]
+        )
+
+        exe = harness.mitmdump_path(ctx.install)
+        if exe is None:
+            ctx.skipped.append(
+                "recorder vs mitmdump: mitmproxy is not installed in bench/.venv-mitm "
+                "(run without --no-install to create it)"
+            )
+            return
+        mitm_send = MitmProc(
+            "mitm-send", exe, upstreams["s2c-small"].port, ctx.tmp / "mitm-send.flows", ctx.logs
+        )
+        procs.append(mitm_send)
+        mitm_echo = MitmProc(
+            "mitm-echo", exe, upstreams["rtt"].port, ctx.tmp / "mitm-echo.flows", ctx.logs
+        )
+        procs.append(mitm_echo)
+        # mitmdump holds a connection's messages in memory until it ends; the send stream
+        # is cut to mitm_small frames by a shorter upstream so one run stays a few seconds.
+        short = workloads.write_server_stream(
+            ctx.tmp / "up-short.jsonl", workloads.small_events(s.mitm_small)
+        )
+        up_short = ctx.server("up-send-short", "send", str(short))
+        procs.append(up_short)
+        rec_short = ctx.server(
+            "record-short", "record", str(ctx.tmp / "rec-short.jsonl"), up_short.base
+        )
+        procs.append(rec_short)
+        mitm_short = MitmProc(
+            "mitm-short", exe, up_short.port, ctx.tmp / "mitm-short.flows", ctx.logs
+        )
+        procs.append(mitm_short)
+        n = s.mitm_small
+        res = interleaved(
+            s.runs,
+            [
+                ("recorder", recv_rate(rec_short, n)),
+                ("mitmdump", recv_rate(mitm_short, n)),
+            ],
+        )
+        ctx.rows.append(
+            Row(
+                "recorder vs mitmdump, throughput (server→client, small events)",
+                "Recorder",
+                "mitmdump -w (reverse proxy)",
+                "frames/s",
+                res["recorder"],
+                res["mitmdump"],
+                target=10.0,
+                note=f"{n} frames per run for both",
+            )
+        )
+        mrtt = [
+            percentile(round_trips(mitm_echo.url(), max(100, s.round_trips // 4)), 50) * 1e6
+            for _ in range(s.runs)
+        ]
+        rec_p50 = json.loads(ctx.notes["latency_recorder_p50"])
+        ctx.rows.append(
+            Row(
+                "recorder vs mitmdump, round-trip latency p50",
+                "Recorder",
+                "mitmdump -w (reverse proxy)",
+                "µs",
+                rec_p50,
+                mrtt,
+                better="lower",
+                note="lower is better",
+            )
+        )
+    finally:
+        for p in procs:
+            p.stop()
+    for k, srv in recorders.items():
+        if k in ("s2c-small", "c2s"):
+            collect_profile(ctx, srv, f"recorder {k}")
+
+
+def add_recorder_rows(ctx: Context, figure: str, res: dict[str, list[float]]) -> None:
+    ctx.rows.append(
+        Row(
+            figure,
+            "Recorder",
+            "(b) bare relay",
+            "frames/s",
+            res["recorder"],
+            res["relay"],
+            target=0.85,
+        )
+    )
+    ctx.rows.append(
+        Row(
+            figure,
+            "Recorder",
+            "(a) direct client↔server",
+            "frames/s",
+            res["recorder"],
+            res["direct"],
+            note="for scale: any proxy costs a second hop",
+        )
+    )
+
+
+def fig_load(ctx: Context) -> None:
+    """Cassette load against msgspec decoding the same lines into a minimal Struct."""
+    path, size, _ = workloads.write_audio_hour(
+        ctx.tmp / "load.jsonl", ctx.sizes.load_bytes, turn_seconds=2
+    )
+    times: dict[str, list[float]] = {"rtreplay": [], "msgspec": []}
+    for r in range(ctx.sizes.runs):
+        for which in ("rtreplay", "msgspec") if r % 2 == 0 else ("msgspec", "rtreplay"):
+            out = subprocess.run(
+                [sys.executable, str(BENCH / "loadbench.py"), which, str(path)],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=harness.REPO,
+            )
+            times[which].append(float(out.stdout.split()[0]))
+    mbs = {k: [size / t / 1e6 for t in v] for k, v in times.items()}
+    ctx.rows.append(
+        Row(
+            "cassette load",
+            "rtreplay.codec.load()",
+            "msgspec, line by line, minimal Struct",
+            "MB/s",
+            mbs["rtreplay"],
+            mbs["msgspec"],
+            target=0.8,
+            note=f"{size / 1e6:.0f} MB cassette, fresh process per run",
+        )
+    )
+    if ctx.profile:
+        raw = ctx.logs / "load.pyspy.txt"
+        subprocess.run(
+            [
+                str(harness.MITM_VENV / "bin" / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "500",
+                "-o",
+                str(raw),
+                "--",
+                sys.executable,
+                str(BENCH / "loadbench.py"),
+                "rtreplay",
+                str(path),
+            ],
+            check=False,
+            capture_output=True,
+            cwd=harness.REPO,
+        )
+        ctx.profiles["cassette load"] = harness.summarize_profile(raw)
+
+
+def fig_pytest_cost(ctx: Context) -> None:
+    """Per-test cost of the realtime_mock fixture against a bare serve/connect/close cycle."""
+    import pytestcost
+
+    try:
+        res = pytestcost.measure(
+            ctx.tmp / "pytest-cost", ctx.sizes.pytest_tests, ctx.sizes.runs, ctx.logs
+        )
+    except pytestcost.Unavailable as exc:
+        ctx.skipped.append(f"per-test cost of realtime_mock: {exc}")
+        return
+    ctx.rows.append(
+        Row(
+            "per-test cost of `realtime_mock`",
+            "realtime_mock: setup, load, connect, 1 exchange, teardown",
+            "bare websockets serve/connect/1 exchange/close",
+            "ms",
+            [x * 1e3 for x in res["mock"]],
+            [x * 1e3 for x in res["bare"]],
+            better="lower",
+            target=3.0,
+            note=f"median over {ctx.sizes.pytest_tests} tests of each kind per pytest run",
+        )
+    )
+
+
+def fig_concurrency(ctx: Context) -> None:
+    """1..256 clients replaying one session at once from one server."""
+    if missing(ctx, "rtreplay.server", "concurrency"):
+        return
+    cassette = workloads.write_text_session(ctx.tmp / "concurrent.jsonl")
+    steps = list(workloads.plan(cassette))
+    expected = sum(n for kind, _, n in steps if kind == "recv")
+    server = ctx.server("replay-concurrent", "replay", str(cassette), "--repeat")
+    rate = Series("concurrency: events/s delivered (all clients)", "events/s")
+    delay = Series("concurrency: p99 per-event delay", "ms")
+    try:
+        for clients in ctx.sizes.clients:
+            rate.values[str(clients)] = []
+            delay.values[str(clients)] = []
+            for _ in range(ctx.sizes.runs):
+                got, delays, elapsed = asyncio.run(_concurrent(server.url(), steps, clients))
+                incomplete = [g for g in got if g != expected]
+                if incomplete:
+                    raise RuntimeError(
+                        f"{len(incomplete)} of {clients} sessions incomplete "
+                        f"(expected {expected} events, got {sorted(set(incomplete))})"
+                    )
+                rate.values[str(clients)].append(clients * expected / elapsed)
+                delay.values[str(clients)].append(percentile(delays, 99) * 1e3)
+    finally:
+        server.stop()
+    rate.note = (
+        f"every session completed ({expected} server events each: session setup and 3 text "
+        "responses of 30 deltas); a delay is measured from the client event that triggers a "
+        "server event to its arrival"
+    )
+    ctx.series += [rate, delay]
+
+
+async def _concurrent(
+    url: str, steps: list[tuple[str, bytes, int]], clients: int
+) -> tuple[list[int], list[float], float]:
+    delays: list[float] = []
+
+    async def one() -> int:
+        client = await async_connect(url)
+        got = 0
+        mark = now()
+        for kind, blob, n in steps:
+            if kind == "send":
+                client.writer.write(blob)
+                mark = now()
+                continue
+            left = n
+            while left > 0:
+                frames = await client.next_frames()
+                if frames is None:
+                    await client.close()
+                    return got
+                t = now()
+                for _ in frames:
+                    delays.append(t - mark)
+                got += len(frames)
+                left -= len(frames)
+        await client.close()
+        return got
+
+    t0 = now()
+    got = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(clients))), 120)
+    return list(got), delays, now() - t0
+
+
+def fig_large(ctx: Context) -> None:
+    """A 500 MB cassette of an hour of two-way audio, served and replayed: peak memory."""
+    if missing(ctx, "rtreplay.server", "large cassette"):
+        return
+    t0 = time.perf_counter()
+    path, size, seconds = workloads.write_audio_hour(ctx.tmp / "hour.jsonl", ctx.sizes.large_bytes)
+    gen = time.perf_counter() - t0
+    peaks: list[float] = []
+    times: list[float] = []
+    for r in range(ctx.sizes.large_runs):
+        server = ctx.server(f"replay-large-{r}", "replay", str(path), profile=(r == 0))
+        try:
+            t1 = now()
+            client = BlockingClient(server.url(), timeout=120)
+            it = client.frames()
+            received = 0
+            for kind, blob, n in workloads.plan(path):
+                if kind == "send":
+                    client.send(blob)
+                else:
+                    for _ in range(n):
+                        next(it)
+                    received += n
+            client.close()
+            times.append(now() - t1)
+            peaks.append(server.peak_rss())
+        finally:
+            server.stop()
+        if r == 0:
+            collect_profile(ctx, server, "large cassette replay")
+    idle = ctx.server("idle-bare", "echo")
+    base = idle.peak_rss()
+    idle.stop()
+    ctx.rows.append(
+        Row(
+            "large cassette: server peak memory",
+            "ReplayServer peak RSS (VmHWM)",
+            "cassette size",
+            "MB",
+            [p / 1e6 for p in peaks],
+            [size / 1e6] * len(peaks),
+            better="lower",
+            target=0.3,
+            note=(
+                f"{seconds / 60:.0f} min of audio each way, {size / 1e6:.0f} MB (generated in {gen:.0f} s); "
+                f"replayed in {median(times):.1f} s; an idle bare websockets server peaks at {base / 1e6:.0f} MB"
+            ),
+        )
+    )
+
+
+def collect_profile(ctx: Context, server: ServerProc, name: str) -> None:
+    if server.profile is not None:
+        deadline = time.monotonic() + 20
+        while not server.profile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ctx.profiles[name] = harness.summarize_profile(server.profile)
+
+
+FIGURES: dict[str, Callable[[Context], None]] = {
+    "replay": fig_replay,
+    "recorder": fig_recorder,
+    "load": fig_load,
+    "pytest": fig_pytest_cost,
+    "concurrency": fig_concurrency,
+    "large": fig_large,
+}
+
+
+def machine() -> dict[str, str]:
+    import msgspec
+    import websockets
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "msgspec": msgspec.__version__,
+        "os": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny workloads and 2 runs: a smoke test"
+    )
+    parser.add_argument("--runs", type=int, help="repetitions of every measurement (default 5)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(FIGURES), help="measure only these figures"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=harness.REPO / "docs" / "performance.md",
+        help="the page to write (its plot goes beside it)",
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="never create bench/.venv-mitm (skip the mitmdump rows if it is missing)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the rtreplay servers under py-spy and add their hot spots to the page",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (cassettes, logs)"
+    )
+    args = parser.parse_args(argv)
+
+    sizes = QUICK if args.quick else FULL
+    if args.runs:
+        sizes = dataclasses.replace(sizes, runs=args.runs, large_runs=args.runs)
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="rtreplay-bench-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    ctx = Context(
+        sizes, tmp, logs, install=not (args.no_install or args.quick), profile=args.profile
+    )
+    failures: list[str] = []
+    try:
+        for name, fig in FIGURES.items():
+            if args.only and name not in args.only:
+                continue
+            t = time.perf_counter()
+            print(f"[{time.perf_counter() - started:5.0f}s] {name} ...", flush=True)
+            try:
+                fig(ctx)
+            except Exception as exc:
+                traceback.print_exc()
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            print(f"        {name} took {time.perf_counter() - t:.0f} s", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    report.write(
+        args.output,
+        ctx.rows,
+        ctx.series,
+        ctx.profiles,
+        ctx.skipped + failures,
+        machine(),
+        sizes.runs,
+        elapsed,
+        quick=args.quick,
+    )
+    print(report.console(ctx.rows, ctx.series))
+    print(f"wrote {args.output} in {elapsed:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

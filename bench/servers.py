@@ -1,0 +1,147 @@
+"""Every server the bench measures, each run in a process of its own.
+
+``python bench/servers.py KIND ARGS...`` starts one server on 127.0.0.1, port 0, prints
+``PORT <n>`` once it listens, and stops cleanly when its standard input closes (so a
+bench that dies takes its servers with it). Separate processes keep each server's event
+loop, garbage and peak memory its own, and let client and server use both cores.
+
+Kinds:
+  send CASSETTE        bare websockets server: on connect, sends the cassette's server
+                       frames pre-encoded from a list, then closes (the replay reference)
+  sink                 counts what a client sends until {"type":"bench.done"}, answers
+                       {"type":"bench.ok"} (client->server throughput)
+  echo                 sends every message back (round-trip latency)
+  relay UPSTREAM       minimal bare relay: forwards frames both ways, records nothing
+  replay CASSETTE      rtreplay.ReplayServer, instant mode (add --repeat)
+  record CASSETTE UPSTREAM   rtreplay.Recorder to UPSTREAM (ws://.../v1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+DONE = b'{"type":"bench.done"}'
+DONE_TEXT = DONE.decode()
+OPTS: dict[str, Any] = {"compression": None, "max_size": None}
+
+
+class _Line(msgspec.Struct):
+    kind: str
+    dir: str | None = None
+    json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+def server_payloads(path: str) -> list[bytes]:
+    decoder = msgspec.json.Decoder(_Line)
+    with open(path, "rb") as f:
+        return [
+            bytes(r.json)
+            for r in map(decoder.decode, f)
+            if r.kind == "frame" and r.dir == "server" and r.json is not msgspec.UNSET
+        ]
+
+
+async def bare(kind: str, args: list[str], stop: asyncio.Event) -> None:
+    payloads = server_payloads(args[0]) if kind == "send" else []
+
+    async def send(ws: ServerConnection) -> None:
+        for p in payloads:
+            await ws.send(p, text=True)
+        await ws.close()
+
+    async def sink(ws: ServerConnection) -> None:
+        count = 0
+        async for message in ws:
+            if message == DONE_TEXT:
+                await ws.send(f'{{"type":"bench.ok","count":{count}}}')
+                break
+            count += 1
+        await ws.wait_closed()
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    handler = {"send": send, "sink": sink, "echo": echo}[kind]
+    async with serve(handler, "127.0.0.1", 0, **OPTS) as server:
+        announce(server)
+        await stop.wait()
+
+
+async def relay(upstream: str, stop: asyncio.Event) -> None:
+    """What a user writes to put a proxy between client and server: nothing more."""
+
+    async def handler(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else "/"
+        target = upstream.rstrip("/") + path.removeprefix("/v1")
+        async with connect(target, **OPTS) as up:
+
+            async def pump(src: Any, dst: Any) -> None:
+                try:
+                    async for message in src:
+                        await dst.send(message)
+                except ConnectionClosed:
+                    pass
+                finally:
+                    await dst.close()
+
+            await asyncio.gather(pump(ws, up), pump(up, ws))
+
+    async with serve(handler, "127.0.0.1", 0, **OPTS) as server:
+        announce(server)
+        await stop.wait()
+
+
+async def replay(args: list[str], stop: asyncio.Event) -> None:
+    from rtreplay.server import ReplayServer
+
+    async with ReplayServer(args[0], repeat="--repeat" in args) as server:
+        print(f"PORT {server.port}", flush=True)
+        await stop.wait()
+
+
+async def record(args: list[str], stop: asyncio.Event) -> None:
+    from rtreplay.recorder import Recorder
+
+    async with Recorder(args[0], upstream=args[1], api_key="sk-bench-upstream-key-0000") as server:
+        print(f"PORT {server.port}", flush=True)
+        await stop.wait()
+
+
+def announce(server: Any) -> None:
+    port = next(iter(server.sockets)).getsockname()[1]
+    print(f"PORT {port}", flush=True)
+
+
+async def main(argv: list[str]) -> None:
+    kind, args = argv[0], argv[1:]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    if kind in ("send", "sink", "echo"):
+        await bare(kind, args, stop)
+    elif kind == "relay":
+        await relay(args[0], stop)
+    elif kind == "replay":
+        await replay(args, stop)
+    elif kind == "record":
+        await record(args, stop)
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
