@@ -1,0 +1,469 @@
+"""A cassette indexed for replay: per frame only what matching and pacing need.
+
+A cassette of an hour of audio can weigh hundreds of megabytes, nearly all of it base64 in
+server frames. The index reads the file once and keeps, for each server frame, where its
+payload lies in the file (offset and length), its recorded time and its ``type``; the
+payload itself is read back with ``os.pread`` when the frame is due. Client frames keep
+their decoded event, except the audio of ``input_audio_buffer.append``, of which only the
+decoded length (and a running digest of the stream) is kept. An in-memory
+:class:`~rtreplay.cassette.Cassette` is indexed the same way, its payloads kept as bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from .cassette import Cassette, Close, Frame, Header, Open, Reject
+from .codec import CassetteReader
+
+__all__ = [
+    "AUDIO_APPEND",
+    "ECHOED_IDS",
+    "CassetteIndex",
+    "ClientFrame",
+    "IndexedConnection",
+    "ServerFrame",
+    "audio_length",
+    "echoed_ids",
+]
+
+AUDIO_APPEND = "input_audio_buffer.append"
+
+# Fields where a client copies back an ID it got from the server (or chose itself), by
+# event type. ``*`` stands for every element of a list.
+ECHOED_IDS: dict[str, tuple[str, ...]] = {
+    "conversation.item.truncate": ("item_id",),
+    "conversation.item.retrieve": ("item_id",),
+    "conversation.item.delete": ("item_id",),
+    "conversation.item.create": ("previous_item_id", "item.id", "item.call_id"),
+    "response.cancel": ("response_id",),
+    "response.create": ("response.input.*.id", "response.input.*.call_id"),
+}
+
+# Payloads are read back in spans of at most this many bytes, so a burst of frames due at
+# once costs one system call per span and never the whole connection in memory.
+READ_SPAN = 1 << 20
+
+
+def audio_length(b64: str) -> int:
+    """Decoded length of a base64 string, computed from its length (no decoding)."""
+    n = len(b64)
+    if n == 0:
+        return 0
+    pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
+    full, rest = divmod(n, 4)
+    return full * 3 - pad + (rest * 3) // 4
+
+
+def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
+    if not parts:
+        yield value
+        return
+    head, tail = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(value, list):
+            for item in value:
+                yield from _path_values(item, tail)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from _path_values(item, tail)
+    elif isinstance(value, dict) and head in value:
+        yield from _path_values(value[head], tail)
+
+
+def echoed_ids(event: Any) -> tuple[str, ...]:
+    """The ID values a client event carries in the fields where clients echo IDs."""
+    if not isinstance(event, dict):
+        return ()
+    paths = ECHOED_IDS.get(event.get("type"))  # type: ignore[arg-type]
+    if not paths:
+        return ()
+    found: list[str] = []
+    for path in paths:
+        for v in _path_values(event, path.split(".")):
+            if isinstance(v, str) and v:
+                found.append(v)
+    return tuple(found)
+
+
+class _ItemView(msgspec.Struct):
+    id: object = None
+    call_id: object = None
+
+
+class _ResponseView(msgspec.Struct):
+    id: object = None
+
+
+class _ServerView(msgspec.Struct):
+    """Just what the index needs of a server event: its type and the IDs it hands out."""
+
+    type: object = None
+    item_id: object = None
+    response_id: object = None
+    call_id: object = None
+    item: _ItemView | None = None
+    response: _ResponseView | None = None
+
+
+_server_view = msgspec.json.Decoder(_ServerView)
+_any_decoder = msgspec.json.Decoder()
+
+
+def _server_info(raw: bytes | memoryview) -> tuple[str | None, tuple[str, ...]]:
+    try:
+        view = _server_view.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, ()
+    ids: list[str] = []
+    for v in (view.item_id, view.response_id, view.call_id):
+        if isinstance(v, str):
+            ids.append(v)
+    if view.item is not None:
+        for v in (view.item.id, view.item.call_id):
+            if isinstance(v, str):
+                ids.append(v)
+    if view.response is not None and isinstance(view.response.id, str):
+        ids.append(view.response.id)
+    return (view.type if isinstance(view.type, str) else None), tuple(ids)
+
+
+class ServerFrame:
+    """A recorded server frame: when, what type, and where its payload is."""
+
+    __slots__ = ("data", "length", "pos", "t", "text", "type")
+
+    def __init__(
+        self,
+        t: float,
+        text: bool,
+        type: str | None,
+        *,
+        data: bytes | None = None,
+        pos: int = -1,
+        length: int = 0,
+    ) -> None:
+        self.t = t
+        self.text = text
+        self.type = type
+        self.data = data
+        self.pos = pos
+        self.length = len(data) if data is not None else length
+
+    def __repr__(self) -> str:
+        return f"ServerFrame(t={self.t}, type={self.type!r}, {self.length} bytes)"
+
+
+class ClientFrame:
+    """A recorded client frame, decoded (audio kept as its length only)."""
+
+    __slots__ = (
+        "audio_before",
+        "audio_digest",
+        "audio_end",
+        "audio_len",
+        "event",
+        "ids",
+        "index",
+        "is_append",
+        "message",
+        "t",
+        "turn",
+        "type",
+    )
+
+    def __init__(self, index: int, t: float, message: str | bytes | None, event: Any) -> None:
+        self.index = index
+        self.t = t
+        # ``message`` is kept only for frames that are not JSON (compared verbatim).
+        self.message = message
+        self.event = event
+        kind = event.get("type") if isinstance(event, dict) else None
+        self.type: str | None = kind if isinstance(kind, str) else None
+        self.is_append = False
+        self.audio_len = 0
+        self.audio_end = 0  # cumulative decoded audio through this append
+        self.audio_before = 0  # cumulative decoded audio before this (non-append) event
+        self.audio_digest = b""  # digest of the audio since the previous non-append event
+        self.turn = 1
+        self.ids = echoed_ids(event)
+
+    def describe(self) -> str:
+        if self.type is not None:
+            return self.type
+        if self.message is not None:
+            return "binary frame" if isinstance(self.message, bytes) else "text frame"
+        return "event without a type"
+
+    def __repr__(self) -> str:
+        return f"ClientFrame({self.index}, t={self.t}, {self.describe()})"
+
+
+class IndexedConnection:
+    """One recorded connection as the player needs it.
+
+    ``clients`` are the recorded client frames in order; ``groups[k]`` the server frames
+    recorded after client frame ``k - 1`` and before client frame ``k`` (``groups[0]`` go
+    out on connect, ``groups[-1]`` after the last client frame); ``introduced`` maps each ID
+    the server handed out to the group that first carried it.
+    """
+
+    def __init__(self, open: Open) -> None:
+        self.open = open
+        self.reject: Reject | None = None
+        self.close: Close | None = None
+        self.clients: list[ClientFrame] = []
+        self.groups: list[list[ServerFrame]] = [[]]
+        self.group_turns: list[int] = [1]
+        self.introduced: dict[str, int] = {}
+        self.server_count = 0
+        self.tail_audio_digest = b""
+        self.audio_total = 0
+        # Build state.
+        self._turn = 1
+        self._audio = 0
+        self._hash = hashlib.blake2b(digest_size=16)
+
+    @property
+    def number(self) -> int:
+        return self.open.conn
+
+    @property
+    def protocol(self) -> str:
+        return self.open.protocol
+
+    def _add_server(self, frame: ServerFrame, ids: tuple[str, ...]) -> None:
+        group = len(self.groups) - 1
+        self.groups[group].append(frame)
+        self.server_count += 1
+        for v in ids:
+            self.introduced.setdefault(v, group)
+        if frame.type == "response.done":
+            self._turn += 1
+
+    def _add_client(self, t: float, message: str | bytes | None, event: Any) -> None:
+        audio: str | None = None
+        if (
+            isinstance(event, dict)
+            and event.get("type") == AUDIO_APPEND
+            and isinstance(event.get("audio"), str)
+        ):
+            audio = event.pop("audio")
+        frame = ClientFrame(len(self.clients), t, message, event)
+        frame.turn = self._turn
+        if audio is not None:
+            frame.is_append = True
+            frame.audio_len = audio_length(audio)
+            self._audio += frame.audio_len
+            frame.audio_end = self._audio
+            try:
+                self._hash.update(binascii.a2b_base64(audio))
+            except binascii.Error:
+                self._hash.update(audio.encode())
+        else:
+            frame.audio_before = self._audio
+            frame.audio_digest = self._hash.digest()
+            self._hash = hashlib.blake2b(digest_size=16)
+        self.clients.append(frame)
+        self.groups.append([])
+        self.group_turns.append(self._turn)
+
+    def _finish(self) -> None:
+        self.tail_audio_digest = self._hash.digest()
+        self.audio_total = self._audio
+        del self._hash
+
+    def __repr__(self) -> str:
+        return (
+            f"IndexedConnection({self.number}, {len(self.clients)} client frames, "
+            f"{self.server_count} server frames)"
+        )
+
+
+class _LineTap:
+    """A file wrapper that remembers the last lines handed to the reader, by offset."""
+
+    def __init__(self, file: IO[bytes], name: str) -> None:
+        self._file = file
+        self.name = name
+        self.offset = 0
+        self.lines: dict[int, bytes] = {}
+
+    def __iter__(self) -> Iterator[bytes]:
+        offset = 0
+        for line in self._file:
+            # The reader looks one line ahead: the record it yields is one of the last lines.
+            if len(self.lines) >= 3:
+                del self.lines[min(self.lines)]
+            self.lines[offset] = line
+            offset += len(line)
+            yield line
+
+
+class CassetteIndex:
+    """A whole cassette indexed for replay, reading server payloads from the file on demand."""
+
+    def __init__(
+        self,
+        header: Header,
+        connections: list[IndexedConnection],
+        *,
+        path: str | None = None,
+        warnings: list[str] | None = None,
+        fd: int | None = None,
+    ) -> None:
+        self.header = header
+        self.connections = connections
+        self.path = path
+        self.warnings = warnings or []
+        self._fd = fd
+
+    # -- building ---------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, source: str | os.PathLike[str] | Cassette | CassetteIndex) -> CassetteIndex:
+        """Index a cassette file, or an in-memory :class:`Cassette`."""
+        if isinstance(source, CassetteIndex):
+            return source
+        if isinstance(source, Cassette):
+            return cls.from_cassette(source)
+        return cls.from_path(source)
+
+    @classmethod
+    def from_cassette(cls, cassette: Cassette) -> CassetteIndex:
+        connections: list[IndexedConnection] = []
+        for conn in cassette.connections:
+            ic = IndexedConnection(conn.open)
+            ic.reject = conn.reject
+            ic.close = conn.close
+            for frame in conn.frames:
+                _index_frame(ic, frame, frame.payload_bytes() if frame.dir == "server" else None)
+            ic._finish()
+            connections.append(ic)
+        return cls(
+            cassette.header, connections, path=cassette.path, warnings=list(cassette.warnings)
+        )
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> CassetteIndex:
+        p = Path(path)
+        # The reader raises the well-explained errors (missing file, directory...).
+        with CassetteReader(p) as probe:
+            pass
+        del probe
+        file = open(p, "rb")  # noqa: SIM115 - kept open for pread while serving
+        try:
+            tap = _LineTap(file, str(p))
+            by_conn: dict[int, IndexedConnection] = {}
+            with CassetteReader(tap, name=str(p)) as reader:  # type: ignore[arg-type]
+                for record in reader:
+                    if isinstance(record, Frame):
+                        ic = by_conn[record.conn]
+                        if record.dir == "server" and record.json is not msgspec.UNSET:
+                            line = tap.lines[reader.offset]
+                            raw = bytes(record.json)
+                            start = _raw_offset(line, raw)
+                            info = _server_info(raw)
+                            frame = ServerFrame(
+                                record.t, True, info[0], pos=reader.offset + start, length=len(raw)
+                            )
+                            ic._add_server(frame, info[1])
+                        else:
+                            _index_frame(ic, record, None)
+                    elif isinstance(record, Open):
+                        by_conn[record.conn] = IndexedConnection(record)
+                    elif isinstance(record, Close):
+                        by_conn[record.conn].close = record
+                    elif isinstance(record, Reject):
+                        by_conn[record.conn].reject = record
+                assert reader.header is not None
+                header = reader.header
+                warnings = list(reader.warnings)
+            for ic in by_conn.values():
+                ic._finish()
+            fd = os.dup(file.fileno())
+        finally:
+            file.close()
+        return cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+
+    # -- reading payloads -------------------------------------------------------------
+
+    def payloads(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
+        """Each frame with its payload bytes, reading the file in spans of frames near each other."""
+        i, n = 0, len(frames)
+        fd = self._fd
+        while i < n:
+            first = frames[i]
+            if first.data is not None:
+                yield first, first.data
+                i += 1
+                continue
+            if fd is None:
+                raise ValueError("the cassette index is closed")
+            start = first.pos
+            end = first.pos + first.length
+            j = i + 1
+            while j < n:
+                f = frames[j]
+                if f.data is not None or f.pos < end:
+                    break
+                stop = f.pos + f.length
+                if stop - start > READ_SPAN:
+                    break
+                end = stop
+                j += 1
+            buf = os.pread(fd, end - start, start)
+            if len(buf) != end - start:
+                raise OSError(f"{self.path}: cassette changed on disk while being replayed")
+            if j == i + 1:
+                yield first, buf
+            else:
+                for k in range(i, j):
+                    f = frames[k]
+                    off = f.pos - start
+                    yield f, buf[off : off + f.length]
+            i = j
+
+    def close(self) -> None:
+        """Release the file (payloads of the in-memory cassette stay readable)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _raw_offset(line: bytes, raw: bytes) -> int:
+    # The writer puts ``json`` last: ``...,"json":RAW}\n``. Check that, else search.
+    end = len(line.rstrip(b"\r\n"))
+    start = end - 1 - len(raw)
+    if start > 0 and line[end - 1 : end] == b"}" and line[start : end - 1] == raw:
+        return start
+    found = line.find(raw)
+    if found < 0:  # pragma: no cover - Raw always comes from this line
+        raise ValueError("frame payload not found in its line")
+    return found
+
+
+def _index_frame(ic: IndexedConnection, frame: Frame, data: bytes | None) -> None:
+    if frame.dir == "server":
+        if frame.json is not msgspec.UNSET:
+            assert data is not None
+            kind, ids = _server_info(data)
+        else:
+            kind, ids = None, ()
+        ic._add_server(ServerFrame(frame.t, frame.is_text, kind, data=data), ids)
+        return
+    if frame.json is not msgspec.UNSET:
+        ic._add_client(frame.t, None, _any_decoder.decode(frame.json))
+    else:
+        payload = frame.payload()
+        ic._add_client(frame.t, payload, None)
