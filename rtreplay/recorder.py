@@ -1,0 +1,841 @@
+"""The recording proxy: relays a client's Realtime sessions to the upstream API into a cassette.
+
+A client connects to ``ws://HOST:PORT/<base>/realtime?...``; the proxy opens
+``{upstream}/realtime?...`` with the client's handshake (headers, offered subprotocols,
+path tail and query; never hop-by-hop headers), and only once the upstream has accepted
+does it accept the client, with the subprotocol the upstream chose. Frames then flow both
+ways unchanged and in order, each one written to the cassette *before* it is forwarded, so
+a proxy killed at any moment leaves a ``<cassette>.<pid>.partial`` file holding every frame
+either side received from it.
+
+Throughput: each direction has a reader task, which takes every message websockets has
+already buffered without yielding to the event loop, and a forwarder task, which writes
+what the reader gathered in one ``write_many`` call (one system call) and then sends it.
+So a burst costs one write however many frames it holds, and a single frame costs no more
+than a per-frame flush. Between the two tasks a bounded queue (and websockets' own read
+and write limits on both hops) keeps a slow client from making the proxy buffer without
+bound: when the client does not read, the proxy stops reading from the upstream.
+
+``docs/recording.md`` is the user's guide: path mapping, credentials, close codes, what
+gets written when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http
+import inspect
+import logging
+import os
+import re
+import signal
+import ssl
+import sys
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from ._service import Service
+from .cassette import Close, Frame, Open, Protocol, Reject
+from .codec import CassetteWriter
+from .errors import RecordError, RtreplayError
+from .redact import Redactor, credentials_in_handshake
+
+__all__ = [
+    "DEFAULT_UPSTREAM",
+    "MAX_SIZE",
+    "ConnectionStats",
+    "Recorder",
+    "add_record_arguments",
+    "record_main",
+    "upstream_url",
+]
+
+logger = logging.getLogger("rtreplay.recorder")
+
+DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
+MAX_SIZE = 16 * 1024 * 1024  # the API accepts 15 MiB audio appends; base64 and JSON add a little
+DEFAULT_IDLE_TIMEOUT = 300.0
+# What the proxy may hold between reading a direction and forwarding it (besides the
+# websockets buffers): enough to batch a burst, little enough that a client that stops
+# reading stops the upstream within a few hundred KB.
+QUEUE_MESSAGES = 256
+QUEUE_BYTES = 4 * 1024 * 1024
+
+Side = Literal["client", "server"]
+
+# Headers that belong to one hop of the connection (RFC 9110 7.6.1, RFC 6455), and those
+# websockets sets itself on the upstream hop. Sec-WebSocket-Protocol travels as the
+# ``subprotocols`` argument instead.
+HOP_BY_HOP = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "content-length",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+    }
+)
+# Headers not worth keeping in a cassette: they describe the recording machine (OS, arch,
+# runtime version, retry count) and would make every re-recording differ.
+_UNRECORDED = re.compile(r"^(x-stainless-|accept-encoding$)")
+# Upstream refusal headers passed back to the client with its status and body.
+_REFUSAL_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
+_REFUSAL_PREFIXES = ("x-request-id", "openai-", "x-ratelimit-", "x-ms-", "apim-", "azureml-")
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
+    """The upstream URL for a client's request path, or ``None`` if it is not a realtime path.
+
+    The client's base (everything before its last ``realtime`` path segment) is replaced by
+    the upstream's base; the tail from ``/realtime`` on and the query are kept verbatim:
+    ``/v1/realtime?model=x`` and ``/openai/realtime?api-version=..&deployment=..`` both go
+    to ``{upstream}/realtime?...``.
+    """
+    segments = path.split("/")
+    indexes = [i for i, s in enumerate(segments) if s == "realtime"]
+    if not indexes:
+        return None
+    tail = "/" + "/".join(segments[indexes[-1] :])
+    base = urllib.parse.urlsplit(upstream)
+    url = urllib.parse.urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + tail, query, ""))
+    return url
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ConnectionStats:
+    """Live figures for one recorded connection (what ``rtreplay record`` displays)."""
+
+    conn: int
+    target: str
+    started: float = field(default_factory=time.monotonic)
+    frames: dict[Side, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+    bytes: dict[Side, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+    ended: float | None = None
+    close: Close | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
+
+    def summary(self) -> str:
+        """One line: frames and bytes each way, elapsed time, and how it ended."""
+        line = (
+            f"conn {self.conn} {self.target}: client->server {self.frames['client']} frames "
+            f"{_size(self.bytes['client'])}, server->client {self.frames['server']} frames "
+            f"{_size(self.bytes['server'])}, {self.elapsed:.1f} s"
+        )
+        if self.close is not None:
+            line += f", {_describe_close(self.close)}"
+        return line
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _describe_close(close: Close) -> str:
+    who = f"closed by the {close.by}" if close.by else "dropped"
+    reason = f" ({close.reason})" if close.reason else ""
+    return f"{who} with code {close.code}{reason}"
+
+
+class _Channel:
+    """A bounded hand-over from a reader task to a forwarder task, taken a batch at a time."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[float, str | bytes]] = deque()
+        self.size = 0
+        self.done = False
+        self._ready: asyncio.Event = asyncio.Event()
+        self._space: asyncio.Event = asyncio.Event()
+        self._space.set()
+
+    def put(self, t: float, message: str | bytes) -> None:
+        self.items.append((t, message))
+        self.size += len(message)
+        self._ready.set()
+        if len(self.items) >= QUEUE_MESSAGES or self.size >= QUEUE_BYTES:
+            self._space.clear()
+
+    async def wait_space(self) -> None:
+        await self._space.wait()
+
+    def finish(self) -> None:
+        self.done = True
+        self._ready.set()
+
+    async def take(self) -> list[tuple[float, str | bytes]] | None:
+        """Everything queued, waiting for something; ``None`` once finished and empty."""
+        while not self.items:
+            if self.done:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        batch = list(self.items)
+        self.items.clear()
+        self.size = 0
+        self._space.set()
+        return batch
+
+
+class _Relay:
+    """One client connection and its upstream connection, relayed and recorded."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        conn: int,
+        client: ServerConnection,
+        upstream: ClientConnection,
+        target: str,
+    ) -> None:
+        self.recorder = recorder
+        self.conn = conn
+        self.hops: dict[Side, ServerConnection | ClientConnection] = {"client": client, "server": upstream}
+        self.t0 = time.monotonic()
+        self.last_activity = self.t0
+        self.stats = ConnectionStats(conn, target, started=self.t0)
+        self.close: Close | None = None
+        # Hops the proxy itself is closing: their ConnectionClosed is an echo, not news.
+        self.closing: set[Side] = set()
+        self.unusable: set[Side] = set()  # hops that can no longer be sent to
+        self.channels: dict[Side, _Channel] = {"client": _Channel(), "server": _Channel()}
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._read("client")),
+            asyncio.create_task(self._read("server")),
+            asyncio.create_task(self._forward("client")),
+            asyncio.create_task(self._forward("server")),
+        ]
+        watchdog = None
+        if self.recorder.idle_timeout is not None:
+            watchdog = asyncio.create_task(self._watchdog(self.recorder.idle_timeout))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
+            await asyncio.gather(*tasks, *([watchdog] if watchdog else []), return_exceptions=True)
+            if self.close is None:  # cancelled from outside: treat as a shutdown
+                self.close = Close(self.conn, round(self.now(), 6), 1001, "rtreplay recorder stopped", "server")
+            self.stats.ended = time.monotonic()
+            self.stats.close = self.close
+
+    # -- the two directions -------------------------------------------------------------
+
+    async def _read(self, side: Side) -> None:
+        """Take messages from one hop as they come (batched by the event loop's ticks)."""
+        src = self.hops[side]
+        channel = self.channels[side]
+        stats = self.stats
+        try:
+            while True:
+                message = await src.recv()
+                now = time.monotonic()
+                self.last_activity = now
+                channel.put(now - self.t0, message)
+                stats.frames[side] += 1
+                stats.bytes[side] += len(message)
+                if not channel._space.is_set():
+                    await channel.wait_space()
+        except ConnectionClosed as exc:
+            self.unusable.add(side)
+            self._hop_closed(side, exc)
+        finally:
+            channel.finish()
+
+    async def _forward(self, side: Side) -> None:
+        """Write each gathered batch from ``side``, then send it on to the other hop."""
+        other: Side = "server" if side == "client" else "client"
+        channel = self.channels[side]
+        dst = self.hops[other]
+        writer = self.recorder._writer
+        conn = self.conn
+        while (batch := await channel.take()) is not None:
+            if other in self.unusable or self.recorder._failure is not None:
+                continue  # the other side is gone: these frames reach no one, so are not recorded
+            try:
+                writer.write_many(Frame.from_message(conn, t, side, m) for t, m in batch)
+            except RtreplayError as exc:
+                await self.recorder._fail(exc)
+                await self._end(Close(conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
+                return
+            try:
+                for _t, message in batch:
+                    await dst.send(message)
+            except ConnectionClosed:
+                self.unusable.add(other)
+        await self._after(side)
+
+    # -- how it ends ----------------------------------------------------------------------
+
+    def _hop_closed(self, side: Side, exc: ConnectionClosed) -> None:
+        """Decide, from the first hop to close, how the connection ended."""
+        if self.close is not None or side in self.closing:
+            return
+        t = round(self.now(), 6)
+        rcvd, sent = exc.rcvd, exc.sent
+        if rcvd is not None and (sent is None or exc.rcvd_then_sent):
+            self.close = Close(self.conn, t, rcvd.code, rcvd.reason, side)
+        elif sent is not None:
+            # websockets itself closed this hop (keepalive timeout, frame too big, protocol
+            # error): the client sees the server end the connection with that code.
+            self.close = Close(self.conn, t, sent.code, sent.reason, "server")
+        else:
+            who = "upstream" if side == "server" else "client"
+            self.close = Close(self.conn, t, 1006, f"{who} dropped the connection without a close frame", None)
+
+    async def _after(self, side: Side) -> None:
+        """After ``side`` finished and its frames were forwarded, end the other hop likewise."""
+        close = self.close
+        if close is None:
+            return
+        other: Side = "server" if side == "client" else "client"
+        if close.code == 1006 and other == "client":
+            # The upstream dropped: so does the client's connection, as the API's would.
+            self.closing.add(other)
+            self.hops[other].transport.abort()
+            return
+        if close.code == 1006:
+            code, reason = 1001, "client went away"
+        else:
+            code = close.code or 1000
+            if code not in _SENDABLE and not 3000 <= code < 5000:
+                code = 1000  # 1005 (an empty close frame) cannot be sent as such
+            reason = close.reason
+        await self._close_hop(other, code, reason)
+
+    async def _close_hop(self, side: Side, code: int, reason: str) -> None:
+        self.closing.add(side)
+        self.unusable.add(side)
+        with contextlib.suppress(Exception):
+            await self.hops[side].close(code, reason)
+
+    async def _end(self, close: Close) -> None:
+        """End the connection from the proxy: record ``close``, close both hops."""
+        if self.close is None:
+            self.close = close
+        self.closing.update(("client", "server"))
+        code, reason = (close.code or 1000), close.reason
+        await asyncio.gather(
+            self._close_hop("client", code, reason),
+            self._close_hop("server", 1001, "going away"),
+        )
+
+    async def shutdown(self) -> None:
+        await self._end(Close(self.conn, round(self.now(), 6), 1001, "rtreplay recorder shutting down", "server"))
+
+    async def _watchdog(self, idle: float) -> None:
+        while True:
+            remaining = self.last_activity + idle - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(remaining)
+        logger.warning("conn %d: no frame either way for %g s; closing it (1011)", self.conn, idle)
+        await self._end(Close(self.conn, round(self.now(), 6), 1011, f"rtreplay: idle for {idle:g} s", "server"))
+
+
+class Recorder(Service):
+    """A recording proxy to a Realtime API: ``async with Recorder("x.jsonl") as rec: ...``.
+
+    Point a client at ``rec.websocket_base_url`` (or ``rec.url``); each connection is
+    relayed to ``upstream`` and written to ``cassette`` as it happens. ``api_key`` (default
+    ``$OPENAI_API_KEY``) is sent only for clients that bring no credential of their own.
+    ``open_timeout`` bounds the upstream handshake (504 after it); ``idle_timeout`` closes a
+    connection with 1011 after that many seconds without a frame either way (``None``: never).
+    ``close()`` closes live connections with 1001 and moves the finished cassette into place;
+    after ``discard()`` it throws the recording away instead.
+    """
+
+    def __init__(
+        self,
+        cassette: str | os.PathLike[str],
+        *,
+        upstream: str = DEFAULT_UPSTREAM,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        redactor: Redactor | None = None,
+        open_timeout: float = 10.0,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+        upstream_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
+        parsed = urllib.parse.urlsplit(upstream)
+        if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
+            raise RecordError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
+        self.cassette_path = Path(cassette)
+        self.upstream = upstream.rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        self.redactor = redactor if redactor is not None else Redactor()
+        if self.api_key:
+            self.redactor.add_secret(self.api_key)
+        self.open_timeout = open_timeout
+        self.idle_timeout = idle_timeout
+        self.upstream_ssl = upstream_ssl
+        self.connections = 0  # connections recorded (accepted or refused by the upstream)
+        self.refused = 0
+        self.stats: list[ConnectionStats] = []
+        self._discard = False
+        self._failure: RtreplayError | None = None
+        self._server: Server | None = None
+        self._writer: CassetteWriter
+        self._relays: set[_Relay] = set()
+        self._pending: dict[ServerConnection, tuple[ClientConnection, str, str]] = {}
+        self._reapers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def discard(self) -> None:
+        """Make ``close()`` throw the recording away; an existing cassette stays as it was."""
+        self._discard = True
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _start(self) -> int:
+        self._writer = CassetteWriter(self.cassette_path, redactor=self.redactor)
+        try:
+            self._server = await serve(
+                self._handle,
+                self.host,
+                self.port,
+                process_request=self._process_request,
+                select_subprotocol=self._select_subprotocol,
+                # permessage-deflate is accepted only when the upstream accepted it too
+                # (see _process_request); every other client gets no compression.
+                compression="deflate",
+                max_size=MAX_SIZE,
+                # The client's handshake waits for the upstream's.
+                open_timeout=self.open_timeout + 5,
+                close_timeout=5,
+                ssl=self.ssl_context,
+            )
+        except OSError as exc:
+            self._writer.abort()
+            raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, self.upstream)
+        return port
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        await asyncio.gather(*(relay.shutdown() for relay in list(self._relays)))
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for task in self._reapers:
+            task.cancel()
+        await asyncio.gather(*self._reapers, return_exceptions=True)
+        for upstream, _, _ in self._pending.values():
+            with contextlib.suppress(Exception):
+                await upstream.close(1001)
+        self._pending.clear()
+        self._finish()
+
+    def _finish(self) -> None:
+        writer, path = self._writer, self.cassette_path
+        if self._failure is not None:
+            writer.abort()
+            raise RecordError(f"the recording was not written to {path}: {self._failure}")
+        if self._discard:
+            writer.abort()
+            logger.info("recording discarded; %s left as it was", path)
+            return
+        if self.connections == 0:
+            writer.abort()
+            state = "left as it was" if path.exists() else "not written"
+            logger.warning("no connection was recorded; %s %s", path, state)
+            return
+        if self.refused == self.connections and path.exists():
+            writer.abort()
+            logger.warning(
+                "the upstream refused every connection; %s left as it was (delete it to record a refusal)",
+                path,
+            )
+            return
+        writer.close()
+        logger.info("wrote %s: %d connection(s)", path, self.connections)
+
+    async def _fail(self, exc: RtreplayError) -> None:
+        if self._failure is None:
+            self._failure = exc
+            logger.error("cannot record: %s; closing connections", exc)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        pending = self._pending.get(connection)
+        return pending[0].subprotocol if pending is not None else None
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        started = time.monotonic()
+        parsed = urllib.parse.urlsplit(request.path)
+        target = request.path
+        if self._stopping:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
+        url = upstream_url(self.upstream, parsed.path, parsed.query)
+        if url is None:
+            logger.warning("refused %s: not a realtime path (expected .../realtime)", target)
+            return connection.respond(
+                http.HTTPStatus.NOT_FOUND,
+                f"rtreplay record proxies Realtime sessions only: connect to {self.websocket_base_url}"
+                f"/realtime?model=..., not {parsed.path}\n",
+            )
+        raw = list(request.headers.raw_items())
+        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",") if p.strip()]
+        # Secrets first: nothing about this connection is written before the redactor knows them.
+        for name, value in raw:
+            self.redactor.add_handshake({name: value})
+        self.redactor.add_handshake({}, offered)
+        forwarded = _forward_headers(raw)
+        has_credential = any(n.lower() in _CREDENTIAL_HEADERS for n, _ in forwarded) or bool(
+            credentials_in_handshake({}, offered)
+        )
+        if not has_credential and self.api_key:
+            forwarded.append(("Authorization", f"Bearer {self.api_key}"))
+        deflate = any(
+            "permessage-deflate" in v for n, v in raw if n.lower() == "sec-websocket-extensions"
+        )
+        try:
+            upstream = await connect(
+                url,
+                additional_headers=forwarded,
+                subprotocols=[Subprotocol(p) for p in offered] or None,
+                compression="deflate" if deflate else None,
+                user_agent_header=None,
+                open_timeout=self.open_timeout,
+                max_size=MAX_SIZE,
+                close_timeout=5,
+                **_connect_options(url, self.upstream_ssl),
+            )
+        except InvalidStatus as exc:
+            return self._refused(connection, request, exc.response, started)
+        except asyncio.TimeoutError:
+            logger.warning("%s: upstream %s did not answer within %g s; answered 504", target, url, self.open_timeout)
+            return connection.respond(
+                http.HTTPStatus.GATEWAY_TIMEOUT,
+                f"rtreplay: the upstream {_public(url)} did not complete the handshake within {self.open_timeout:g} s\n",
+            )
+        except (OSError, InvalidHandshake, ssl.SSLError) as exc:
+            reason = _reason(exc)
+            logger.warning("%s: cannot reach upstream %s: %s; answered 502", target, _public(url), reason)
+            return connection.respond(
+                http.HTTPStatus.BAD_GATEWAY, f"rtreplay: cannot reach the upstream {_public(url)}: {reason}\n"
+            )
+        if not deflate or not upstream.protocol.extensions:
+            # The upstream declined compression (or was not offered it): so does the proxy.
+            with contextlib.suppress(AttributeError):
+                connection.protocol.available_extensions = []
+        self._pending[connection] = (upstream, target, url)
+        reaper = asyncio.create_task(self._reap(connection))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        return None
+
+    async def _reap(self, connection: ServerConnection) -> None:
+        """Close the upstream of a client that vanished before its handshake completed."""
+        await connection.wait_closed()
+        pending = self._pending.pop(connection, None)
+        if pending is not None:
+            await pending[0].close(1001)
+
+    def _open_record(self, conn: int, request: Request, subprotocol: str | None) -> Open:
+        parsed = urllib.parse.urlsplit(request.path)
+        raw = list(request.headers.raw_items())
+        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",")]
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            key = name.lower()
+            if key in HOP_BY_HOP or _UNRECORDED.match(key):
+                continue
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        protocol: Protocol = (
+            "beta"
+            if "realtime=v1" in headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
+            else "ga"
+        )
+        return Open(
+            conn,
+            path=parsed.path,
+            query=dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)),
+            protocol=protocol,
+            subprotocol=subprotocol,
+            headers=headers,
+            started=_utc_now(),
+        )
+
+    def _refused(self, connection: ServerConnection, request: Request, response: Response, started: float) -> Response:
+        body = bytes(response.body or b"")
+        text = body.decode("utf-8", "replace")
+        headers = {
+            name.lower(): value
+            for name, value in response.headers.raw_items()
+            if name.lower() in _REFUSAL_HEADERS or name.lower().startswith(_REFUSAL_PREFIXES)
+        }
+        conn = self.connections
+        try:
+            self._writer.write_many(
+                [
+                    self._open_record(conn, request, None),
+                    Reject(conn, round(time.monotonic() - started, 6), response.status_code, headers, text),
+                ]
+            )
+        except RtreplayError as exc:
+            logger.error("cannot record the refusal of %s: %s", request.path, exc)
+        else:
+            self.connections += 1
+            self.refused += 1
+        snippet = " ".join(text.split())[:200]
+        logger.warning(
+            "conn %d: upstream refused %s with HTTP %d %s%s",
+            conn, request.path, response.status_code, response.reason_phrase,
+            f": {self.redactor.text(snippet)}" if snippet else "",
+        )
+        out = Headers()
+        for name, value in headers.items():
+            out[name] = value
+        out["Content-Length"] = str(len(body))
+        out["Connection"] = "close"
+        return Response(response.status_code, response.reason_phrase, out, body)
+
+    # -- a connection ---------------------------------------------------------------------
+
+    async def _handle(self, client: ServerConnection) -> None:
+        pending = self._pending.pop(client, None)
+        if pending is None:  # pragma: no cover - the handshake completed without an upstream
+            await client.close(1011, "rtreplay: no upstream connection")
+            return
+        upstream, target, url = pending
+        conn = self.connections
+        assert client.request is not None
+        record = self._open_record(conn, client.request, client.subprotocol)
+        try:
+            self._writer.write(record)
+        except RtreplayError as exc:
+            await self._fail(exc)
+            await asyncio.gather(client.close(1011, "rtreplay cannot record"), upstream.close(1001))
+            return
+        self.connections += 1
+        relay = _Relay(self, conn, client, upstream, target)
+        self.stats.append(relay.stats)
+        self._relays.add(relay)
+        logger.info("conn %d: %s -> %s (%s protocol)", conn, target, _public(url), record.protocol.upper())
+        try:
+            await relay.run()
+        finally:
+            self._relays.discard(relay)
+            close = relay.close
+            assert close is not None
+            if self._failure is None:
+                try:
+                    self._writer.write(close)
+                except RtreplayError as exc:
+                    await self._fail(exc)
+            with contextlib.suppress(Exception):
+                await asyncio.gather(client.close(1001), upstream.close(1001))
+            logger.info("%s", relay.stats.summary())
+
+
+def _forward_headers(raw: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The client's end-to-end headers, to send on to the upstream."""
+    raw = list(raw)
+    named = {
+        token.strip().lower()
+        for name, value in raw
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    return [(n, v) for n, v in raw if n.lower() not in HOP_BY_HOP and n.lower() not in named]
+
+
+def _connect_options(url: str, upstream_ssl: ssl.SSLContext | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if url.startswith("wss:") and upstream_ssl is not None:
+        options["ssl"] = upstream_ssl
+    # websockets 15 reads HTTP(S)_PROXY from the environment by default; a recorder talks
+    # to the upstream it was given, directly.
+    if "proxy" in inspect.signature(connect).parameters:
+        options["proxy"] = None
+    return options
+
+
+def _public(url: str) -> str:
+    """A URL without userinfo or query (which may carry keys), fit for a log line."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``rtreplay record``."""
+    parser.add_argument("--out", "-o", required=True, metavar="CASSETTE", help="cassette file to write (.jsonl)")
+    parser.add_argument(
+        "--upstream", default=os.environ.get("RTREPLAY_UPSTREAM", DEFAULT_UPSTREAM), metavar="URL",
+        help=f"Realtime API base URL to relay to (default: $RTREPLAY_UPSTREAM or {DEFAULT_UPSTREAM})",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: 8765)")
+    parser.add_argument(
+        "--open-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="how long the upstream may take to accept a connection (default: 10)",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+        help="close a connection after this long without a frame either way; 0 never "
+        f"(default: {DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no live status lines")
+
+
+def record_main(args: argparse.Namespace) -> int:
+    """``rtreplay record``: run the proxy until Ctrl-C or SIGTERM, then finish the cassette."""
+    status = _Status(sys.stderr, quiet=args.quiet)
+    status.setFormatter(logging.Formatter("rtreplay record: %(message)s"))
+    logger.addHandler(status)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        return asyncio.run(_record(args, status))
+    finally:
+        logger.removeHandler(status)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+async def _record(args: argparse.Namespace, status: _Status) -> int:
+    recorder = Recorder(
+        args.out,
+        upstream=args.upstream,
+        host=args.host,
+        port=args.port,
+        open_timeout=args.open_timeout,
+        idle_timeout=args.idle_timeout or None,
+    )
+    if not recorder.api_key:
+        logger.warning("OPENAI_API_KEY is not set: each client must send its own key")
+    await recorder.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    print(
+        f"Recording to {args.out}. Point your client at websocket_base_url={recorder.websocket_base_url}"
+        f" (full URL: {recorder.url}?model=...). Ctrl-C to finish.",
+        flush=True,
+    )
+    status.recorder = recorder
+    display = asyncio.create_task(status.run(stop))
+    await stop.wait()
+    await display
+    logger.info("stopping: closing %d live connection(s)", len(recorder._relays))
+    try:
+        await recorder.close()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+class _Status(logging.Handler):
+    """Log lines, plus one live line per open connection redrawn in place on a terminal.
+
+    Off a terminal only the log lines are written: one when a connection opens, one with
+    its totals when it ends.
+    """
+
+    def __init__(self, out: Any, quiet: bool = False) -> None:
+        super().__init__()
+        self.out = out
+        self.live = bool(getattr(out, "isatty", lambda: False)()) and not quiet
+        self.recorder: Recorder | None = None
+        self.drawn = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while self.live and not stop.is_set():
+            self.redraw()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        self.clear()
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def redraw(self) -> None:
+        self.clear()
+        if self.recorder is not None:
+            for stats in self.recorder.stats:
+                if stats.ended is None:
+                    self.out.write(stats.summary() + "\n")
+                    self.drawn += 1
+        self.out.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.clear()
+            self.out.write(self.format(record) + "\n")
+            if self.live:
+                self.redraw()
+            self.out.flush()
+        except Exception:  # pragma: no cover - logging must not break the proxy
+            self.handleError(record)

@@ -1,0 +1,786 @@
+"""A scripted, Realtime-like upstream server for tests: the API, without the network.
+
+It listens on 127.0.0.1 (port 0 by default) and answers like the real Realtime API in
+``shared/realtime/PROTOCOL.md``, deterministically:
+
+- ``session.created`` first, unprompted; ``session.update`` -> ``session.updated``;
+- ``conversation.item.create`` -> ``conversation.item.added`` + ``conversation.item.done``
+  (beta: ``conversation.item.created``);
+- ``response.create`` -> the whole response lifecycle: text deltas, or audio + transcript
+  deltas when the output modalities include audio, or a function call when a tool is
+  declared and the user's last message names it (``get_weather`` is asked for by any text
+  containing "weather"); after a ``function_call_output`` the answer quotes the output;
+- ``input_audio_buffer.append`` with server VAD on (the default, as in the API): loud PCM16
+  starts speech, 200 ms of silence stops it, then commit, user item, and a response;
+  with ``turn_detection: null``: ``commit``/``clear`` by hand;
+- errors that leave the session open (missing or unknown ``type``, invalid JSON, a second
+  ``response.create`` while one is active, an empty commit, a cancel with nothing active);
+- GA or beta event names per connection, from ``OpenAI-Beta: realtime=v1`` (or the
+  ``openai-beta.realtime-v1`` subprotocol);
+- scripted faults: :class:`Refusal` (the handshake answered with an HTTP status and body)
+  and :class:`Fault` (drop the TCP connection, stall, or close with a code, right after the
+  n-th server event of a type).
+
+Everything it saw is kept: ``handshakes`` (path, query, headers, subprotocols, protocol
+of each connection) and ``received`` (every client message). Waiting is event-driven::
+
+    async with ScriptedUpstream() as up:
+        client = openai.AsyncOpenAI(api_key="sk-test", websocket_base_url=up.websocket_base_url)
+        ...
+        await up.wait_for("response.create")
+
+    with ScriptedUpstream().in_thread() as up:      # from synchronous code
+        ...
+        up.wait_for_sync("session.update")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http
+import json
+import re
+import struct
+import threading
+import urllib.parse
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from rtreplay._service import Service
+
+__all__ = [
+    "Fault",
+    "Handshake",
+    "Received",
+    "Refusal",
+    "ScriptedUpstream",
+    "pcm16_silence",
+    "pcm16_tone",
+]
+
+Protocol = Literal["ga", "beta"]
+MAX_SIZE = 16 * 1024 * 1024
+SAMPLE_RATE = 24_000  # the API's only PCM rate
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+SPEECH_AMPLITUDE = 1_000  # a PCM16 chunk with a sample this loud is "speech"
+
+
+def pcm16_tone(ms: int, amplitude: int = 8_000) -> bytes:
+    """``ms`` milliseconds of a loud square wave (24 kHz PCM16): VAD hears speech."""
+    period = [amplitude] * 24 + [-amplitude] * 24
+    samples = (period * (ms * SAMPLE_RATE // 1000 // len(period) + 1))[: ms * SAMPLE_RATE // 1000]
+    return struct.pack(f"<{len(samples)}h", *samples)
+
+
+def pcm16_silence(ms: int) -> bytes:
+    """``ms`` milliseconds of silence (24 kHz PCM16): VAD hears the end of a turn."""
+    return bytes(ms * BYTES_PER_MS)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """One client's opening handshake as the upstream saw it."""
+
+    conn: int
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased; repeated headers joined with ", "
+    subprotocols: list[str]
+    protocol: Protocol
+    refused: int | None = None  # the HTTP status it was refused with, if it was
+
+
+@dataclass(frozen=True)
+class Received:
+    """One client message: the connection, the raw message, its decoded JSON object."""
+
+    conn: int
+    raw: str | bytes
+    event: dict[str, Any] | None
+
+    @property
+    def type(self) -> str | None:
+        value = self.event.get("type") if self.event is not None else None
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Answer the handshake with this HTTP status (and body) instead of upgrading.
+
+    ``body`` defaults to the JSON error the real API sends for that status.
+    """
+
+    status: int
+    body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Misbehave right after sending the ``occurrence``-th server event of type ``after``.
+
+    ``action``: ``"drop"`` aborts the TCP connection (no close frame), ``"stall"`` keeps the
+    connection open but sends nothing more, ``"close"`` closes with ``code`` and ``reason``.
+    ``conn`` limits the fault to one connection (``None``: every connection).
+    """
+
+    after: str
+    action: Literal["drop", "stall", "close"]
+    occurrence: int = 1
+    code: int = 1011
+    reason: str = "upstream fault"
+    conn: int | None = None
+
+
+_ERROR_BODIES = {
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached. Please try again later."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+
+def error_body(status: int, message: str | None = None) -> str:
+    """The JSON body the API sends with an HTTP error status."""
+    kind, code, default = _ERROR_BODIES.get(status, ("server_error", None, "Error."))
+    return json.dumps({"error": {"message": message or default, "type": kind, "param": None, "code": code}})
+
+
+class ScriptedUpstream(Service):
+    """A Realtime-like WebSocket server with a fixed, deterministic script (see module doc).
+
+    ``api_key``: accept only this key (else any credential). ``require_auth``: refuse a
+    handshake without credential with 401, as the API does. ``refuse``: refuse every
+    handshake (a status or a :class:`Refusal`). ``fault``: see :class:`Fault`. ``models``:
+    the only models accepted (others get 404 ``model_not_found``). ``text``: what responses
+    say. ``audio_deltas``/``audio_delta_bytes``: the shape of audio responses (4,800 PCM
+    bytes make ~6.5 KB frames). ``delay``: seconds between the frames of a response.
+    Attributes may be changed between connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        require_auth: bool = True,
+        refuse: Refusal | int | None = None,
+        fault: Fault | None = None,
+        models: Collection[str] | None = None,
+        text: str = "Hello there, friend!",
+        audio_deltas: int = 3,
+        audio_delta_bytes: int = 4_800,
+        delay: float = 0.0,
+        ssl_context: Any = None,
+    ) -> None:
+        super().__init__(host=host, port=port, ssl_context=ssl_context)
+        self.api_key = api_key
+        self.require_auth = require_auth
+        self.refuse = Refusal(refuse) if isinstance(refuse, int) else refuse
+        self.fault = fault
+        self.models = set(models) if models is not None else None
+        self.text = text
+        self.audio_deltas = audio_deltas
+        self.audio_delta_bytes = audio_delta_bytes
+        self.delay = delay
+        self.handshakes: list[Handshake] = []
+        self.received: list[Received] = []
+        self.closes: dict[int, tuple[int | None, str]] = {}  # conn -> close code/reason seen
+        self.open_connections = 0
+        self._server: Server | None = None
+        self._sockets: set[ServerConnection] = set()
+        self._cond = threading.Condition()
+        self._async_waiters: list[tuple[Callable[[], object], asyncio.AbstractEventLoop, asyncio.Future[object]]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _start(self) -> int:
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            select_subprotocol=_select_subprotocol,
+            max_size=MAX_SIZE,
+            ssl=self.ssl_context,
+        )
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    # -- what it saw ----------------------------------------------------------------------
+
+    def events(self, type: str | None = None, conn: int | None = None) -> list[dict[str, Any]]:
+        """Decoded client events received, optionally of one type or connection."""
+        with self._cond:
+            return [
+                r.event
+                for r in self.received
+                if r.event is not None
+                and (type is None or r.type == type)
+                and (conn is None or r.conn == conn)
+            ]
+
+    def _count(self, type: str | None, conn: int | None) -> int:
+        return sum(
+            1 for r in self.received if (type is None or r.type == type) and (conn is None or r.conn == conn)
+        )
+
+    def wait_for_sync(self, type: str | None = None, count: int = 1, *, conn: int | None = None, timeout: float = 10.0) -> None:
+        """Block until ``count`` client messages of ``type`` have arrived (thread mode)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._count(type, conn) >= count, timeout):
+                raise TimeoutError(f"upstream received {self._count(type, conn)} of {count} {type or 'messages'}")
+
+    async def wait_for(self, type: str | None = None, count: int = 1, *, conn: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until ``count`` client messages of ``type`` have arrived."""
+        await self.wait_until(lambda: self._count(type, conn) >= count, timeout=timeout,
+                              what=f"{count} {type or 'message'}(s)")
+
+    async def wait_until(self, predicate: Callable[[], object], *, timeout: float = 10.0, what: str = "condition") -> None:
+        """Wait until ``predicate()`` holds; it is checked whenever the upstream's state changes."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
+        with self._cond:
+            if predicate():
+                return
+            self._async_waiters.append((predicate, loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the scripted upstream never saw {what}") from None
+        finally:
+            with self._cond:
+                self._async_waiters = [w for w in self._async_waiters if w[2] is not fut]
+
+    def _changed(self) -> None:
+        """Wake whoever waits on the upstream's state (call with ``_cond`` held)."""
+        self._cond.notify_all()
+        for predicate, loop, fut in self._async_waiters:
+            if predicate():
+                loop.call_soon_threadsafe(_resolve, fut)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parsed = urllib.parse.urlsplit(request.path)
+        query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+        headers: dict[str, str] = {}
+        for name, value in request.headers.raw_items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        beta = "realtime=v1" in headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
+        with self._cond:
+            conn = len(self.handshakes)
+        status, body = self._refusal(parsed.path, query, headers, offered)
+        with self._cond:
+            self.handshakes.append(
+                Handshake(conn, parsed.path, query, headers, offered, "beta" if beta else "ga", status)
+            )
+            self._changed()
+        if status is None:
+            connection.rtreplay_conn = conn  # type: ignore[attr-defined]
+            connection.rtreplay_protocol = "beta" if beta else "ga"  # type: ignore[attr-defined]
+            return None
+        extra = self.refuse.headers if self.refuse is not None else {}
+        return _json_response(status, body or error_body(status), extra)
+
+    def _refusal(
+        self, path: str, query: dict[str, str], headers: dict[str, str], offered: list[str]
+    ) -> tuple[int | None, str | None]:
+        if self.refuse is not None:
+            return self.refuse.status, self.refuse.body
+        if not path.rstrip("/").endswith("/realtime"):
+            return 404, error_body(404, f"Invalid URL (GET {path})")
+        keys = [v.partition(" ")[2].strip() for k, v in headers.items() if k == "authorization"]
+        keys += [v for k, v in headers.items() if k == "api-key"]
+        keys += [p[len("openai-insecure-api-key.") :] for p in offered if p.startswith("openai-insecure-api-key.")]
+        if self.require_auth and not keys:
+            return 401, error_body(401, "You didn't provide an API key.")
+        if self.api_key is not None and self.api_key not in keys:
+            return 401, error_body(401)
+        model = query.get("model")
+        if self.models is not None and model is not None and model not in self.models:
+            return 404, error_body(404, f"The model '{model}' does not exist or you do not have access to it.")
+        return None, None
+
+    # -- a session ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn: int = ws.rtreplay_conn  # type: ignore[attr-defined]
+        session = _Session(self, ws, conn, ws.rtreplay_protocol)  # type: ignore[attr-defined]
+        with self._cond:
+            self.open_connections += 1
+            self._changed()
+        try:
+            await session.run()
+        finally:
+            with self._cond:
+                self.open_connections -= 1
+                self.closes[conn] = (ws.close_code, ws.close_reason or "")
+                self._changed()
+
+    def _record(self, conn: int, raw: str | bytes) -> Received:
+        event: dict[str, Any] | None = None
+        if isinstance(raw, str):
+            try:
+                decoded = json.loads(raw)
+            except ValueError:
+                decoded = None
+            event = decoded if isinstance(decoded, dict) else None
+        received = Received(conn, raw, event)
+        with self._cond:
+            self.received.append(received)
+            self._changed()
+        return received
+
+
+def _resolve(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _select_subprotocol(connection: ServerConnection, subprotocols: Any) -> Any:
+    # Browsers abort unless the server picks one of theirs; the API picks "realtime".
+    return "realtime" if "realtime" in subprotocols else None
+
+
+def _json_response(status: int, body: str, extra: dict[str, str]) -> Response:
+    data = body.encode()
+    headers = Headers()
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(data))
+    headers["Connection"] = "close"
+    for name, value in extra.items():
+        headers[name] = value
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return Response(status, phrase, headers, data)
+
+
+class _Stop(Exception):
+    """The scripted fault ended the session's output."""
+
+
+class _Session:
+    """One connection's conversation state and the script that answers it."""
+
+    def __init__(self, up: ScriptedUpstream, ws: ServerConnection, conn: int, protocol: Protocol) -> None:
+        self.up = up
+        self.ws = ws
+        self.conn = conn
+        self.beta = protocol == "beta"
+        self.fault = up.fault if up.fault is not None and up.fault.conn in (None, conn) else None
+        self.sent_counts: dict[str, int] = {}
+        self.stalled = False
+        self.n = 0
+        self.session: dict[str, Any] = self._initial_session()
+        self.items: list[dict[str, Any]] = []
+        self.active: asyncio.Task[None] | None = None
+        self.active_id: str | None = None
+        # audio input
+        self.buffer_ms = 0
+        self.cursor_ms = 0
+        self.speech_item: str | None = None
+        self.silence_ms = 0
+
+    def next_id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}_{self.conn}x{self.n:04d}"
+
+    def _initial_session(self) -> dict[str, Any]:
+        vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 200,
+               "create_response": True, "interrupt_response": True}
+        if self.beta:
+            return {"id": f"sess_UP{self.conn}", "object": "realtime.session", "model": "gpt-4o-realtime-preview",
+                    "modalities": ["text", "audio"], "instructions": "", "voice": "alloy",
+                    "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+                    "input_audio_transcription": None, "turn_detection": vad, "tools": [],
+                    "tool_choice": "auto", "temperature": 0.8, "max_response_output_tokens": "inf"}
+        return {"type": "realtime", "object": "realtime.session", "id": f"sess_UP{self.conn}",
+                "model": "gpt-realtime", "output_modalities": ["audio"], "instructions": "",
+                "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
+                "truncation": "auto", "prompt": None, "expires_at": 1767233035,
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": None,
+                                    "noise_reduction": None, "turn_detection": vad},
+                          "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0}},
+                "include": None}
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        if self.beta:
+            value = self.session.get("turn_detection")
+        else:
+            value = self.session.get("audio", {}).get("input", {}).get("turn_detection")
+        return value if isinstance(value, dict) else None
+
+    # -- output ---------------------------------------------------------------------------
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        """Send one server event, then apply the scripted fault if it is due."""
+        if self.stalled:
+            raise _Stop
+        kind = event["type"]
+        event = {"type": kind, "event_id": self.next_id("event"), **{k: v for k, v in event.items() if k != "type"}}
+        await self.ws.send(json.dumps(event))
+        self.sent_counts[kind] = self.sent_counts.get(kind, 0) + 1
+        fault = self.fault
+        if fault is not None and fault.after == kind and self.sent_counts[kind] == fault.occurrence:
+            if fault.action == "drop":
+                self.ws.transport.abort()
+            elif fault.action == "close":
+                await self.ws.close(fault.code, fault.reason)
+            self.stalled = True
+            raise _Stop
+
+    async def error(self, code: str, message: str, event: dict[str, Any] | None = None,
+                    param: str | None = None) -> None:
+        client_id = event.get("event_id") if event else None
+        await self.emit({"type": "error", "error": {"type": "invalid_request_error", "code": code,
+                                                    "message": message, "param": param, "event_id": client_id}})
+
+    # -- input ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self.emit({"type": "session.created", "session": self.session})
+            async for message in self.ws:
+                received = self.up._record(self.conn, message)
+                if self.stalled:
+                    continue
+                await self.dispatch(received)
+        except (_Stop, ConnectionClosed):
+            pass
+        finally:
+            if self.stalled:
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.wait_closed()
+            if self.active is not None:
+                self.active.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Stop, ConnectionClosed):
+                    await self.active
+
+    async def dispatch(self, received: Received) -> None:
+        event = received.event
+        if event is None:
+            what = "binary frames are not supported" if isinstance(received.raw, bytes) else "We could not parse the JSON body of your request."
+            await self.error("invalid_json" if isinstance(received.raw, str) else "invalid_event", what)
+            return
+        kind = event.get("type")
+        handler = {
+            "session.update": self.on_session_update,
+            "transcription_session.update": self.on_session_update,
+            "conversation.item.create": self.on_item_create,
+            "conversation.item.retrieve": self.on_item_retrieve,
+            "conversation.item.delete": self.on_item_delete,
+            "conversation.item.truncate": self.on_item_truncate,
+            "response.create": self.on_response_create,
+            "response.cancel": self.on_response_cancel,
+            "input_audio_buffer.append": self.on_append,
+            "input_audio_buffer.commit": self.on_commit,
+            "input_audio_buffer.clear": self.on_clear,
+        }.get(kind) if isinstance(kind, str) else None
+        if kind is None:
+            await self.error("invalid_event", "The 'type' field is missing.", event)
+        elif handler is None:
+            await self.error("invalid_event", f"Invalid value: '{kind}'. Supported values are: 'session.update', "
+                             "'input_audio_buffer.append', 'conversation.item.create', 'response.create', ...",
+                             event, "type")
+        else:
+            await handler(event)
+
+    async def on_session_update(self, event: dict[str, Any]) -> None:
+        update = event.get("session")
+        if not isinstance(update, dict):
+            await self.error("missing_required_parameter", "Missing required parameter: 'session'.", event, "session")
+            return
+        if not self.beta and "type" not in update:
+            await self.error("missing_required_parameter", "Missing required parameter: 'session.type'.",
+                             event, "session.type")
+            return
+        _merge(self.session, update)
+        await self.emit({"type": "session.updated", "session": self.session})
+
+    async def add_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        item = {"id": item.get("id") or self.next_id("item"), "status": "completed", **item}
+        previous = self.items[-1]["id"] if self.items else None
+        self.items.append(item)
+        if self.beta:
+            await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
+        else:
+            await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+            await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        return item
+
+    async def on_item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or "type" not in item:
+            await self.error("missing_required_parameter", "Missing required parameter: 'item.type'.", event, "item.type")
+            return
+        await self.add_item(dict(item))
+
+    def find_item(self, item_id: object) -> dict[str, Any] | None:
+        return next((i for i in self.items if i["id"] == item_id), None)
+
+    async def on_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.find_item(event.get("item_id"))
+        if item is None:
+            await self.error("item_not_found", f"Item with item_id not found: {event.get('item_id')}", event)
+        else:
+            await self.emit({"type": "conversation.item.retrieved", "item": item})
+
+    async def on_item_delete(self, event: dict[str, Any]) -> None:
+        item = self.find_item(event.get("item_id"))
+        if item is None:
+            await self.error("item_not_found", f"Item with item_id not found: {event.get('item_id')}", event)
+        else:
+            self.items.remove(item)
+            await self.emit({"type": "conversation.item.deleted", "item_id": item["id"]})
+
+    async def on_item_truncate(self, event: dict[str, Any]) -> None:
+        await self.emit({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
+                         "content_index": event.get("content_index", 0),
+                         "audio_end_ms": event.get("audio_end_ms", 0)})
+
+    # -- audio input ----------------------------------------------------------------------
+
+    async def on_append(self, event: dict[str, Any]) -> None:
+        try:
+            pcm = base64.b64decode(event.get("audio", ""), validate=True)
+        except ValueError:
+            await self.error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", event, "audio")
+            return
+        ms = len(pcm) // BYTES_PER_MS
+        loud = any(abs(s) >= SPEECH_AMPLITUDE for (s,) in struct.iter_unpack("<h", pcm[: len(pcm) // 2 * 2]))
+        start = self.cursor_ms
+        self.cursor_ms += ms
+        self.buffer_ms += ms
+        vad = self.turn_detection
+        if vad is None:
+            return
+        if loud:
+            self.silence_ms = 0
+            if self.speech_item is None:
+                self.speech_item = self.next_id("item")
+                padding = int(vad.get("prefix_padding_ms", 300))
+                await self.emit({"type": "input_audio_buffer.speech_started",
+                                 "audio_start_ms": max(0, start - padding), "item_id": self.speech_item})
+        elif self.speech_item is not None:
+            self.silence_ms += ms
+            if self.silence_ms >= int(vad.get("silence_duration_ms", 200)):
+                item_id, self.speech_item = self.speech_item, None
+                await self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.cursor_ms,
+                                 "item_id": item_id})
+                await self.commit(item_id)
+                if vad.get("create_response", True):
+                    await self.on_response_create({"type": "response.create"})
+
+    async def commit(self, item_id: str) -> None:
+        previous = self.items[-1]["id"] if self.items else None
+        self.buffer_ms = 0
+        self.silence_ms = 0
+        await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        await self.add_item({"id": item_id, "type": "message", "role": "user",
+                             "content": [{"type": "input_audio", "transcript": None}]})
+
+    async def on_commit(self, event: dict[str, Any]) -> None:
+        if self.buffer_ms < 100:
+            await self.error("input_audio_buffer_commit_empty",
+                             f"Error committing input audio buffer: buffer too small. Expected at least 100ms of "
+                             f"audio, but buffer only has {self.buffer_ms}.00ms of audio.", event)
+            return
+        await self.commit(self.speech_item or self.next_id("item"))
+        self.speech_item = None
+
+    async def on_clear(self, event: dict[str, Any]) -> None:
+        self.buffer_ms = 0
+        self.speech_item = None
+        await self.emit({"type": "input_audio_buffer.cleared"})
+
+    # -- responses ------------------------------------------------------------------------
+
+    async def on_response_create(self, event: dict[str, Any]) -> None:
+        if self.active is not None and not self.active.done():
+            await self.error("conversation_already_has_active_response",
+                             f"Conversation already has an active response in progress: {self.active_id}. "
+                             "Wait until the response is finished before creating a new one.", event)
+            return
+        self.active_id = self.next_id("resp")
+        options = event.get("response") if isinstance(event.get("response"), dict) else {}
+        self.active = asyncio.create_task(self.respond(self.active_id, options))
+        # Frames of a response are sent by their own task so client events keep flowing,
+        # but with no delay the whole response goes out before the next client event.
+        if self.up.delay == 0:
+            await self.active
+
+    async def on_response_cancel(self, event: dict[str, Any]) -> None:
+        if self.active is None or self.active.done():
+            await self.error("response_cancel_not_active", "Cancellation failed: no active response found", event)
+            return
+        self.active.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.active
+        await self.emit({"type": "response.done", "response": self.response_object(
+            self.active_id or "", "cancelled", [], {"type": "cancelled", "reason": "client_cancelled"})})
+
+    def modalities(self, options: dict[str, Any]) -> list[str]:
+        key = "modalities" if self.beta else "output_modalities"
+        value = options.get(key, self.session.get(key, ["audio"]))
+        return list(value) if isinstance(value, list) else ["audio"]
+
+    def response_object(self, resp_id: str, status: str, output: list[Any], details: Any = None,
+                        options: dict[str, Any] | None = None) -> dict[str, Any]:
+        mods = self.modalities(options or {})
+        done = status != "in_progress"
+        usage = ({"total_tokens": 151, "input_tokens": 72, "output_tokens": 79} if done else None)
+        if self.beta:
+            return {"object": "realtime.response", "id": resp_id, "status": status, "status_details": details,
+                    "output": output, "conversation_id": f"conv_UP{self.conn}", "modalities": mods,
+                    "voice": "alloy", "output_audio_format": "pcm16", "usage": usage, "metadata": None}
+        return {"object": "realtime.response", "id": resp_id, "status": status, "status_details": details,
+                "output": output, "conversation_id": f"conv_UP{self.conn}", "output_modalities": mods,
+                "max_output_tokens": "inf",
+                "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}},
+                "usage": usage, "metadata": None}
+
+    def wanted_tool(self, options: dict[str, Any]) -> dict[str, Any] | None:
+        tools = options.get("tools", self.session.get("tools")) or []
+        last = self.items[-1] if self.items else None
+        if last is None or last.get("type") != "message" or last.get("role") != "user":
+            return None
+        text = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict)).lower()
+        for tool in tools:
+            if not isinstance(tool, dict) or tool.get("type") != "function":
+                continue
+            words = [w for w in str(tool.get("name", "")).lower().split("_") if w not in _VERBS]
+            if words and any(re.search(rf"\b{re.escape(w)}", text) for w in words):
+                return tool
+        return None
+
+    def answer_text(self) -> str:
+        last = self.items[-1] if self.items else None
+        if last is not None and last.get("type") == "function_call_output":
+            return f"The tool said: {last.get('output', '')}"
+        return self.up.text
+
+    async def pause(self) -> None:
+        if self.up.delay:
+            await asyncio.sleep(self.up.delay)
+
+    async def respond(self, resp_id: str, options: dict[str, Any]) -> None:
+        await self.emit({"type": "response.created",
+                         "response": self.response_object(resp_id, "in_progress", [], options=options)})
+        tool = self.wanted_tool(options)
+        item = await (self.function_call(resp_id, tool) if tool is not None else self.message(resp_id, options))
+        await self.pause()
+        await self.emit({"type": "response.done",
+                         "response": self.response_object(resp_id, "completed", [item], options=options)})
+        await self.emit({"type": "rate_limits.updated", "rate_limits": [
+            {"name": "tokens", "limit": 40000, "remaining": 38490, "reset_seconds": 2.265}]})
+
+    async def start_item(self, resp_id: str, item: dict[str, Any]) -> None:
+        previous = self.items[-1]["id"] if self.items else None
+        await self.emit({"type": "response.output_item.added", "response_id": resp_id, "output_index": 0,
+                         "item": item})
+        if self.beta:
+            await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
+        else:
+            await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+
+    async def finish_item(self, resp_id: str, item: dict[str, Any]) -> None:
+        previous = self.items[-1]["id"] if self.items else None
+        self.items.append(item)
+        await self.emit({"type": "response.output_item.done", "response_id": resp_id, "output_index": 0,
+                         "item": item})
+        if not self.beta:
+            await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+
+    async def function_call(self, resp_id: str, tool: dict[str, Any]) -> dict[str, Any]:
+        item_id, call_id = self.next_id("item"), self.next_id("call")
+        params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
+        last = self.items[-1]
+        text = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict))
+        place = re.search(r"\bin ([A-Z][\w ]*\w)", text)
+        args = {name: (place.group(1) if place else "somewhere") for name in params.get("required", [])}
+        arguments = json.dumps(args)
+        item = {"id": item_id, "type": "function_call", "status": "in_progress", "name": tool["name"],
+                "call_id": call_id, "arguments": ""}
+        await self.start_item(resp_id, item)
+        half = len(arguments) // 2
+        for part in (arguments[:half], arguments[half:]):
+            await self.pause()
+            await self.emit({"type": "response.function_call_arguments.delta", "response_id": resp_id,
+                             "item_id": item_id, "output_index": 0, "call_id": call_id, "delta": part})
+        await self.emit({"type": "response.function_call_arguments.done", "response_id": resp_id,
+                         "item_id": item_id, "output_index": 0, "call_id": call_id, "name": tool["name"],
+                         "arguments": arguments})
+        done = {**item, "status": "completed", "arguments": arguments}
+        await self.finish_item(resp_id, done)
+        return done
+
+    async def message(self, resp_id: str, options: dict[str, Any]) -> dict[str, Any]:
+        audio = "audio" in self.modalities(options)
+        item_id = self.next_id("item")
+        text = self.answer_text()
+        words = re.findall(r"\S+\s*", text) or [text]
+        item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        await self.start_item(resp_id, item)
+        where = {"response_id": resp_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
+        await self.emit({"type": "response.content_part.added", **where, "part": part})
+        if audio:
+            names = (("response.audio_transcript", "response.audio") if self.beta
+                     else ("response.output_audio_transcript", "response.output_audio"))
+            chunk = base64.b64encode(pcm16_tone(self.up.audio_delta_bytes // BYTES_PER_MS)).decode()
+            for i in range(max(len(words), self.up.audio_deltas)):
+                await self.pause()
+                if i < len(words):
+                    await self.emit({"type": f"{names[0]}.delta", **where, "delta": words[i]})
+                if i < self.up.audio_deltas:
+                    await self.emit({"type": f"{names[1]}.delta", **where, "delta": chunk})
+            await self.emit({"type": f"{names[1]}.done", **where})
+            await self.emit({"type": f"{names[0]}.done", **where, "transcript": text})
+            final_part = {"type": "audio", "transcript": text}
+            content = {"type": "audio" if self.beta else "output_audio", "transcript": text}
+        else:
+            name = "response.text" if self.beta else "response.output_text"
+            for word in words:
+                await self.pause()
+                await self.emit({"type": f"{name}.delta", **where, "delta": word})
+            await self.emit({"type": f"{name}.done", **where, "text": text})
+            final_part = {"type": "text", "text": text}
+            content = {"type": "text" if self.beta else "output_text", "text": text}
+        await self.emit({"type": "response.content_part.done", **where, "part": final_part})
+        done = {**item, "status": "completed", "content": [content]}
+        await self.finish_item(resp_id, done)
+        return done
+
+
+_VERBS = frozenset({"get", "set", "fetch", "find", "do", "make", "lookup", "look", "up", "the", "a"})
+
+
+def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
