@@ -148,7 +148,9 @@ def _check(key: str, value: object, what: str) -> object:
     raise AssertionError(key)  # pragma: no cover - callers check the key first
 
 
-def check_keys(given: Iterable[str], valid: Iterable[str], what: str) -> None:
+def check_keys(
+    given: Iterable[str], valid: Iterable[str], what: str, hints: Mapping[str, str] | None = None
+) -> None:
     """Refuse unknown names, naming the valid ones and the likely intended one."""
     valid = sorted(valid)
     unknown = [k for k in given if k not in valid]
@@ -156,13 +158,17 @@ def check_keys(given: Iterable[str], valid: Iterable[str], what: str) -> None:
         return
     import difflib  # only on this error path: the plugin's import stays cheap
 
-    hints = []
+    notes = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if hints and key in hints:
+            hint = f" ({hints[key]})"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        notes.append(f"{key!r}{hint}")
     plural = "s" if len(unknown) > 1 else ""
     raise RealtimeConfigError(
-        f"{what} got unknown argument{plural} {', '.join(hints)}; "
+        f"{what} got unknown argument{plural} {', '.join(notes)}; "
         f"valid arguments: {', '.join(valid)}"
     )
 

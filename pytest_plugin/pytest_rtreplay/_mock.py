@@ -173,7 +173,11 @@ class RealtimeMock:
             stack.enter_context(self._service.in_thread())
         except CassetteError as exc:
             stack.close()
-            pytest.fail(f"rtreplay: cannot use the cassette of this test: {exc}", pytrace=False)
+            problem = str(exc)
+        else:
+            problem = None
+        if problem is not None:  # outside the except block: no chained traceback
+            pytest.fail(f"rtreplay: cannot use the cassette of this test: {problem}", pytrace=False)
         self._running = stack
 
     def _check_before_call(self) -> None:

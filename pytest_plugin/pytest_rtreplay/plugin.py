@@ -181,7 +181,12 @@ def _settings_for(item: pytest.Item, realtime_config: Any) -> Any:
         raise RealtimeConfigError(
             f"the realtime_config fixture must return a dict, not {type(realtime_config).__name__}"
         )
-    check_keys(realtime_config, CONFIG_KEYS, "the realtime_config fixture")
+    check_keys(
+        realtime_config,
+        CONFIG_KEYS,
+        "the realtime_config fixture",
+        hints={"cassette": "name a test's cassette with @pytest.mark.realtime(cassette=...)"},
+    )
     layers: list[tuple[str, dict[str, Any]]] = [
         ("marker", marker),
         ("realtime_config", dict(realtime_config)),
@@ -215,7 +220,11 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
     try:
         settings = _settings_for(item, realtime_config)
     except RealtimeConfigError as exc:
-        pytest.fail(f"rtreplay: {exc}", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = None
+    if problem is not None:  # outside the except block, so no chained traceback is shown
+        pytest.fail(f"rtreplay: {problem}", pytrace=False)
     config = item.config
     mock = RealtimeMock(
         settings,
@@ -299,7 +308,8 @@ class _RecordedSummary:
         self.paths: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
+        if report.when == "call":  # later reports of the test carry the same properties
+            self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.paths:
