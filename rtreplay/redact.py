@@ -245,7 +245,10 @@ class Redactor:
         """A string with live credentials, key-shaped strings and your patterns removed."""
         if self._secret_re is not None:
             text = self._secret_re.sub(REDACTED, text)
-        text = _KEY_SHAPES.sub(_shape_sub, text)
+        # The lookbehind that starts _KEY_SHAPES defeats the regex engine's literal search:
+        # on a 6.5 KB audio delta the sub costs ~110 us, the containment tests ~1 us.
+        if "sk-" in text or "ek_" in text:
+            text = _KEY_SHAPES.sub(_shape_sub, text)
         for pattern in self.patterns:
             text = pattern.sub(REDACTED, text)
         return text
@@ -256,7 +259,8 @@ class Redactor:
             data = frame.binary
             for secret in self._secret_bytes:
                 data = data.replace(secret, REDACTED.encode())
-            data = _KEY_SHAPES_BYTES.sub(_shape_sub_bytes, data)
+            if b"sk-" in data or b"ek_" in data:
+                data = _KEY_SHAPES_BYTES.sub(_shape_sub_bytes, data)
             return frame if data == frame.binary else msgspec.structs.replace(frame, binary=data)
         if frame.text is not msgspec.UNSET:
             text = self.text(frame.text)
