@@ -166,7 +166,8 @@ class CassetteReader:
                 self.offset, self.length = offset, len(line)
                 offset += len(line)
                 last = following is None
-                if line.strip():
+                # isspace() stops at the first non-blank byte; strip() would copy the line.
+                if not line.isspace():
                     record = self._decode(line, last)
                     if record is None:
                         return
@@ -229,17 +230,16 @@ class CassetteReader:
             self._open[conn] = True
             return
         state = self._open.get(conn)
-        kind = type(record).__name__.lower()
-        if state is None:
-            raise self._error(f"{kind} record for connection {conn}, which was never opened")
         if not state:
+            kind = type(record).__name__.lower()
+            if state is None:
+                raise self._error(f"{kind} record for connection {conn}, which was never opened")
             raise self._error(f"{kind} record for connection {conn} after it was closed")
         if not math.isfinite(record.t) or record.t < 0:
             raise self._error(f"time offset t={record.t} is not a finite number of seconds >= 0")
         if isinstance(record, Frame):
-            set_fields = sum(
-                value is not msgspec.UNSET for value in (record.json, record.text, record.binary)
-            )
+            unset = msgspec.UNSET
+            set_fields = (record.json is not unset) + (record.text is not unset) + (record.binary is not unset)
             if set_fields != 1:
                 raise self._error(
                     f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {set_fields})"
