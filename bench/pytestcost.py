@@ -78,7 +78,7 @@ async def exchange(url):
 @pytest.mark.parametrize("i", range(N))
 @pytest.mark.realtime(cassette="exchange")
 async def test_mock(realtime_mock, i):
-    await exchange(realtime_mock.url)
+    await exchange(realtime_mock.url + "?model=gpt-realtime")
 
 
 @pytest.mark.parametrize("i", range(N))

@@ -199,7 +199,7 @@ def fig_replay(ctx: Context) -> None:
         cassette = workloads.write_server_stream(ctx.tmp / f"replay-{key}.jsonl", payloads)
         del payloads
         bare = ctx.server(f"send-{key}", "send", str(cassette))
-        ours = ctx.server(f"replay-{key}", "replay", str(cassette), profile=True)
+        ours = ctx.server(f"replay-{key}", "replay", str(cassette), "--repeat", profile=True)
         try:
             sizes: dict[str, int] = {}
 
