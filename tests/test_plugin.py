@@ -517,3 +517,31 @@ def test_xdist_records_and_replays_with_two_workers(
     monkeypatch.delenv("OPENAI_API_KEY")
     project.runpytest_subprocess("-n", "2").assert_outcomes(passed=4)
 
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_a_broken_cassette_fails_with_its_file_and_line(project: pytest.Pytester) -> None:
+    broken = project.path / "cassettes" / "test_broken" / "test_broken.jsonl"
+    broken.parent.mkdir(parents=True)
+    lines = SAMPLE.read_text().splitlines()
+    lines[3] = '{"kind":"frame","conn":0,"t":"soon"}'
+    broken.write_text("\n".join(lines) + "\n")
+    project.makepyfile(test_broken="def test_broken(realtime_mock):\n    pass\n")
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"rtreplay: cannot use the cassette of this test: {broken}:4: *"])
+    result.stdout.no_fnmatch_line("*During handling*")
+
+
+def test_the_client_helpers_say_how_to_get_openai_when_it_is_missing(project: pytest.Pytester) -> None:
+    put_cassette(project, "cassettes/test_no_sdk/test_no_sdk.jsonl")
+    project.makeconftest("import sys\n\nsys.modules['openai'] = None  # as if it were not installed\n")
+    project.makepyfile(test_no_sdk="def test_no_sdk(realtime_mock):\n    realtime_mock.client()\n")
+    result = project.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["rtreplay: realtime_mock.client() needs the openai SDK: pip install 'rtreplay[openai]' (or 'openai[realtime]')"]
+    )
+    result.stdout.no_fnmatch_line("*During handling*")

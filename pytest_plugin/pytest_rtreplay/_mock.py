@@ -16,9 +16,8 @@ import pytest
 from ._config import RealtimeSettings
 
 if TYPE_CHECKING:
-    from rtreplay.server import ReplayReport, ReplayServer
-
     from rtreplay.recorder import Recorder
+    from rtreplay.server import ReplayReport, ReplayServer
 
 __all__ = ["RealtimeMock"]
 
@@ -173,7 +172,7 @@ class RealtimeMock:
             stack.enter_context(self._service.in_thread())
         except CassetteError as exc:
             stack.close()
-            problem = str(exc)
+            problem: str | None = str(exc)
         else:
             problem = None
         if problem is not None:  # outside the except block: no chained traceback
@@ -242,16 +241,16 @@ class RealtimeMock:
                 return (
                     "rtreplay: the client's events also did not match the cassette, "
                     f"which may be why the test failed.\n  cassette: {self._display_path}\n\n"
-                    f"{report}"
+                    f"{_body(report)}"
                 )
             return None
         if not report.ok:
             return (
                 "rtreplay: the client's events did not match the cassette.\n"
                 f"  cassette: {self._display_path}\n"
-                "  (the mock answered with an in-band `error` event, which a client may "
-                "swallow; rtreplay fails the test so the mismatch cannot hide)\n\n"
-                f"{report}\n\n"
+                "  The mock sent the client an `error` event, which clients often swallow; "
+                "so rtreplay fails the test here.\n\n"
+                f"{_body(report)}\n\n"
                 "If the new conversation is right, re-record this test:\n"
                 f"    {self._rerecord_command}\n"
                 'Or loosen matching for it: @pytest.mark.realtime(match="type")'
@@ -260,17 +259,30 @@ class RealtimeMock:
             return (
                 "rtreplay: the test ended before the client sent every event recorded in "
                 f"the cassette.\n  cassette: {self._display_path}\n\n"
-                f"{report}\n\n"
+                f"{_body(report)}\n\n"
                 "If the test stops early on purpose: @pytest.mark.realtime(allow_unplayed=True)\n"
                 f"If the conversation changed, re-record it: {self._rerecord_command}"
             )
         return None
 
 
+def _body(report: object) -> str:
+    """The replay report without its headline, which repeats what the plugin's first lines say."""
+    text = str(report).strip("\n")
+    head, sep, rest = text.partition("\n")
+    if head.startswith("rtreplay: replay") and sep:
+        return rest.strip("\n")
+    return text
+
+
 def _import_openai() -> Any:
+    import importlib
+
     try:
-        import openai
+        openai: Any = importlib.import_module("openai")
     except ImportError:
+        openai = None
+    if openai is None:  # failed outside the except block: no chained traceback
         pytest.fail(
             "rtreplay: realtime_mock.client() needs the openai SDK: "
             "pip install 'rtreplay[openai]' (or 'openai[realtime]')",

@@ -220,7 +220,7 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
     try:
         settings = _settings_for(item, realtime_config)
     except RealtimeConfigError as exc:
-        problem = str(exc)
+        problem: str | None = str(exc)
     else:
         problem = None
     if problem is not None:  # outside the except block, so no chained traceback is shown
