@@ -4,7 +4,7 @@
 // stdout: per connection, the server events the client's API handed out, in order, up to
 // the plan's last step. The lines that point each client at the server are the
 // `<!-- snippet: node_* -->` blocks of docs/clients.md, run here as written (their
-// `import` lines are satisfied by the imports below), so the docs cannot drift.
+// `import` lines are satisfied by each client's imports below), so the docs cannot drift.
 //
 // client: "ws" (the ws package), "openai" (OpenAIRealtimeWS, over wss), "browser" (the
 // WHATWG WebSocket built into Node, offering subprotocols), "agents" (@openai/agents-realtime,
@@ -13,10 +13,6 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import WebSocket from "ws";
-import OpenAI from "openai";
-import { OpenAIRealtimeWS } from "openai/realtime/ws";
-import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from "@openai/agents-realtime";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DOC = path.join(here, "..", "..", "docs", "clients.md");
@@ -161,6 +157,7 @@ function runConnection(steps, open) {
 
 const clients = {
   async ws(server, spec) {
+    const { default: WebSocket } = await import("ws");
     return runConnection(spec.steps, async (onEvent, onClose, onError) => {
       const { ws } = await runSnippet("node_ws", { server, WebSocket }, ["ws"]);
       ws.on("message", (data) => onEvent(JSON.parse(data.toString())));
@@ -188,6 +185,8 @@ const clients = {
   },
 
   async openai(server, spec) {
+    const { default: OpenAI } = await import("openai");
+    const { OpenAIRealtimeWS } = await import("openai/realtime/ws");
     return runConnection(spec.steps, async (onEvent, onClose) => {
       const { rt } = await runSnippet("node_openai", { server, fs, OpenAI, OpenAIRealtimeWS }, ["rt"]);
       rt.on("event", onEvent);
@@ -202,6 +201,7 @@ const clients = {
   },
 
   async agents(server, _spec) {
+    const { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } = await import("@openai/agents-realtime");
     const received = [];
     let done = false;
     let finished;
