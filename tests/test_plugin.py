@@ -312,7 +312,7 @@ def test_a_mismatch_the_client_swallowed_fails_the_test_with_the_report(project:
         [
             "*rtreplay: the client's events did not match the cassette.",
             "  cassette: cassettes/test_drift/test_other_question.jsonl",
-            "*in-band `error` event*",
+            "*`error` event, which clients often swallow*",
             "*If the new conversation is right, re-record this test:",
             "    pytest --realtime-record-mode=all test_drift.py::test_other_question",
         ]
@@ -545,3 +545,35 @@ def test_the_client_helpers_say_how_to_get_openai_when_it_is_missing(project: py
         ["rtreplay: realtime_mock.client() needs the openai SDK: pip install 'rtreplay[openai]' (or 'openai[realtime]')"]
     )
     result.stdout.no_fnmatch_line("*During handling*")
+
+
+# -- beside pytest-recording --------------------------------------------------------------
+
+
+def test_beside_pytest_recording_block_network_needs_loopback_allowed(project: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_recording")
+    put_cassette(project, "cassettes/test_blocked/test_blocked.jsonl")
+    project.makepyfile(
+        test_blocked="""
+        from talk import talk
+
+        def test_blocked(realtime_mock):
+            assert talk(realtime_mock.client())[0] == "Hello there, friend!"
+        """
+    )
+    # The blocked client's own socket is left unclosed by the SDK: not ours to fail on.
+    blocked = project.runpytest_subprocess(
+        "--block-network", "-W", "ignore::pytest.PytestUnraisableExceptionWarning"
+    )
+    blocked.assert_outcomes(failed=1)
+    blocked.stdout.fnmatch_lines(
+        [
+            "*Network is disabled for host '127.0.0.1'*",
+            "*- rtreplay -*",
+            "rtreplay: realtime_mock received no connection, and pytest-recording is blocking the "
+            "network (--block-network or @pytest.mark.block_network), loopback included.",
+            "  allow the mock's address: pytest --block-network --allowed-hosts=127.0.0.1",
+        ]
+    )
+    allowed = project.runpytest_subprocess("--block-network", "--allowed-hosts=127.0.0.1")
+    allowed.assert_outcomes(passed=1)

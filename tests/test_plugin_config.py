@@ -153,7 +153,7 @@ def test_marker_cassettes_are_relative_to_the_cassette_directory() -> None:
     assert resolve_cassette("shared/greeting", base) == base / "shared/greeting.jsonl"
     assert resolve_cassette("x.json", base) == base / "x.json"
     assert resolve_cassette("/proj/tests/cassettes/a", base) == base / "a.jsonl"
-    with pytest.raises(RealtimeConfigError, match=r"cassette='\.\./x' resolves to /proj/tests/x\.jsonl"):
+    with pytest.raises(RealtimeConfigError, match=r"cassette='\.\./x' resolves to /proj/tests/x, outside"):
         resolve_cassette("../x", base)
     with pytest.raises(RealtimeConfigError, match="outside"):
         resolve_cassette("/etc/passwd", base)

@@ -286,10 +286,11 @@ def resolve_cassette(value: str | os.PathLike[str], cassette_dir: Path) -> Path:
     """
     raw = os.fspath(value)
     path = Path(os.path.normpath(os.path.join(cassette_dir, raw)))
-    if not path.suffix:
-        path = path.with_name(path.name + ".jsonl")
     base = os.path.normpath(cassette_dir)
-    if os.path.commonpath([base, str(path)]) != base or str(path) == base:
+    inside = os.path.commonpath([base, str(path)]) == base and str(path) != base
+    if inside and not path.suffix:
+        path = path.with_name(path.name + ".jsonl")
+    if not inside:
         raise RealtimeConfigError(
             f"@pytest.mark.realtime: cassette={raw!r} resolves to {path}, outside the cassette "
             f"directory {base}; name a file inside it (relative names start there), or move "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,36 @@ class RealtimeMock:
         self._finished = True
         if self._running is None:
             return None
+        # Checked before stopping, while pytest-recording's block is still in place.
+        hint = self._blocked_hint() if test_failed else None
+        text = self._stop(test_failed=test_failed)
+        if hint is not None:
+            return f"{hint}\n\n{text}" if text else hint
+        return text
+
+    def _blocked_hint(self) -> str | None:
+        """Why the client may never have connected: pytest-recording blocks loopback too."""
+        import socket
+
+        network = sys.modules.get("pytest_recording.network")
+        original = getattr(network, "_original_connect", None)
+        if original is None or socket.socket.connect is original:
+            return None
+        if self.recording:
+            connected = bool(getattr(self.service, "connections", 0))
+        else:
+            connected = bool(self.received)
+        if connected:
+            return None
+        also = f" and the upstream's host ({self.settings.upstream})" if self.recording else ""
+        return (
+            "rtreplay: realtime_mock received no connection, and pytest-recording is blocking "
+            "the network (--block-network or @pytest.mark.block_network), loopback included.\n"
+            f"  allow the mock's address{also}: pytest --block-network --allowed-hosts=127.0.0.1"
+        )
+
+    def _stop(self, *, test_failed: bool) -> str | None:
+        assert self._running is not None
         from rtreplay.errors import RtreplayError
 
         service = self.service
