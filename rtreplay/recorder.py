@@ -262,7 +262,10 @@ class _Relay:
             if self.close is None:  # cancelled from outside: treat as a shutdown
                 self.close = Close(self.conn, round(self.now(), 6), 1001, "rtreplay recorder stopped", "server")
             self.stats.ended = time.monotonic()
-            self.stats.close = self.close
+            # The summary is logged: its close reason is redacted like the cassette's.
+            close = self.recorder.redactor.record(self.close)
+            assert isinstance(close, Close)
+            self.stats.close = close
 
     # -- the two directions -------------------------------------------------------------
 
@@ -515,7 +518,17 @@ class Recorder(Service):
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         started = time.monotonic()
         parsed = urllib.parse.urlsplit(request.path)
-        target = request.path
+        raw = list(request.headers.raw_items())
+        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",") if p.strip()]
+        # Secrets first: nothing about this connection is written (or logged) before the
+        # redactor knows them, a key in the query (Azure's ?api-key=) included.
+        for name, value in raw:
+            self.redactor.add_handshake({name: value})
+        self.redactor.add_handshake({}, offered)
+        for name, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
+            if name.lower() in self.redactor.secret_query:
+                self.redactor.add_secret(value)
+        target = self.redactor.text(request.path)
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
         url = upstream_url(self.upstream, parsed.path, parsed.query)
@@ -526,12 +539,6 @@ class Recorder(Service):
                 f"rtreplay record proxies Realtime sessions only: connect to {self.websocket_base_url}"
                 f"/realtime?model=..., not {parsed.path}\n",
             )
-        raw = list(request.headers.raw_items())
-        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",") if p.strip()]
-        # Secrets first: nothing about this connection is written before the redactor knows them.
-        for name, value in raw:
-            self.redactor.add_handshake({name: value})
-        self.redactor.add_handshake({}, offered)
         forwarded = _forward_headers(raw)
         has_credential = any(n.lower() in _CREDENTIAL_HEADERS for n, _ in forwarded) or bool(
             credentials_in_handshake({}, offered)
@@ -556,7 +563,7 @@ class Recorder(Service):
         except InvalidStatus as exc:
             return self._refused(connection, request, exc.response, started)
         except asyncio.TimeoutError:
-            logger.warning("%s: upstream %s did not answer within %g s; answered 504", target, url, self.open_timeout)
+            logger.warning("%s: upstream %s did not answer within %g s; answered 504", target, _public(url), self.open_timeout)
             return connection.respond(
                 http.HTTPStatus.GATEWAY_TIMEOUT,
                 f"rtreplay: the upstream {_public(url)} did not complete the handshake within {self.open_timeout:g} s\n",
@@ -626,14 +633,14 @@ class Recorder(Service):
                 ]
             )
         except RtreplayError as exc:
-            logger.error("cannot record the refusal of %s: %s", request.path, exc)
+            logger.error("cannot record the refusal of %s: %s", self.redactor.text(request.path), exc)
         else:
             self.connections += 1
             self.refused += 1
         snippet = " ".join(text.split())[:200]
         logger.warning(
             "conn %d: upstream refused %s with HTTP %d %s%s",
-            conn, request.path, response.status_code, response.reason_phrase,
+            conn, self.redactor.text(request.path), response.status_code, response.reason_phrase,
             f": {self.redactor.text(snippet)}" if snippet else "",
         )
         out = Headers()

@@ -90,11 +90,19 @@ _KEY_SHAPES = re.compile(
     r"(?<![A-Za-z0-9_\-])(sk-|ek_)[A-Za-z0-9][A-Za-z0-9_\-]{7,}"
 )
 _KEY_SHAPES_BYTES = re.compile(_KEY_SHAPES.pattern.encode())
+# Also matches a field inside a string holding JSON (``\"api_key\":``): tool arguments,
+# a function_call_output, an echoed event.
 _FIELD_TRIGGER = re.compile(
-    r'"(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS)) + r')"\s*:', re.IGNORECASE
+    r'\\?"(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS)) + r')\\?"\s*:', re.IGNORECASE
+)
+# A secret field's string value inside a string holding JSON cut short (argument deltas).
+_NESTED_FIELD_VALUE = re.compile(
+    r'("(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS)) + r')"\s*:\s*")((?:[^"\\]|\\.)*)',
+    re.IGNORECASE,
 )
 
 EventHook = Callable[[Any, str], Any]
+_json_decoder = msgspec.json.Decoder()
 
 
 def _shape_sub(match: re.Match[str]) -> str:
@@ -300,7 +308,21 @@ def _scrub_fields(value: Any) -> Any:
         return out
     if isinstance(value, list):
         return [_scrub_fields(v) for v in value]
+    if isinstance(value, str) and '"' in value and _FIELD_TRIGGER.search(value):
+        return _scrub_nested(value)
     return value
+
+
+def _scrub_nested(text: str) -> str:
+    """A string holding JSON, with its secret fields redacted (partial JSON by pattern)."""
+    try:
+        inner = _json_decoder.decode(text)
+    except msgspec.DecodeError:
+        inner = None
+    if isinstance(inner, (dict, list)):
+        scrubbed = _scrub_fields(inner)
+        return text if scrubbed == inner else msgspec.json.encode(scrubbed).decode()
+    return _NESTED_FIELD_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def _redact_all(value: Any) -> Any:
