@@ -20,10 +20,11 @@ pytest_plugins = ["pytester"]
 API_KEY = "sk-proj-rtreplayTEST0123456789abcdefABCDEF"
 SAMPLE = CASSETTES / "text-response.jsonl"
 
-# hypothesis' plugin is turned off in the inner runs: it costs each run half a second.
+# hypothesis' and pytest-recording's plugins are turned off in the inner runs: they cost
+# each run (and each xdist worker) a quarter to half a second.
 INI = """
 [pytest]
-addopts = -p no:hypothesispytest -p no:cacheprovider
+addopts = -p no:hypothesispytest -p no:recording -p no:cacheprovider
 asyncio_default_fixture_loop_scope = function
 filterwarnings = error
 """
@@ -402,7 +403,7 @@ def test_record_once_then_replay_offline(
 ) -> None:
     project.makepyfile(test_rec=RECORDED_TESTS)
     cassettes = project.path / "cassettes" / "test_rec"
-    result = project.runpytest_subprocess("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
+    result = project.runpytest("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
     result.assert_outcomes(passed=4)
     assert sorted(p.name for p in cassettes.iterdir()) == sorted(RECORDED_FILES)
     result.stdout.fnmatch_lines(["*= rtreplay =*", "recorded 4 cassettes:", "  cassettes/test_rec/test_asyncio.jsonl", "*"])
@@ -417,11 +418,11 @@ def test_record_once_then_replay_offline(
     before = {p.name: p.read_bytes() for p in cassettes.iterdir()}
     upstream_url = upstream.websocket_base_url
     monkeypatch.delenv("OPENAI_API_KEY")
-    replay = project.runpytest_subprocess()
+    replay = project.runpytest()
     replay.assert_outcomes(passed=4)
     replay.stdout.no_fnmatch_line("*recorded*")
     # --realtime-record leaves existing cassettes alone: the upstream sees nothing new.
-    again = project.runpytest_subprocess("--realtime-record", f"--realtime-upstream={upstream_url}")
+    again = project.runpytest("--realtime-record", f"--realtime-upstream={upstream_url}")
     again.assert_outcomes(passed=4)
     assert len(upstream.events("response.create")) == 4
     assert {p.name: p.read_bytes() for p in cassettes.iterdir()} == before
@@ -444,7 +445,7 @@ def test_a_test_that_fails_while_recording_keeps_the_old_cassette(project: pytes
             raise AssertionError("no cassette yet, and this one fails")
         """
     )
-    result = project.runpytest_subprocess("--realtime-record-mode=all", f"--realtime-upstream={upstream.websocket_base_url}")
+    result = project.runpytest("--realtime-record-mode=all", f"--realtime-upstream={upstream.websocket_base_url}")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -496,7 +497,7 @@ def test_the_upstream_can_come_from_the_environment(
             assert talk(realtime_mock.client())[0] == "Hello there, friend!"
         """
     )
-    project.runpytest_subprocess("--realtime-record").assert_outcomes(passed=1)
+    project.runpytest("--realtime-record").assert_outcomes(passed=1)
     assert (project.path / "cassettes" / "test_env" / "test_env.jsonl").is_file()
 
 
@@ -552,6 +553,7 @@ def test_the_client_helpers_say_how_to_get_openai_when_it_is_missing(project: py
 
 def test_beside_pytest_recording_block_network_needs_loopback_allowed(project: pytest.Pytester) -> None:
     pytest.importorskip("pytest_recording")
+    project.makeini(INI.replace("-p no:recording ", ""))
     put_cassette(project, "cassettes/test_blocked/test_blocked.jsonl")
     project.makepyfile(
         test_blocked="""

@@ -21,7 +21,7 @@ pytest_plugins = ["pytester"]
 
 DOCS = REPO / "docs" / "pytest.md"
 API_KEY = "sk-proj-rtreplayDOCS0123456789abcdefABCDEF"
-INNER_OPTIONS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+INNER_OPTIONS = ("-p", "no:hypothesispytest", "-p", "no:recording", "-p", "no:cacheprovider")
 
 _FILE_BLOCK = re.compile(r"^```(\w+) file=(\S+)\n(.*?)^```", re.S | re.M)
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -104,28 +104,28 @@ def test_the_documented_workflow_from_first_recording_to_a_failing_change(
     up = f"--realtime-upstream={upstream.websocket_base_url}"
 
     # 1. No cassette yet: the documented failure.
-    first = pytester.runpytest_subprocess("tests/test_hello.py", *INNER_OPTIONS)
+    first = pytester.runpytest("tests/test_hello.py", *INNER_OPTIONS)
     first.assert_outcomes(failed=2)
     assert_shows(first.stdout.str(), text_block("rtreplay: this test has no cassette"))
 
     # 2. Record it once, with the documented command (pointed at the scripted upstream).
     (record,) = [c for c in console_commands() if c[:1] == ["--realtime-record"] and c[1:] == ["tests/test_hello.py"]]
-    recorded = pytester.runpytest_subprocess(*record, up, *INNER_OPTIONS)
+    recorded = pytester.runpytest(*record, up, *INNER_OPTIONS)
     recorded.assert_outcomes(passed=2)
     assert_shows(recorded.stdout.str(), text_block("recorded 1 cassette:"))
     cassette = pytester.path / "tests" / "cassettes" / "test_hello" / "test_says_hello.jsonl"
     assert API_KEY not in cassette.read_text()
-    pytester.runpytest_subprocess("--realtime-record", up, *INNER_OPTIONS).assert_outcomes(passed=4)
+    pytester.runpytest("--realtime-record", up, *INNER_OPTIONS).assert_outcomes(passed=4)
     assert len(upstream.handshakes) == 3, "test_session_is_text_only reuses a cassette: it never records"
 
     # 3. Offline, no key: everything replays.
     monkeypatch.delenv("OPENAI_API_KEY")
-    pytester.runpytest_subprocess(*INNER_OPTIONS).assert_outcomes(passed=4)
+    pytester.runpytest(*INNER_OPTIONS).assert_outcomes(passed=4)
 
     # 4. The prompt changes: the documented mismatch failure.
     hello = pytester.path / "tests" / "test_hello.py"
     hello.write_text(hello.read_text().replace("Say hello in three words.", "Say goodbye in three words."))
-    changed = pytester.runpytest_subprocess("tests/test_hello.py::test_says_hello", *INNER_OPTIONS)
+    changed = pytester.runpytest("tests/test_hello.py::test_says_hello", *INNER_OPTIONS)
     changed.assert_outcomes(failed=1)
     assert_shows(changed.stdout.str(), text_block("rtreplay: the client's events did not match"))
 
