@@ -579,3 +579,28 @@ def test_beside_pytest_recording_block_network_needs_loopback_allowed(project: p
     )
     allowed = project.runpytest_subprocess("--block-network", "--allowed-hosts=127.0.0.1")
     allowed.assert_outcomes(passed=1)
+
+
+def test_marker_match_and_strict_reach_the_replay(project: pytest.Pytester) -> None:
+    for name in ("test_loose", "test_strict"):
+        put_cassette(project, f"cassettes/test_policy/{name}.jsonl")
+    project.makepyfile(
+        test_policy="""
+        import pytest
+        from websockets.exceptions import ConnectionClosedError
+        from talk import talk
+
+        @pytest.mark.realtime(match="type")
+        def test_loose(realtime_mock):
+            assert talk(realtime_mock.client(), "Say goodbye.")[0] == "Hello there, friend!"
+
+        @pytest.mark.realtime(strict=True)
+        def test_strict(realtime_mock):
+            with pytest.raises(ConnectionClosedError) as closed:
+                talk(realtime_mock.client(), "Say goodbye.")
+            assert closed.value.rcvd.code == 1008
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*_ test_strict _*", "rtreplay: the client's events did not match the cassette."])
