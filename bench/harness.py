@@ -7,6 +7,7 @@ a machine that slows down mid-run slows both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -112,7 +113,14 @@ class ServerProc:
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO
         )
-        self.port = self._read_port()
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port, waited for on first use: servers started together boot in parallel."""
+        if self._port is None:
+            self._port = self._read_port()
+        return self._port
 
     def _read_port(self, timeout: float = 60.0) -> int:
         assert self.proc.stdout is not None
@@ -142,17 +150,30 @@ class ServerProc:
 
     def peak_rss(self) -> int:
         """The process's peak resident memory so far (VmHWM), in bytes."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
+        _ = self.port  # started (its cassette loaded) before it is measured
+        pid = self.proc.pid
+        if self.profile is not None:  # the server is py-spy's child
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                pid = int(children[0]) if children else pid
+            except OSError:
+                pass
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmHWM in /proc status")
 
+    def request_stop(self) -> None:
+        """Ask the server to stop (it finishes its work, e.g. a cassette) without waiting."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
+                self.request_stop()
                 self.proc.wait(30)
             except (subprocess.TimeoutExpired, BrokenPipeError):
                 self.proc.terminate()
@@ -164,6 +185,15 @@ class ServerProc:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log.close()
+
+
+def stop_all(procs: list[ServerProc] | list[ServerProc | MitmProc]) -> None:
+    """Stop several servers at once: ask them all, then wait for each."""
+    for p in procs:
+        if isinstance(p, ServerProc):
+            p.request_stop()
+    for p in procs:
+        p.stop()
 
 
 def free_port() -> int:

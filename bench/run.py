@@ -91,6 +91,7 @@ class Context:
     logs: Path
     install: bool
     profile: bool
+    quick: bool = False
     rows: list[Row] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
@@ -314,6 +315,11 @@ def fig_recorder(ctx: Context) -> None:
             [percentile(x, 50) * 1e6 for x in lat["recorder"]]
         )
 
+        if ctx.quick:
+            ctx.skipped.append(
+                "recorder vs mitmdump: not run by --quick (mitmdump takes seconds to start)"
+            )
+            return
         exe = harness.mitmdump_path(ctx.install)
         if exe is None:
             ctx.skipped.append(
@@ -321,10 +327,6 @@ def fig_recorder(ctx: Context) -> None:
                 "(run without --no-install to create it)"
             )
             return
-        mitm_send = MitmProc(
-            "mitm-send", exe, upstreams["s2c-small"].port, ctx.tmp / "mitm-send.flows", ctx.logs
-        )
-        procs.append(mitm_send)
         mitm_echo = MitmProc(
             "mitm-echo", exe, upstreams["rtt"].port, ctx.tmp / "mitm-echo.flows", ctx.logs
         )
@@ -382,8 +384,7 @@ def fig_recorder(ctx: Context) -> None:
             )
         )
     finally:
-        for p in procs:
-            p.stop()
+        harness.stop_all(procs)
     for k, srv in recorders.items():
         if k in ("s2c-small", "c2s"):
             collect_profile(ctx, srv, f"recorder {k}")
@@ -569,22 +570,14 @@ def fig_large(ctx: Context) -> None:
     path, size, seconds = workloads.write_audio_hour(ctx.tmp / "hour.jsonl", ctx.sizes.large_bytes)
     gen = time.perf_counter() - t0
     peaks: list[float] = []
+    loaded: list[float] = []
     times: list[float] = []
     for r in range(ctx.sizes.large_runs):
         server = ctx.server(f"replay-large-{r}", "replay", str(path), profile=(r == 0))
         try:
+            loaded.append(server.peak_rss())
             t1 = now()
-            client = BlockingClient(server.url(), timeout=120)
-            it = client.frames()
-            received = 0
-            for kind, blob, n in workloads.plan(path):
-                if kind == "send":
-                    client.send(blob)
-                else:
-                    for _ in range(n):
-                        next(it)
-                    received += n
-            client.close()
+            replay_through(server.url(), path)
             times.append(now() - t1)
             peaks.append(server.peak_rss())
         finally:
@@ -606,10 +599,29 @@ def fig_large(ctx: Context) -> None:
             target=0.3,
             note=(
                 f"{seconds / 60:.0f} min of audio each way, {size / 1e6:.0f} MB (generated in {gen:.0f} s); "
-                f"replayed in {median(times):.1f} s; an idle bare websockets server peaks at {base / 1e6:.0f} MB"
+                f"replayed in {median(times):.1f} s. Server peak once the cassette is loaded, before any "
+                f"client: {median(loaded) / 1e6:.0f} MB; an idle bare websockets server peaks at {base / 1e6:.0f} MB"
             ),
         )
     )
+
+
+def replay_through(url: str, path: Path) -> int:
+    """Play a cassette's client side against a replay server; fail on any error event."""
+    client = BlockingClient(url, keep=True, timeout=120)
+    it = client.frames()
+    received = 0
+    for kind, blob, n in workloads.plan(path):
+        if kind == "send":
+            client.send(blob)
+            continue
+        for _ in range(n):
+            _op, payload = next(it)
+            if payload[:40].startswith(b'{"type":"error"'):  # type: ignore[index]
+                raise RuntimeError(f"the replay answered with an error: {payload[:600]!r}")  # type: ignore[index]
+        received += n
+    client.close()
+    return received
 
 
 def collect_profile(ctx: Context, server: ServerProc, name: str) -> None:
@@ -685,12 +697,19 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.runs:
         sizes = dataclasses.replace(sizes, runs=args.runs, large_runs=args.runs)
+    if args.profile and harness.mitmdump_path(not args.no_install) is None:
+        parser.error("--profile needs py-spy from bench/.venv-mitm; run once without --no-install")
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="rtreplay-bench-"))
     logs = tmp / "logs"
     logs.mkdir()
     ctx = Context(
-        sizes, tmp, logs, install=not (args.no_install or args.quick), profile=args.profile
+        sizes,
+        tmp,
+        logs,
+        install=not (args.no_install or args.quick),
+        profile=args.profile,
+        quick=args.quick,
     )
     failures: list[str] = []
     try:
