@@ -148,16 +148,25 @@ class ServerProc:
     def base(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1"
 
-    def peak_rss(self) -> int:
-        """The process's peak resident memory so far (VmHWM), in bytes."""
-        _ = self.port  # started (its cassette loaded) before it is measured
+    @property
+    def pid(self) -> int:
+        """The server's own process (under --profile, py-spy's child)."""
         pid = self.proc.pid
-        if self.profile is not None:  # the server is py-spy's child
+        if self.profile is not None:
             try:
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
                 pid = int(children[0]) if children else pid
             except OSError:
                 pass
+        return pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def peak_rss(self) -> int:
+        """The process's peak resident memory so far (VmHWM), in bytes."""
+        _ = self.port  # started (its cassette loaded) before it is measured
+        pid = self.pid
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
@@ -185,6 +194,20 @@ class ServerProc:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log.close()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far.
+
+    Unlike wall-clock throughput, this barely moves when other programs share the machine,
+    so it tells what a server costs per frame even on a busy CI box.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def stop_all(procs: list[ServerProc] | list[ServerProc | MitmProc]) -> None:
@@ -260,6 +283,9 @@ class MitmProc:
 
     def url(self, path: str = "/v1/realtime?model=gpt-realtime") -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -192,7 +192,7 @@ def write(
         "",
         f"Measured on {machine['cpu']}, Python {machine['python']}, websockets {machine['websockets']}, "
         f"msgspec {machine['msgspec']}, {machine['date']}; {runs} runs per figure; the whole run took "
-        f"{elapsed / 60:.1f} min."
+        f"{elapsed / 60:.1f} min; load average at its end (1/5/15 min): {machine['load']}."
         + (" **Quick smoke run: tiny workloads, figures not meaningful.**" if quick else ""),
         "",
         table(rows),

@@ -152,14 +152,45 @@ def round_trips(url: str, count: int, warmup: int = 50) -> list[float]:
     return rtts
 
 
-def recv_rate(server: ServerProc | MitmProc, n: int) -> Callable[[], float]:
-    """A measure: frames/s of ``n`` frames the server sends on connect."""
-    return lambda: n / receive_all(server.url())[2]
+def recv_rate(
+    server: ServerProc | MitmProc, n: int, cpu: dict[str, list[float]] | None = None
+) -> Callable[[], float]:
+    """A measure: frames/s of ``n`` frames the server sends on connect (and its CPU per frame)."""
+
+    def measure() -> float:
+        c0 = server.cpu_seconds()
+        rate = n / receive_all(server.url())[2]
+        if cpu is not None:
+            cpu.setdefault(server.name, []).append((server.cpu_seconds() - c0) / n * 1e6)
+        return rate
+
+    return measure
 
 
-def send_rate(server: ServerProc, blob: bytes, n: int) -> Callable[[], float]:
-    """A measure: frames/s of ``n`` pre-masked frames sent to a sink."""
-    return lambda: n / send_all(server.url(), blob, n)
+def send_rate(
+    server: ServerProc, blob: bytes, n: int, cpu: dict[str, list[float]] | None = None
+) -> Callable[[], float]:
+    """A measure: frames/s of ``n`` pre-masked frames sent to a sink (and its CPU per frame)."""
+
+    def measure() -> float:
+        c0 = server.cpu_seconds()
+        rate = n / send_all(server.url(), blob, n)
+        if cpu is not None:
+            cpu.setdefault(server.name, []).append((server.cpu_seconds() - c0) / n * 1e6)
+        return rate
+
+    return measure
+
+
+def cpu_note(cpu: dict[str, list[float]], subject: str, reference: str) -> str:
+    """What each process spent per frame: robust to other load on the machine."""
+    if subject not in cpu or reference not in cpu:
+        return ""
+    s, r = median(cpu[subject]), median(cpu[reference])
+    return (
+        f"CPU per frame (less sensitive to other load than throughput): {s:.1f} µs vs {r:.1f} µs, "
+        f"a CPU-bound ratio of {r / s:.2f}×"
+    )
 
 
 def interleaved(
@@ -203,14 +234,22 @@ def fig_replay(ctx: Context) -> None:
         ours = ctx.server(f"replay-{key}", "replay", str(cassette), "--repeat", profile=True)
         try:
             sizes: dict[str, int] = {}
+            cpu: dict[str, list[float]] = {}
 
             expected = s.small if key == "small" else s.audio
 
             def fps(
-                server: ServerProc, sizes: dict[str, int] = sizes, expected: int = expected
+                server: ServerProc,
+                sizes: dict[str, int] = sizes,
+                expected: int = expected,
+                cpu: dict[str, list[float]] = cpu,
             ) -> Callable[[], float]:
                 def measure() -> float:
+                    c0 = server.cpu_seconds()
                     frames, size, sec = receive_all(server.url())
+                    cpu.setdefault(server.name, []).append(
+                        (server.cpu_seconds() - c0) / expected * 1e6
+                    )
                     sizes[server.name] = size
                     if frames != expected:
                         raise RuntimeError(f"{server.name}: {frames} frames of {expected}")
@@ -232,7 +271,10 @@ def fig_replay(ctx: Context) -> None:
                 res["rtreplay"],
                 res["bare"],
                 target=0.9,
-                note=f"bare: {median(res['bare']) * mb:.0f} MB/s, rtreplay: {median(res['rtreplay']) * mb:.0f} MB/s",
+                note=(
+                    f"bare: {median(res['bare']) * mb:.0f} MB/s, rtreplay: {median(res['rtreplay']) * mb:.0f} MB/s. "
+                    + cpu_note(cpu, ours.name, bare.name)
+                ),
             )
         )
         collect_profile(ctx, ours, f"replay {key}")
@@ -272,10 +314,16 @@ def fig_recorder(ctx: Context) -> None:
             ("s2c-small", "server→client, small events", s.relay_small),
             ("s2c-audio", "server→client, audio deltas", s.relay_audio),
         ):
+            cpu: dict[str, list[float]] = {}
             res = interleaved(
-                s.runs, [(name, recv_rate(group[key], n)) for name, group in setups.items()]
+                s.runs, [(name, recv_rate(group[key], n, cpu)) for name, group in setups.items()]
             )
-            add_recorder_rows(ctx, f"recorder throughput, {label}", res)
+            add_recorder_rows(
+                ctx,
+                f"recorder throughput, {label}",
+                res,
+                cpu_note(cpu, recorders[key].name, relays[key].name),
+            )
 
         for label, payloads in (
             ("client→server, small events", workloads.small_events(s.relay_small)),
@@ -283,10 +331,17 @@ def fig_recorder(ctx: Context) -> None:
         ):
             blob = b"".join(text_frame(p) for p in payloads)
             n = len(payloads)
+            cpu = {}
             res = interleaved(
-                s.runs, [(name, send_rate(group["c2s"], blob, n)) for name, group in setups.items()]
+                s.runs,
+                [(name, send_rate(group["c2s"], blob, n, cpu)) for name, group in setups.items()],
             )
-            add_recorder_rows(ctx, f"recorder throughput, {label}", res)
+            add_recorder_rows(
+                ctx,
+                f"recorder throughput, {label}",
+                res,
+                cpu_note(cpu, recorders["c2s"].name, relays["c2s"].name),
+            )
 
         lat: dict[str, list[list[float]]] = {name: [] for name in setups}
         for r in range(s.runs):
@@ -347,11 +402,12 @@ def fig_recorder(ctx: Context) -> None:
         )
         procs.append(mitm_short)
         n = s.mitm_small
+        cpu = {}
         res = interleaved(
             s.runs,
             [
-                ("recorder", recv_rate(rec_short, n)),
-                ("mitmdump", recv_rate(mitm_short, n)),
+                ("recorder", recv_rate(rec_short, n, cpu)),
+                ("mitmdump", recv_rate(mitm_short, n, cpu)),
             ],
         )
         ctx.rows.append(
@@ -363,7 +419,8 @@ def fig_recorder(ctx: Context) -> None:
                 res["recorder"],
                 res["mitmdump"],
                 target=10.0,
-                note=f"{n} frames per run for both",
+                note=f"{n} frames per run for both. "
+                + cpu_note(cpu, rec_short.name, mitm_short.name),
             )
         )
         mrtt = [
@@ -390,7 +447,9 @@ def fig_recorder(ctx: Context) -> None:
             collect_profile(ctx, srv, f"recorder {k}")
 
 
-def add_recorder_rows(ctx: Context, figure: str, res: dict[str, list[float]]) -> None:
+def add_recorder_rows(
+    ctx: Context, figure: str, res: dict[str, list[float]], note: str = ""
+) -> None:
     ctx.rows.append(
         Row(
             figure,
@@ -400,6 +459,7 @@ def add_recorder_rows(ctx: Context, figure: str, res: dict[str, list[float]]) ->
             res["recorder"],
             res["relay"],
             target=0.85,
+            note=note,
         )
     )
     ctx.rows.append(
@@ -654,7 +714,9 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
+    load = os.getloadavg()
     return {
+        "load": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
         "cpu": f"{cpu} ({os.cpu_count()} cores)",
         "python": platform.python_version(),
         "websockets": websockets.__version__,
