@@ -369,6 +369,13 @@ class _Relay:
         )
 
     async def shutdown(self) -> None:
+        # A side whose close frame already arrived closed first, even if its reader task
+        # has not run since (a client that closes just before the recorder does).
+        for side in ("client", "server"):
+            protocol = self.hops[side].protocol
+            rcvd = protocol.close_rcvd
+            if self.close is None and rcvd is not None and (protocol.close_sent is None or protocol.close_rcvd_then_sent):
+                self.close = Close(self.conn, round(self.now(), 6), rcvd.code, rcvd.reason, side)
         await self._end(Close(self.conn, round(self.now(), 6), 1001, "rtreplay recorder shutting down", "server"))
 
     async def _watchdog(self, idle: float) -> None:
@@ -385,7 +392,8 @@ class Recorder(Service):
     """A recording proxy to a Realtime API: ``async with Recorder("x.jsonl") as rec: ...``.
 
     Point a client at ``rec.websocket_base_url`` (or ``rec.url``); each connection is
-    relayed to ``upstream`` and written to ``cassette`` as it happens. ``api_key`` (default
+    relayed to ``upstream`` (default ``$RTREPLAY_UPSTREAM``, else the OpenAI API) and
+    written to ``cassette`` as it happens. ``api_key`` (default
     ``$OPENAI_API_KEY``) is sent only for clients that bring no credential of their own.
     ``open_timeout`` bounds the upstream handshake (504 after it); ``idle_timeout`` closes a
     connection with 1011 after that many seconds without a frame either way (``None``: never).
@@ -397,7 +405,7 @@ class Recorder(Service):
         self,
         cassette: str | os.PathLike[str],
         *,
-        upstream: str = DEFAULT_UPSTREAM,
+        upstream: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
@@ -408,6 +416,8 @@ class Recorder(Service):
         upstream_ssl: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
+        if upstream is None:
+            upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
             raise RecordError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
@@ -733,7 +743,7 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rtreplay record``."""
     parser.add_argument("--out", "-o", required=True, metavar="CASSETTE", help="cassette file to write (.jsonl)")
     parser.add_argument(
-        "--upstream", default=os.environ.get("RTREPLAY_UPSTREAM", DEFAULT_UPSTREAM), metavar="URL",
+        "--upstream", default=None, metavar="URL",
         help=f"Realtime API base URL to relay to (default: $RTREPLAY_UPSTREAM or {DEFAULT_UPSTREAM})",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

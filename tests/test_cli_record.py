@@ -24,6 +24,7 @@ from rtreplay.cli import main
 from rtreplay.codec import load
 
 from .conftest import timeout
+from .docs import code_blocks
 from .upstream import ScriptedUpstream
 
 PROXY_KEY = "sk-proxy-env-key-9z8y7x6w5v"
@@ -32,8 +33,9 @@ PROXY_KEY = "sk-proxy-env-key-9z8y7x6w5v"
 class RecordProcess:
     """``python -m rtreplay record`` in a subprocess, with its URL read from its first line."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, base_url: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, first_line: str, base_url: str) -> None:
         self.proc = proc
+        self.first_line = first_line
         self.websocket_base_url = base_url
 
     async def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
@@ -59,7 +61,7 @@ async def record_cli(tmp_path: Path) -> AsyncIterator[Any]:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout(30))).decode()
         match = re.search(r"websocket_base_url=(ws://127\.0\.0\.1:\d+/v1)", line)
         assert match, f"no URL in the first line: {line!r}"
-        return RecordProcess(proc, match.group(1))
+        return RecordProcess(proc, line, match.group(1))
 
     yield start
     for proc in procs:
@@ -167,3 +169,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def _shape(line: str) -> str:
+    """A log line with its URLs, cassette paths and numbers blotted out."""
+    line = re.sub(r"wss?://[^ )]*", "URL", line)
+    line = re.sub(r"\S*\.jsonl", "FILE", line)
+    return re.sub(r"\d+(\.\d+)?", "N", line)
+
+
+async def test_the_lines_in_docs_cli_md_are_what_it_prints(tmp_path: Path, record_cli: Any) -> None:
+    blocks = code_blocks("cli.md", "text")
+    first_line = blocks[1].strip()
+    log_lines = blocks[2].strip().splitlines()
+    out = tmp_path / "hello.jsonl"
+    async with ScriptedUpstream() as up:
+        rec = await record_cli(out, up.websocket_base_url)
+        await sdk_session(rec.websocket_base_url)
+        code, _stdout, stderr = await rec.stop(signal.SIGINT)
+    assert code == 0
+    assert _shape(rec.first_line.strip()) == _shape(first_line)
+    printed = {_shape(line) for line in stderr.splitlines()}
+    for line in log_lines:
+        assert _shape(line) in printed, f"docs/cli.md shows a line rtreplay record does not print: {line}"

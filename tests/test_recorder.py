@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
@@ -22,6 +25,7 @@ from rtreplay.recorder import Recorder, upstream_url
 
 from . import clients
 from .conftest import CASSETTES, timeout
+from .docs import code_blocks
 from .upstream import Fault, ScriptedUpstream
 
 CLIENT_KEY = "sk-live-client-key-4f9a8b7c6d5e"
@@ -500,3 +504,50 @@ def test_in_thread_for_synchronous_code(cassette: Path) -> None:
             assert json.loads(ws.recv())["type"] == "session.created"
     assert isinstance(load(cassette).connections[0].open, Open)
 
+
+
+# -- the redaction fast path the recorder relies on -----------------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.sampled_from(["sk-abcdefgh12345", "ek_ABCDEFGH1234", "x-y_z", "\"api_key\": \"v\""]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.sampled_from(["api_key", "Client_Secret", "token"]), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=st.dictionaries(st.text(max_size=8), _json_values, max_size=5), pad=st.integers(0, 3000))
+def test_redaction_fast_path_agrees_with_the_full_rules(event: dict[str, Any], pad: int) -> None:
+    """A JSON frame the quick check calls clean is one the full rules leave as it is."""
+    from rtreplay.redact import Redactor
+
+    event = {**event, "delta": "QUJD" * (pad // 4)}  # base64-like bulk, as in audio deltas
+    frame = Frame.from_message(0, 0.0, "server", json.dumps(event))
+    redactor = Redactor(secrets=["sk-live-secret-000000000"])
+    assert frame.json is not msgspec.UNSET
+    if redactor._clean_json(frame.json):
+        full = Redactor(secrets=["sk-live-secret-000000000"], json_paths=["no.such.path"])  # forces the full path
+        assert full.frame(frame).event() == frame.event()
+
+
+# -- docs/recording.md ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", [0, 1], ids=["async", "in_thread"])
+def test_the_python_examples_in_docs_recording_md_run(
+    example: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = code_blocks("recording.md", "python")[example]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", PROXY_KEY)
+    with ScriptedUpstream(api_key=PROXY_KEY).in_thread() as up:
+        monkeypatch.setenv("RTREPLAY_UPSTREAM", up.websocket_base_url)
+        exec(compile(code, f"docs/recording.md[{example}]", "exec"), {"__name__": "__main__"})
+    assert "1 connection(s)" in capsys.readouterr().out
+    [cassette] = (tmp_path / "cassettes").glob("*.jsonl")
+    [conn] = load(cassette).connections
+    assert conn.close is not None and conn.close.code == 1000
+    assert PROXY_KEY.encode() not in cassette.read_bytes()
+    assert [r.type for r in up.received] == ["session.update", "conversation.item.create", "response.create"]
