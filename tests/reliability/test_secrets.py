@@ -166,7 +166,7 @@ class LeakyUpstream:
             body = json.dumps({"error": {"message": f"Incorrect API key provided: {self.session.key.value}.",
                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
             headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(body)),
-                               "x-request-id": f"req_{self.session.key.value}"})
+                               "x-request-id": f"req={self.session.key.value}"})
             return Response(401, "Unauthorized", headers, body)
         return None
 
@@ -244,7 +244,7 @@ def client_frames(session: Session) -> list[str | bytes]:
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"my key: {k}!"}]}}))
     if "client-tool-output" in places:
         out.append(dumps({"type": "conversation.item.create", "item": {
-            "type": "function_call_output", "call_id": "call_1", "output": json.dumps({"token": k, "ok": True})}}))
+            "type": "function_call_output", "call_id": "call_1", "output": json.dumps({"access_token": k, "ok": True})}}))
     if "client-plain" in places:
         out.append(f"not json {k}")
     if "client-binary" in places:
