@@ -186,6 +186,10 @@ class CassetteReader:
             if self.header is None:
                 return self._decode_header(line)
             record: Record = _decoder.decode(line)
+            # msgspec does not check the bytes of a Raw ``json`` payload: a line must be
+            # UTF-8 throughout, or replaying it sends invalid text (isascii() is ~free).
+            if not line.isascii():
+                line.decode()
         except _DecodeFailure as exc:
             if last and not line.endswith(b"\n"):
                 msg = f"{self.path}:{self.line}: last line is cut short ({_describe(exc)}); it was skipped"
