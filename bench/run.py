@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,9 +99,8 @@ class Context:
     profiles: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def server(self, name: str, *argv: str, profile: bool = False) -> ServerProc:
-        raw = self.logs / f"{name}.pyspy.txt" if (profile and self.profile) else None
-        return ServerProc(name, list(argv), logs=self.logs, profile=raw)
+    def server(self, name: str, *argv: str) -> ServerProc:
+        return ServerProc(name, list(argv), logs=self.logs)
 
 
 # -- client-side measurements (the client is the lean one in wsclient.py) -----------------
@@ -231,7 +231,7 @@ def fig_replay(ctx: Context) -> None:
         cassette = workloads.write_server_stream(ctx.tmp / f"replay-{key}.jsonl", payloads)
         del payloads
         bare = ctx.server(f"send-{key}", "send", str(cassette))
-        ours = ctx.server(f"replay-{key}", "replay", str(cassette), "--repeat", profile=True)
+        ours = ctx.server(f"replay-{key}", "replay", str(cassette), "--repeat")
         try:
             sizes: dict[str, int] = {}
             cpu: dict[str, list[float]] = {}
@@ -258,6 +258,7 @@ def fig_replay(ctx: Context) -> None:
                 return measure
 
             res = interleaved(s.runs, [("bare", fps(bare)), ("rtreplay", fps(ours))])
+            profile_extra(ctx, ours, f"replay {key}", fps(ours))
         finally:
             bare.stop()
             ours.stop()
@@ -277,7 +278,6 @@ def fig_replay(ctx: Context) -> None:
                 ),
             )
         )
-        collect_profile(ctx, ours, f"replay {key}")
 
 
 def fig_recorder(ctx: Context) -> None:
@@ -302,9 +302,7 @@ def fig_recorder(ctx: Context) -> None:
         relays = {k: ctx.server(f"relay-{k}", "relay", up.base) for k, up in upstreams.items()}
         procs += relays.values()
         recorders = {
-            k: ctx.server(
-                f"record-{k}", "record", str(ctx.tmp / f"rec-{k}.jsonl"), up.base, profile=True
-            )
+            k: ctx.server(f"record-{k}", "record", str(ctx.tmp / f"rec-{k}.jsonl"), up.base)
             for k, up in upstreams.items()
         }
         procs += recorders.values()
@@ -324,6 +322,7 @@ def fig_recorder(ctx: Context) -> None:
                 res,
                 cpu_note(cpu, recorders[key].name, relays[key].name),
             )
+            profile_extra(ctx, recorders[key], f"recorder {label}", recv_rate(recorders[key], n))
 
         for label, payloads in (
             ("client→server, small events", workloads.small_events(s.relay_small)),
@@ -342,11 +341,20 @@ def fig_recorder(ctx: Context) -> None:
                 res,
                 cpu_note(cpu, recorders["c2s"].name, relays["c2s"].name),
             )
+            profile_extra(
+                ctx, recorders["c2s"], f"recorder {label}", send_rate(recorders["c2s"], blob, n)
+            )
 
         lat: dict[str, list[list[float]]] = {name: [] for name in setups}
         for r in range(s.runs):
             for name in list(setups) if r % 2 == 0 else list(setups)[::-1]:
                 lat[name].append(round_trips(setups[name]["rtt"].url(), s.round_trips))
+        profile_extra(
+            ctx,
+            recorders["rtt"],
+            "recorder round trips",
+            lambda: round_trips(recorders["rtt"].url(), s.round_trips),
+        )
         for q in (50, 99):
             vals = {name: [percentile(x, q) * 1e6 for x in runs] for name, runs in lat.items()}
             ctx.rows.append(
@@ -442,9 +450,6 @@ def fig_recorder(ctx: Context) -> None:
         )
     finally:
         harness.stop_all(procs)
-    for k, srv in recorders.items():
-        if k in ("s2c-small", "c2s"):
-            collect_profile(ctx, srv, f"recorder {k}")
 
 
 def add_recorder_rows(
@@ -633,7 +638,7 @@ def fig_large(ctx: Context) -> None:
     loaded: list[float] = []
     times: list[float] = []
     for r in range(ctx.sizes.large_runs):
-        server = ctx.server(f"replay-large-{r}", "replay", str(path), profile=(r == 0))
+        server = ctx.server(f"replay-large-{r}", "replay", str(path))
         try:
             loaded.append(server.peak_rss())
             t1 = now()
@@ -642,8 +647,14 @@ def fig_large(ctx: Context) -> None:
             peaks.append(server.peak_rss())
         finally:
             server.stop()
-        if r == 0:
-            collect_profile(ctx, server, "large cassette replay")
+    if ctx.profile:
+        server = ctx.server("replay-large-profile", "replay", str(path))
+        try:
+            profile_extra(
+                ctx, server, "large cassette replay", lambda: replay_through(server.url(), path)
+            )
+        finally:
+            server.stop()
     idle = ctx.server("idle-bare", "echo")
     base = idle.peak_rss()
     idle.stop()
@@ -684,12 +695,48 @@ def replay_through(url: str, path: Path) -> int:
     return received
 
 
-def collect_profile(ctx: Context, server: ServerProc, name: str) -> None:
-    if server.profile is not None:
-        deadline = time.monotonic() + 20
-        while not server.profile.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        ctx.profiles[name] = harness.summarize_profile(server.profile)
+def profile_extra(
+    ctx: Context, server: ServerProc, name: str, measure: Callable[[], object]
+) -> None:
+    """With --profile: one more run of ``measure`` with py-spy attached to the server.
+
+    An extra run, after the measured ones, so that sampling never slows a measured figure.
+    """
+    if not ctx.profile:
+        return
+    raw = ctx.logs / f"{name.replace(' ', '-')}.pyspy.txt"
+    pyspy = str(harness.MITM_VENV / "bin" / "py-spy")
+    _ = server.port  # started
+    with open(ctx.logs / f"{raw.stem}.log", "wb") as log:
+        spy = subprocess.Popen(
+            [
+                pyspy,
+                "record",
+                "--pid",
+                str(server.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--nonblocking",
+                "-o",
+                str(raw),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            time.sleep(1.0)  # py-spy has no "attached" signal; it attaches within a few ms
+            for _ in range(times):
+                measure()
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+    ctx.profiles[name] = harness.summarize_profile(raw)
 
 
 FIGURES: dict[str, Callable[[Context], None]] = {
