@@ -265,7 +265,7 @@ class IndexedConnection:
             frame.audio_end = self._audio
             try:
                 self._hash.update(binascii.a2b_base64(audio))
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or non-ASCII text: hashed as it is
                 self._hash.update(audio.encode())
         else:
             frame.audio_before = self._audio
