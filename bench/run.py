@@ -696,7 +696,7 @@ def replay_through(url: str, path: Path) -> int:
 
 
 def profile_extra(
-    ctx: Context, server: ServerProc, name: str, measure: Callable[[], object]
+    ctx: Context, server: ServerProc, name: str, measure: Callable[[], object], times: int = 2
 ) -> None:
     """With --profile: one more run of ``measure`` with py-spy attached to the server.
 
