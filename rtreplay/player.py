@@ -442,7 +442,7 @@ class Player:
         if self.policy.audio == "content":
             try:
                 self._audio_hash.update(binascii.a2b_base64(audio))
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or non-ASCII text from a bad client
                 self._audio_hash.update(audio.encode())
         # Appends of the current turn covered by the audio received so far are matched,
         # which releases the server frames recorded after them (speech_started...).
@@ -554,12 +554,12 @@ class Player:
         if best is not None:
             j, verdict = best
             c = clients[j]
-            first = verdict.differences[0] if verdict.differences else None
             if verdict.kind == "rule":
                 what = verdict.reason
             else:
-                more = len(verdict.differences) - 1
-                what = f"{c.describe()} differs from the recording: {first}" + (
+                shown = "; ".join(str(d) for d in verdict.differences[:3])
+                more = len(verdict.differences) - 3
+                what = f"{c.describe()} differs from the recording: {shown}" + (
                     f" (and {more} more)" if more > 0 else ""
                 )
             self._mismatch(

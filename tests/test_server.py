@@ -1,0 +1,599 @@
+"""ReplayServer against real clients over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from rtreplay import Cassette, Close, Connection, Frame, Header, Open, Reject
+from rtreplay.errors import CassetteNotFoundError, MismatchError
+from rtreplay.match import MatchPolicy
+from rtreplay.server import ReplayServer
+
+from . import clients
+from .conftest import CASSETTES, timeout
+
+SAMPLES = sorted(p.name for p in CASSETTES.glob("*.jsonl"))
+pytestmark = pytest.mark.timeout(60)
+
+
+def sample(name: str) -> Path:
+    return CASSETTES / name
+
+
+def assert_clean(server: ReplayServer) -> None:
+    assert server.report.ok, str(server.report)
+    assert server.report.complete, str(server.report)
+
+
+# -- every sample cassette, every Python client ----------------------------------------
+
+
+def _replay_each_connection(name: str, run: Any) -> None:
+    """Play every recorded connection of the cassette in turn through ``run(plan, conn)``."""
+    path = sample(name)
+    for conn in range(clients.connection_count(path)):
+        plan = clients.script(path, conn)
+        if plan.rejected:
+            continue
+        assert run(plan) == clients.server_events(path, conn), f"connection {conn}"
+
+
+async def _areplay_each_connection(name: str, run: Any) -> None:
+    path = sample(name)
+    for conn in range(clients.connection_count(path)):
+        plan = clients.script(path, conn)
+        if plan.rejected:
+            continue
+        assert await run(plan) == clients.server_events(path, conn), f"connection {conn}"
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_openai_async_receives_exactly_the_recording(name: str) -> None:
+    async with ReplayServer(sample(name)) as server:
+        await _areplay_each_connection(
+            name, lambda plan: clients.openai_async(server.websocket_base_url, plan)
+        )
+    assert_clean(server)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_openai_sync_receives_exactly_the_recording(name: str) -> None:
+    with ReplayServer(sample(name)).in_thread() as server:
+        _replay_each_connection(
+            name, lambda plan: clients.openai_sync(server.websocket_base_url, plan)
+        )
+    assert_clean(server)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_websocket_client_receives_exactly_the_recording(name: str) -> None:
+    with ReplayServer(sample(name)).in_thread() as server:
+        _replay_each_connection(name, lambda plan: clients.websocket_client(server.url, plan))
+    assert_clean(server)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_websockets_client_receives_exactly_the_recording(name: str) -> None:
+    async with ReplayServer(sample(name)) as server:
+        await _areplay_each_connection(
+            name, lambda plan: clients.websockets_raw(server.url, plan)
+        )
+    assert_clean(server)
+
+
+async def test_frames_go_out_byte_for_byte_as_text() -> None:
+    name = sample("text-response.jsonl")
+    recorded = [
+        f.payload() for f in clients._cassette(name).connections[0].frames if f.dir == "server"
+    ]
+    plan = clients.script(name)
+    raw: list[Any] = []
+    async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
+        for step in plan.steps:
+            if step.send is not None:
+                await ws.send(step.send)
+            else:
+                raw.append(await ws.recv())
+    assert raw == recorded
+    assert all(isinstance(m, str) for m in raw)
+
+
+async def test_in_memory_cassette_replays_like_its_file() -> None:
+    from rtreplay import load
+
+    cassette = load(sample("function-call.jsonl"))
+    plan = clients.script(cassette)
+    async with ReplayServer(cassette) as server:
+        got = await clients.websockets_raw(server.url, plan)
+    assert got == clients.server_events(cassette)
+    assert_clean(server)
+
+
+# -- openai-agents -----------------------------------------------------------------------
+
+
+def _agents_cassette(client_frames: list[str]) -> Cassette:
+    """text-response's server side, with the client side as openai-agents sends it."""
+    from rtreplay import load
+
+    base = load(sample("text-response.jsonl")).connections[0]
+    server = [f for f in base.frames if f.dir == "server"]
+    frames = [server[0]]
+    frames += [Frame.from_message(0, 0.001 * (i + 1), "client", m) for i, m in enumerate(client_frames)]
+    frames += [Frame(0, 0.1 + f.t, "server", json=f.json) for f in server[1:]]
+    close = Close(0, 1.0, 1000, "", "client")
+    return Cassette(Header(), [Connection(base.open, frames, close)])
+
+
+AGENTS_FRAMES = [
+    # The types openai-agents 0.24 sends for send_message(); its content is captured below.
+    '{"type":"session.update","session":{"type":"realtime"}}',
+    '{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[]}}',
+    '{"type":"session.update","session":{"type":"realtime","tracing":"auto"}}',
+    '{"type":"response.create"}',
+]
+
+
+async def test_openai_agents_replays_with_type_only_matching() -> None:
+    """The sample cassettes were written from the openai SDK's side; openai-agents sends its
+    own session.update frames, so a cassette with its event types is replayed by type."""
+    cassette = _agents_cassette(AGENTS_FRAMES)
+    expected = clients.server_events(cassette)
+    async with ReplayServer(cassette, match="type") as server:
+        got = await clients.openai_agents(
+            server.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
+        )
+    assert got == expected
+    assert_clean(server)
+
+
+async def test_openai_agents_replays_its_own_recording_with_default_matching() -> None:
+    """Capture what openai-agents really sends, make that the recording, replay it with the
+    default (content) policy; the agents SDK races its second session.update against its
+    response.create, so any order the player accepts is listed as a reordering."""
+    cassette = _agents_cassette(AGENTS_FRAMES)
+    expected = clients.server_events(cassette)
+    async with ReplayServer(cassette, match="type") as capture:
+        await clients.openai_agents(
+            capture.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
+        )
+    sent = [r.raw for r in capture.received]
+    assert [json.loads(m)["type"] for m in sent if isinstance(m, str)] != []
+    recorded = _agents_cassette([m for m in sent if isinstance(m, str)])
+    for _ in range(3):
+        async with ReplayServer(recorded) as server:
+            got = await clients.openai_agents(
+                server.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
+            )
+        assert got == expected
+        assert_clean(server)
+    async with ReplayServer(recorded) as server:
+        await clients.openai_agents(
+            server.url + "?model=gpt-realtime", "Say goodbye.", len(expected)
+        )
+    assert not server.report.ok
+    assert "conversation.item.create differs" in str(server.report)
+
+
+# -- mismatches ----------------------------------------------------------------------------
+
+
+async def test_mismatch_sends_a_realtime_error_event_and_keeps_a_report() -> None:
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "session.created"
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "Be long."}}))
+        error = json.loads(await ws.recv())
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "invalid_request_error"
+        assert error["error"]["code"] == "rtreplay_mismatch"
+        assert "session.instructions" in error["error"]["message"]
+        # The step still counts: the recorded answer follows and the session goes on.
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+    report = server.report
+    assert not report.ok and not report.complete
+    text = str(report)
+    assert "connection 0 (recorded connection 0), turn 1, client event 1 of 3" in text
+    assert 'session.instructions: expected "Be brief.", got "Be long."' in text
+    assert "conversation.item.create, response.create" in text  # unplayed
+    with pytest.raises(MismatchError) as info:
+        server.check()
+    assert str(info.value) == text
+
+
+async def test_strict_mode_closes_with_1008() -> None:
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name, strict=True) as server, connect(server.url + "?model=gpt-realtime") as ws:
+        await ws.recv()
+        await ws.send('{"type":"response.cancel"}')
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    assert "expected session.update, got response.cancel" in info.value.rcvd.reason
+    assert server.report.mismatches[0].kind == "unexpected"
+
+
+async def test_event_after_the_end_gets_an_error() -> None:
+    name = sample("text-response.jsonl")
+    plan = clients.script(name)
+    async with ReplayServer(name) as server, connect(plan.url(server.url)) as ws:
+        for step in plan.steps:
+            if step.send is not None:
+                await ws.send(step.send)
+            else:
+                await ws.recv()
+        await ws.send('{"type":"response.create"}')
+        error = json.loads(await ws.recv())
+    assert error["type"] == "error"
+    assert "after the recording's last client event" in error["error"]["message"]
+    assert [m.kind for m in server.report.mismatches] == ["after_end"]
+
+
+async def test_mismatches_are_logged_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="rtreplay.server")
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
+        await ws.recv()
+        await ws.send('{"type":"response.cancel"}')
+        await ws.recv()
+    await asyncio.sleep(0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rtreplay.server"]
+    assert any(line.startswith("conn 0: /v1/realtime?model=gpt-realtime from 127.0.0.1:") for line in lines)
+    assert any("mismatch: connection 0" in line and "got response.cancel" in line for line in lines)
+    assert any(line.startswith("conn 0: closed by the client (code 1000)") for line in lines)
+    assert all("\n" not in line for line in lines)
+
+
+# -- the handshake -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/realtime?model=gpt-realtime",
+        "/realtime?model=gpt-realtime",
+        "/openai/realtime?api-version=2025-04-01-preview&deployment=gpt-realtime",
+        "/openai/v1/realtime?model=gpt-realtime",
+    ],
+)
+async def test_accepts_every_realtime_path(path: str) -> None:
+    async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
+        async with connect(f"ws://{server.netloc}{path}") as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+
+
+async def test_wrong_path_is_404_with_a_one_line_body() -> None:
+    async with ReplayServer(sample("text-response.jsonl")) as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"ws://{server.netloc}/v2/chat"):
+                pass
+    response = info.value.response
+    assert response.status_code == 404
+    body = response.body.decode()
+    assert body.count("\n") == 1 and "no Realtime endpoint at /v2/chat" in body
+    assert server.report.players == []
+
+
+async def test_azure_client_reaches_the_replay() -> None:
+    from openai import AsyncAzureOpenAI
+
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name, match="type") as server:
+        client = AsyncAzureOpenAI(
+            api_key="k", api_version="2025-04-01-preview",
+            azure_endpoint="http://127.0.0.1", websocket_base_url=f"ws://{server.netloc}/openai",
+        )
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+        await client.close()
+
+
+async def test_connection_beyond_the_recording_is_refused_clearly() -> None:
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name, match="type") as server:
+        async with connect(server.url) as ws:
+            await ws.recv()
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url):
+                pass
+    assert info.value.response.status_code == 409
+    assert b"recorded 1 connection and every one was replayed" in info.value.response.body
+    assert [m.kind for m in server.report.mismatches] == ["no_connection"]
+
+
+async def test_repeat_serves_the_connection_to_every_client() -> None:
+    name = sample("function-call.jsonl")
+    plan = clients.script(name)
+    async with ReplayServer(name, repeat=True) as server:
+        for _ in range(3):
+            assert await clients.websockets_raw(server.url, plan) == clients.server_events(name)
+    assert_clean(server)
+
+
+def _two_connection_cassette() -> Cassette:
+    conns = []
+    for n, model in enumerate(["model-a", "model-b"]):
+        frames = [
+            Frame.from_message(n, 0.0, "server", json.dumps({"type": "session.created", "event_id": f"e{n}", "session": {"model": model}})),
+            Frame.from_message(n, 0.1, "client", '{"type":"response.create"}'),
+            Frame.from_message(n, 0.2, "server", json.dumps({"type": "response.done", "event_id": f"d{n}"})),
+        ]
+        conns.append(Connection(Open(n, query={"model": model}), frames, Close(n, 0.3, 1000, "", "client")))
+    return Cassette(Header(), conns)
+
+
+async def test_connection_chosen_by_its_handshake() -> None:
+    cassette = _two_connection_cassette()
+    async with ReplayServer(cassette) as server:
+        async with connect(server.url + "?model=model-b") as b, connect(server.url + "?model=model-a") as a:
+            assert json.loads(await b.recv())["session"]["model"] == "model-b"
+            assert json.loads(await a.recv())["session"]["model"] == "model-a"
+            await a.send('{"type":"response.create"}')
+            await b.send('{"type":"response.create"}')
+            assert json.loads(await a.recv())["event_id"] == "d0"
+            assert json.loads(await b.recv())["event_id"] == "d1"
+    assert_clean(server)
+
+
+async def test_handshake_difference_is_reported() -> None:
+    async with ReplayServer(sample("text-response.jsonl")) as server:
+        async with connect(server.url + "?model=gpt-4o-realtime-preview") as ws:
+            await ws.recv()
+    m = server.report.mismatches[0]
+    assert m.kind == "handshake"
+    assert "model: recorded 'gpt-realtime', got 'gpt-4o-realtime-preview'" in m.message
+
+
+async def test_recorded_rejection_is_replayed_as_http() -> None:
+    body = '{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}'
+    cassette = Cassette(
+        Header(),
+        [Connection(Open(0), reject=Reject(0, 0.05, 401, {"content-type": "application/json"}, body))],
+    )
+    async with ReplayServer(cassette) as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url):
+                pass
+    response = info.value.response
+    assert response.status_code == 401
+    assert response.body.decode() == body
+    assert response.headers["Content-Type"] == "application/json"
+    assert server.report.ok and server.report.complete
+
+
+async def test_beta_client_against_ga_cassette_is_refused() -> None:
+    async with ReplayServer(sample("text-response.jsonl")) as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url, additional_headers={"OpenAI-Beta": "realtime=v1"}):
+                pass
+    assert info.value.response.status_code == 400
+    assert b"recorded the GA protocol" in info.value.response.body
+
+
+async def test_beta_cassette_replays_to_the_beta_sdk_client() -> None:
+    events = [
+        ("server", {"type": "session.created", "event_id": "event_1", "session": {"id": "sess_1", "modalities": ["text"]}}),
+        ("client", {"type": "session.update", "session": {"modalities": ["text"]}}),
+        ("server", {"type": "session.updated", "event_id": "event_2", "session": {"id": "sess_1", "modalities": ["text"]}}),
+    ]
+    frames = [Frame.from_message(0, i / 10, d, json.dumps(e)) for i, (d, e) in enumerate(events)]
+    cassette = Cassette(Header(), [Connection(Open(0, protocol="beta", query={"model": "gpt-4o-realtime-preview"}), frames, Close(0, 1, 1000, "", "client"))])
+    plan = clients.script(cassette)
+    async with ReplayServer(cassette) as server:
+        got = await clients.openai_async(server.websocket_base_url, plan)
+        with pytest.raises(InvalidStatus):
+            async with connect(server.url):
+                pass  # GA: no connection of that protocol left to give
+    assert got == [e for d, e in events if d == "server"]
+
+
+async def test_realtime_subprotocol_is_selected() -> None:
+    async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
+        async with connect(
+            server.url, subprotocols=["realtime", "openai-insecure-api-key.sk-test-0000"]  # type: ignore[list-item]
+        ) as ws:
+            assert ws.subprotocol == "realtime"
+
+
+async def test_require_auth() -> None:
+    async with ReplayServer(sample("text-response.jsonl"), require_auth=True, repeat=True, match="type") as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url):
+                pass
+        assert info.value.response.status_code == 401
+        async with connect(server.url, additional_headers={"api-key": "anything"}) as ws:
+            await ws.recv()
+        async with connect(server.url, subprotocols=["realtime", "openai-insecure-api-key.sk-whatever-0000"]) as ws:  # type: ignore[list-item]
+            await ws.recv()
+
+
+async def test_no_compression_even_when_offered() -> None:
+    async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
+        async with connect(server.url, compression="deflate") as ws:
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+async def test_large_client_message_and_pings() -> None:
+    big = json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * (15 * 1024 * 1024)}]}})
+    async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
+        async with connect(server.url, max_size=None) as ws:
+            await ws.recv()
+            await ws.send('{"type":"session.update","session":{"type":"realtime"}}')
+            await ws.recv()
+            await ws.send(big)
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, timeout(10))
+    assert len(server.received[-1].raw) == len(big)
+    assert server.received[-1].type == "conversation.item.create"
+
+
+# -- recorded closes ----------------------------------------------------------------------------
+
+
+def _closing_cassette(code: int | None, by: str | None) -> Cassette:
+    frames = [
+        Frame.from_message(0, 0.0, "server", '{"type":"session.created","event_id":"e1"}'),
+        Frame.from_message(0, 0.1, "client", '{"type":"response.create"}'),
+        Frame.from_message(0, 0.2, "server", '{"type":"response.created","event_id":"e2"}'),
+    ]
+    return Cassette(Header(), [Connection(Open(0), frames, Close(0, 0.3, code, "session expired", by))])  # type: ignore[arg-type]
+
+
+async def test_server_close_is_replayed_with_its_code() -> None:
+    async with ReplayServer(_closing_cassette(1011, "server")) as server, connect(server.url) as ws:
+        await ws.recv()
+        await ws.send('{"type":"response.create"}')
+        assert json.loads(await ws.recv())["type"] == "response.created"
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, "session expired")
+
+
+async def test_dropped_connection_is_replayed_as_a_drop() -> None:
+    async with ReplayServer(_closing_cassette(1006, None)) as server, connect(server.url) as ws:
+        await ws.recv()
+        await ws.send('{"type":"response.create"}')
+        await ws.recv()
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd is None  # no close frame: the TCP connection just ended
+
+
+# -- pacing ---------------------------------------------------------------------------------
+
+
+async def test_recorded_pacing_is_measured_from_the_triggering_event() -> None:
+    frames = [
+        Frame.from_message(0, 0.0, "server", '{"type":"session.created","event_id":"e1"}'),
+        Frame.from_message(0, 5.0, "client", '{"type":"response.create"}'),
+        Frame.from_message(0, 5.4, "server", '{"type":"response.created","event_id":"e2"}'),
+    ]
+    cassette = Cassette(Header(), [Connection(Open(0), frames, Close(0, 6, 1000, "", "client"))])
+    loop = asyncio.get_running_loop()
+    async with ReplayServer(cassette, speed=2.0) as server, connect(server.url) as ws:
+        await ws.recv()
+        sent = loop.time()
+        await ws.send('{"type":"response.create"}')
+        await ws.recv()
+        # 0.4 s after the client event, at twice the speed: not before 0.2 s (and the
+        # 5 s the client took in the recording do not count).
+        assert loop.time() - sent >= 0.19
+    assert_clean(server)
+
+
+# -- many clients at once -------------------------------------------------------------------
+
+
+async def test_100_concurrent_clients_each_get_the_whole_session() -> None:
+    name = sample("function-call.jsonl")
+    plan = clients.script(name)
+    async with ReplayServer(name, repeat=True) as server:
+        results = await asyncio.gather(*(clients.websockets_raw(server.url, plan) for _ in range(100)))
+    expected = clients.server_events(name)
+    assert all(r == expected for r in results)
+    assert len(server.report.players) == 100
+    assert_clean(server)
+
+
+async def test_100_recorded_connections_served_concurrently() -> None:
+    conns = []
+    for n in range(100):
+        frames = [
+            Frame.from_message(n, 0.0, "server", json.dumps({"type": "session.created", "event_id": f"c{n}"})),
+            Frame.from_message(n, 0.1, "client", json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"hi {n}"}]}})),
+            Frame.from_message(n, 0.2, "server", json.dumps({"type": "conversation.item.added", "event_id": f"a{n}"})),
+        ]
+        conns.append(Connection(Open(n, query={"model": "gpt-realtime"}), frames, Close(n, 0.3, 1000, "", "server")))
+    cassette = Cassette(Header(), conns)
+
+    async def one(ws_url: str) -> tuple[str, str]:
+        async with connect(ws_url) as ws:
+            created = json.loads(await ws.recv())["event_id"]
+            n = created[1:]
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"hi {n}"}]}}))
+            added = json.loads(await ws.recv())["event_id"]
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return created, added
+
+    async with ReplayServer(cassette) as server:
+        results = await asyncio.gather(*(one(server.url + "?model=gpt-realtime") for _ in range(100)))
+    assert sorted(int(c[1:]) for c, _ in results) == list(range(100))
+    assert all(c[1:] == a[1:] for c, a in results)
+    assert_clean(server)
+
+
+# -- errors at construction and TLS -----------------------------------------------------------
+
+
+def test_missing_cassette_fails_at_construction() -> None:
+    with pytest.raises(CassetteNotFoundError):
+        ReplayServer("no/such/cassette.jsonl")
+
+
+def test_bad_options_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="speed"):
+        ReplayServer(sample("text-response.jsonl"), speed=-1)
+    with pytest.raises(ValueError, match="unknown match policy"):
+        ReplayServer(sample("text-response.jsonl"), match="fuzzy")
+
+
+async def test_custom_policy_object_is_used() -> None:
+    policy = MatchPolicy.default(ignore={"session.update": ["session.instructions"]})
+    async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            await ws.recv()
+            await ws.send('{"type":"session.update","session":{"type":"realtime","output_modalities":["text"],"instructions":"other"}}')
+            assert json.loads(await ws.recv())["type"] == "session.updated"
+    assert server.report.ok
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=timeout(60),
+    )
+    return cert, key
+
+
+async def test_tls(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    async with ReplayServer(sample("text-response.jsonl"), ssl_context=server_ctx, match="type") as server:
+        assert server.websocket_base_url.startswith("wss://127.0.0.1:")
+        async with connect(server.url, ssl=client_ctx) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+
+
+def test_received_events_decode_lazily() -> None:
+    from rtreplay.server import ReceivedEvent
+
+    assert ReceivedEvent(0, '{"type":"x"}').event == {"type": "x"}
+    assert ReceivedEvent(0, "not json").event is None
+    assert ReceivedEvent(0, b"\x00").event is None
+    assert msgspec.json.decode(ReceivedEvent(1, '{"a":1}').raw) == {"a": 1}
