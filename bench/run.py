@@ -651,7 +651,11 @@ def fig_large(ctx: Context) -> None:
         server = ctx.server("replay-large-profile", "replay", str(path))
         try:
             profile_extra(
-                ctx, server, "large cassette replay", lambda: replay_through(server.url(), path)
+                ctx,
+                server,
+                "large cassette replay",
+                lambda: replay_through(server.url(), path),
+                times=1,
             )
         finally:
             server.stop()
