@@ -223,6 +223,8 @@ class IndexedConnection:
         self.groups: list[list[ServerFrame]] = [[]]
         self.group_turns: list[int] = [1]
         self.introduced: dict[str, int] = {}
+        # IDs a client used before any server frame carried them: chosen by the client.
+        self.client_chosen: set[str] = set()
         self.server_count = 0
         self.tail_audio_digest = b""
         self.audio_total = 0
@@ -258,6 +260,7 @@ class IndexedConnection:
             audio = event.pop("audio")
         frame = ClientFrame(len(self.clients), t, message, event)
         frame.turn = self._turn
+        self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
         if audio is not None:
             frame.is_append = True
             frame.audio_len = audio_length(audio)

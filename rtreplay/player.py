@@ -353,6 +353,8 @@ class Player:
     # -- the IdContext the match policy asks ------------------------------------------
 
     def handed_out(self, recorded_id: str) -> bool:
+        if recorded_id in self.connection.client_chosen:
+            return False
         group = self.connection.introduced.get(recorded_id)
         return group is not None and group < self._groups_released
 
@@ -471,6 +473,8 @@ class Player:
     def _depends_on_held_frames(self, c: ClientFrame) -> bool:
         introduced = self.connection.introduced
         for v in c.ids:
+            if v in self.connection.client_chosen:
+                continue
             group = introduced.get(v)
             if group is not None and group > self._first:
                 return True
