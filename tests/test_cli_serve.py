@@ -1,0 +1,152 @@
+"""``rtreplay serve``: the real process, and ``main()`` called directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from rtreplay.cli import main
+from rtreplay.server import _is_loopback
+
+from . import clients
+from .conftest import CASSETTES, REPO, timeout
+
+TEXT = CASSETTES / "text-response.jsonl"
+
+
+class Served:
+    """A running ``rtreplay serve`` process and the URL it printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtreplay", "serve", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        found = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                if line.startswith("websocket_base_url: "):
+                    found.set()
+            found.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        if not found.wait(timeout(20)) or not any(line.startswith("websocket_base_url") for line in self.lines):
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"rtreplay serve did not start: {''.join(self.lines)}{err}")
+        line = next(line for line in self.lines if line.startswith("websocket_base_url: "))
+        self.base_url = line.split(": ", 1)[1].strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout(20))
+        self._reader.join(timeout(5))
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    s = Served(str(TEXT), "--port", "0")
+    try:
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.communicate()
+
+
+def test_serve_prints_the_url_replays_and_stops_on_sigterm(served: Served) -> None:
+    assert re.fullmatch(r"ws://127\.0\.0\.1:\d+/v1", served.base_url)
+    assert served.base_url != "ws://127.0.0.1:0/v1"
+    hint = next(line for line in served.lines if "openai SDK" in line)
+    assert f'websocket_base_url="{served.base_url}"' in hint
+    plan = clients.script(TEXT)
+    got = clients.websocket_client(served.base_url + "/realtime", plan)
+    assert got == clients.server_events(TEXT)
+    code, err = served.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "conn 0: /v1/realtime?model=gpt-realtime from 127.0.0.1:" in err
+    assert "every client event matched the recording" in err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_closes_cleanly_and_shows_the_mismatches(served: Served) -> None:
+    with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
+        ws.recv()
+        ws.send('{"type":"response.cancel"}')
+        assert json.loads(ws.recv())["type"] == "error"
+    code, err = served.stop(signal.SIGINT)
+    assert code == 0, err
+    assert "mismatch: connection 0 (recorded connection 0), turn 1, client event 1 of 3: expected session.update, got response.cancel" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_missing_cassette_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "no/such.jsonl", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "rtreplay serve: error: no/such.jsonl: no such cassette file\n"
+
+
+def test_unreadable_cassette_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("this is not a cassette\n")
+    assert main(["serve", str(bad), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"rtreplay serve: error: {bad}:1: not an rtreplay cassette")
+
+
+def test_port_in_use_is_one_line_and_exit_2(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    port = served.base_url.rsplit(":", 1)[1].split("/")[0]
+    assert main(["serve", str(TEXT), "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtreplay serve: error: cannot listen on 127.0.0.1:{port}:")
+    assert err.count("\n") == 1
+
+
+def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(TEXT), "--speed", "-1"])
+    assert info.value.code == 2
+    assert main(["serve", str(TEXT), "--tls-cert", "x.pem"]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
+def test_serve_options_reach_the_server(tmp_path: Path) -> None:
+    s = Served(str(CASSETTES / "function-call.jsonl"), "--port", "0", "--repeat", "--match", "type", "--strict", "--speed", "0")
+    try:
+        for _ in range(2):  # --repeat
+            with connect(s.base_url + "/realtime") as ws:
+                ws.recv()
+                ws.send('{"type":"session.update","session":{"type":"realtime"}}')  # --match type
+                assert json.loads(ws.recv())["type"] == "session.updated"
+                ws.send('{"type":"response.cancel"}')  # --strict
+                with pytest.raises(Exception) as info:
+                    ws.recv()
+                assert "1008" in str(info.value)
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_loopback_check() -> None:
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5")
