@@ -169,6 +169,7 @@ BUNDLED_CLIENTS: list[tuple[str, str, Driver]] = [
     ("tool-call", "openai-sync", threaded(clients.openai_sync)),
     ("text-chat", "websocket-client", threaded(clients.websocket_client)),
     ("tool-call", "websocket-client", threaded(clients.websocket_client)),
+    ("reconnect", "websocket-client", threaded(clients.websocket_client)),
     ("text-chat", "browser-subprotocols", clients.browser),
     ("text-chat", "node-ws", node("ws")),
     ("tool-call", "node-ws", node("ws")),

@@ -221,10 +221,21 @@ def _websocket_client_connection(target: Target, spec: dict[str, Any]) -> list[d
                 failures.append(exc)
 
     def on_error(ws: Any, error: BaseException) -> None:
-        failures.append(error)
+        # A server's normal close reaches the app as an error too; on_close judges it.
+        if type(error).__name__ != "WebSocketConnectionClosedException":
+            failures.append(error)
 
-    snippet("websocket_client", server=target, on_open=on_open, on_message=on_message,
+    sockets: list[Any] = []
+
+    def opened(ws: Any) -> None:
+        sockets.append(ws.sock)
+        on_open(ws)
+
+    snippet("websocket_client", server=target, on_open=opened, on_message=on_message,
             on_close=on_close, on_error=on_error)  # runs the app until it closes
+    for sock in sockets:  # after a close by the server, websocket-client leaves its socket open
+        if sock is not None:
+            sock.shutdown()
     if failures:
         raise failures[0]
     return machine.received
