@@ -163,11 +163,11 @@ class ConnectionStats:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"  # pragma: no cover
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
 
 
 def _describe_close(close: Close) -> str:
@@ -193,6 +193,10 @@ class _Channel:
         self._ready.set()
         if len(self.items) >= QUEUE_MESSAGES or self.size >= QUEUE_BYTES:
             self._space.clear()
+
+    @property
+    def full(self) -> bool:
+        return not self._space.is_set()
 
     async def wait_space(self) -> None:
         await self._space.wait()
@@ -282,7 +286,7 @@ class _Relay:
                 channel.put(now - self.t0, message)
                 stats.frames[side] += 1
                 stats.bytes[side] += len(message)
-                if not channel._space.is_set():
+                if channel.full:
                     await channel.wait_space()
         except ConnectionClosed as exc:
             self.unusable.add(side)

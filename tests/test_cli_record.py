@@ -192,3 +192,36 @@ async def test_the_lines_in_docs_cli_md_are_what_it_prints(tmp_path: Path, recor
     printed = {_shape(line) for line in stderr.splitlines()}
     for line in log_lines:
         assert _shape(line) in printed, f"docs/cli.md shows a line rtreplay record does not print: {line}"
+
+
+async def test_live_status_lines_on_a_terminal(tmp_path: Path) -> None:
+    """On a TTY each open connection has a line redrawn in place; log lines scroll above it."""
+    import io
+    import logging
+
+    from rtreplay.recorder import Recorder, _Status, logger
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    status = _Status(screen)
+    logger.addHandler(status)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with ScriptedUpstream() as up, Recorder(tmp_path / "tty.jsonl", upstream=up.websocket_base_url) as rec:
+            status.recorder = rec
+            async with connect(rec.url + "?model=gpt-realtime", additional_headers={"Authorization": "Bearer x"}) as ws:
+                await ws.recv()
+                status.redraw()
+                live = screen.getvalue().splitlines()[-1].rpartition("\x1b[J")[2]
+                assert live.startswith("conn 0 /v1/realtime?model=gpt-realtime: client->server 0 frames 0 B, server->client 1 frames ")
+            status.clear()
+    finally:
+        logger.removeHandler(status)
+        logger.setLevel(level)
+    text = screen.getvalue()
+    erased = text.index(live + "\n\x1b[1F\x1b[J")  # the live line is erased before the next log line
+    assert text.index("closed by the client with code 1000") > erased
