@@ -20,7 +20,7 @@ import signal
 import ssl
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ._index import CassetteIndex, IndexedConnection
+from ._index import CassetteIndex, IndexedConnection, ServerFrame
 from ._service import Service
 from ._version import __version__
 from .cassette import Cassette
@@ -66,6 +66,10 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 _HANDSHAKE_KEYS = ("model", "deployment", "intent", "call_id")
 
 _decoder = msgspec.json.Decoder()
+
+# Frames due at once are written in batches of at most this many bytes or frames.
+_BATCH_BYTES = 256 * 1024
+_BATCH_FRAMES = 256
 
 
 class ReceivedEvent:
@@ -146,9 +150,7 @@ class _Sender:
                 action = queue.popleft()
                 if type(action) is Send:
                     if action.speed is None:
-                        for frame, data in self.index.payloads(action.frames):
-                            await ws.send(data, text=frame.text)
-                            self.sent += 1
+                        await self._send_now(action.frames)
                     else:
                         for frame, data in self.index.payloads(action.frames):
                             delay = action.due(frame) - loop.time()
@@ -170,6 +172,40 @@ class _Sender:
                     return
         except ConnectionClosed:
             return
+
+
+    async def _send_now(self, frames: Sequence[ServerFrame]) -> None:
+        ws = self.ws
+        # Frames due together are written in batches: one flush and one flow-control wait
+        # per batch rather than per frame. ``send_context`` is how websockets' own send()
+        # writes; without it (a future websockets), fall back to send() per frame.
+        context = getattr(ws, "send_context", None)
+        if context is None:
+            for frame, data in self.index.payloads(frames):
+                await ws.send(data, text=frame.text)
+                self.sent += 1
+            return
+        batch: list[tuple[ServerFrame, bytes]] = []
+        size = 0
+        for item in self.index.payloads(frames):
+            batch.append(item)
+            size += len(item[1])
+            if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
+                await self._flush(context, batch)
+                batch = []
+                size = 0
+        if batch:
+            await self._flush(context, batch)
+
+    async def _flush(self, context: Any, batch: list[tuple[ServerFrame, bytes]]) -> None:
+        protocol = self.ws.protocol
+        async with context():
+            for frame, data in batch:
+                if frame.text:
+                    protocol.send_text(data)
+                else:
+                    protocol.send_binary(data)
+        self.sent += len(batch)
 
 
 class ReplayServer(Service):
