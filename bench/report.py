@@ -105,10 +105,10 @@ def series_table(series: list[Series]) -> str:
 def svg(rows: list[Row], series: list[Series]) -> str:
     """Ratios on a log axis, one bar per row, its spread as a whisker and its target as a tick."""
     rows = [r for r in rows if r.ratios]
-    label_w, plot_w, bar_h, gap, top = 430, 420, 16, 8, 56
+    label_w, plot_w, bar_h, gap, top = 480, 420, 16, 8, 56
     lo_x, hi_x = 0.05, 100.0
     height = top + len(rows) * (bar_h + gap) + 40
-    width = label_w + plot_w + 40
+    width = label_w + plot_w + 130
 
     def x(v: float) -> float:
         v = min(max(v, lo_x), hi_x)
@@ -142,9 +142,10 @@ def svg(rows: list[Row], series: list[Series]) -> str:
         r = median(row.ratios)
         lo, hi = spread(row.ratios)
         color = {True: "#3a9d5d", False: "#d0493b", None: "#9a9a9a"}[row.met]
-        label = f"{row.figure} vs {row.reference}"
-        if len(label) > 72:
-            label = label[:71] + "…"
+        reference = row.reference.removeprefix("(a) ").removeprefix("(b) ")
+        label = f"{row.figure.replace('recorder throughput', 'recorder')} vs {reference}"
+        if len(label) > 76:
+            label = label[:75] + "…"
         parts.append(
             f'<text x="{label_w - 8}" y="{y + bar_h - 4}" text-anchor="end">{e(label)}</text>'
         )
@@ -154,7 +155,10 @@ def svg(rows: list[Row], series: list[Series]) -> str:
         parts.append(
             f'<line x1="{x(lo):.1f}" y1="{y + bar_h / 2}" x2="{x(hi):.1f}" y2="{y + bar_h / 2}" stroke="black"/>'
         )
-        parts.append(f'<text x="{x(r) + 4:.1f}" y="{y + bar_h - 4}" fill="#222">{fmt(r)}×</text>')
+        target = "" if row.target is None else f" ({_target(row)})"
+        parts.append(
+            f'<text x="{label_w + plot_w + 10}" y="{y + bar_h - 4}" fill="#222">{fmt(r)}×{e(target)}</text>'
+        )
         if row.target is not None:
             tx = x(row.target)
             parts.append(
