@@ -194,7 +194,7 @@ def write(
         "",
         "## Results",
         "",
-        f"Measured on {machine['cpu']}, Python {machine['python']}, websockets {machine['websockets']}, "
+        f"Measured at commit {machine['commit']} on {machine['cpu']}, Python {machine['python']}, websockets {machine['websockets']}, "
         f"msgspec {machine['msgspec']}, {machine['date']}; {runs} runs per figure; the whole run took "
         f"{elapsed / 60:.1f} min; load average at its end (1/5/15 min): {machine['load']}."
         + (" **Quick smoke run: tiny workloads, figures not meaningful.**" if quick else ""),

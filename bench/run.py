@@ -766,7 +766,25 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     load = os.getloadavg()
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=harness.REPO,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "rtreplay", "pytest_plugin"],
+            capture_output=True,
+            text=True,
+            cwd=harness.REPO,
+        ).stdout.strip()
+        commit = head + (" plus uncommitted changes to rtreplay" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return {
+        "commit": commit,
         "load": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
         "cpu": f"{cpu} ({os.cpu_count()} cores)",
         "python": platform.python_version(),
