@@ -232,11 +232,16 @@ def mitmdump_path(install: bool) -> Path | None:
         return exe
     if not install:
         return None
-    print("  installing mitmproxy into bench/.venv-mitm (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(MITM_VENV)], check=True)
-    subprocess.run(
-        [str(MITM_VENV / "bin" / "pip"), "install", "-q", "mitmproxy", "py-spy"], check=True
-    )
+    print("  installing mitmproxy and py-spy into bench/.venv-mitm (once) ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(MITM_VENV)], check=True)
+        subprocess.run(
+            [str(MITM_VENV / "bin" / "pip"), "install", "-q", "mitmproxy", "py-spy"], check=True
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  could not install mitmproxy ({exc}); its rows are skipped", flush=True)
+        shutil.rmtree(MITM_VENV, ignore_errors=True)
+        return None
     return exe if exe.exists() else None
 
 

@@ -13,7 +13,7 @@ HOW_TO_RUN = """\
 
 ```sh
 pip install -e .              # rtreplay itself, as in the README
-python bench/run.py           # every figure, 5 runs each: about 6 minutes on 2 cores
+python bench/run.py           # every figure, 5 runs each: about 5 minutes on 2 cores (plus a minute to install mitmproxy the first time)
 python bench/run.py --quick   # a smoke run in seconds, tiny workloads, 2 runs
 python bench/run.py --only replay --only load --profile   # some figures, with py-spy hot spots
 ```
