@@ -16,6 +16,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from sys import intern as _intern
 from typing import IO, Any
 
 import msgspec
@@ -114,6 +115,7 @@ class _ServerView(msgspec.Struct):
 
 
 _server_view = msgspec.json.Decoder(_ServerView)
+_APPEND_EVENT: dict[str, Any] = {"type": AUDIO_APPEND}
 _any_decoder = msgspec.json.Decoder()
 
 
@@ -132,7 +134,8 @@ def _server_info(raw: bytes | memoryview) -> tuple[str | None, tuple[str, ...]]:
                 ids.append(v)
     if view.response is not None and isinstance(view.response.id, str):
         ids.append(view.response.id)
-    return (view.type if isinstance(view.type, str) else None), tuple(ids)
+    kind = _intern(view.type) if isinstance(view.type, str) else None
+    return kind, tuple(ids)
 
 
 class ServerFrame:
@@ -215,8 +218,9 @@ class IndexedConnection:
     the server handed out to the group that first carried it.
     """
 
-    def __init__(self, open: Open) -> None:
+    def __init__(self, open: Open, digests: bool = True) -> None:
         self.open = open
+        self.digests = digests
         self.reject: Reject | None = None
         self.close: Close | None = None
         self.clients: list[ClientFrame] = []
@@ -266,10 +270,14 @@ class IndexedConnection:
             frame.audio_len = audio_length(audio)
             self._audio += frame.audio_len
             frame.audio_end = self._audio
-            try:
-                self._hash.update(binascii.a2b_base64(audio))
-            except ValueError:  # binascii.Error, or non-ASCII text: hashed as it is
-                self._hash.update(audio.encode())
+            if self.digests:
+                try:
+                    self._hash.update(binascii.a2b_base64(audio))
+                except ValueError:  # binascii.Error, or non-ASCII text: hashed as it is
+                    self._hash.update(audio.encode())
+            if len(event) == 1:
+                # Thousands of appends: one shared {"type": ...} instead of one dict each.
+                frame.event = _APPEND_EVENT
         else:
             frame.audio_before = self._audio
             frame.audio_digest = self._hash.digest()
@@ -331,19 +339,25 @@ class CassetteIndex:
     # -- building ---------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: str | os.PathLike[str] | Cassette | CassetteIndex) -> CassetteIndex:
-        """Index a cassette file, or an in-memory :class:`Cassette`."""
+    def load(
+        cls, source: str | os.PathLike[str] | Cassette | CassetteIndex, *, digests: bool = True
+    ) -> CassetteIndex:
+        """Index a cassette file, or an in-memory :class:`Cassette`.
+
+        ``digests``: also digest the recorded audio (decoding its base64), which only a
+        policy comparing audio content needs.
+        """
         if isinstance(source, CassetteIndex):
             return source
         if isinstance(source, Cassette):
-            return cls.from_cassette(source)
-        return cls.from_path(source)
+            return cls.from_cassette(source, digests=digests)
+        return cls.from_path(source, digests=digests)
 
     @classmethod
-    def from_cassette(cls, cassette: Cassette) -> CassetteIndex:
+    def from_cassette(cls, cassette: Cassette, *, digests: bool = True) -> CassetteIndex:
         connections: list[IndexedConnection] = []
         for conn in cassette.connections:
-            ic = IndexedConnection(conn.open)
+            ic = IndexedConnection(conn.open, digests)
             ic.reject = conn.reject
             ic.close = conn.close
             for frame in conn.frames:
@@ -355,7 +369,7 @@ class CassetteIndex:
         )
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> CassetteIndex:
+    def from_path(cls, path: str | os.PathLike[str], *, digests: bool = True) -> CassetteIndex:
         p = Path(path)
         # The reader raises the well-explained errors (missing file, directory...).
         with CassetteReader(p) as probe:
@@ -381,7 +395,7 @@ class CassetteIndex:
                         else:
                             _index_frame(ic, record, None)
                     elif isinstance(record, Open):
-                        by_conn[record.conn] = IndexedConnection(record)
+                        by_conn[record.conn] = IndexedConnection(record, digests)
                     elif isinstance(record, Close):
                         by_conn[record.conn].close = record
                     elif isinstance(record, Reject):

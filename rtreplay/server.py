@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ._index import CassetteIndex, IndexedConnection, ServerFrame
+from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
 from ._service import Service
 from ._version import __version__
 from .cassette import Cassette
@@ -48,6 +48,7 @@ from .player import (
 __all__ = [
     "MAX_MESSAGE_SIZE",
     "REALTIME_PATHS",
+    "RECEIVED_AUDIO_BUDGET",
     "ReceivedEvent",
     "ReplayReport",
     "ReplayServer",
@@ -62,6 +63,9 @@ REALTIME_PATHS = ("/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/r
 #: Largest client message accepted (the API allows 15 MiB of audio per append).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
+#: Audio appends kept whole in ``ReplayServer.received`` (later ones lose their audio).
+RECEIVED_AUDIO_BUDGET = 32 * 1024 * 1024
+
 # Query parameters that say which session a connection is for.
 _HANDSHAKE_KEYS = ("model", "deployment", "intent", "call_id")
 
@@ -73,14 +77,24 @@ _BATCH_FRAMES = 256
 
 
 class ReceivedEvent:
-    """A message a client sent: ``conn`` (live connection number), ``raw``, ``event``."""
+    """A message a client sent: ``conn`` (live connection number), ``raw``, ``event``.
 
-    __slots__ = ("_event", "conn", "raw")
+    ``raw`` is the message as received. To bound memory on long audio sessions, the
+    ``input_audio_buffer.append`` messages past the server's ``received_audio_budget``
+    are kept without their audio: ``raw`` is ``None``, ``event`` is
+    ``{"type": "input_audio_buffer.append", "audio": None}`` and ``elided`` the size of
+    the message that was dropped.
+    """
 
-    def __init__(self, conn: int, raw: str | bytes) -> None:
+    __slots__ = ("_event", "conn", "elided", "raw")
+
+    def __init__(self, conn: int, raw: str | bytes | None, elided: int = 0) -> None:
         self.conn = conn
         self.raw = raw
+        self.elided = elided
         self._event: Any = _decoder  # not decoded yet
+        if raw is None:
+            self._event = {"type": AUDIO_APPEND, "audio": None}
 
     @property
     def event(self) -> Any:
@@ -173,7 +187,6 @@ class _Sender:
         except ConnectionClosed:
             return
 
-
     async def _send_now(self, frames: Sequence[ServerFrame]) -> None:
         ws = self.ws
         # Frames due together are written in batches: one flush and one flow-control wait
@@ -250,6 +263,9 @@ class ReplayServer(Service):
         self.cassette_path = self.index.path
         self.report = ReplayReport(self.index.path, self.index.connections)
         self.received: list[ReceivedEvent] = []
+        #: Bytes of ``input_audio_buffer.append`` messages kept whole in :attr:`received`.
+        self.received_audio_budget = RECEIVED_AUDIO_BUDGET
+        self._received_audio = 0
         self._used: set[int] = set()
         self._next_conn = 0
         self._assigned: dict[ServerConnection, tuple[int, IndexedConnection]] = {}
@@ -463,8 +479,15 @@ class ReplayServer(Service):
         try:
             while True:
                 message = await ws.recv()
-                received.append(ReceivedEvent(live, message))
                 actions = player.receive(message, loop.time())
+                if player.last_type == AUDIO_APPEND:
+                    self._received_audio += len(message)
+                    if self._received_audio > self.received_audio_budget:
+                        received.append(ReceivedEvent(live, None, len(message)))
+                    else:
+                        received.append(ReceivedEvent(live, message))
+                else:
+                    received.append(ReceivedEvent(live, message))
                 if actions:
                     sender.push(actions)
                     for action in actions:
