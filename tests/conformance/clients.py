@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Callable
@@ -367,9 +368,27 @@ async def _agents_model_connection(
 
 
 def node_available() -> str | None:
-    """Why Node clients cannot run here, or ``None`` when they can."""
-    if not (NODE_DIR / "node_modules").is_dir():
-        return "tests/node/node_modules is missing: run `npm ci --prefix tests/node`"
+    """Why Node clients cannot run here, or ``None`` when they can.
+
+    The first call installs the pinned Node packages (``npm ci``) when they are missing and
+    npm is on the PATH, so the README's one test command needs no extra set-up step; a file
+    lock keeps pytest-xdist workers from installing twice.
+    """
+    if (NODE_DIR / "node_modules").is_dir():
+        return None
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "Node.js and npm are not installed: the Node clients cannot run"
+    import fcntl
+
+    with open(NODE_DIR / ".npm-ci.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (NODE_DIR / "node_modules").is_dir():
+            done = subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+                capture_output=True, text=True, timeout=timeout(600), check=False,
+            )
+            if done.returncode != 0:
+                return f"`npm ci --prefix tests/node` failed: {done.stderr.strip()[-500:]}"
     return None
 
 
