@@ -4,6 +4,9 @@ Record a live session through a proxy into a cassette, then replay it from a loc
 server to any client, deterministically, with no API key and no network.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._version import __version__
 from .cassette import FORMAT_VERSION, Cassette, Close, Connection, Frame, Header, Open, Reject
 from .codec import CassetteReader, CassetteWriter, load, save
@@ -21,7 +24,28 @@ from .errors import (
     SecretLeakError,
     UpstreamError,
 )
+from .match import MatchPolicy
+from .player import Mismatch, Player, ReplayReport
 from .redact import Redactor
+
+if _TYPE_CHECKING:
+    from .server import ReceivedEvent, ReplayServer
+
+# The servers pull in websockets: imported on first use, so ``import rtreplay`` (and the
+# pytest plugin, which imports it in every test session) stays cheap.
+_LAZY = {"ReceivedEvent": ".server", "ReplayServer": ".server"}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtreplay' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT_VERSION",
@@ -38,12 +62,18 @@ __all__ = [
     "Connection",
     "Frame",
     "Header",
+    "MatchPolicy",
+    "Mismatch",
     "MismatchError",
     "Open",
+    "Player",
+    "ReceivedEvent",
     "RecordError",
     "Redactor",
     "Reject",
     "ReplayError",
+    "ReplayReport",
+    "ReplayServer",
     "RtreplayError",
     "SecretLeakError",
     "UpstreamError",
