@@ -176,6 +176,18 @@ def _describe_close(close: Close) -> str:
     return f"{who} with code {close.code}{reason}"
 
 
+class _Flag:
+    """A boolean a callback can set."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+
 class _Channel:
     """A bounded hand-over from a reader task to a forwarder task, taken a batch at a time."""
 
@@ -183,6 +195,7 @@ class _Channel:
         self.items: deque[tuple[float, str | bytes]] = deque()
         self.size = 0
         self.done = False
+        self.busy = False  # the forwarder is writing or sending a batch
         self._ready: asyncio.Event = asyncio.Event()
         self._space: asyncio.Event = asyncio.Event()
         self._space.set()
@@ -274,18 +287,33 @@ class _Relay:
     # -- the two directions -------------------------------------------------------------
 
     async def _read(self, side: Side) -> None:
-        """Take messages from one hop as they come (batched by the event loop's ticks)."""
+        """Take messages from one hop as they come.
+
+        A message that arrived on its own (the task had to wait for it) while nothing is
+        queued is recorded and forwarded right here, so an isolated event costs no extra
+        trip through the event loop. Messages that were already buffered (a burst) go to
+        the forwarder task, which writes them in one batch.
+        """
         src = self.hops[side]
         channel = self.channels[side]
         stats = self.stats
+        loop = asyncio.get_running_loop()
+        waited = _Flag()
         try:
             while True:
+                # The callback runs only if recv() yields to the event loop, i.e. waits.
+                waited.value = False
+                loop.call_soon(waited.set)
                 message = await src.recv()
                 now = time.monotonic()
                 self.last_activity = now
-                channel.put(now - self.t0, message)
                 stats.frames[side] += 1
                 stats.bytes[side] += len(message)
+                if waited.value and not channel.items and not channel.busy:
+                    if not await self._relay([(now - self.t0, message)], side):
+                        return
+                    continue
+                channel.put(now - self.t0, message)
                 if channel.full:
                     await channel.wait_space()
         except ConnectionClosed as exc:
@@ -294,27 +322,39 @@ class _Relay:
         finally:
             channel.finish()
 
+    async def _relay(self, batch: list[tuple[float, str | bytes]], side: Side) -> bool:
+        """Write a batch of messages from ``side`` with one system call, then send it on.
+
+        Returns ``False`` once recording has failed and the connection is being ended.
+        """
+        other: Side = "server" if side == "client" else "client"
+        if other in self.unusable or self.recorder._failure is not None:
+            return True  # the other side is gone: these frames reach no one, so are not recorded
+        conn = self.conn
+        try:
+            self.recorder._writer.write_many(Frame.from_message(conn, t, side, m) for t, m in batch)
+        except RtreplayError as exc:
+            await self.recorder._fail(exc)
+            await self._end(Close(conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
+            return False
+        dst = self.hops[other]
+        try:
+            for _t, message in batch:
+                await dst.send(message)
+        except ConnectionClosed:
+            self.unusable.add(other)
+        return True
+
     async def _forward(self, side: Side) -> None:
         """Write each gathered batch from ``side``, then send it on to the other hop."""
-        other: Side = "server" if side == "client" else "client"
         channel = self.channels[side]
-        dst = self.hops[other]
-        writer = self.recorder._writer
-        conn = self.conn
         while (batch := await channel.take()) is not None:
-            if other in self.unusable or self.recorder._failure is not None:
-                continue  # the other side is gone: these frames reach no one, so are not recorded
+            channel.busy = True
             try:
-                writer.write_many(Frame.from_message(conn, t, side, m) for t, m in batch)
-            except RtreplayError as exc:
-                await self.recorder._fail(exc)
-                await self._end(Close(conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
-                return
-            try:
-                for _t, message in batch:
-                    await dst.send(message)
-            except ConnectionClosed:
-                self.unusable.add(other)
+                if not await self._relay(batch, side):
+                    return
+            finally:
+                channel.busy = False
         await self._after(side)
 
     # -- how it ends ----------------------------------------------------------------------
