@@ -43,7 +43,7 @@ class Served:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.lines.append(line)
-                if line.startswith("websocket_base_url: "):
+                if "openai SDK:" in line:  # the last of the start lines
                     found.set()
             found.set()
 
@@ -150,3 +150,29 @@ def test_serve_options_reach_the_server(tmp_path: Path) -> None:
 def test_loopback_check() -> None:
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5")
+
+
+def test_cli_doc_serve_section_matches_the_command(served: Served) -> None:
+    import argparse
+
+    from rtreplay.server import add_serve_arguments
+
+    from .docs import code_blocks
+
+    usage, start, log = code_blocks("cli.md", "text")[:3]
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    documented = set(re.findall(r"--[a-z-]+", usage))
+    assert documented == options - {"--help"}
+    # The start lines, with this run's port in place of 8765.
+    port = served.base_url.rsplit(":", 1)[1].split("/")[0]
+    expected = start.replace("8765", port).replace("cassettes/text-response.jsonl", str(TEXT))
+    assert "".join(served.lines[:3]) == expected
+    pattern = re.sub(r"10:42:0\d", r"\\d\\d:\\d\\d:\\d\\d", re.escape(log)).replace("50412", r"\d+")
+    with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
+        ws.recv()
+        ws.send('{"type":"response.cancel"}')
+        ws.recv()
+    _, err = served.stop()
+    assert re.match(pattern, err), err

@@ -191,3 +191,12 @@ def test_diff_is_empty_exactly_when_values_are_equal(a: Any, b: Any) -> None:
 def _numeric_only_difference(a: Any, b: Any) -> bool:
     # 1 and 1.0 are the same number: JSON from two SDKs may spell it either way.
     return json.dumps(a, sort_keys=True).replace(".0", "") == json.dumps(b, sort_keys=True).replace(".0", "")
+
+
+def test_matching_doc_examples_run() -> None:
+    from .docs import code_blocks
+
+    blocks = code_blocks("matching.md", "python")
+    assert len(blocks) == 2
+    for code in blocks:
+        exec(compile(code, "docs/matching.md", "exec"), {})

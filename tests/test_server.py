@@ -597,3 +597,42 @@ def test_received_events_decode_lazily() -> None:
     assert ReceivedEvent(0, "not json").event is None
     assert ReceivedEvent(0, b"\x00").event is None
     assert msgspec.json.decode(ReceivedEvent(1, '{"a":1}').raw) == {"a": 1}
+
+
+# -- docs/replay.md: its examples run as written ---------------------------------------------
+
+
+def _run_example(code: str) -> str:
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout(60)
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_replay_doc_examples_run() -> None:
+    from .docs import code_blocks
+
+    python = code_blocks("replay.md", "python")
+    assert len(python) == 3
+    for code in python[:2]:
+        _run_example(code)
+    printed = _run_example(python[2])
+    (report,) = code_blocks("replay.md", "text")
+    assert printed == report
+
+
+async def test_replay_doc_error_event_is_what_the_client_gets() -> None:
+    from .docs import code_blocks
+
+    (documented,) = code_blocks("replay.md", "json")
+    name = sample("text-response.jsonl")
+    async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"], "instructions": "Be long."}}))
+        assert json.loads(await ws.recv()) == json.loads(documented)
