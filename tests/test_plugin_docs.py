@@ -115,6 +115,8 @@ def test_the_documented_workflow_from_first_recording_to_a_failing_change(
     assert_shows(recorded.stdout.str(), text_block("recorded 1 cassette:"))
     cassette = pytester.path / "tests" / "cassettes" / "test_hello" / "test_says_hello.jsonl"
     assert API_KEY not in cassette.read_text()
+    order = re.findall(r'"type": ?"(session\.updated|conversation\.item\.create)"', cassette.read_text())
+    assert order[:2] == ["session.updated", "conversation.item.create"], "the documented wait fixes the order"
     pytester.runpytest("--realtime-record", up, *INNER_OPTIONS).assert_outcomes(passed=4)
     assert len(upstream.handshakes) == 3, "test_session_is_text_only reuses a cassette: it never records"
 
