@@ -604,3 +604,32 @@ def test_marker_match_and_strict_reach_the_replay(project: pytest.Pytester) -> N
     result = project.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*_ test_strict _*", "rtreplay: the client's events did not match the cassette."])
+
+
+def test_a_test_that_waits_in_vain_is_told_what_the_replay_holds_back(project: pytest.Pytester) -> None:
+    put_cassette(project, "cassettes/test_wait/test_waits_for_a_reply.jsonl")
+    project.makepyfile(
+        test_wait="""
+        import pytest
+        from talk import SESSION
+
+        def test_waits_for_a_reply(realtime_mock):
+            with realtime_mock.client().realtime.connect(model="gpt-realtime") as conn:
+                conn.session.update(session=SESSION)
+                # forgot to ask: the recorded answer never comes
+                for event in conn:
+                    if event.type == "session.updated":
+                        pytest.fail("timed out waiting for response.done")  # a timeout, quickly
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- rtreplay -*",
+            "rtreplay: when the test failed, the replay was still waiting for client events; "
+            "the server events recorded after them were not sent.",
+            "  cassette: cassettes/test_wait/test_waits_for_a_reply.jsonl",
+            "*conversation.item.create, response.create*",
+        ]
+    )

@@ -274,6 +274,15 @@ class RealtimeMock:
                     f"which may be why the test failed.\n  cassette: {self._display_path}\n\n"
                     f"{_body(report)}"
                 )
+            if not report.complete:
+                # Often why a test waits in vain: the replay holds back the server events
+                # recorded after client events that never came.
+                return (
+                    "rtreplay: when the test failed, the replay was still waiting for client "
+                    "events; the server events recorded after them were not sent.\n"
+                    f"  cassette: {self._display_path}\n\n"
+                    f"{_body(report)}"
+                )
             return None
         if not report.ok:
             return (
