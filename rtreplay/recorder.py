@@ -585,6 +585,17 @@ class Recorder(Service):
         target = self.redactor.text(request.path)
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
+        if not _is_upgrade(request):
+            # websockets would answer 426 too, but only after the upstream was contacted
+            # (and, refusing a request without a key, recorded as a refusal).
+            logger.warning("refused %s: not a WebSocket handshake; answered 426", target)
+            response = connection.respond(
+                http.HTTPStatus.UPGRADE_REQUIRED,
+                f"rtreplay record relays WebSocket connections only: connect to {self.websocket_base_url}"
+                "/realtime?model=... with a WebSocket client\n",
+            )
+            response.headers["Upgrade"] = "websocket"
+            return response
         url = upstream_url(self.upstream, parsed.path, parsed.query)
         if url is None:
             logger.warning("refused %s: not a realtime path (expected .../realtime)", target)
@@ -740,6 +751,16 @@ class Recorder(Service):
             with contextlib.suppress(Exception):
                 await asyncio.gather(client.close(1001), upstream.close(1001))
             logger.info("%s", relay.stats.summary())
+
+
+def _is_upgrade(request: Request) -> bool:
+    """Whether a request asks for a WebSocket (what websockets checks after process_request)."""
+    tokens = {t.strip().lower() for v in request.headers.get_all("Connection") for t in v.split(",")}
+    return (
+        "upgrade" in tokens
+        and request.headers.get("Upgrade", "").strip().lower() == "websocket"
+        and "Sec-WebSocket-Key" in request.headers
+    )
 
 
 def _forward_headers(raw: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
