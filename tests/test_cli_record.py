@@ -24,7 +24,7 @@ from rtreplay.cli import main
 from rtreplay.codec import load
 
 from .conftest import timeout
-from .docs import code_blocks
+from .docs import DOCS
 from .upstream import ScriptedUpstream
 
 PROXY_KEY = "sk-proxy-env-key-9z8y7x6w5v"
@@ -179,7 +179,10 @@ def _shape(line: str) -> str:
 
 
 async def test_the_lines_in_docs_cli_md_are_what_it_prints(tmp_path: Path, record_cli: Any) -> None:
-    blocks = code_blocks("cli.md", "text")
+    page = (DOCS / "cli.md").read_text()
+    section = page[page.index("## rtreplay record") :]
+    section = section[: section.find("\n## ", 1) % (len(section) + 1)]
+    blocks = re.findall(r"^```text\n(.*?)^```", section, re.S | re.M)
     first_line = blocks[1].strip()
     log_lines = blocks[2].strip().splitlines()
     out = tmp_path / "hello.jsonl"
