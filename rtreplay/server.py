@@ -71,8 +71,9 @@ _HANDSHAKE_KEYS = ("model", "deployment", "intent", "call_id")
 
 _decoder = msgspec.json.Decoder()
 
-# Frames due at once are written in batches of at most this many bytes or frames.
-_BATCH_BYTES = 256 * 1024
+# Frames due at once are written in batches of about this many bytes (at most one frame
+# more), like websockets' own write buffer: a client that stops reading holds little.
+_BATCH_BYTES = 32 * 1024
 _BATCH_FRAMES = 256
 
 
