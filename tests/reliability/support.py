@@ -25,6 +25,7 @@ __all__ = [
     "handshake_bytes",
     "masked_frame",
     "peak_rss_kib",
+    "report_figure",
     "start_cli",
     "wait_until",
 ]
@@ -157,3 +158,17 @@ async def read_http_response(reader: asyncio.StreamReader) -> tuple[int, dict[st
     return status, headers, body
 
 
+
+
+def report_figure(name: str, value: object) -> None:
+    """Append a measured figure to ``$RTREPLAY_FIGURES`` (JSON lines) when it is set.
+
+    ``docs/reliability.md`` quotes these; running the suite with the variable set
+    regenerates them.
+    """
+    path = os.environ.get("RTREPLAY_FIGURES")
+    if path:
+        import json
+
+        with open(path, "a") as f:
+            f.write(json.dumps({"figure": name, "value": value}) + "\n")

@@ -30,7 +30,6 @@ import json
 import logging
 import socket
 import struct
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +40,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from rtreplay import Cassette, Close, Connection, Frame, Header, Open
-from rtreplay.cassette import Reject
-from rtreplay.codec import load, save
+from rtreplay.codec import load
 from rtreplay.recorder import Recorder
 from rtreplay.server import ReplayServer
 
 from ..conftest import timeout
 from ..upstream import ScriptedUpstream
-from .support import handshake_bytes, masked_frame, read_http_response, wait_until
+from .support import handshake_bytes, masked_frame, read_http_response, report_figure, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -265,32 +263,30 @@ async def test_bad_client_gets_its_answer_and_others_carry_on(target: Target, at
 # -- a client that never reads ------------------------------------------------------------------
 
 
-def _read_frames(sock: socket.socket, count: int) -> list[bytes]:
-    """Read ``count`` unmasked server frames from a raw socket (blocking)."""
-    buf = bytearray()
+async def _read_frame(sock: socket.socket, buf: bytearray) -> bytes:
+    """Read one unmasked server frame from a non-blocking raw socket."""
+    loop = asyncio.get_running_loop()
 
-    def need(n: int) -> None:
+    async def need(n: int) -> None:
         while len(buf) < n:
-            chunk = sock.recv(1 << 20)
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), timeout(20))
             if not chunk:
-                raise EOFError
+                raise EOFError("the server closed the connection")
             buf.extend(chunk)
 
-    out = []
-    for _ in range(count):
-        need(2)
-        n = buf[1] & 0x7F
-        head = 2
-        if n == 126:
-            need(4)
-            n, head = struct.unpack("!H", buf[2:4])[0], 4
-        elif n == 127:
-            need(10)
-            n, head = struct.unpack("!Q", buf[2:10])[0], 10
-        need(head + n)
-        out.append(bytes(buf[head : head + n]))
-        del buf[: head + n]
-    return out
+    await need(2)
+    n = buf[1] & 0x7F
+    head = 2
+    if n == 126:
+        await need(4)
+        n, head = struct.unpack("!H", buf[2:4])[0], 4
+    elif n == 127:
+        await need(10)
+        n, head = struct.unpack("!Q", buf[2:10])[0], 10
+    await need(head + n)
+    frame = bytes(buf[head : head + n])
+    del buf[: head + n]
+    return frame
 
 
 BIG = "A" * 64_000  # 64 KB deltas: 300 of them are 19 MB, far beyond the socket buffers
@@ -313,20 +309,22 @@ async def test_a_client_that_never_reads_holds_bounded_memory(kind: str, tmp_pat
             target = Target("recorder", recorder.url, recorder, up)
 
         host, port = target.url.split("//")[1].split("/")[0].split(":")
+        loop = asyncio.get_running_loop()
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        sock.connect((host, int(port)))
-        sock.sendall(handshake_bytes("/v1/realtime?model=gpt-realtime", headers={"Authorization": "Bearer sk-test-stall-0000"}))
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, int(port)))
+        await loop.sock_sendall(sock, handshake_bytes("/v1/realtime?model=gpt-realtime", headers={"Authorization": "Bearer sk-test-stall-0000"}))
         response = b""
         while b"\r\n\r\n" not in response:
-            response += sock.recv(1)  # byte by byte: not a byte of the first frame is taken
+            response += await loop.sock_recv(sock, 1)  # byte by byte: no byte of a frame is taken
         assert response.startswith(b"HTTP/1.1 101"), response
         if kind == "recorder":
-            sock.sendall(masked_frame(json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["audio"]}}).encode()))
-            sock.sendall(masked_frame(json.dumps(USER).encode()))
-            sock.sendall(masked_frame(json.dumps({"type": "response.create"}).encode()))
+            await loop.sock_sendall(sock, masked_frame(json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["audio"]}}).encode()))
+            await loop.sock_sendall(sock, masked_frame(json.dumps(USER).encode()))
+            await loop.sock_sendall(sock, masked_frame(json.dumps({"type": "response.create"}).encode()))
         else:
-            sock.sendall(masked_frame(json.dumps(USER).encode()))
+            await loop.sock_sendall(sock, masked_frame(json.dumps(USER).encode()))
         # Now never read. Watch what the server holds for this client while it is stalled.
         held = [0]
 
@@ -363,18 +361,12 @@ async def test_a_client_that_never_reads_holds_bounded_memory(kind: str, tmp_pat
         frame_size = len(BIG) + 200
         limit = frame_size + 64 * 1024 + (4 * 1024 * 1024 if kind == "recorder" else 0)
         assert held[0] <= limit, f"{held[0]:,} bytes held for a client that does not read"
-        HELD[kind] = held[0]
+        report_figure(f"never-reads held bytes ({kind})", held[0])
         # Read again: every frame arrives, in order, none lost or doubled.
-        sock.settimeout(timeout(20))
-        loop = asyncio.get_running_loop()
-
-        def read_response() -> list[dict[str, Any]]:
-            events = []
-            while not events or events[-1]["type"] != "response.done":
-                events.append(json.loads(_read_frames(sock, 1)[0]))
-            return events
-
-        events = await loop.run_in_executor(None, read_response)
+        buf = bytearray()
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "response.done":
+            events.append(json.loads(await _read_frame(sock, buf)))
         sock.close()
     deltas = [e for e in events if e["type"] == "response.output_audio.delta"]
     assert len(deltas) == STALLED_DELTAS
@@ -388,5 +380,3 @@ async def test_a_client_that_never_reads_holds_bounded_memory(kind: str, tmp_pat
         recorded = [json.loads(f.payload()) for f in stalled_conn.frames if f.dir == "server"]
         assert recorded[: len(events)] == events
 
-
-HELD: dict[str, int] = {}
