@@ -231,7 +231,9 @@ async def websockets_raw(url: str, plan: Script, **connect_options: Any) -> list
 # -- openai-agents ---------------------------------------------------------------------
 
 
-async def openai_agents(url: str, message: str, expected: int, *, tools: list[Any] | None = None) -> list[Any]:
+async def openai_agents(
+    url: str, message: str, expected: int, *, tools: list[Any] | None = None
+) -> list[Any]:
     """Run an openai-agents ``RealtimeSession`` that sends ``message``; return the raw
     server events its model layer received (copied when they arrive, before the SDK
     patches them in place), once ``expected`` of them arrived."""

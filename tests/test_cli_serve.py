@@ -49,7 +49,9 @@ class Served:
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
-        if not found.wait(timeout(20)) or not any(line.startswith("websocket_base_url") for line in self.lines):
+        if not found.wait(timeout(20)) or not any(
+            line.startswith("websocket_base_url") for line in self.lines
+        ):
             self.proc.kill()
             _, err = self.proc.communicate()
             raise AssertionError(f"rtreplay serve did not start: {''.join(self.lines)}{err}")
@@ -96,7 +98,10 @@ def test_ctrl_c_closes_cleanly_and_shows_the_mismatches(served: Served) -> None:
         assert json.loads(ws.recv())["type"] == "error"
     code, err = served.stop(signal.SIGINT)
     assert code == 0, err
-    assert "mismatch: connection 0 (recorded connection 0), turn 1, client event 1 of 3: expected session.update, got response.cancel" in err
+    assert (
+        "mismatch: connection 0 (recorded connection 0), turn 1, client event 1 of 3: expected session.update, got response.cancel"
+        in err
+    )
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
 
 
@@ -106,15 +111,21 @@ def test_missing_cassette_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[s
     assert err == "rtreplay serve: error: no/such.jsonl: no such cassette file\n"
 
 
-def test_unreadable_cassette_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_cassette_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text("this is not a cassette\n")
     assert main(["serve", str(bad), "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"rtreplay serve: error: {bad}:1: not an rtreplay cassette")
+    assert err.count("\n") == 1 and err.startswith(
+        f"rtreplay serve: error: {bad}:1: not an rtreplay cassette"
+    )
 
 
-def test_port_in_use_is_one_line_and_exit_2(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+def test_port_in_use_is_one_line_and_exit_2(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = served.base_url.rsplit(":", 1)[1].split("/")[0]
     assert main(["serve", str(TEXT), "--port", port]) == 2
     err = capsys.readouterr().err
@@ -131,7 +142,17 @@ def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_serve_options_reach_the_server(tmp_path: Path) -> None:
-    s = Served(str(CASSETTES / "function-call.jsonl"), "--port", "0", "--repeat", "--match", "type", "--strict", "--speed", "0")
+    s = Served(
+        str(CASSETTES / "function-call.jsonl"),
+        "--port",
+        "0",
+        "--repeat",
+        "--match",
+        "type",
+        "--strict",
+        "--speed",
+        "0",
+    )
     try:
         for _ in range(2):  # --repeat
             with connect(s.base_url + "/realtime") as ws:

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from rtreplay.match import MISSING, Difference, MatchPolicy, diff, format_value, resolve_policy
 
-UPDATE = {"type": "session.update", "event_id": "evt_1", "session": {"type": "realtime", "instructions": "Be brief.", "tools": [{"name": "a", "description": "x"}]}}
+UPDATE = {
+    "type": "session.update",
+    "event_id": "evt_1",
+    "session": {
+        "type": "realtime",
+        "instructions": "Be brief.",
+        "tools": [{"name": "a", "description": "x"}],
+    },
+}
 
 
 def changed(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -46,7 +54,9 @@ def test_default_masks_event_id_only() -> None:
     assert policy.compare(UPDATE, {k: v for k, v in UPDATE.items() if k != "event_id"}).ok
     verdict = policy.compare(UPDATE, changed(UPDATE, session__instructions="Be long."))
     assert verdict.kind == "content"
-    assert [str(d) for d in verdict.differences] == ['session.instructions: expected "Be brief.", got "Be long."']
+    assert [str(d) for d in verdict.differences] == [
+        'session.instructions: expected "Be brief.", got "Be long."'
+    ]
 
 
 def test_type_policy_compares_the_type_only() -> None:
@@ -94,30 +104,59 @@ def test_differences_name_missing_and_extra_fields_and_list_items() -> None:
 
 
 def test_handed_out_ids_must_come_back_as_they_were_sent() -> None:
-    truncate = {"type": "conversation.item.truncate", "item_id": "item_A1", "content_index": 0, "audio_end_ms": 900}
+    truncate = {
+        "type": "conversation.item.truncate",
+        "item_id": "item_A1",
+        "content_index": 0,
+        "audio_end_ms": 900,
+    }
     policy = MatchPolicy.default()
     assert policy.compare(truncate, dict(truncate), Ids({"item_A1"})).ok
     verdict = policy.compare(truncate, changed(truncate, item_id="item_B"), Ids({"item_A1"}))
     assert verdict.kind == "id"
     assert "the ID the replay handed out" in str(verdict.differences[0])
     # Other fields are still compared.
-    assert policy.compare(truncate, changed(truncate, audio_end_ms=901), Ids({"item_A1"})).kind == "content"
+    assert (
+        policy.compare(truncate, changed(truncate, audio_end_ms=901), Ids({"item_A1"})).kind
+        == "content"
+    )
 
 
 def test_client_chosen_ids_bind_to_what_the_client_used() -> None:
-    create = {"type": "conversation.item.create", "previous_item_id": None, "item": {"id": "msg_rec", "type": "message"}}
+    create = {
+        "type": "conversation.item.create",
+        "previous_item_id": None,
+        "item": {"id": "msg_rec", "type": "message"},
+    }
     policy = MatchPolicy.default()
     verdict = policy.compare(create, changed(create, item__id="msg_live"), Ids())
     assert verdict.ok and verdict.bindings == {"msg_rec": "msg_live"}
-    assert policy.compare(create, changed(create, item__id="msg_live"), Ids(bound={"msg_rec": "msg_live"})).ok
-    assert policy.compare(create, changed(create, item__id="msg_x"), Ids(bound={"msg_rec": "msg_live"})).kind == "id"
-    assert policy.compare(create, changed(create, item__id="msg_live"), Ids(bound={"other": "msg_live"})).kind == "id"
+    assert policy.compare(
+        create, changed(create, item__id="msg_live"), Ids(bound={"msg_rec": "msg_live"})
+    ).ok
+    assert (
+        policy.compare(
+            create, changed(create, item__id="msg_x"), Ids(bound={"msg_rec": "msg_live"})
+        ).kind
+        == "id"
+    )
+    assert (
+        policy.compare(
+            create, changed(create, item__id="msg_live"), Ids(bound={"other": "msg_live"})
+        ).kind
+        == "id"
+    )
     assert policy.compare(create, changed(create, previous_item_id="item_1"), Ids()).kind == "id"
 
 
 def test_exact_policy_does_not_map_ids() -> None:
     cancel = {"type": "response.cancel", "response_id": "resp_1"}
-    assert MatchPolicy.exact().compare(cancel, {"type": "response.cancel", "response_id": "resp_2"}).kind == "content"
+    assert (
+        MatchPolicy.exact()
+        .compare(cancel, {"type": "response.cancel", "response_id": "resp_2"})
+        .kind
+        == "content"
+    )
 
 
 def test_rules_decide_or_defer() -> None:
@@ -125,7 +164,9 @@ def test_rules_decide_or_defer() -> None:
 
     def rule(expected: Any, got: Any) -> bool | str | None:
         seen.append((expected["type"], got["type"]))
-        return {"yes": True, "no": False, "why": "because", "defer": None}[got["session"]["instructions"]]
+        return {"yes": True, "no": False, "why": "because", "defer": None}[
+            got["session"]["instructions"]
+        ]
 
     policy = MatchPolicy.type_only(rules={"session.update": rule})
     assert policy.compare(UPDATE, changed(UPDATE, session__instructions="yes")).ok
@@ -163,19 +204,27 @@ def test_format_value_keeps_report_lines_short() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
     max_leaves=12,
 )
 events = st.builds(
     lambda kind, body, eid: {"type": kind, "event_id": eid, **body},
     st.sampled_from(["session.update", "conversation.item.create", "response.create"]),
-    st.dictionaries(st.text(min_size=1, max_size=4).filter(lambda k: k not in ("type", "event_id")), json_values, max_size=4),
+    st.dictionaries(
+        st.text(min_size=1, max_size=4).filter(lambda k: k not in ("type", "event_id")),
+        json_values,
+        max_size=4,
+    ),
     st.text(max_size=6),
 )
 
 
 @given(events, st.text(max_size=6))
-def test_an_event_matches_itself_in_any_key_order_with_any_event_id(event: dict[str, Any], other_id: str) -> None:
+def test_an_event_matches_itself_in_any_key_order_with_any_event_id(
+    event: dict[str, Any], other_id: str
+) -> None:
     reordered = dict(reversed(list(json.loads(json.dumps(event)).items())))
     reordered["event_id"] = other_id
     for name in ("default", "type"):
@@ -190,7 +239,9 @@ def test_diff_is_empty_exactly_when_values_are_equal(a: Any, b: Any) -> None:
 
 def _numeric_only_difference(a: Any, b: Any) -> bool:
     # 1 and 1.0 are the same number: JSON from two SDKs may spell it either way.
-    return json.dumps(a, sort_keys=True).replace(".0", "") == json.dumps(b, sort_keys=True).replace(".0", "")
+    return json.dumps(a, sort_keys=True).replace(".0", "") == json.dumps(b, sort_keys=True).replace(
+        ".0", ""
+    )
 
 
 def test_matching_doc_examples_run() -> None:

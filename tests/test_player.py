@@ -38,7 +38,9 @@ def audio(n: int, byte: int = 0) -> str:
     return base64.b64encode(bytes([byte]) * n).decode()
 
 
-def recording(*steps: tuple[str, Any], close: Close | None = None) -> tuple[CassetteIndex, IndexedConnection]:
+def recording(
+    *steps: tuple[str, Any], close: Close | None = None
+) -> tuple[CassetteIndex, IndexedConnection]:
     frames = []
     for i, (direction, event) in enumerate(steps):
         message = event if isinstance(event, (str, bytes)) else json.dumps(event)
@@ -89,7 +91,10 @@ TEXT = (
     S("session.created", session={"id": "sess_1"}),
     C("session.update", session={"type": "realtime", "instructions": "Be brief."}),
     S("session.updated", session={"id": "sess_1"}),
-    C("conversation.item.create", item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}),
+    C(
+        "conversation.item.create",
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+    ),
     C("response.create"),
     S("conversation.item.added", item={"id": "item_U1"}),
     S("response.created", response={"id": "resp_1"}),
@@ -116,14 +121,22 @@ def test_a_replay_of_the_recording_gets_every_server_frame_in_order() -> None:
 
 def test_key_order_spacing_and_event_id_do_not_matter() -> None:
     run = Run(*recording(*TEXT))
-    run.send('{"session": {"instructions": "Be brief.", "type": "realtime"}, "event_id": "evt_42", "type": "session.update"}')
+    run.send(
+        '{"session": {"instructions": "Be brief.", "type": "realtime"}, "event_id": "evt_42", "type": "session.update"}'
+    )
     assert run.report.ok
     assert run.types()[-1] == "session.updated"
 
 
 def test_content_mismatch_answers_with_an_error_event_and_counts_the_step() -> None:
     run = Run(*recording(*TEXT))
-    new = run.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be long."}, "event_id": "evt_9"})
+    new = run.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "instructions": "Be long."},
+            "event_id": "evt_9",
+        }
+    )
     assert run.types(new) == ["error", "session.updated"]
     error = new[0]["error"]
     assert error["code"] == "rtreplay_mismatch" and error["event_id"] == "evt_9"
@@ -144,7 +157,13 @@ def test_unexpected_event_is_not_consumed() -> None:
 
 
 def test_text_that_is_not_json_and_binary_frames() -> None:
-    index, conn = recording(S("session.created"), ("client", "ping?"), ("server", "pong!"), ("client", b"\x00\x01"), ("server", b"\x02"))
+    index, conn = recording(
+        S("session.created"),
+        ("client", "ping?"),
+        ("server", "pong!"),
+        ("client", b"\x00\x01"),
+        ("server", b"\x02"),
+    )
     run = Run(index, conn)
     assert run.send("ping?") == ["pong!"]
     assert run.types(run.send(b"\x00\x01")) == ["bytes"]
@@ -185,7 +204,10 @@ def test_wrong_call_id_is_an_id_mismatch() -> None:
     assert run.types(new)[0] == "error"
     [m] = run.report.mismatches
     assert m.kind == "id"
-    assert "expected 'call_9Q9eysr6LstYMEx6', the ID the replay handed out, got 'call_somethingElse'" in str(m)
+    assert (
+        "expected 'call_9Q9eysr6LstYMEx6', the ID the replay handed out, got 'call_somethingElse'"
+        in str(m)
+    )
 
 
 INTERRUPTED = (
@@ -196,7 +218,10 @@ INTERRUPTED = (
     S("response.done", response={"id": "resp_1"}),
     C("conversation.item.truncate", item_id="item_A1", content_index=0, audio_end_ms=1500),
     S("conversation.item.truncated", item_id="item_A1"),
-    C("conversation.item.create", item={"id": "msg_client_1", "type": "message", "role": "user", "content": []}),
+    C(
+        "conversation.item.create",
+        item={"id": "msg_client_1", "type": "message", "role": "user", "content": []},
+    ),
     S("conversation.item.added", item={"id": "msg_client_1"}),
     C("conversation.item.delete", item_id="msg_client_1"),
     S("conversation.item.deleted", item_id="msg_client_1"),
@@ -206,11 +231,15 @@ INTERRUPTED = (
 def test_truncate_echoes_the_item_id_handed_out() -> None:
     run = Run(*recording(*INTERRUPTED))
     run.send(C("response.create")[1])
-    run.send(C("conversation.item.truncate", item_id="item_A1", content_index=0, audio_end_ms=1500)[1])
+    run.send(
+        C("conversation.item.truncate", item_id="item_A1", content_index=0, audio_end_ms=1500)[1]
+    )
     assert run.report.ok
     run2 = Run(*recording(*INTERRUPTED))
     run2.send(C("response.create")[1])
-    run2.send(C("conversation.item.truncate", item_id="item_ZZ", content_index=0, audio_end_ms=1500)[1])
+    run2.send(
+        C("conversation.item.truncate", item_id="item_ZZ", content_index=0, audio_end_ms=1500)[1]
+    )
     assert [m.kind for m in run2.report.mismatches] == ["id"]
 
 
@@ -218,8 +247,17 @@ def test_ids_the_client_chooses_are_mapped_consistently() -> None:
     def play(created: str, deleted: str) -> Run:
         run = Run(*recording(*INTERRUPTED))
         run.send(C("response.create")[1])
-        run.send(C("conversation.item.truncate", item_id="item_A1", content_index=0, audio_end_ms=1500)[1])
-        run.send(C("conversation.item.create", item={"id": created, "type": "message", "role": "user", "content": []})[1])
+        run.send(
+            C("conversation.item.truncate", item_id="item_A1", content_index=0, audio_end_ms=1500)[
+                1
+            ]
+        )
+        run.send(
+            C(
+                "conversation.item.create",
+                item={"id": created, "type": "message", "role": "user", "content": []},
+            )[1]
+        )
         run.send(C("conversation.item.delete", item_id=deleted)[1])
         return run
 
@@ -227,7 +265,9 @@ def test_ids_the_client_chooses_are_mapped_consistently() -> None:
     bad = play("msg_run_2", "msg_run_3")
     [m] = bad.report.mismatches
     assert m.kind == "id"
-    assert "expected 'msg_run_2' (the ID the client used for recorded 'msg_client_1' before)" in str(m)
+    assert (
+        "expected 'msg_run_2' (the ID the client used for recorded 'msg_client_1' before)" in str(m)
+    )
 
 
 # -- audio ------------------------------------------------------------------------------------------
@@ -247,24 +287,36 @@ def test_audio_rechunked_differently_releases_frames_by_amount() -> None:
     run = Run(*vad_recording([1000, 1000, 1000, 1000]))
     assert run.send(C("input_audio_buffer.append", audio=audio(1500))[1]) == []
     # 2,000 bytes were recorded before speech_started: 3,000 arrived now.
-    assert run.types(run.send(C("input_audio_buffer.append", audio=audio(1500))[1])) == ["input_audio_buffer.speech_started"]
+    assert run.types(run.send(C("input_audio_buffer.append", audio=audio(1500))[1])) == [
+        "input_audio_buffer.speech_started"
+    ]
     assert run.send(C("input_audio_buffer.append", audio=audio(1000))[1]) == []
-    assert run.types(run.send(C("input_audio_buffer.commit")[1])) == ["input_audio_buffer.committed"]
+    assert run.types(run.send(C("input_audio_buffer.commit")[1])) == [
+        "input_audio_buffer.committed"
+    ]
     assert run.report.ok and run.report.complete
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 900), min_size=1, max_size=8), st.data())
-def test_any_rechunking_of_the_audio_replays_the_same_frames(recorded: list[int], data: st.DataObject) -> None:
+def test_any_rechunking_of_the_audio_replays_the_same_frames(
+    recorded: list[int], data: st.DataObject
+) -> None:
     total = sum(recorded)
-    cuts = sorted(data.draw(st.sets(st.integers(1, total - 1), max_size=10)) if total > 1 else set())
+    cuts = sorted(
+        data.draw(st.sets(st.integers(1, total - 1), max_size=10)) if total > 1 else set()
+    )
     sizes = [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
     index, conn = vad_recording(recorded)
     run = Run(index, conn, policy=MatchPolicy.exact(audio="length"))
     for n in sizes:
         run.send(C("input_audio_buffer.append", audio=audio(n))[1])
     run.send(C("input_audio_buffer.commit")[1])
-    expected = ["session.created"] + (["input_audio_buffer.speech_started"] if len(recorded) > 1 else []) + ["input_audio_buffer.committed"]
+    expected = (
+        ["session.created"]
+        + (["input_audio_buffer.speech_started"] if len(recorded) > 1 else [])
+        + ["input_audio_buffer.committed"]
+    )
     assert run.types() == expected
     assert run.report.ok and run.report.complete
 
@@ -273,7 +325,11 @@ def test_too_little_audio_is_reported_at_the_commit() -> None:
     run = Run(*vad_recording([1000, 1000, 1000]))
     run.send(C("input_audio_buffer.append", audio=audio(1200))[1])
     new = run.send(C("input_audio_buffer.commit")[1])
-    assert run.types(new) == ["error", "input_audio_buffer.speech_started", "input_audio_buffer.committed"]
+    assert run.types(new) == [
+        "error",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.committed",
+    ]
     [m] = run.report.mismatches
     assert m.kind == "audio"
     assert m.message == "expected 3,000 bytes of audio before input_audio_buffer.commit, got 1,200"
@@ -283,14 +339,21 @@ def test_too_little_audio_is_reported_at_the_commit() -> None:
 def test_audio_content_is_compared_when_asked() -> None:
     index, conn = vad_recording([1000, 1000])
     same = Run(index, conn, policy=MatchPolicy.default(audio="content"))
-    same.send(C("input_audio_buffer.append", audio=base64.b64encode(bytes(1000) + bytes([1]) * 1000).decode())[1])
+    same.send(
+        C(
+            "input_audio_buffer.append",
+            audio=base64.b64encode(bytes(1000) + bytes([1]) * 1000).decode(),
+        )[1]
+    )
     same.send(C("input_audio_buffer.commit")[1])
     assert same.report.ok
     other = Run(index, conn, policy=MatchPolicy.exact())
     other.send(C("input_audio_buffer.append", audio=audio(2000, 7))[1])
     other.send(C("input_audio_buffer.commit")[1])
     [m] = other.report.mismatches
-    assert m.kind == "audio" and "differs from the recording's (2,000 bytes, same length)" in m.message
+    assert (
+        m.kind == "audio" and "differs from the recording's (2,000 bytes, same length)" in m.message
+    )
     loose = Run(index, conn, policy=MatchPolicy.type_only())
     loose.send(C("input_audio_buffer.append", audio=audio(10))[1])
     loose.send(C("input_audio_buffer.commit")[1])
@@ -300,14 +363,25 @@ def test_audio_content_is_compared_when_asked() -> None:
 def test_server_frames_interleaved_with_a_client_stream() -> None:
     index = CassetteIndex.from_cassette(load(CASSETTES / "audio-server-vad.jsonl"))
     run = Run(index, index.connections[0])
-    run.send(C("session.update", session={"type": "realtime", "instructions": "You are a polite AI assistant on a phone call. Keep answers short."})[1])
+    run.send(
+        C(
+            "session.update",
+            session={
+                "type": "realtime",
+                "instructions": "You are a polite AI assistant on a phone call. Keep answers short.",
+            },
+        )[1]
+    )
     before = len(run.out)
     run.send(C("input_audio_buffer.append", audio="AAAAAAAAAAAAAA==")[1])
     assert len(run.out) == before
     new = run.send(C("input_audio_buffer.append", audio="AAAAAAAAAAAAAA==")[1])
     assert run.types(new) == ["input_audio_buffer.speech_started"]
     new = run.send(C("input_audio_buffer.append", audio="AAAAAAAAAAAAAA==")[1])
-    assert run.types(new)[:2] == ["input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
+    assert run.types(new)[:2] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+    ]
     assert run.types(new)[-1] == "rate_limits.updated"
     assert run.report.ok and run.report.complete
 
@@ -333,20 +407,40 @@ def test_the_openai_agents_race_is_accepted_and_noted() -> None:
     run.send(AGENTS[2][1])
     assert run.types() == ["session.created"]
     run.send(AGENTS[4][1])
-    assert run.types() == ["session.created", "session.updated", "response.created", "response.done"]
+    assert run.types() == [
+        "session.created",
+        "session.updated",
+        "response.created",
+        "response.done",
+    ]
     assert run.report.ok and run.report.complete
     [r] = run.report.reorderings
-    assert str(r) == "connection 0: session.update (client event 3) arrived before conversation.item.create; accepted"
+    assert (
+        str(r)
+        == "connection 0: session.update (client event 3) arrived before conversation.item.create; accepted"
+    )
     assert "accepted reorderings:" in str(run.report)
 
 
 def test_no_reordering_across_turns() -> None:
     def ask(text: str) -> dict[str, Any]:
-        return C("conversation.item.create", item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})[1]
+        return C(
+            "conversation.item.create",
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            },
+        )[1]
 
     index, conn = recording(
-        S("session.created"), ("client", ask("one")), C("response.create"), S("response.done"),
-        ("client", ask("two")), C("response.create"), S("response.done"),
+        S("session.created"),
+        ("client", ask("one")),
+        C("response.create"),
+        S("response.done"),
+        ("client", ask("two")),
+        C("response.create"),
+        S("response.done"),
     )
     run = Run(index, conn)
     run.send(ask("two"))
@@ -356,8 +450,11 @@ def test_no_reordering_across_turns() -> None:
 
 def test_no_reordering_of_an_event_that_echoes_an_id_not_yet_sent() -> None:
     index, conn = recording(
-        S("session.created"), C("response.create"), S("response.created", response={"id": "resp_1"}),
-        C("response.cancel", response_id="resp_1"), S("response.done", response={"id": "resp_1"}),
+        S("session.created"),
+        C("response.create"),
+        S("response.created", response={"id": "resp_1"}),
+        C("response.cancel", response_id="resp_1"),
+        S("response.done", response={"id": "resp_1"}),
     )
     run = Run(index, conn)
     new = run.send(C("response.cancel", response_id="resp_1")[1])
@@ -377,12 +474,16 @@ def test_events_after_the_end_get_an_error_and_audio_runs_one_report() -> None:
     run.send(C("input_audio_buffer.append", audio=audio(10))[1])
     run.send(C("input_audio_buffer.append", audio=audio(10))[1])
     assert [m.kind for m in run.report.mismatches] == ["after_end", "after_end"]
-    assert "got input_audio_buffer.append after the recording's last client event" in str(run.report)
+    assert "got input_audio_buffer.append after the recording's last client event" in str(
+        run.report
+    )
 
 
 def test_recorded_server_close_comes_after_the_last_frame() -> None:
     close = Close(0, 0.5, 1011, "bye", "server")
-    run = Run(*recording(S("session.created"), C("response.create"), S("response.done"), close=close))
+    run = Run(
+        *recording(S("session.created"), C("response.create"), S("response.done"), close=close)
+    )
     new = run.send(C("response.create")[1], now=3.0)
     assert run.types(new) == ["response.done", "CloseConnection"]
     assert new[-1] == CloseConnection(1011, "bye", 3.0)
@@ -390,7 +491,9 @@ def test_recorded_server_close_comes_after_the_last_frame() -> None:
 
 def test_client_close_or_no_close_keeps_the_connection_open() -> None:
     for close in (Close(0, 0.5, 1000, "", "client"), None):
-        run = Run(*recording(S("session.created"), C("response.create"), S("response.done"), close=close))
+        run = Run(
+            *recording(S("session.created"), C("response.create"), S("response.done"), close=close)
+        )
         assert run.types(run.send(C("response.create")[1])) == ["response.done"]
 
 
@@ -434,7 +537,9 @@ def test_connections_never_opened_are_unplayed() -> None:
 
 
 def test_pacing_is_measured_from_the_triggering_event() -> None:
-    index, conn = recording(S("session.created"), C("response.create"), S("response.created"), S("response.done"))
+    _index, conn = recording(
+        S("session.created"), C("response.create"), S("response.created"), S("response.done")
+    )
     player = Player(conn, speed=2.0)
     [first] = player.connect(100.0)
     assert isinstance(first, Send) and first.due(first.frames[0]) == 100.0
@@ -454,10 +559,25 @@ def test_pacing_is_measured_from_the_triggering_event() -> None:
 def test_report_says_where_what_and_the_difference_with_masked_fields_hidden() -> None:
     run = Run(*recording(*TEXT))
     run.send(TEXT[1][1])
-    run.send({"type": "conversation.item.create", "event_id": "evt_secret_run_id", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}})
+    run.send(
+        {
+            "type": "conversation.item.create",
+            "event_id": "evt_secret_run_id",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hello"}],
+            },
+        }
+    )
     text = str(run.report)
-    assert text.startswith("rtreplay: replay of test: 1 mismatch, 1 connection(s) not played to the end")
-    assert "mismatch 1 of 1 (content): connection 0 (recorded connection 0), turn 1, client event 2 of 3" in text
+    assert text.startswith(
+        "rtreplay: replay of test: 1 mismatch, 1 connection(s) not played to the end"
+    )
+    assert (
+        "mismatch 1 of 1 (content): connection 0 (recorded connection 0), turn 1, client event 2 of 3"
+        in text
+    )
     assert "after: session.update; last server event sent: session.updated" in text
     assert 'item.content[0].text: expected "hi", got "hello"' in text
     assert "evt_secret_run_id" not in text  # event_id is masked, so not shown

@@ -85,9 +85,7 @@ def test_websocket_client_receives_exactly_the_recording(name: str) -> None:
 @pytest.mark.parametrize("name", SAMPLES)
 async def test_websockets_client_receives_exactly_the_recording(name: str) -> None:
     async with ReplayServer(sample(name)) as server:
-        await _areplay_each_connection(
-            name, lambda plan: clients.websockets_raw(server.url, plan)
-        )
+        await _areplay_each_connection(name, lambda plan: clients.websockets_raw(server.url, plan))
     assert_clean(server)
 
 
@@ -129,7 +127,9 @@ def _agents_cassette(client_frames: list[str]) -> Cassette:
     base = load(sample("text-response.jsonl")).connections[0]
     server = [f for f in base.frames if f.dir == "server"]
     frames = [server[0]]
-    frames += [Frame.from_message(0, 0.001 * (i + 1), "client", m) for i, m in enumerate(client_frames)]
+    frames += [
+        Frame.from_message(0, 0.001 * (i + 1), "client", m) for i, m in enumerate(client_frames)
+    ]
     frames += [Frame(0, 0.1 + f.t, "server", json=f.json) for f in server[1:]]
     close = Close(0, 1.0, 1000, "", "client")
     return Cassette(Header(), [Connection(base.open, frames, close)])
@@ -193,7 +193,14 @@ async def test_mismatch_sends_a_realtime_error_event_and_keeps_a_report() -> Non
     async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
         created = json.loads(await ws.recv())
         assert created["type"] == "session.created"
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "Be long."}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {"type": "realtime", "instructions": "Be long."},
+                }
+            )
+        )
         error = json.loads(await ws.recv())
         assert error["type"] == "error"
         assert error["error"]["type"] == "invalid_request_error"
@@ -214,7 +221,10 @@ async def test_mismatch_sends_a_realtime_error_event_and_keeps_a_report() -> Non
 
 async def test_strict_mode_closes_with_1008() -> None:
     name = sample("text-response.jsonl")
-    async with ReplayServer(name, strict=True) as server, connect(server.url + "?model=gpt-realtime") as ws:
+    async with (
+        ReplayServer(name, strict=True) as server,
+        connect(server.url + "?model=gpt-realtime") as ws,
+    ):
         await ws.recv()
         await ws.send('{"type":"response.cancel"}')
         with pytest.raises(ConnectionClosed) as info:
@@ -249,7 +259,9 @@ async def test_mismatches_are_logged_one_line_each(caplog: pytest.LogCaptureFixt
         await ws.recv()
     await asyncio.sleep(0)
     lines = [r.getMessage() for r in caplog.records if r.name == "rtreplay.server"]
-    assert any(line.startswith("conn 0: /v1/realtime?model=gpt-realtime from 127.0.0.1:") for line in lines)
+    assert any(
+        line.startswith("conn 0: /v1/realtime?model=gpt-realtime from 127.0.0.1:") for line in lines
+    )
     assert any("mismatch: connection 0" in line and "got response.cancel" in line for line in lines)
     assert any(line.startswith("conn 0: closed by the client (code 1000)") for line in lines)
     assert all("\n" not in line for line in lines)
@@ -291,8 +303,10 @@ async def test_azure_client_reaches_the_replay() -> None:
     name = sample("text-response.jsonl")
     async with ReplayServer(name, match="type") as server:
         client = AsyncAzureOpenAI(
-            api_key="k", api_version="2025-04-01-preview",
-            azure_endpoint="http://127.0.0.1", websocket_base_url=f"ws://{server.netloc}/openai",
+            api_key="k",
+            api_version="2025-04-01-preview",
+            azure_endpoint="http://127.0.0.1",
+            websocket_base_url=f"ws://{server.netloc}/openai",
         )
         async with client.realtime.connect(model="gpt-realtime") as conn:
             assert (await conn.recv()).type == "session.created"
@@ -325,24 +339,37 @@ def _two_connection_cassette() -> Cassette:
     conns = []
     for n, model in enumerate(["model-a", "model-b"]):
         frames = [
-            Frame.from_message(n, 0.0, "server", json.dumps({"type": "session.created", "event_id": f"e{n}", "session": {"model": model}})),
+            Frame.from_message(
+                n,
+                0.0,
+                "server",
+                json.dumps(
+                    {"type": "session.created", "event_id": f"e{n}", "session": {"model": model}}
+                ),
+            ),
             Frame.from_message(n, 0.1, "client", '{"type":"response.create"}'),
-            Frame.from_message(n, 0.2, "server", json.dumps({"type": "response.done", "event_id": f"d{n}"})),
+            Frame.from_message(
+                n, 0.2, "server", json.dumps({"type": "response.done", "event_id": f"d{n}"})
+            ),
         ]
-        conns.append(Connection(Open(n, query={"model": model}), frames, Close(n, 0.3, 1000, "", "client")))
+        conns.append(
+            Connection(Open(n, query={"model": model}), frames, Close(n, 0.3, 1000, "", "client"))
+        )
     return Cassette(Header(), conns)
 
 
 async def test_connection_chosen_by_its_handshake() -> None:
     cassette = _two_connection_cassette()
-    async with ReplayServer(cassette) as server:
-        async with connect(server.url + "?model=model-b") as b, connect(server.url + "?model=model-a") as a:
-            assert json.loads(await b.recv())["session"]["model"] == "model-b"
-            assert json.loads(await a.recv())["session"]["model"] == "model-a"
-            await a.send('{"type":"response.create"}')
-            await b.send('{"type":"response.create"}')
-            assert json.loads(await a.recv())["event_id"] == "d0"
-            assert json.loads(await b.recv())["event_id"] == "d1"
+    async with (
+        ReplayServer(cassette) as server, connect(server.url + "?model=model-b") as b,
+        connect(server.url + "?model=model-a") as a,
+    ):
+        assert json.loads(await b.recv())["session"]["model"] == "model-b"
+        assert json.loads(await a.recv())["session"]["model"] == "model-a"
+        await a.send('{"type":"response.create"}')
+        await b.send('{"type":"response.create"}')
+        assert json.loads(await a.recv())["event_id"] == "d0"
+        assert json.loads(await b.recv())["event_id"] == "d1"
     assert_clean(server)
 
 
@@ -359,7 +386,11 @@ async def test_recorded_rejection_is_replayed_as_http() -> None:
     body = '{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}'
     cassette = Cassette(
         Header(),
-        [Connection(Open(0), reject=Reject(0, 0.05, 401, {"content-type": "application/json"}, body))],
+        [
+            Connection(
+                Open(0), reject=Reject(0, 0.05, 401, {"content-type": "application/json"}, body)
+            )
+        ],
     )
     async with ReplayServer(cassette) as server:
         with pytest.raises(InvalidStatus) as info:
@@ -383,12 +414,35 @@ async def test_beta_client_against_ga_cassette_is_refused() -> None:
 
 async def test_beta_cassette_replays_to_the_beta_sdk_client() -> None:
     events = [
-        ("server", {"type": "session.created", "event_id": "event_1", "session": {"id": "sess_1", "modalities": ["text"]}}),
+        (
+            "server",
+            {
+                "type": "session.created",
+                "event_id": "event_1",
+                "session": {"id": "sess_1", "modalities": ["text"]},
+            },
+        ),
         ("client", {"type": "session.update", "session": {"modalities": ["text"]}}),
-        ("server", {"type": "session.updated", "event_id": "event_2", "session": {"id": "sess_1", "modalities": ["text"]}}),
+        (
+            "server",
+            {
+                "type": "session.updated",
+                "event_id": "event_2",
+                "session": {"id": "sess_1", "modalities": ["text"]},
+            },
+        ),
     ]
     frames = [Frame.from_message(0, i / 10, d, json.dumps(e)) for i, (d, e) in enumerate(events)]
-    cassette = Cassette(Header(), [Connection(Open(0, protocol="beta", query={"model": "gpt-4o-realtime-preview"}), frames, Close(0, 1, 1000, "", "client"))])
+    cassette = Cassette(
+        Header(),
+        [
+            Connection(
+                Open(0, protocol="beta", query={"model": "gpt-4o-realtime-preview"}),
+                frames,
+                Close(0, 1, 1000, "", "client"),
+            )
+        ],
+    )
     plan = clients.script(cassette)
     async with ReplayServer(cassette) as server:
         got = await clients.openai_async(server.websocket_base_url, plan)
@@ -401,20 +455,25 @@ async def test_beta_cassette_replays_to_the_beta_sdk_client() -> None:
 async def test_realtime_subprotocol_is_selected() -> None:
     async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
         async with connect(
-            server.url, subprotocols=["realtime", "openai-insecure-api-key.sk-test-0000"]  # type: ignore[list-item]
+            server.url,
+            subprotocols=["realtime", "openai-insecure-api-key.sk-test-0000"],  # type: ignore[list-item]
         ) as ws:
             assert ws.subprotocol == "realtime"
 
 
 async def test_require_auth() -> None:
-    async with ReplayServer(sample("text-response.jsonl"), require_auth=True, repeat=True, match="type") as server:
+    async with ReplayServer(
+        sample("text-response.jsonl"), require_auth=True, repeat=True, match="type"
+    ) as server:
         with pytest.raises(InvalidStatus) as info:
             async with connect(server.url):
                 pass
         assert info.value.response.status_code == 401
         async with connect(server.url, additional_headers={"api-key": "anything"}) as ws:
             await ws.recv()
-        async with connect(server.url, subprotocols=["realtime", "openai-insecure-api-key.sk-whatever-0000"]) as ws:  # type: ignore[list-item]
+        async with connect(
+            server.url, subprotocols=["realtime", "openai-insecure-api-key.sk-whatever-0000"]
+        ) as ws:  # type: ignore[list-item]
             await ws.recv()
 
 
@@ -426,7 +485,16 @@ async def test_no_compression_even_when_offered() -> None:
 
 
 async def test_large_client_message_and_pings() -> None:
-    big = json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * (15 * 1024 * 1024)}]}})
+    big = json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "x" * (15 * 1024 * 1024)}],
+            },
+        }
+    )
     async with ReplayServer(sample("text-response.jsonl"), match="type") as server:
         async with connect(server.url, max_size=None) as ws:
             await ws.recv()
@@ -448,7 +516,9 @@ def _closing_cassette(code: int | None, by: str | None) -> Cassette:
         Frame.from_message(0, 0.1, "client", '{"type":"response.create"}'),
         Frame.from_message(0, 0.2, "server", '{"type":"response.created","event_id":"e2"}'),
     ]
-    return Cassette(Header(), [Connection(Open(0), frames, Close(0, 0.3, code, "session expired", by))])  # type: ignore[arg-type]
+    return Cassette(
+        Header(), [Connection(Open(0), frames, Close(0, 0.3, code, "session expired", by))]
+    )  # type: ignore[arg-type]
 
 
 async def test_server_close_is_replayed_with_its_code() -> None:
@@ -501,7 +571,9 @@ async def test_100_concurrent_clients_each_get_the_whole_session() -> None:
     name = sample("function-call.jsonl")
     plan = clients.script(name)
     async with ReplayServer(name, repeat=True) as server:
-        results = await asyncio.gather(*(clients.websockets_raw(server.url, plan) for _ in range(100)))
+        results = await asyncio.gather(
+            *(clients.websockets_raw(server.url, plan) for _ in range(100))
+        )
     expected = clients.server_events(name)
     assert all(r == expected for r in results)
     assert len(server.report.players) == 100
@@ -512,25 +584,63 @@ async def test_100_recorded_connections_served_concurrently() -> None:
     conns = []
     for n in range(100):
         frames = [
-            Frame.from_message(n, 0.0, "server", json.dumps({"type": "session.created", "event_id": f"c{n}"})),
-            Frame.from_message(n, 0.1, "client", json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"hi {n}"}]}})),
-            Frame.from_message(n, 0.2, "server", json.dumps({"type": "conversation.item.added", "event_id": f"a{n}"})),
+            Frame.from_message(
+                n, 0.0, "server", json.dumps({"type": "session.created", "event_id": f"c{n}"})
+            ),
+            Frame.from_message(
+                n,
+                0.1,
+                "client",
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": f"hi {n}"}],
+                        },
+                    }
+                ),
+            ),
+            Frame.from_message(
+                n,
+                0.2,
+                "server",
+                json.dumps({"type": "conversation.item.added", "event_id": f"a{n}"}),
+            ),
         ]
-        conns.append(Connection(Open(n, query={"model": "gpt-realtime"}), frames, Close(n, 0.3, 1000, "", "server")))
+        conns.append(
+            Connection(
+                Open(n, query={"model": "gpt-realtime"}), frames, Close(n, 0.3, 1000, "", "server")
+            )
+        )
     cassette = Cassette(Header(), conns)
 
     async def one(ws_url: str) -> tuple[str, str]:
         async with connect(ws_url) as ws:
             created = json.loads(await ws.recv())["event_id"]
             n = created[1:]
-            await ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"hi {n}"}]}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": f"hi {n}"}],
+                        },
+                    }
+                )
+            )
             added = json.loads(await ws.recv())["event_id"]
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
             return created, added
 
     async with ReplayServer(cassette) as server:
-        results = await asyncio.gather(*(one(server.url + "?model=gpt-realtime") for _ in range(100)))
+        results = await asyncio.gather(
+            *(one(server.url + "?model=gpt-realtime") for _ in range(100))
+        )
     assert sorted(int(c[1:]) for c, _ in results) == list(range(100))
     assert all(c[1:] == a[1:] for c, a in results)
     assert_clean(server)
@@ -556,7 +666,9 @@ async def test_custom_policy_object_is_used() -> None:
     async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
         async with connect(server.url + "?model=gpt-realtime") as ws:
             await ws.recv()
-            await ws.send('{"type":"session.update","session":{"type":"realtime","output_modalities":["text"],"instructions":"other"}}')
+            await ws.send(
+                '{"type":"session.update","session":{"type":"realtime","output_modalities":["text"],"instructions":"other"}}'
+            )
             assert json.loads(await ws.recv())["type"] == "session.updated"
     assert server.report.ok
 
@@ -571,10 +683,27 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         pytest.skip("the openssl command is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=timeout(60),
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=timeout(60),
     )
     return cert, key
 
@@ -584,7 +713,9 @@ async def test_tls(tls_files: tuple[Path, Path]) -> None:
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))
-    async with ReplayServer(sample("text-response.jsonl"), ssl_context=server_ctx, match="type") as server:
+    async with ReplayServer(
+        sample("text-response.jsonl"), ssl_context=server_ctx, match="type"
+    ) as server:
         assert server.websocket_base_url.startswith("wss://127.0.0.1:")
         async with connect(server.url, ssl=client_ctx) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
@@ -634,5 +765,29 @@ async def test_replay_doc_error_event_is_what_the_client_gets() -> None:
     name = sample("text-response.jsonl")
     async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
         await ws.recv()
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"], "instructions": "Be long."}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "realtime",
+                        "output_modalities": ["text"],
+                        "instructions": "Be long.",
+                    },
+                }
+            )
+        )
         assert json.loads(await ws.recv()) == json.loads(documented)
+
+
+async def test_received_keeps_audio_only_up_to_its_budget() -> None:
+    name = sample("audio-server-vad.jsonl")
+    plan = clients.script(name)
+    async with ReplayServer(name) as server:
+        server.received_audio_budget = 60  # bytes: the first append fits, the next do not
+        assert await clients.websockets_raw(server.url, plan) == clients.server_events(name)
+    appends = [r for r in server.received if r.type == "input_audio_buffer.append"]
+    assert appends[0].raw is not None and appends[0].elided == 0
+    assert all(r.raw is None and r.elided > 0 for r in appends[1:])
+    assert appends[1].event == {"type": "input_audio_buffer.append", "audio": None}
+    assert_clean(server)
