@@ -784,7 +784,7 @@ async def test_received_keeps_audio_only_up_to_its_budget() -> None:
     name = sample("audio-server-vad.jsonl")
     plan = clients.script(name)
     async with ReplayServer(name) as server:
-        server.received_audio_budget = 60  # bytes: the first append fits, the next do not
+        server.received_audio_budget = 100  # bytes: the first append (63) fits, not the next
         assert await clients.websockets_raw(server.url, plan) == clients.server_events(name)
     appends = [r for r in server.received if r.type == "input_audio_buffer.append"]
     assert appends[0].raw is not None and appends[0].elided == 0
