@@ -325,7 +325,11 @@ class MatchPolicy:
         """Compare a received event (``got``) with a recorded one (``expected``)."""
         if not (isinstance(expected, dict) and isinstance(got, dict)):
             differences = diff(expected, got)
-            return Verdict("content", tuple(differences)) if differences else Verdict("match")
+            if not differences:
+                return Verdict("match")
+            # A JSON value that is not an event cannot stand for a recorded event.
+            kind = "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            return Verdict(kind, tuple(differences))
         kind = expected.get("type")
         if kind != got.get("type"):
             return Verdict("type", (Difference("type", kind, got.get("type", MISSING)),))

@@ -511,7 +511,12 @@ class ReplayServer(Service):
                 u.missing if (u := player.unplayed()) is not None else 0
             )
             code = ws.close_code if ws.close_code is not None else 1006
-            by = "by the replay" if sender.closed_by_us is not None else "by the client"
+            if sender.closed_by_us is not None:
+                by = "by the replay"
+            elif self._closed:
+                by = "as the server stopped"
+            else:
+                by = "by the client"
             logger.info(
                 "conn %d: closed %s (code %d): %d/%d client events matched, %d/%d server frames "
                 "sent, %d mismatch%s",

@@ -604,3 +604,13 @@ def test_a_user_rule_decides_for_its_type() -> None:
         assert [m.kind for m in run.report.mismatches] == kinds
         if kinds == ["rule"]:
             assert run.report.mismatches[0].message == "tools are not allowed here"
+
+
+def test_json_that_is_not_an_event_does_not_use_up_a_step() -> None:
+    run = Run(*recording(*TEXT))
+    for junk in ("[1, 2]", "42", '"session.update"', "null"):
+        new = run.send(junk)
+        assert run.types(new) == ["error"], junk
+    assert {m.kind for m in run.report.mismatches} == {"unexpected"}
+    run.send(TEXT[1][1])
+    assert run.types()[-1] == "session.updated"
