@@ -8,6 +8,8 @@ loop, garbage and peak memory its own, and let client and server use both cores.
 Kinds:
   send CASSETTE        bare websockets server: on connect, sends the cassette's server
                        frames pre-encoded from a list, then closes (the replay reference)
+  send-batched CASSETTE  the same, writing frames in batches as ReplayServer does (the
+                       most websockets can send: the physical limit)
   sink                 counts what a client sends until {"type":"bench.done"}, answers
                        {"type":"bench.ok"} (client->server throughput)
   echo                 sends every message back (round-trip latency)
@@ -50,11 +52,31 @@ def server_payloads(path: str) -> list[bytes]:
 
 
 async def bare(kind: str, args: list[str], stop: asyncio.Event) -> None:
-    payloads = server_payloads(args[0]) if kind == "send" else []
+    payloads = server_payloads(args[0]) if kind in ("send", "send-batched") else []
 
     async def send(ws: ServerConnection) -> None:
         for p in payloads:
             await ws.send(p, text=True)
+        await ws.close()
+
+    async def send_batched(ws: ServerConnection) -> None:
+        # The most websockets can do: frames written 256 (or 32 KB) at a time, with one
+        # flow-control wait per batch, through the context its own send() uses.
+        context = ws.send_context  # type: ignore[attr-defined]
+        for i in range(0, len(payloads), 256):
+            batch, size = [], 0
+            for p in payloads[i : i + 256]:
+                batch.append(p)
+                size += len(p)
+                if size >= 32 * 1024:
+                    async with context():
+                        for q in batch:
+                            ws.protocol.send_text(q)
+                    batch, size = [], 0
+            if batch:
+                async with context():
+                    for q in batch:
+                        ws.protocol.send_text(q)
         await ws.close()
 
     async def sink(ws: ServerConnection) -> None:
@@ -70,7 +92,7 @@ async def bare(kind: str, args: list[str], stop: asyncio.Event) -> None:
         async for message in ws:
             await ws.send(message)
 
-    handler = {"send": send, "sink": sink, "echo": echo}[kind]
+    handler = {"send": send, "send-batched": send_batched, "sink": sink, "echo": echo}[kind]
     async with serve(handler, "127.0.0.1", 0, **OPTS) as server:
         announce(server)
         await stop.wait()
@@ -131,7 +153,7 @@ async def main(argv: list[str]) -> None:
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    if kind in ("send", "sink", "echo"):
+    if kind in ("send", "send-batched", "sink", "echo"):
         await bare(kind, args, stop)
     elif kind == "relay":
         await relay(args[0], stop)
