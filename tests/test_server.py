@@ -120,69 +120,107 @@ async def test_in_memory_cassette_replays_like_its_file() -> None:
 # -- openai-agents -----------------------------------------------------------------------
 
 
-def _agents_cassette(client_frames: list[str]) -> Cassette:
-    """text-response's server side, with the client side as openai-agents sends it."""
+def _agents_cassette(base_name: str, runs: list[list[str]]) -> Cassette:
+    """A sample cassette's server side, with its client side as openai-agents sends it.
+
+    ``runs[0]`` (what agents sends on connect and for ``send_message``) takes the place of
+    the sample's first two runs of client events; ``runs[k]`` of its run ``k + 1``.
+    """
     from rtreplay import load
 
-    base = load(sample("text-response.jsonl")).connections[0]
-    server = [f for f in base.frames if f.dir == "server"]
-    frames = [server[0]]
-    frames += [
-        Frame.from_message(0, 0.001 * (i + 1), "client", m) for i, m in enumerate(client_frames)
-    ]
-    frames += [Frame(0, 0.1 + f.t, "server", json=f.json) for f in server[1:]]
-    close = Close(0, 1.0, 1000, "", "client")
-    return Cassette(Header(), [Connection(base.open, frames, close)])
+    base = load(sample(base_name)).connections[0]
+    frames: list[Frame] = []
+    run, previous_was_client, t = -1, False, 0.0
+    for f in base.frames:
+        if f.dir == "client":
+            if not previous_was_client:
+                run += 1
+                for message in runs[0] if run == 0 else [] if run == 1 else runs[run - 1]:
+                    t += 0.001
+                    frames.append(Frame.from_message(0, t, "client", message))
+            previous_was_client = True
+        else:
+            previous_was_client = False
+            t += 0.001
+            frames.append(Frame(0, t, "server", json=f.json))
+    return Cassette(Header(), [Connection(base.open, frames, Close(0, t + 1, 1000, "", "client"))])
 
 
-AGENTS_FRAMES = [
-    # The types openai-agents 0.24 sends for send_message(); its content is captured below.
-    '{"type":"session.update","session":{"type":"realtime"}}',
-    '{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[]}}',
-    '{"type":"session.update","session":{"type":"realtime","tracing":"auto"}}',
-    '{"type":"response.create"}',
-]
+def get_weather(location: str) -> str:
+    """Get the current weather for a city."""
+    return '{"temp_f": 61, "sky": "fog"}'
 
 
-async def test_openai_agents_replays_with_type_only_matching() -> None:
+# What openai-agents 0.24 sends, by type (its content is captured in the test below):
+# on connect a full session.update; send_message's item; a tracing session.update once
+# session.created arrived; response.create; then a tool's output and response.create.
+AGENTS_CASES = {
+    "text-response.jsonl": (
+        "Say hello in three words.",
+        [["session.update", "conversation.item.create", "session.update", "response.create"]],
+    ),
+    "function-call.jsonl": (
+        "What's the weather in San Francisco?",
+        [
+            ["session.update", "conversation.item.create", "session.update", "response.create"],
+            ["conversation.item.create", "response.create"],
+        ],
+    ),
+}
+
+
+async def _run_agents(
+    cassette: Cassette, message: str, **options: Any
+) -> tuple[list[Any], ReplayServer]:
+    from agents import function_tool
+
+    expected = len(clients.server_events(cassette))
+    async with ReplayServer(cassette, **options) as server:
+        got = await clients.openai_agents(
+            server.url + "?model=gpt-realtime",
+            message,
+            expected,
+            tools=[function_tool(get_weather)],
+        )
+    return got, server
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS_CASES))
+async def test_openai_agents_replays_with_type_only_matching(name: str) -> None:
     """The sample cassettes were written from the openai SDK's side; openai-agents sends its
     own session.update frames, so a cassette with its event types is replayed by type."""
-    cassette = _agents_cassette(AGENTS_FRAMES)
-    expected = clients.server_events(cassette)
-    async with ReplayServer(cassette, match="type") as server:
-        got = await clients.openai_agents(
-            server.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
-        )
-    assert got == expected
+    message, types = AGENTS_CASES[name]
+    cassette = _agents_cassette(name, [[json.dumps({"type": t}) for t in run] for run in types])
+    got, server = await _run_agents(cassette, message, match="type")
+    assert got == clients.server_events(cassette)
     assert_clean(server)
 
 
-async def test_openai_agents_replays_its_own_recording_with_default_matching() -> None:
-    """Capture what openai-agents really sends, make that the recording, replay it with the
-    default (content) policy; the agents SDK races its second session.update against its
-    response.create, so any order the player accepts is listed as a reordering."""
-    cassette = _agents_cassette(AGENTS_FRAMES)
-    expected = clients.server_events(cassette)
-    async with ReplayServer(cassette, match="type") as capture:
-        await clients.openai_agents(
-            capture.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
-        )
+@pytest.mark.parametrize("name", sorted(AGENTS_CASES))
+async def test_openai_agents_replays_its_own_recording_with_default_matching(name: str) -> None:
+    """Capture what openai-agents really sends, make that the recording, and replay it with
+    the default (content) policy. The agents SDK races its second session.update against
+    its response.create: whichever order comes, the player accepts it (noted as a
+    reordering), and a function call's call_id goes round trip."""
+    message, types = AGENTS_CASES[name]
+    placeholder = _agents_cassette(name, [[json.dumps({"type": t}) for t in run] for run in types])
+    _, capture = await _run_agents(placeholder, message, match="type")
     sent = [r.raw for r in capture.received]
-    assert [json.loads(m)["type"] for m in sent if isinstance(m, str)] != []
-    recorded = _agents_cassette([m for m in sent if isinstance(m, str)])
-    for _ in range(3):
-        async with ReplayServer(recorded) as server:
-            got = await clients.openai_agents(
-                server.url + "?model=gpt-realtime", "Say hello in three words.", len(expected)
-            )
-        assert got == expected
+    assert all(isinstance(m, str) for m in sent)
+    runs, i = [], 0
+    for run in types:
+        runs.append([str(m) for m in sent[i : i + len(run)]])
+        i += len(run)
+    recorded = _agents_cassette(name, runs)
+    for _ in range(2):
+        got, server = await _run_agents(recorded, message)
+        assert got == clients.server_events(recorded)
         assert_clean(server)
-    async with ReplayServer(recorded) as server:
-        await clients.openai_agents(
-            server.url + "?model=gpt-realtime", "Say goodbye.", len(expected)
-        )
+    _, server = await _run_agents(recorded, "Something else.")
     assert not server.report.ok
-    assert "conversation.item.create differs" in str(server.report)
+    assert "conversation.item.create differs from the recording: item.content[0].text" in str(
+        server.report
+    )
 
 
 # -- mismatches ----------------------------------------------------------------------------
@@ -361,7 +399,8 @@ def _two_connection_cassette() -> Cassette:
 async def test_connection_chosen_by_its_handshake() -> None:
     cassette = _two_connection_cassette()
     async with (
-        ReplayServer(cassette) as server, connect(server.url + "?model=model-b") as b,
+        ReplayServer(cassette) as server,
+        connect(server.url + "?model=model-b") as b,
         connect(server.url + "?model=model-a") as a,
     ):
         assert json.loads(await b.recv())["session"]["model"] == "model-b"
