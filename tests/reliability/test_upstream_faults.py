@@ -8,7 +8,6 @@ the proxy), and a healthy session follows each fault through the same proxy.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from collections.abc import Callable
