@@ -328,8 +328,8 @@ class MatchPolicy:
             if not differences:
                 return Verdict("match")
             # A JSON value that is not an event cannot stand for a recorded event.
-            kind = "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
-            return Verdict(kind, tuple(differences))
+            verdict = "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            return Verdict(verdict, tuple(differences))
         kind = expected.get("type")
         if kind != got.get("type"):
             return Verdict("type", (Difference("type", kind, got.get("type", MISSING)),))
