@@ -197,3 +197,42 @@ def test_cli_doc_serve_section_matches_the_command(served: Served) -> None:
         ws.recv()
     _, err = served.stop()
     assert re.match(pattern, err), err
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=timeout(60),
+    )  # fmt: skip
+    return cert, key
+
+
+def test_serve_over_tls(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _certificate(tmp_path)
+    s = Served(str(TEXT), "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert s.base_url.startswith("wss://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        with connect(s.base_url + "/realtime?model=gpt-realtime", ssl=context) as ws:
+            assert json.loads(ws.recv())["type"] == "session.created"
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_bad_certificate_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    assert main(["serve", str(TEXT), "--port", "0", "--tls-cert", str(junk), "--tls-key", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtreplay serve: error: cannot load the TLS certificate {junk}:")
+    assert err.count("\n") == 1
