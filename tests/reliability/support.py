@@ -43,7 +43,11 @@ async def wait_until(
 
 
 class CliProcess:
-    """A ``python -m rtreplay ...`` subprocess, with the URL it printed when ready."""
+    """A ``python -m rtreplay ...`` subprocess, with the URL it printed when ready.
+
+    Its stdout and stderr are drained as they come (a busy server logs a line per
+    connection, and a full pipe would block it); ``stop()`` returns them.
+    """
 
     def __init__(self, proc: asyncio.subprocess.Process, base_url: str, banner: str) -> None:
         self.proc = proc
@@ -53,6 +57,9 @@ class CliProcess:
         match = re.match(r"ws://([^:/]+):(\d+)/", base_url)
         assert match is not None
         self.host, self.port = match.group(1), int(match.group(2))
+        assert proc.stdout is not None and proc.stderr is not None
+        self._out = asyncio.create_task(proc.stdout.read())
+        self._err = asyncio.create_task(proc.stderr.read())
 
     @property
     def pid(self) -> int:
@@ -62,14 +69,12 @@ class CliProcess:
         """Send ``sig`` and collect the exit code and the rest of stdout and stderr."""
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
-        out, err = await asyncio.wait_for(self.proc.communicate(), timeout(30))
-        assert self.proc.returncode is not None
-        return self.proc.returncode, out.decode(), err.decode()
+        code = await asyncio.wait_for(self.proc.wait(), timeout(60))
+        out, err = await asyncio.gather(self._out, self._err)
+        return code, self.banner + out.decode(), err.decode()
 
     async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await asyncio.wait_for(self.proc.communicate(), timeout(30))
+        await self.stop(signal.SIGKILL)
 
 
 async def start_cli(*args: str, env: dict[str, str] | None = None) -> CliProcess:

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import random
-import signal
 import urllib.parse
 import warnings
 from dataclasses import dataclass, field
@@ -92,8 +91,7 @@ async def one_kill(tmp_path: Path, rng: random.Random, sessions: int, number: in
         while counter[0] < threshold:
             progress.clear()
             await asyncio.wait_for(progress.wait(), 30)
-        rec.proc.send_signal(signal.SIGKILL)
-        await rec.proc.wait()
+        await rec.kill()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         # Every upstream connection has seen its end: what it received is final.
         await up.wait_until(lambda: up.open_connections == 0, timeout=30, what="every upstream connection to end")
