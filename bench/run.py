@@ -593,7 +593,7 @@ def fig_concurrency(ctx: Context) -> None:
     steps = list(workloads.plan(cassette))
     expected = sum(n for kind, _, n in steps if kind == "recv")
     server = ctx.server("replay-concurrent", "replay", str(cassette), "--repeat")
-    rate = Series("concurrency: events/s delivered (all clients)", "events/s")
+    rate = Series("concurrency: delivered, all clients", "events/s")
     delay = Series("concurrency: p99 per-event delay", "ms")
     try:
         for clients in ctx.sizes.clients:
