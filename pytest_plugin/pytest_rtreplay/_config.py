@@ -61,6 +61,8 @@ CONFIG_KEYS = (
 # Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
 # 255-byte file name limit of every common file system, with margin for multi-byte names.
 MAX_NAME = 100
+# The longest part of a cassette path a marker may name (255 minus ".jsonl.<pid>.partial").
+MAX_PART = 220
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+\[\]-]+")
 
 
@@ -285,6 +287,17 @@ def resolve_cassette(value: str | os.PathLike[str], cassette_dir: Path) -> Path:
     path elsewhere) is refused: a typo must not make a recording overwrite an unrelated file.
     """
     raw = os.fspath(value)
+    if "\x00" in raw:
+        raise RealtimeConfigError(
+            f"@pytest.mark.realtime: cassette={raw!r} contains a NUL character, which no file name can hold"
+        )
+    # The writer adds ".<pid>.partial" to the name: keep every part well within 255 bytes.
+    long = [part for part in Path(raw).parts if len(os.fsencode(part)) > MAX_PART]
+    if long:
+        raise RealtimeConfigError(
+            f"@pytest.mark.realtime: cassette={raw[:60]!r}... has a name of {len(os.fsencode(long[0]))} "
+            f"bytes; file systems allow {MAX_PART} here: use a shorter name"
+        )
     path = Path(os.path.normpath(os.path.join(cassette_dir, raw)))
     base = os.path.normpath(cassette_dir)
     inside = os.path.commonpath([base, str(path)]) == base and str(path) != base
