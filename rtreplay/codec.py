@@ -125,6 +125,8 @@ class CassetteReader:
                 raise CassetteError(self.path, "is a directory, not a cassette file") from None
             except OSError as exc:
                 raise CassetteError(self.path, f"cannot be read: {exc.strerror or exc}") from None
+            except ValueError as exc:  # a NUL in the path
+                raise CassetteError(self.path, f"cannot be read: {exc}") from None
             self._owned = True
         else:
             self.path = Path(name or str(getattr(source, "name", "<stream>")))
@@ -304,8 +306,8 @@ class CassetteWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
             self._fd: int | None = os.open(self.partial_path, flags, 0o644)
-        except OSError as exc:
-            raise CassetteWriteError(self.path, f"cannot be written: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise CassetteWriteError(self.path, f"cannot be written: {getattr(exc, 'strerror', None) or exc}") from None
         self._buf = bytearray()
         self.records_written = 0
         self.bytes_written = 0
