@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import http
 import inspect
+import ipaddress
 import logging
 import os
 import re
@@ -753,6 +754,15 @@ class Recorder(Service):
             logger.info("%s", relay.stats.summary())
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_upgrade(request: Request) -> bool:
     """Whether a request asks for a WebSocket (what websockets checks after process_request)."""
     tokens = {t.strip().lower() for v in request.headers.get_all("Connection") for t in v.split(",")}
@@ -863,6 +873,12 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
         f" (full URL: {recorder.url}?model=...). Ctrl-C to finish.",
         flush=True,
     )
+    if not _is_loopback(args.host):
+        logger.warning(
+            "listening on %s, reachable from other machines (and their clients' keys pass through "
+            "this proxy); use --host 127.0.0.1 to keep it local",
+            args.host,
+        )
     status.recorder = recorder
     display = asyncio.create_task(status.run(stop))
     await stop.wait()
