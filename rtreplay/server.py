@@ -513,7 +513,7 @@ class ReplayServer(Service):
             code = ws.close_code if ws.close_code is not None else 1006
             if sender.closed_by_us is not None:
                 by = "by the replay"
-            elif self._closed:
+            elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
                 by = "as the server stopped"
             else:
                 by = "by the client"
@@ -637,13 +637,6 @@ def serve_main(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             return _error(f"cannot load the TLS certificate {args.tls_cert}: {exc}")
-    root = logging.getLogger("rtreplay")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        logging.getLogger("rtreplay.server.websockets").setLevel(logging.WARNING)
     server = ReplayServer(
         args.cassette,
         host=args.host,
@@ -655,7 +648,24 @@ def serve_main(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         ssl_context=context,
     )
-    return asyncio.run(_serve(server))
+    # The command's own log lines go to stderr, only while it runs: main() may be called
+    # in-process (tests, embedding), where a handler left behind would outlive its stream.
+    root = logging.getLogger("rtreplay")
+    quiet = logging.getLogger("rtreplay.server.websockets")
+    saved = root.level, quiet.level, root.propagate
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    quiet.setLevel(logging.WARNING)
+    try:
+        return asyncio.run(_serve(server))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        quiet.setLevel(saved[1])
+        root.propagate = saved[2]
 
 
 async def _serve(server: ReplayServer) -> int:
