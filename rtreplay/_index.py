@@ -225,7 +225,6 @@ class IndexedConnection:
         self.close: Close | None = None
         self.clients: list[ClientFrame] = []
         self.groups: list[list[ServerFrame]] = [[]]
-        self.group_turns: list[int] = [1]
         self.introduced: dict[str, int] = {}
         # IDs a client used before any server frame carried them: chosen by the client.
         self.client_chosen: set[str] = set()
@@ -284,7 +283,6 @@ class IndexedConnection:
             self._hash = hashlib.blake2b(digest_size=16)
         self.clients.append(frame)
         self.groups.append([])
-        self.group_turns.append(self._turn)
 
     def _finish(self) -> None:
         self.tail_audio_digest = self._hash.digest()
