@@ -23,6 +23,7 @@ from rtreplay.server import ReplayServer
 
 from ..conftest import CASSETTES, timeout
 from ..test_codec import _mutations
+from .support import report_figure
 
 FUZZED = int(os.environ.get("RTREPLAY_FUZZ_CASSETTES", "1000"))
 SLOW_FUZZED = 20_000
@@ -41,7 +42,7 @@ def fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:
     """Serve ``count`` corrupted cassettes in-process; every failure must name file and line."""
     rng = random.Random(seed)
     target = tmp_path / "fuzz.jsonl"
-    outcomes = {"served": 0, "refused": 0, "cli_refused": 0}
+    outcomes = {"served": 0, "refused": 0}
     samples = [p.read_bytes() for p in sorted(CASSETTES.glob("*.jsonl"))]
     for n in range(count):
         data = _mutations(rng, rng.choice(samples))
@@ -62,6 +63,7 @@ def fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:
             else:
                 outcomes["served"] += 1
                 server.index.close()
+    report_figure(f"bad cassettes: {count} fuzzed (served, refused with file:line)", [outcomes["served"], outcomes["refused"]])
     return outcomes
 
 

@@ -111,6 +111,10 @@ async def one_kill(tmp_path: Path, rng: random.Random, sessions: int, number: in
         if key not in received:
             assert not s.got
             continue
+        if key not in by_session:
+            # Killed between the upstream's handshake and the client's: nothing was relayed.
+            assert not s.got and not received[key], f"session {s.n} relayed frames but was never recorded"
+            continue
         conn = by_session[key]
         server = [f.payload() for f in conn.frames if f.dir == "server"]
         client = [f.payload() for f in conn.frames if f.dir == "client"]

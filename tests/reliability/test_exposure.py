@@ -162,24 +162,24 @@ def test_hostile_test_ids_and_marker_values_stay_in_the_cassette_directory(
     outside = pytester.path.parent
     before = snapshot(outside)
     tmp_before = set(Path("/tmp").iterdir())
-    result = pytester.runpytest("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}", "-rA")
+    run = pytester.inline_run("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
     cassettes = pytester.path / "cassettes"
     created = snapshot(outside) - before
     escaped = [p for p in created if not p.is_relative_to(cassettes) and p.name not in ("cassettes",)]
     assert not escaped, f"files written outside {cassettes}: {escaped}"
     assert not [p for p in set(Path("/tmp").iterdir()) - tmp_before if escape in p.name]
+    reports = [r for r in run.getreports("pytest_runtest_logreport") if r.when == "call" or r.failed]
     # Every hostile id recorded, each to its own file in the module's directory.
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) == 7, result.stdout.str()
+    ids = [r for r in reports if "::test_ids[" in r.nodeid]
+    assert len(ids) == 7 and all(r.passed for r in ids), [(r.nodeid, r.longreprtext) for r in ids if not r.passed]
     files = sorted(p for p in (cassettes / "test_hostile").iterdir())
     assert len(files) == 7 and all(p.suffix == ".jsonl" and len(p.name) <= 120 for p in files), files
-    # Every hostile marker value refused with a clear error (none a crash from deep inside).
-    text = result.stdout.str()
-    assert outcomes.get("error", 0) + outcomes.get("failed", 0) == 8, text
-    refusals = [line for line in result.stdout.lines if line.startswith("rtreplay: @pytest.mark.realtime: cassette=")]
-    assert len(refusals) == 8, text
-    assert sum("outside the cassette directory" in line for line in refusals) == 6, refusals
-    assert "Error:" not in text  # no ValueError, OSError... from deep inside
-    assert "Traceback" not in text
+    # Every hostile marker value refused with one clear line (none a crash from deep inside).
+    markers = [r for r in reports if "::test_markers[" in r.nodeid]
+    assert len(markers) == 8 and all(r.failed for r in markers), [r.nodeid for r in markers]
+    for report in markers:
+        text = report.longreprtext
+        assert text.startswith("rtreplay: @pytest.mark.realtime: cassette="), (report.nodeid, text)
+        assert "Traceback" not in text and "Error:" not in text, (report.nodeid, text)
+    assert sum("outside the cassette directory" in r.longreprtext for r in markers) == 6
     assert not list(pytester.path.rglob("*.partial"))
-

@@ -25,7 +25,7 @@ import logging
 import os
 import string
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from rtreplay.codec import CassetteReader
 from rtreplay.recorder import Recorder
 
 from ..conftest import timeout
+from .support import report_figure
 
 PAD = "pad " * 700  # makes an event larger than 2 KB
 FAST_EXAMPLES = int(os.environ.get("RTREPLAY_SECRETS_EXAMPLES", "50"))
@@ -382,6 +383,14 @@ SETTINGS = {"deadline": None, "derandomize": False,
             "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 
 
+@pytest.fixture
+def count_sessions() -> Iterator[None]:
+    before = TRIED["sessions"]
+    yield
+    report_figure("secrets: sessions recorded through the proxy", TRIED["sessions"] - before)
+
+
+@pytest.mark.usefixtures("count_sessions")
 @given(sessions())
 @settings(max_examples=FAST_EXAMPLES, **SETTINGS)  # type: ignore[arg-type]
 def test_no_key_reaches_the_cassette(tmp_path: Path, session: Session) -> None:
@@ -390,6 +399,7 @@ def test_no_key_reaches_the_cassette(tmp_path: Path, session: Session) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.usefixtures("count_sessions")
 @given(sessions())
 @settings(max_examples=SLOW_EXAMPLES, **SETTINGS)  # type: ignore[arg-type]
 def test_no_key_reaches_the_cassette_many_sessions(tmp_path: Path, session: Session) -> None:
