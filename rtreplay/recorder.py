@@ -51,7 +51,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ._service import Service
-from .cassette import Close, Frame, Open, Protocol, Reject
+from ._wsio import send_many
+from .cassette import Close, Open, Protocol, Reject
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError
 from .redact import Redactor, credentials_in_handshake
@@ -333,15 +334,18 @@ class _Relay:
             return True  # the other side is gone: these frames reach no one, so are not recorded
         conn = self.conn
         try:
-            self.recorder._writer.write_many(Frame.from_message(conn, t, side, m) for t, m in batch)
+            self.recorder._writer.write_messages(conn, side, batch)
         except RtreplayError as exc:
             await self.recorder._fail(exc)
             await self._end(Close(conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
             return False
         dst = self.hops[other]
         try:
-            for _t, message in batch:
-                await dst.send(message)
+            if len(batch) == 1:
+                await dst.send(batch[0][1])
+            else:
+                # A burst goes out as one write: send() per frame costs a system call each.
+                await send_many(dst, ((m, isinstance(m, str)) for _t, m in batch))
         except ConnectionClosed:
             self.unusable.add(other)
         return True

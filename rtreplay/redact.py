@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from .cassette import Close, Frame, Header, Open, Record, Reject, json_raw
+from .cassette import Close, Direction, Frame, Header, Open, Record, Reject, json_raw
 
 __all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "credentials_in_handshake"]
 
@@ -322,6 +322,33 @@ class Redactor:
         if raw is None:  # a hook returned something that is not JSON-encodable text
             return msgspec.structs.replace(frame, json=msgspec.UNSET, text=text)
         return msgspec.structs.replace(frame, json=raw)
+
+    def frame_from_message(
+        self, conn: int, t: float, direction: Direction, message: str | bytes
+    ) -> tuple[Frame, bool]:
+        """The redacted record of a message as it passes, decoding its JSON once.
+
+        ``Frame.from_message`` followed by :meth:`frame` decodes a JSON message twice (to
+        check it is JSON, then to look for secrets); here one decode does both. Returns the
+        frame and whether it was proved free of live credentials (so the writer need not
+        search its encoded line again).
+        """
+        if not isinstance(message, str) or self.patterns or self.json_paths or self.event_hook:
+            return self.frame(Frame.from_message(conn, t, direction, message)), False
+        data = message.encode()
+        try:
+            event = _json_decoder.decode(data)
+        except (msgspec.DecodeError, ValueError):
+            return self.frame(Frame.from_message(conn, t, direction, message)), False
+        if b"\n" in data or b"\r" in data:  # JSON spanning lines is re-encoded: slow path
+            return self.frame(Frame.from_message(conn, t, direction, message)), False
+        frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
+        for secret in self._secret_bytes:
+            if secret in data:
+                return self.frame(frame), False
+        if _suspicious(event):
+            return self.frame(frame), False
+        return frame, True
 
     def _clean_json(self, raw: msgspec.Raw) -> bool:
         """Whether a JSON frame certainly needs no redaction, decided without the regexes.

@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
 from ._service import Service
 from ._version import __version__
+from ._wsio import send_many
 from .cassette import Cassette
 from .errors import MismatchError
 from .match import MatchPolicy, resolve_policy
@@ -189,37 +190,20 @@ class _Sender:
             return
 
     async def _send_now(self, frames: Sequence[ServerFrame]) -> None:
-        ws = self.ws
-        # Frames due together are written in batches: one flush and one flow-control wait
-        # per batch rather than per frame. ``send_context`` is how websockets' own send()
-        # writes; without it (a future websockets), fall back to send() per frame.
-        context = getattr(ws, "send_context", None)
-        if context is None:
-            for frame, data in self.index.payloads(frames):
-                await ws.send(data, text=frame.text)
-                self.sent += 1
-            return
-        batch: list[tuple[ServerFrame, bytes]] = []
+        # Frames due together are written in batches (send_many: one write and one
+        # flow-control wait per batch rather than per frame); a batch is capped like
+        # websockets' write buffer so a client that stops reading makes us hold little.
+        batch: list[tuple[bytes, bool]] = []
         size = 0
-        for item in self.index.payloads(frames):
-            batch.append(item)
-            size += len(item[1])
+        for frame, data in self.index.payloads(frames):
+            batch.append((data, frame.text))
+            size += len(data)
             if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
-                await self._flush(context, batch)
+                self.sent += await send_many(self.ws, batch)
                 batch = []
                 size = 0
         if batch:
-            await self._flush(context, batch)
-
-    async def _flush(self, context: Any, batch: list[tuple[ServerFrame, bytes]]) -> None:
-        protocol = self.ws.protocol
-        async with context():
-            for frame, data in batch:
-                if frame.text:
-                    protocol.send_text(data)
-                else:
-                    protocol.send_binary(data)
-        self.sent += len(batch)
+            self.sent += await send_many(self.ws, batch)
 
 
 class ReplayServer(Service):
