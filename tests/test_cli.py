@@ -44,3 +44,19 @@ def test_python_dash_m_runs_the_same_command() -> None:
     assert "    1 (not an event)" in done.stdout, "the client frame without a type is counted apart"
     version = subprocess.run([sys.executable, "-m", "rtreplay", "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.strip().startswith("rtreplay ")
+
+
+def test_the_documented_inspect_and_validate_outputs_are_what_the_commands_print(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .docs import code_blocks
+
+    monkeypatch.chdir(CASSETTES.parent)
+    shown = [b for b in code_blocks("cli.md", "console") if b.startswith("$ rtreplay ")]
+    assert len(shown) >= 2
+    for block in shown:
+        command, _, expected = block.partition("\n")
+        args = command.removeprefix("$ rtreplay ").split()
+        assert main(args) == 0
+        printed = capsys.readouterr()
+        assert printed.out + printed.err == expected, command
