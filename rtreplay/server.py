@@ -63,6 +63,8 @@ logger = logging.getLogger("rtreplay.server")
 REALTIME_PATHS = ("/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime")
 #: Largest client message accepted (the API allows 15 MiB of audio per append).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# How long stopping waits for clients to complete their closing handshakes.
+CLOSE_TIMEOUT = 5.0
 
 #: Audio appends kept whole in ``ReplayServer.received`` (later ones lose their audio).
 RECEIVED_AUDIO_BUDGET = 32 * 1024 * 1024
@@ -254,6 +256,7 @@ class ReplayServer(Service):
         self._used: set[int] = set()
         self._next_conn = 0
         self._assigned: dict[ServerConnection, tuple[int, IndexedConnection]] = {}
+        self._live: set[ServerConnection] = set()
         self._server: Server | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -281,7 +284,14 @@ class ReplayServer(Service):
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                # A client that stopped reading keeps websockets' close() waiting on its
+                # full socket forever (the close timeout starts only after the drain).
+                for connection in list(self._live):
+                    connection.transport.abort()
+                await self._server.wait_closed()
         self.index.close()
 
     def check(self, *, complete: bool = True) -> None:
@@ -448,6 +458,7 @@ class ReplayServer(Service):
             await ws.close(1011, "rtreplay: no recorded connection for this handshake")
             return
         live, ic = entry
+        self._live.add(ws)
         player = Player(
             ic,
             policy=self.policy,
@@ -484,6 +495,7 @@ class ReplayServer(Service):
         except ConnectionClosed:
             pass
         finally:
+            self._live.discard(ws)
             player.disconnect()
             if not task.done():
                 task.cancel()
