@@ -72,6 +72,7 @@ logger = logging.getLogger("rtreplay.recorder")
 DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
 MAX_SIZE = 16 * 1024 * 1024  # the API accepts 15 MiB audio appends; base64 and JSON add a little
 DEFAULT_IDLE_TIMEOUT = 300.0
+CLOSE_TIMEOUT = 5.0  # how long a closing handshake may take before the connection is dropped
 # What the proxy may hold between reading a direction and forwarding it (besides the
 # websockets buffers): enough to batch a burst, little enough that a client that stops
 # reading stops the upstream within a few hundred KB.
@@ -403,8 +404,15 @@ class _Relay:
     async def _close_hop(self, side: Side, code: int, reason: str) -> None:
         self.closing.add(side)
         self.unusable.add(side)
-        with contextlib.suppress(Exception):
-            await self.hops[side].close(code, reason)
+        hop = self.hops[side]
+        try:
+            # A peer that stopped reading keeps websockets' close() waiting on its full
+            # socket forever (the close timeout starts only after the drain).
+            await asyncio.wait_for(hop.close(code, reason), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            hop.transport.abort()
+        except Exception:  # the hop is gone already: nothing left to close
+            pass
 
     async def _end(self, close: Close) -> None:
         """End the connection from the proxy: record ``close``, close both hops."""
