@@ -12,12 +12,13 @@ websockets), it falls back to ``send()`` per message.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.connection import Connection
 
-__all__ = ["send_many"]
+__all__ = ["send_many", "websockets_logger"]
 
 
 async def send_many(
@@ -79,3 +80,37 @@ def _write_joined(ws: Any, chunks: list[bytes]) -> None:
             transport.close()
     if pending:
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
+class _OneLineHandshakeFailures(logging.Filter):
+    """Turn websockets' "opening handshake failed" traceback into one readable line.
+
+    A port scanner, a TLS hello sent to a ``ws://`` port or a plain HTTP request each make
+    websockets log the failed handshake at ERROR with a traceback. The client got its answer
+    (or nothing, as it deserved); the server is fine. One warning line says what came.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "opening handshake failed" and record.exc_info:
+            exc = record.exc_info[1]
+            cause = exc.__cause__ if exc is not None else None
+            reason = f"{exc}" + (f": {cause}" if cause is not None else "")
+            record.msg = "opening handshake failed: %s"
+            record.args = (reason,)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
+
+
+def websockets_logger(name: str) -> logging.Logger:
+    """The logger to give a websockets server: handshake failures in one line."""
+    log = logging.getLogger(name)
+    # websockets' DEBUG output prints every request header, credentials included, and
+    # every frame: it never turns on because someone debugs the "rtreplay" logger.
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    if not any(isinstance(f, _OneLineHandshakeFailures) for f in log.filters):
+        log.addFilter(_OneLineHandshakeFailures())
+    return log

@@ -51,7 +51,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ._service import Service
-from ._wsio import send_many
+from ._wsio import send_many, websockets_logger
 from .cassette import Close, Open, Protocol, Reject
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError
@@ -522,6 +522,7 @@ class Recorder(Service):
                 open_timeout=self.open_timeout + 5,
                 close_timeout=5,
                 ssl=self.ssl_context,
+                logger=websockets_logger("rtreplay.recorder.websockets"),
             )
         except OSError as exc:
             self._writer.abort()

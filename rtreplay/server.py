@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
 from ._service import Service
 from ._version import __version__
-from ._wsio import send_many
+from ._wsio import send_many, websockets_logger
 from .cassette import Cassette
 from .errors import MismatchError
 from .match import MatchPolicy, resolve_policy
@@ -276,7 +276,7 @@ class ReplayServer(Service):
             # paused in a debugger keeps its connection.
             ping_interval=None,
             ssl=self.ssl_context,
-            logger=logging.getLogger("rtreplay.server.websockets"),
+            logger=websockets_logger("rtreplay.server.websockets"),
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         return int(sockname[1])

@@ -830,3 +830,23 @@ async def test_received_keeps_audio_only_up_to_its_budget() -> None:
     assert all(r.raw is None and r.elided > 0 for r in appends[1:])
     assert appends[1].event == {"type": "input_audio_buffer.append", "audio": None}
     assert_clean(server)
+
+
+async def test_a_handshake_that_is_not_http_is_one_log_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="rtreplay")
+    async with ReplayServer(sample("text-response.jsonl")) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\x16\x03\x01\x02\x00 a TLS hello to a ws:// port\r\n\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout(10)) == b""  # the server hung up
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(1000):  # the line is logged as the connection is dropped
+            if any("opening handshake failed" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.001)
+    (record,) = [r for r in caplog.records if "opening handshake failed" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage().startswith("opening handshake failed: did not receive a valid HTTP request")
