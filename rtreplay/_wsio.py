@@ -22,7 +22,7 @@ __all__ = ["send_many", "websockets_logger"]
 
 
 async def send_many(
-    ws: Connection, messages: Iterable[tuple[bytes | str, bool]], max_bytes: int = 16 * 1024
+    ws: Connection, messages: Iterable[tuple[bytes | str, bool]], max_bytes: int = 64 * 1024
 ) -> int:
     """Send ``(data, is_text)`` messages in order; return how many were sent.
 

@@ -115,22 +115,40 @@ def _suspicious(value: Any) -> bool:
     """Whether a decoded event has a secret-named field or a key-shaped string anywhere.
 
     A cheap, conservative test: everything it calls clean is left unchanged by the full
-    text rules too, so a clean frame can skip them. Base64 audio holds neither ``-`` nor
-    ``_``, so its long strings are passed over at memchr speed.
+    text rules too, so a clean frame can skip them. It runs on every recorded message, so
+    it is one loop over an explicit stack with the tests inlined: base64 audio holds
+    neither ``-``, ``_`` nor ``"``, so its long strings are passed over at memchr speed.
     """
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key.lower() in SECRET_FIELDS or _key_like(key):
-                return True
-            if isinstance(item, str):
-                if _key_like(item):
+    stack = [value]
+    secret_fields = SECRET_FIELDS
+    trigger = _FIELD_TRIGGER.search
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            for key, item in v.items():
+                if key in secret_fields or (not key.islower() and key.lower() in secret_fields):
                     return True
-            elif isinstance(item, (dict, list)) and _suspicious(item):
-                return True
-        return False
-    if isinstance(value, list):
-        return any(_key_like(v) if isinstance(v, str) else _suspicious(v) for v in value)
-    return isinstance(value, str) and _key_like(value)
+                if ("-" in key or "_" in key) and ("sk-" in key or "ek_" in key):
+                    return True
+                ti = type(item)
+                if ti is str:
+                    if ("-" in item or "_" in item) and ("sk-" in item or "ek_" in item):
+                        return True
+                    if '"' in item and trigger(item) is not None:
+                        return True
+                elif ti is dict or ti is list:
+                    stack.append(item)
+        elif t is list:
+            for item in v:
+                if type(item) is str:
+                    if _key_like(item):
+                        return True
+                else:
+                    stack.append(item)
+        elif t is str and _key_like(v):
+            return True
+    return False
 
 
 def _key_like(text: str) -> bool:
