@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import threading
 from collections.abc import Iterator
@@ -20,7 +21,17 @@ from typing import TypeVar
 
 S = TypeVar("S", bound="Service")
 
-__all__ = ["Service"]
+__all__ = ["Service", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Service:

@@ -77,32 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cassette", help="path to a cassette (.jsonl)")
     p.set_defaults(run=_inspect_main)
 
-    try:
-        from .server import add_serve_arguments, serve_main
-    except ImportError:  # pragma: no cover - while the server is being built
-        pass
-    else:
-        p = sub.add_parser("serve", help="replay a cassette from a local mock Realtime server")
-        add_serve_arguments(p)
-        p.set_defaults(run=serve_main)
+    from . import recorder, server, validate
 
-    try:
-        from .recorder import add_record_arguments, record_main
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        p = sub.add_parser("record", help="record live sessions through a proxy into a cassette")
-        add_record_arguments(p)
-        p.set_defaults(run=record_main)
-
-    try:
-        from .validate import add_validate_arguments, validate_main
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        p = sub.add_parser("validate", help="check a cassette's events against the Realtime schema")
-        add_validate_arguments(p)
-        p.set_defaults(run=validate_main)
+    commands = [
+        ("serve", "replay a cassette from a local mock Realtime server", server.add_serve_arguments, server.serve_main),
+        ("record", "record live sessions through a proxy into a cassette", recorder.add_record_arguments, recorder.record_main),
+        ("validate", "check a cassette's events against the Realtime schema", validate.add_validate_arguments, validate.validate_main),
+    ]
+    for name, help_text, add_arguments, run in commands:
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
     return parser
 
 

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import http
 import inspect
-import ipaddress
 import logging
 import os
 import re
@@ -50,7 +49,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from ._service import Service
+from ._service import Service, is_loopback
 from ._wsio import send_many, websockets_logger
 from .cassette import Close, Open, Protocol, Reject
 from .codec import CassetteWriter
@@ -767,15 +766,6 @@ class Recorder(Service):
             logger.info("%s", relay.stats.summary())
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_upgrade(request: Request) -> bool:
     """Whether a request asks for a WebSocket (what websockets checks after process_request)."""
     tokens = {t.strip().lower() for v in request.headers.get_all("Connection") for t in v.split(",")}
@@ -886,7 +876,7 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
         f" (full URL: {recorder.url}?model=...). Ctrl-C to finish.",
         flush=True,
     )
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         logger.warning(
             "listening on %s, reachable from other machines (and their clients' keys pass through "
             "this proxy); use --host 127.0.0.1 to keep it local",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
-from ._service import Service
+from ._service import Service, is_loopback
 from ._version import __version__
 from ._wsio import send_many, websockets_logger
 from .cassette import Cassette
@@ -608,15 +607,6 @@ def _speed(text: str) -> float:
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _error(message: str) -> int:
     print(f"rtreplay serve: error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -687,7 +677,7 @@ async def _serve(server: ReplayServer) -> int:
         f'; openai-agents: model_config={{"url": "{server.url}?model=gpt-realtime"}}',
         flush=True,
     )
-    if not _is_loopback(server.host):
+    if not is_loopback(server.host):
         print(
             f"rtreplay serve: warning: listening on {server.host}, reachable from other "
             f"machines; use --host 127.0.0.1 to keep it local",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from rtreplay._service import is_loopback as _is_loopback
 from rtreplay.cli import main
-from rtreplay.server import _is_loopback
 
 from . import clients
 from .conftest import CASSETTES, REPO, timeout
