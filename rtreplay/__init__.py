@@ -29,11 +29,12 @@ from .player import Mismatch, Player, ReplayReport
 from .redact import Redactor
 
 if _TYPE_CHECKING:
+    from .recorder import Recorder
     from .server import ReceivedEvent, ReplayServer
 
 # The servers pull in websockets: imported on first use, so ``import rtreplay`` (and the
 # pytest plugin, which imports it in every test session) stays cheap.
-_LAZY = {"ReceivedEvent": ".server", "ReplayServer": ".server"}
+_LAZY = {"ReceivedEvent": ".server", "Recorder": ".recorder", "ReplayServer": ".server"}
 
 
 def __getattr__(name: str) -> _Any:
@@ -69,6 +70,7 @@ __all__ = [
     "Player",
     "ReceivedEvent",
     "RecordError",
+    "Recorder",
     "Redactor",
     "Reject",
     "ReplayError",
