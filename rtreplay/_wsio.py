@@ -17,8 +17,31 @@ from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.connection import Connection
+from websockets.datastructures import Headers
 
-__all__ = ["send_many", "websockets_logger"]
+from .cassette import Protocol
+
+__all__ = ["handshake_protocol", "offered_subprotocols", "send_many", "websockets_logger"]
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    """The subprotocols a handshake offers, in order (every ``Sec-WebSocket-Protocol``)."""
+    offered: list[str] = []
+    for value in headers.get_all("Sec-WebSocket-Protocol"):
+        offered.extend(p.strip() for p in value.split(",") if p.strip())
+    return offered
+
+
+def handshake_protocol(headers: Headers, offered: Iterable[str]) -> Protocol:
+    """``"beta"`` for ``OpenAI-Beta: realtime=v1`` (or its browser subprotocol), else ``"ga"``.
+
+    The recorder writes it into the cassette and the replay server checks a client against
+    it, so both must read a handshake the same way.
+    """
+    beta_header = ",".join(headers.get_all("OpenAI-Beta")).replace(" ", "")
+    if "realtime=v1" in beta_header or "openai-beta.realtime-v1" in offered:
+        return "beta"
+    return "ga"
 
 
 async def send_many(

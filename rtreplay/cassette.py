@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Literal
 
 import msgspec
@@ -29,6 +30,8 @@ __all__ = [
     "Protocol",
     "Record",
     "Reject",
+    "json_raw",
+    "utc_timestamp",
 ]
 
 FORMAT_VERSION = 1
@@ -139,6 +142,11 @@ class Reject(msgspec.Struct, frozen=True, tag="reject", tag_field="kind", omit_d
 
 
 Record = Header | Open | Frame | Close | Reject
+
+
+def utc_timestamp(timespec: str = "seconds") -> str:
+    """Now, as the format writes wall-clock times: ISO 8601 UTC with a ``Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def json_raw(text: str) -> msgspec.Raw | None:

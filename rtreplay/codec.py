@@ -18,7 +18,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -36,6 +35,7 @@ from .cassette import (
     Open,
     Record,
     Reject,
+    utc_timestamp,
 )
 from .errors import (
     CassetteError,
@@ -279,10 +279,6 @@ def save(cassette: Cassette, path: str | os.PathLike[str], redactor: Redactor | 
     return writer.path
 
 
-def _utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class CassetteWriter:
     """Writes a cassette beside its target and moves it into place when finished.
 
@@ -313,8 +309,8 @@ class CassetteWriter:
         self.records_written = 0
         self.bytes_written = 0
         if header is None:
-            header = Header(created=_utcnow())
-        self.write(Header(FORMAT_VERSION, header.rtreplay, header.created or _utcnow()))
+            header = Header(created=utc_timestamp())
+        self.write(Header(FORMAT_VERSION, header.rtreplay, header.created or utc_timestamp()))
 
     def __enter__(self) -> CassetteWriter:
         return self

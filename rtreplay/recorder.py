@@ -38,7 +38,6 @@ import urllib.parse
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +49,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ._service import Service, is_loopback
-from ._wsio import send_many, websockets_logger
-from .cassette import Close, Open, Protocol, Reject
+from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
+from .cassette import Close, Open, Reject, utc_timestamp
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError
 from .redact import Redactor, credentials_in_handshake
@@ -130,10 +129,6 @@ def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
     base = urllib.parse.urlsplit(upstream)
     url = urllib.parse.urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + tail, query, ""))
     return url
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -586,7 +581,7 @@ class Recorder(Service):
         started = time.monotonic()
         parsed = urllib.parse.urlsplit(request.path)
         raw = list(request.headers.raw_items())
-        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",") if p.strip()]
+        offered = offered_subprotocols(request.headers)
         # Secrets first: nothing about this connection is written (or logged) before the
         # redactor knows them, a key in the query (Azure's ?api-key=) included.
         for name, value in raw:
@@ -672,26 +667,20 @@ class Recorder(Service):
     def _open_record(self, conn: int, request: Request, subprotocol: str | None) -> Open:
         parsed = urllib.parse.urlsplit(request.path)
         raw = list(request.headers.raw_items())
-        offered = [p.strip() for n, v in raw if n.lower() == "sec-websocket-protocol" for p in v.split(",")]
         headers: dict[str, str] = {}
         for name, value in raw:
             key = name.lower()
             if key in HOP_BY_HOP or _UNRECORDED.match(key):
                 continue
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        protocol: Protocol = (
-            "beta"
-            if "realtime=v1" in headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
-            else "ga"
-        )
         return Open(
             conn,
             path=parsed.path,
             query=dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)),
-            protocol=protocol,
+            protocol=handshake_protocol(request.headers, offered_subprotocols(request.headers)),
             subprotocol=subprotocol,
             headers=headers,
-            started=_utc_now(),
+            started=utc_timestamp("milliseconds"),
         )
 
     def _refused(self, connection: ServerConnection, request: Request, response: Response, started: float) -> Response:

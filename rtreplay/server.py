@@ -31,7 +31,7 @@ from websockets.http11 import Request, Response
 from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
 from ._service import Service, is_loopback
 from ._version import __version__
-from ._wsio import send_many, websockets_logger
+from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
 from .cassette import Cassette
 from .errors import MismatchError
 from .match import MatchPolicy, resolve_policy
@@ -117,13 +117,6 @@ class ReceivedEvent:
 
     def __repr__(self) -> str:
         return f"ReceivedEvent(conn={self.conn}, type={self.type!r})"
-
-
-def _offered_subprotocols(request: Request) -> list[str]:
-    offered: list[str] = []
-    for value in request.headers.get_all("Sec-WebSocket-Protocol"):
-        offered.extend(p.strip() for p in value.split(",") if p.strip())
-    return offered
 
 
 def _has_credential(request: Request, offered: Iterable[str]) -> bool:
@@ -317,7 +310,7 @@ class ReplayServer(Service):
                 f"rtreplay: no Realtime endpoint at {path}; connect to /v1/realtime "
                 f"(websocket_base_url {self.websocket_base_url})",
             )
-        if self.require_auth and not _has_credential(request, _offered_subprotocols(request)):
+        if self.require_auth and not _has_credential(request, offered_subprotocols(request.headers)):
             logger.warning("refused %s: HTTP 401, no credential", request.path)
             return self._refuse(
                 connection,
@@ -335,11 +328,8 @@ class ReplayServer(Service):
         # Chosen only once the handshake is valid, so a bad request uses up no connection.
         url = urlsplit(request.path)
         query = dict(parse_qsl(url.query))
-        offered = _offered_subprotocols(request)
-        beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", "") or (
-            "openai-beta.realtime-v1" in offered
-        )
-        protocol = "beta" if beta else "ga"
+        offered = offered_subprotocols(request.headers)
+        protocol = handshake_protocol(request.headers, offered)
         live = self._next_conn
         self._next_conn += 1
         target = f"{url.path}{'?' + url.query if url.query else ''}"
