@@ -33,6 +33,7 @@ __all__ = [
     "ServerFrame",
     "audio_length",
     "echoed_ids",
+    "hash_audio",
 ]
 
 AUDIO_APPEND = "input_audio_buffer.append"
@@ -61,6 +62,19 @@ def audio_length(b64: str) -> int:
     pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
     full, rest = divmod(n, 4)
     return full * 3 - pad + (rest * 3) // 4
+
+
+def hash_audio(digest: Any, b64: str) -> None:
+    """Feed an append's audio to ``digest``, as the recording's and the client's both are.
+
+    The two digests are compared at each commit, so this is the one place that decides
+    what is hashed: the decoded bytes, or the text itself when it is not valid base64
+    (non-ASCII text from a bad client or a corrupted cassette).
+    """
+    try:
+        digest.update(binascii.a2b_base64(b64))
+    except ValueError:  # binascii.Error, or non-ASCII text
+        digest.update(b64.encode())
 
 
 def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
@@ -270,10 +284,7 @@ class IndexedConnection:
             self._audio += frame.audio_len
             frame.audio_end = self._audio
             if self.digests:
-                try:
-                    self._hash.update(binascii.a2b_base64(audio))
-                except ValueError:  # binascii.Error, or non-ASCII text: hashed as it is
-                    self._hash.update(audio.encode())
+                hash_audio(self._hash, audio)
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT

@@ -32,7 +32,6 @@ mismatch is a :class:`Mismatch` saying where in the conversation it happened; th
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import json
 from collections import deque
@@ -42,7 +41,14 @@ from typing import Any
 
 import msgspec
 
-from ._index import AUDIO_APPEND, ClientFrame, IndexedConnection, ServerFrame, audio_length
+from ._index import (
+    AUDIO_APPEND,
+    ClientFrame,
+    IndexedConnection,
+    ServerFrame,
+    audio_length,
+    hash_audio,
+)
 from .match import Difference, MatchPolicy, Verdict, format_value
 
 __all__ = [
@@ -442,10 +448,7 @@ class Player:
             return
         self._audio += audio_length(audio)
         if self.policy.audio == "content":
-            try:
-                self._audio_hash.update(binascii.a2b_base64(audio))
-            except ValueError:  # binascii.Error, or non-ASCII text from a bad client
-                self._audio_hash.update(audio.encode())
+            hash_audio(self._audio_hash, audio)
         # Appends of the current turn covered by the audio received so far are matched,
         # which releases the server frames recorded after them (speech_started...).
         turn = self._clients[self._first].turn
