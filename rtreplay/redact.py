@@ -351,7 +351,7 @@ class Redactor:
         frame and whether it was proved free of live credentials (so the writer need not
         search its encoded line again).
         """
-        if not isinstance(message, str) or self.patterns or self.json_paths or self.event_hook:
+        if not isinstance(message, str) or self._custom_rules:
             return self.frame(Frame.from_message(conn, t, direction, message)), False
         data = message.encode()
         try:
@@ -361,12 +361,25 @@ class Redactor:
         if b"\n" in data or b"\r" in data:  # JSON spanning lines is re-encoded: slow path
             return self.frame(Frame.from_message(conn, t, direction, message)), False
         frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
+        if self._clean(data, event):
+            return frame, True
+        return self.frame(frame), False
+
+    @property
+    def _custom_rules(self) -> bool:
+        """Whether user rules are set, which only the full path applies."""
+        return bool(self.patterns or self.json_paths or self.event_hook is not None)
+
+    def _clean(self, data: bytes, event: Any) -> bool:
+        """Whether a JSON message (its bytes and its decoded event) needs no redaction.
+
+        Conservative: no live credential in the bytes, and no secret-named field or
+        key-shaped string anywhere in the event. A message that passes is written as it is.
+        """
         for secret in self._secret_bytes:
             if secret in data:
-                return self.frame(frame), False
-        if _suspicious(event):
-            return self.frame(frame), False
-        return frame, True
+                return False
+        return not _suspicious(event)
 
     def _clean_json(self, raw: msgspec.Raw) -> bool:
         """Whether a JSON frame certainly needs no redaction, decided without the regexes.
@@ -375,19 +388,16 @@ class Redactor:
         microseconds, most of the recorder's cost per frame); decoding with msgspec and
         walking the event is several times cheaper. Custom rules take the full path.
         """
-        if self.patterns or self.json_paths or self.event_hook is not None:
+        if self._custom_rules:
             return False
         data = bytes(raw)
         if len(data) < 2048:  # on small events the regexes cost no more than the walk
             return False
-        for secret in self._secret_bytes:
-            if secret in data:
-                return False
         try:
             event = _json_decoder.decode(data)
         except msgspec.DecodeError:  # pragma: no cover - Frame.from_message checked it
             return False
-        return not _suspicious(event)
+        return self._clean(data, event)
 
     def event(self, event: Any, direction: str = "server") -> Any:
         """A decoded event with secret fields, your JSON paths and your hook applied."""
