@@ -1,27 +1,52 @@
-"""Writing a burst of WebSocket messages with one system call.
+"""websockets plumbing shared by the replay server and the recording proxy.
 
-``websockets``' own ``send()`` hands each frame to the transport separately, and an
+**Bursts in one system call.** ``websockets``' own ``send()`` hands each frame to the transport separately, and an
 asyncio socket transport with an empty buffer makes one ``send`` system call per
 ``write``: at tens of thousands of frames a second that call is a quarter of a relay's
 time. Both the replay server and the recording proxy often hold several messages at once;
 :func:`send_many` frames them all inside one ``send_context`` (what ``send()`` itself uses,
 in websockets 14 to 17) and writes the bytes joined. Without ``send_context`` (a future
 websockets), it falls back to ``send()`` per message.
+
+**Frames that skip recv() and send().** A proxy has no use for websockets' message queue:
+per message, ``recv()`` costs an assembler, a future and a task switch, and ``send()`` a
+flow-control wait and a system call. :class:`TapServerConnection` and
+:class:`TapClientConnection` hand the data frames of an open connection to a callback as
+the protocol parses them, all those of one socket read together, so the proxy can record
+and forward them in the same callback (:func:`forward_frames` writes them to the other hop
+with one system call). Everything else stays websockets' own: it answers pings, runs the
+closing handshake, and ``wait_closed()`` tells when a hop has ended. Flow control joins
+the two hops: while a hop's write buffer is over its limit, the hop that feeds it is not
+read from (asyncio's ``pause_writing`` / ``resume_writing``). ``process_event``,
+``data_received`` and the protocol's ``send_*`` methods are the same in websockets 14 to 17.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from .cassette import Protocol
 
-__all__ = ["handshake_protocol", "offered_subprotocols", "send_many", "websockets_logger"]
+__all__ = [
+    "FramesCallback",
+    "TapClientConnection",
+    "TapServerConnection",
+    "forward_frames",
+    "handshake_protocol",
+    "offered_subprotocols",
+    "send_many",
+    "websockets_logger",
+]
 
 
 def offered_subprotocols(headers: Headers) -> list[str]:
@@ -103,6 +128,92 @@ def _write_joined(ws: Any, chunks: list[bytes]) -> None:
             transport.close()
     if pending:
         transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
+FramesCallback = Callable[[list[Frame]], None]
+_DATA_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+
+# The mixin below extends websockets' Connection; at run time it must come before
+# ServerConnection or ClientConnection in the bases, so it derives from object.
+if TYPE_CHECKING:
+    _TapBase = Connection
+else:
+    _TapBase = object
+
+
+class _Tap(_TapBase):
+    """Hand an open connection's data frames to a callback instead of ``recv()``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: list[Frame] = []  # frames parsed before tap(), or during one read
+        self.on_frames: FramesCallback | None = None
+        self.feeder: Connection | None = None
+
+    def tap(self, on_frames: FramesCallback, feeder: Connection) -> None:
+        """Give data frames to ``on_frames`` from now on (those held so far first).
+
+        ``feeder`` is the connection whose frames this one is sent: it is not read from
+        while this connection's write buffer is full.
+        """
+        self.on_frames = on_frames
+        self.feeder = feeder
+        self.transport.resume_reading()  # the owner may have paused it until now
+        if self.held:
+            frames, self.held = self.held, []
+            on_frames(frames)
+
+    def process_event(self, event: Event) -> None:
+        if type(event) is Frame and event.opcode in _DATA_OPCODES:
+            self.held.append(event)
+        else:  # the handshake, ping, pong, close: websockets' own business
+            super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.held and self.on_frames is not None:
+            frames, self.held = self.held, []
+            self.on_frames(frames)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.feeder is not None:
+            self.feeder.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.feeder is not None:
+            self.feeder.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.feeder is not None:  # nothing will drain here any more: let it read on
+            self.feeder.transport.resume_reading()
+
+
+class TapServerConnection(_Tap, ServerConnection):
+    """A server-side connection whose data frames go to :meth:`tap`'s callback."""
+
+
+class TapClientConnection(_Tap, ClientConnection):
+    """A client-side connection whose data frames go to :meth:`tap`'s callback."""
+
+
+def forward_frames(ws: Connection, frames: Sequence[Frame]) -> None:
+    """Send frames as they came (fragments stay fragments) with one write.
+
+    The connection must be open; the caller checks ``ws.protocol.state``.
+    """
+    protocol = ws.protocol
+    for frame in frames:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT:
+            protocol.send_text(frame.data, frame.fin)  # type: ignore[arg-type]
+        elif opcode is Opcode.BINARY:
+            protocol.send_binary(frame.data, frame.fin)  # type: ignore[arg-type]
+        else:
+            protocol.send_continuation(frame.data, frame.fin)  # type: ignore[arg-type]
+    _write_joined(ws, protocol.data_to_send())
 
 
 class _OneLineHandshakeFailures(logging.Filter):

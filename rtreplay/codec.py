@@ -17,7 +17,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -58,7 +58,15 @@ __all__ = [
     "save",
 ]
 
+# writev() takes at most IOV_MAX (1024 on Linux and macOS) buffers per call.
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 _encoder = msgspec.json.Encoder()
+
+
+def _writev(fd: int, buffers: list[bytes]) -> int:
+    if hasattr(os, "writev"):
+        return os.writev(fd, buffers)
+    return os.write(fd, b"".join(buffers))  # pragma: no cover - Windows has no writev
 _decoder = msgspec.json.Decoder(Record)
 
 
@@ -305,7 +313,10 @@ class CassetteWriter:
             self._fd: int | None = os.open(self.partial_path, flags, 0o644)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
             raise CassetteWriteError(self.path, f"cannot be written: {getattr(exc, 'strerror', None) or exc}") from None
-        self._buf = bytearray()
+        # Encoded lines waiting for flush(), each followed by b"\n": written with one
+        # writev, never joined (joining, or encoding into one growing bytearray, copies
+        # every audio frame once more).
+        self._pending: list[bytes] = []
         self.records_written = 0
         self.bytes_written = 0
         if header is None:
@@ -333,16 +344,13 @@ class CassetteWriter:
     def _append(self, record: Record, *, proved_clean: bool = False) -> None:
         if not proved_clean:
             record = self.redactor.record(record)
-        start = len(self._buf)
-        _encoder.encode_into(record, self._buf, start)
-        self._buf += b"\n"
-        leak = None if proved_clean else self.redactor.find_secret(self._buf, start)
-        if leak is not None:
-            del self._buf[start:]
+        line = _encoder.encode(record)
+        if not proved_clean and self.redactor.find_secret(line) is not None:
             raise SecretLeakError(
                 f"a {type(record).__name__.lower()} record of {self.path}",
                 "the record was not written; add a redaction rule for it",
             )
+        self._pending += (line, b"\n")
         self.records_written += 1
 
     def write(self, record: Record, *, flush: bool = True) -> None:
@@ -362,37 +370,49 @@ class CassetteWriter:
         self.flush()
 
     def write_messages(
-        self, conn: int, direction: Direction, messages: Iterable[tuple[float, str | bytes]]
-    ) -> None:
-        """Append messages as they pass on a connection, and flush them with one system call.
+        self, conn: int, direction: Direction, messages: Sequence[tuple[float, bytes, bool]]
+    ) -> int:
+        """Append ``(t, data, is_text)`` messages as they pass, and flush them with one system call.
 
         The recording proxy's path: each message is decoded once for both the JSON check
         and redaction (:meth:`Redactor.frame_from_message`), where ``write_many`` of
-        ``Frame.from_message`` records would decode it twice.
+        ``Frame.from_message`` records would decode it twice. Returns how many messages
+        were written: all of them, unless one marked as text is not UTF-8, where writing
+        stops (what came before it is flushed; it and what follows are not written).
         """
         if self._fd is None:
             raise CassetteWriteError(self.path, "writer is already closed")
         make = self.redactor.frame_from_message
-        for t, message in messages:
-            frame, clean = make(conn, t, direction, message)
-            self._append(frame, proved_clean=clean)
+        written = 0
+        try:
+            for t, data, text in messages:
+                frame, clean = make(conn, t, direction, data, text)
+                self._append(frame, proved_clean=clean)
+                written += 1
+        except UnicodeDecodeError:
+            pass
         self.flush()
+        return written
 
     def flush(self) -> None:
         """Hand everything buffered to the operating system (survives the process's death)."""
-        if self._fd is None or not self._buf:
+        pending = self._pending
+        if self._fd is None or not pending:
             return
-        view = memoryview(self._buf)
         try:
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            while pending:
+                chunk = pending[:_IOV_MAX]
+                n = _writev(self._fd, chunk)
                 self.bytes_written += n
+                if n == sum(map(len, chunk)):
+                    del pending[:_IOV_MAX]
+                    continue
+                # A short write (a full disk, a signal): the rest of that chunk, byte-exact.
+                rest = b"".join(chunk)[n:]
+                del pending[:_IOV_MAX]
+                pending.insert(0, rest)
         except OSError as exc:
             raise CassetteWriteError(self.partial_path, f"write failed: {exc.strerror or exc}") from None
-        finally:
-            view.release()
-        self._buf.clear()
 
     def close(self) -> Path:
         """Finish the cassette: flush, sync, check for live credentials, move into place."""

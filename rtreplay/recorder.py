@@ -8,13 +8,14 @@ ways unchanged and in order, each one written to the cassette *before* it is for
 a proxy killed at any moment leaves a ``<cassette>.<pid>.partial`` file holding every frame
 either side received from it.
 
-Throughput: each direction has a reader task, which takes every message websockets has
-already buffered without yielding to the event loop, and a forwarder task, which writes
-what the reader gathered in one ``write_many`` call (one system call) and then sends it.
-So a burst costs one write however many frames it holds, and a single frame costs no more
-than a per-frame flush. Between the two tasks a bounded queue (and websockets' own read
-and write limits on both hops) keeps a slow client from making the proxy buffer without
-bound: when the client does not read, the proxy stops reading from the upstream.
+Throughput: frames skip websockets' ``recv()`` and ``send()``. Each hop hands the frames
+of one socket read to the relay (``TapServerConnection`` / ``TapClientConnection`` in
+``rtreplay/_wsio.py``), which writes them to the cassette with one system call and to the
+other hop with another, in the same callback: a burst costs two writes however many
+frames it holds, and no frame waits for a task switch. Flow control joins the hops: while
+the client's write buffer is full, the upstream is not read from (and the other way
+round), so a client that stops reading stops the upstream after one read (at most 256 KiB)
+plus websockets' write buffer.
 
 ``docs/recording.md`` is the user's guide: path mapping, credentials, close codes, what
 gets written when.
@@ -35,21 +36,29 @@ import ssl
 import sys
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._service import Service, is_loopback
-from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
+from ._wsio import (
+    TapClientConnection,
+    TapServerConnection,
+    forward_frames,
+    handshake_protocol,
+    offered_subprotocols,
+    websockets_logger,
+)
 from .cassette import Close, Open, Reject, utc_timestamp
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError
@@ -71,11 +80,6 @@ DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
 MAX_SIZE = 16 * 1024 * 1024  # the API accepts 15 MiB audio appends; base64 and JSON add a little
 DEFAULT_IDLE_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 5.0  # how long a closing handshake may take before the connection is dropped
-# What the proxy may hold between reading a direction and forwarding it (besides the
-# websockets buffers): enough to batch a burst, little enough that a client that stops
-# reading stops the upstream within a few hundred KB.
-QUEUE_MESSAGES = 256
-QUEUE_BYTES = 4 * 1024 * 1024
 
 Side = Literal["client", "server"]
 
@@ -173,76 +177,30 @@ def _describe_close(close: Close) -> str:
     return f"{who} with code {close.code}{reason}"
 
 
-class _Flag:
-    """A boolean a callback can set."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-
-class _Channel:
-    """A bounded hand-over from a reader task to a forwarder task, taken a batch at a time."""
-
-    def __init__(self) -> None:
-        self.items: deque[tuple[float, str | bytes]] = deque()
-        self.size = 0
-        self.done = False
-        self.busy = False  # the forwarder is writing or sending a batch
-        self._ready: asyncio.Event = asyncio.Event()
-        self._space: asyncio.Event = asyncio.Event()
-        self._space.set()
-
-    def put(self, t: float, message: str | bytes) -> None:
-        self.items.append((t, message))
-        self.size += len(message)
-        self._ready.set()
-        if len(self.items) >= QUEUE_MESSAGES or self.size >= QUEUE_BYTES:
-            self._space.clear()
-
-    @property
-    def full(self) -> bool:
-        return not self._space.is_set()
-
-    async def wait_space(self) -> None:
-        await self._space.wait()
-
-    def finish(self) -> None:
-        self.done = True
-        self._ready.set()
-
-    async def take(self) -> list[tuple[float, str | bytes]] | None:
-        """Everything queued, waiting for something; ``None`` once finished and empty."""
-        while not self.items:
-            if self.done:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        batch = list(self.items)
-        self.items.clear()
-        self.size = 0
-        self._space.set()
-        return batch
+_OTHER: dict[Side, Side] = {"client": "server", "server": "client"}
 
 
 class _Relay:
-    """One client connection and its upstream connection, relayed and recorded."""
+    """One client connection and its upstream connection, relayed and recorded.
+
+    Data frames never pass through ``recv()`` or ``send()``: each hop is a tap connection
+    (``rtreplay/_wsio.py``) that hands :meth:`_relay` the frames of one socket read, which
+    are written to the cassette with one system call and then to the other hop with
+    another, in the same callback. A task per hop waits for it to close, and closes the
+    other hop likewise.
+    """
 
     def __init__(
         self,
         recorder: Recorder,
         conn: int,
-        client: ServerConnection,
-        upstream: ClientConnection,
+        client: TapServerConnection,
+        upstream: TapClientConnection,
         target: str,
     ) -> None:
         self.recorder = recorder
         self.conn = conn
-        self.hops: dict[Side, ServerConnection | ClientConnection] = {"client": client, "server": upstream}
+        self.hops: dict[Side, TapServerConnection | TapClientConnection] = {"client": client, "server": upstream}
         self.t0 = time.monotonic()
         self.last_activity = self.t0
         self.stats = ConnectionStats(conn, target, started=self.t0)
@@ -250,29 +208,29 @@ class _Relay:
         # Hops the proxy itself is closing: their ConnectionClosed is an echo, not news.
         self.closing: set[Side] = set()
         self.unusable: set[Side] = set()  # hops that can no longer be sent to
-        self.channels: dict[Side, _Channel] = {"client": _Channel(), "server": _Channel()}
+        # Frames of a fragmented message, held until its last one: the message is written
+        # whole, and before any of its frames is forwarded.
+        self.fragments: dict[Side, list[Frame]] = {"client": [], "server": []}
+        self._ending: asyncio.Task[None] | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._read("client")),
-            asyncio.create_task(self._read("server")),
-            asyncio.create_task(self._forward("client")),
-            asyncio.create_task(self._forward("server")),
-        ]
-        watchdog = None
+        client, upstream = self.hops["client"], self.hops["server"]
+        client.tap(lambda frames: self._relay(frames, "client"), feeder=upstream)
+        upstream.tap(lambda frames: self._relay(frames, "server"), feeder=client)
+        tasks = [asyncio.create_task(self._watch("client")), asyncio.create_task(self._watch("server"))]
         if self.recorder.idle_timeout is not None:
-            watchdog = asyncio.create_task(self._watchdog(self.recorder.idle_timeout))
+            tasks.append(asyncio.create_task(self._watchdog(self.recorder.idle_timeout)))
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks[:2])
         finally:
             for task in tasks:
                 task.cancel()
-            if watchdog is not None:
-                watchdog.cancel()
-            await asyncio.gather(*tasks, *([watchdog] if watchdog else []), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._ending is not None:
+                await asyncio.gather(self._ending, return_exceptions=True)
             if self.close is None:  # cancelled from outside: treat as a shutdown
                 self.close = Close(self.conn, round(self.now(), 6), 1001, "rtreplay recorder stopped", "server")
             self.stats.ended = time.monotonic()
@@ -283,78 +241,76 @@ class _Relay:
 
     # -- the two directions -------------------------------------------------------------
 
-    async def _read(self, side: Side) -> None:
-        """Take messages from one hop as they come.
-
-        A message that arrived on its own (the task had to wait for it) while nothing is
-        queued is recorded and forwarded right here, so an isolated event costs no extra
-        trip through the event loop. Messages that were already buffered (a burst) go to
-        the forwarder task, which writes them in one batch.
-        """
-        src = self.hops[side]
-        channel = self.channels[side]
-        stats = self.stats
-        loop = asyncio.get_running_loop()
-        waited = _Flag()
-        try:
-            while True:
-                # The callback runs only if recv() yields to the event loop, i.e. waits.
-                waited.value = False
-                loop.call_soon(waited.set)
-                message = await src.recv()
-                now = time.monotonic()
-                self.last_activity = now
-                stats.frames[side] += 1
-                stats.bytes[side] += len(message)
-                if waited.value and not channel.items and not channel.busy:
-                    if not await self._relay([(now - self.t0, message)], side):
-                        return
-                    continue
-                channel.put(now - self.t0, message)
-                if channel.full:
-                    await channel.wait_space()
-        except ConnectionClosed as exc:
-            self.unusable.add(side)
-            self._hop_closed(side, exc)
-        finally:
-            channel.finish()
-
-    async def _relay(self, batch: list[tuple[float, str | bytes]], side: Side) -> bool:
-        """Write a batch of messages from ``side`` with one system call, then send it on.
-
-        Returns ``False`` once recording has failed and the connection is being ended.
-        """
-        other: Side = "server" if side == "client" else "client"
-        if other in self.unusable or self.recorder._failure is not None:
-            return True  # the other side is gone: these frames reach no one, so are not recorded
-        conn = self.conn
-        try:
-            self.recorder._writer.write_messages(conn, side, batch)
-        except RtreplayError as exc:
-            await self.recorder._fail(exc)
-            await self._end(Close(conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
-            return False
+    def _relay(self, frames: list[Frame], side: Side) -> None:
+        """Write the frames one read from ``side`` produced, with one system call, then send them on."""
+        other = _OTHER[side]
         dst = self.hops[other]
+        if other in self.unusable or dst.protocol.state is not State.OPEN or self.recorder._failure is not None:
+            return  # the other side is gone: these frames reach no one, so are not recorded
         try:
-            if len(batch) == 1:
-                await dst.send(batch[0][1])
-            else:
-                # A burst goes out as one write: send() per frame costs a system call each.
-                await send_many(dst, ((m, isinstance(m, str)) for _t, m in batch))
-        except ConnectionClosed:
-            self.unusable.add(other)
-        return True
-
-    async def _forward(self, side: Side) -> None:
-        """Write each gathered batch from ``side``, then send it on to the other hop."""
-        channel = self.channels[side]
-        while (batch := await channel.take()) is not None:
-            channel.busy = True
+            now = time.monotonic()
+            self.last_activity = now
+            t = now - self.t0
+            messages: list[tuple[float, bytes, bool]] = []
+            out: list[Frame] = []  # the frames of whole messages, in order
+            ends: list[int] = []  # where each message's frames end in ``out``
+            held = self.fragments[side]
+            size = 0
+            for frame in frames:
+                if held or not frame.fin:
+                    held.append(frame)
+                    if not frame.fin:
+                        continue
+                    out += held
+                    data = b"".join(f.data for f in held)
+                    text = held[0].opcode is Opcode.TEXT
+                    held = self.fragments[side] = []
+                else:
+                    out.append(frame)
+                    data = frame.data if type(frame.data) is bytes else bytes(frame.data)
+                    text = frame.opcode is Opcode.TEXT
+                messages.append((t, data, text))
+                ends.append(len(out))
+                size += len(data)
+            if not messages:
+                return
             try:
-                if not await self._relay(batch, side):
-                    return
-            finally:
-                channel.busy = False
+                written = self.recorder._writer.write_messages(self.conn, side, messages)
+            except RtreplayError as exc:
+                self._cannot_record(exc)
+                return
+            if written < len(messages):
+                out = out[: ends[written - 1]] if written else []
+                size = sum(len(data) for _t, data, _text in messages[:written])
+            self.stats.frames[side] += written
+            self.stats.bytes[side] += size
+            if out:
+                forward_frames(dst, out)
+            if written < len(messages):
+                # websockets closes a connection that sends a text message that is not
+                # UTF-8 with 1007; so does the proxy (what came before it went through).
+                src = self.hops[side]
+                src.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                src.send_data()
+        except Exception:  # a bug: end this connection, not the whole proxy
+            logger.exception("conn %d: cannot relay a frame; closing the connection (1011)", self.conn)
+            self._end_soon(Close(self.conn, round(self.now(), 6), 1011, "rtreplay internal error", "server"))
+
+    def _cannot_record(self, exc: RtreplayError) -> None:
+        self.recorder._note_failure(exc)
+        self._end_soon(Close(self.conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
+
+    def _end_soon(self, close: Close) -> None:
+        self.unusable.update(("client", "server"))
+        if self._ending is None:
+            self._ending = asyncio.get_running_loop().create_task(self._end(close))
+
+    async def _watch(self, side: Side) -> None:
+        """Wait for ``side`` to close, then end the other hop likewise."""
+        hop = self.hops[side]
+        await hop.wait_closed()
+        self.unusable.add(side)
+        self._hop_closed(side, hop.protocol.close_exc)
         await self._after(side)
 
     # -- how it ends ----------------------------------------------------------------------
@@ -489,7 +445,7 @@ class Recorder(Service):
         self._server: Server | None = None
         self._writer: CassetteWriter
         self._relays: set[_Relay] = set()
-        self._pending: dict[ServerConnection, tuple[ClientConnection, str, str]] = {}
+        self._pending: dict[ServerConnection, tuple[TapClientConnection, str, str]] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -506,6 +462,7 @@ class Recorder(Service):
                 self._handle,
                 self.host,
                 self.port,
+                create_connection=TapServerConnection,
                 process_request=self._process_request,
                 select_subprotocol=self._select_subprotocol,
                 # permessage-deflate is accepted only when the upstream accepted it too
@@ -536,7 +493,7 @@ class Recorder(Service):
         await asyncio.gather(*self._reapers, return_exceptions=True)
         for upstream, _, _ in self._pending.values():
             with contextlib.suppress(Exception):
-                await upstream.close(1001)
+                await _close_unused(upstream)
         self._pending.clear()
         self._finish()
 
@@ -564,7 +521,7 @@ class Recorder(Service):
         writer.close()
         logger.info("wrote %s: %d connection(s)", path, self.connections)
 
-    async def _fail(self, exc: RtreplayError) -> None:
+    def _note_failure(self, exc: RtreplayError) -> None:
         if self._failure is None:
             self._failure = exc
             logger.error("cannot record: %s; closing connections", exc)
@@ -628,6 +585,7 @@ class Recorder(Service):
                 subprotocols=[Subprotocol(p) for p in offered] or None,
                 compression="deflate" if deflate else None,
                 user_agent_header=None,
+                create_connection=TapClientConnection,
                 open_timeout=self.open_timeout,
                 max_size=MAX_SIZE,
                 close_timeout=5,
@@ -651,6 +609,11 @@ class Recorder(Service):
             # The upstream declined compression (or was not offered it): so does the proxy.
             with contextlib.suppress(AttributeError):
                 connection.protocol.available_extensions = []
+        assert isinstance(upstream, TapClientConnection)
+        # Nothing is read from the upstream until the client is connected too (the relay
+        # then takes what came with the handshake first): a chatty upstream cannot make
+        # the proxy buffer while the client's handshake completes.
+        upstream.transport.pause_reading()
         self._pending[connection] = (upstream, target, url)
         reaper = asyncio.create_task(self._reap(connection))
         self._reapers.add(reaper)
@@ -662,7 +625,7 @@ class Recorder(Service):
         await connection.wait_closed()
         pending = self._pending.pop(connection, None)
         if pending is not None:
-            await pending[0].close(1001)
+            await _close_unused(pending[0])
 
     def _open_record(self, conn: int, request: Request, subprotocol: str | None) -> Open:
         parsed = urllib.parse.urlsplit(request.path)
@@ -726,13 +689,13 @@ class Recorder(Service):
             return
         upstream, target, url = pending
         conn = self.connections
-        assert client.request is not None
+        assert client.request is not None and isinstance(client, TapServerConnection)
         record = self._open_record(conn, client.request, client.subprotocol)
         try:
             self._writer.write(record)
         except RtreplayError as exc:
-            await self._fail(exc)
-            await asyncio.gather(client.close(1011, "rtreplay cannot record"), upstream.close(1001))
+            self._note_failure(exc)
+            await asyncio.gather(client.close(1011, "rtreplay cannot record"), _close_unused(upstream))
             return
         self.connections += 1
         relay = _Relay(self, conn, client, upstream, target)
@@ -749,10 +712,16 @@ class Recorder(Service):
                 try:
                     self._writer.write(close)
                 except RtreplayError as exc:
-                    await self._fail(exc)
+                    self._note_failure(exc)
             with contextlib.suppress(Exception):
                 await asyncio.gather(client.close(1001), upstream.close(1001))
             logger.info("%s", relay.stats.summary())
+
+
+async def _close_unused(upstream: TapClientConnection) -> None:
+    """Close an upstream connection that was never relayed (its reading was paused)."""
+    upstream.transport.resume_reading()
+    await upstream.close(1001)
 
 
 def _is_upgrade(request: Request) -> bool:

@@ -111,6 +111,12 @@ EventHook = Callable[[Any, str], Any]
 _json_decoder = msgspec.json.Decoder()
 
 
+# Field names already found to be neither secret-named nor key-shaped: the same few dozen
+# names (type, event_id, delta, ...) come back in every event.
+_CLEAN_KEYS: set[str] = set()
+_CLEAN_KEYS_MAX = 4096
+
+
 def _suspicious(value: Any) -> bool:
     """Whether a decoded event has a secret-named field or a key-shaped string anywhere.
 
@@ -121,16 +127,20 @@ def _suspicious(value: Any) -> bool:
     """
     stack = [value]
     secret_fields = SECRET_FIELDS
+    clean_keys = _CLEAN_KEYS
     trigger = _FIELD_TRIGGER.search
     while stack:
         v = stack.pop()
         t = type(v)
         if t is dict:
             for key, item in v.items():
-                if key in secret_fields or (not key.islower() and key.lower() in secret_fields):
-                    return True
-                if ("-" in key or "_" in key) and ("sk-" in key or "ek_" in key):
-                    return True
+                if key not in clean_keys:
+                    if key in secret_fields or (not key.islower() and key.lower() in secret_fields):
+                        return True
+                    if ("-" in key or "_" in key) and ("sk-" in key or "ek_" in key):
+                        return True
+                    if len(clean_keys) < _CLEAN_KEYS_MAX:
+                        clean_keys.add(key)
                 ti = type(item)
                 if ti is str:
                     if ("-" in item or "_" in item) and ("sk-" in item or "ek_" in item):
@@ -149,6 +159,14 @@ def _suspicious(value: Any) -> bool:
         elif t is str and _key_like(v):
             return True
     return False
+
+
+def _probe(secret: bytes) -> bytes | None:
+    """A byte of ``secret`` that base64 audio and JSON punctuation never hold, if any."""
+    for byte in secret:
+        if not (chr(byte).isalnum() or byte in b'+/=_",:{}[] '):
+            return bytes((byte,))
+    return None
 
 
 def _key_like(text: str) -> bool:
@@ -209,6 +227,10 @@ class Redactor:
         self.event_hook = event_hook
         self.secrets: set[str] = set()
         self._secret_bytes: list[bytes] = []
+        # Each credential with one of its bytes that base64 and JSON punctuation never
+        # hold (the ``-`` of ``sk-...``), or None: a frame without that byte cannot
+        # contain the credential, and a byte is found at memchr speed.
+        self._secret_probes: list[tuple[bytes, bytes | None]] = []
         self._secret_re: re.Pattern[str] | None = None
         for secret in secrets:
             self.add_secret(secret)
@@ -222,6 +244,7 @@ class Redactor:
             return
         self.secrets.add(secret)
         self._secret_bytes = sorted((s.encode() for s in self.secrets), key=len, reverse=True)
+        self._secret_probes = [(s, _probe(s)) for s in self._secret_bytes]
         self._secret_re = re.compile(
             "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
         )
@@ -342,24 +365,27 @@ class Redactor:
         return msgspec.structs.replace(frame, json=raw)
 
     def frame_from_message(
-        self, conn: int, t: float, direction: Direction, message: str | bytes
+        self, conn: int, t: float, direction: Direction, data: bytes, text: bool
     ) -> tuple[Frame, bool]:
         """The redacted record of a message as it passes, decoding its JSON once.
 
+        ``data`` is the message as it came off the wire (UTF-8 for a text message).
         ``Frame.from_message`` followed by :meth:`frame` decodes a JSON message twice (to
         check it is JSON, then to look for secrets); here one decode does both. Returns the
         frame and whether it was proved free of live credentials (so the writer need not
-        search its encoded line again).
+        search its encoded line again). Raises ``UnicodeDecodeError`` for a text message
+        that is not UTF-8 (a protocol error: websockets closes such a connection with 1007).
         """
-        if not isinstance(message, str) or self._custom_rules:
-            return self.frame(Frame.from_message(conn, t, direction, message)), False
-        data = message.encode()
+        if not text:
+            return self.frame(Frame(conn, round(t, 6), direction, binary=data)), False
+        if self._custom_rules:
+            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
         try:
             event = _json_decoder.decode(data)
         except (msgspec.DecodeError, ValueError):
-            return self.frame(Frame.from_message(conn, t, direction, message)), False
+            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
         if b"\n" in data or b"\r" in data:  # JSON spanning lines is re-encoded: slow path
-            return self.frame(Frame.from_message(conn, t, direction, message)), False
+            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
         frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
         if self._clean(data, event):
             return frame, True
@@ -376,8 +402,8 @@ class Redactor:
         Conservative: no live credential in the bytes, and no secret-named field or
         key-shaped string anywhere in the event. A message that passes is written as it is.
         """
-        for secret in self._secret_bytes:
-            if secret in data:
+        for secret, probe in self._secret_probes:
+            if (probe is None or probe in data) and secret in data:
                 return False
         return not _suspicious(event)
 

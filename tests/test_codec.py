@@ -367,6 +367,30 @@ def test_recording_over_a_cassette_replaces_it_only_when_finished(tmp_path: Path
     assert not writer.partial_path.exists()
 
 
+def test_short_writes_are_finished_byte_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the system takes only part of (a full pipe, a signal) is finished, in order."""
+
+    def session(path: Path) -> bytes:
+        with CassetteWriter(path, header=Header(created="2026-01-01T00:00:00Z")) as writer:
+            writer.write(Open(conn=0, query={"model": "m"}))
+            writer.write_messages(0, "server", [(0.1, b'{"type":"a"}', True), (0.2, b"\x00bin", False)] * 700)
+            writer.write_messages(0, "client", [(0.3, "caf\u00e9 not json".encode(), True)])
+        return path.read_bytes()
+
+    expected = session(tmp_path / "whole.jsonl")
+    calls = 0
+
+    def stingy(fd: int, buffers: list[bytes]) -> int:
+        nonlocal calls
+        calls += 1
+        return os.write(fd, b"".join(buffers)[:7])
+
+    monkeypatch.setattr("rtreplay.codec._writev", stingy)
+    assert session(tmp_path / "short.jsonl") == expected
+    assert calls > len(expected) // 7  # every byte went through the short writes
+    assert len(load(tmp_path / "short.jsonl").connections[0].frames) == 1401
+
+
 def test_an_exception_while_recording_keeps_the_old_cassette(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     with CassetteWriter(path) as writer:

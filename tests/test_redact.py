@@ -245,6 +245,39 @@ def test_no_key_survives_into_a_written_cassette(
     path.unlink()
 
 
+@given(
+    secret=st.text(st.sampled_from([chr(c) for c in range(33, 127) if chr(c) not in '"\\']), min_size=8, max_size=40),
+    before=st.text(max_size=10),
+    after=st.text(max_size=10),
+    pad=st.integers(0, 3000),
+    where=st.sampled_from(["value", "key", "list", "delta"]),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+def test_the_recorders_quick_path_never_writes_a_live_credential(
+    tmp_path: Path, secret: str, before: str, after: str, pad: int, where: str
+) -> None:
+    """What the recorder writes (``write_messages``) holds no live credential, before the
+    final whole-file check at close() could catch it: whatever its characters (the quick
+    path skips the search when the frame lacks a byte of the credential), wherever it is."""
+    hidden = before + secret + after
+    event: dict[str, object] = {"type": "response.output_audio.delta", "delta": "QUJD" * (pad // 4)}
+    if where == "value":
+        event["note"] = hidden
+    elif where == "key":
+        event[hidden] = 1
+    elif where == "list":
+        event["items"] = [1, {"x": [hidden]}]
+    else:
+        event["delta"] = str(event["delta"]) + hidden
+    message = json.dumps(event, ensure_ascii=False).encode()
+    writer = CassetteWriter(tmp_path / "c.jsonl", redactor=Redactor(secrets=[secret]))
+    try:
+        assert writer.write_messages(0, "server", [(0.0, message, True)]) == 1
+        assert secret.encode() not in writer.partial_path.read_bytes()
+    finally:
+        writer.abort()
+
+
 def test_key_shaped_strings_need_a_boundary() -> None:
     redactor = Redactor()
     assert redactor.text("task-force-abcdefghijklmnop") == "task-force-abcdefghijklmnop"
