@@ -13,14 +13,16 @@ it over the target atomically; an existing cassette is never damaged.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
@@ -61,6 +63,34 @@ __all__ = [
 # writev() takes at most IOV_MAX (1024 on Linux and macOS) buffers per call.
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 _encoder = msgspec.json.Encoder()
+
+
+# Write-out of a growing cassette in windows of this size (see CassetteWriter._stream_out).
+_STREAM_WINDOW = 8 << 20
+_sync_file_range: Any = None  # libc's, looked up on first use; False where there is none
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_write_out(fd: int, offset: int, length: int) -> bool:
+    """Start writing a range of a file to the disk without waiting (Linux ``sync_file_range``).
+
+    ``False`` where there is no such call, or the file system refuses it.
+    """
+    global _sync_file_range
+    if _sync_file_range is None:
+        _sync_file_range = False
+        if sys.platform.startswith("linux") and hasattr(os, "posix_fadvise"):
+            import ctypes
+
+            try:
+                function = ctypes.CDLL(None, use_errno=True).sync_file_range
+            except (AttributeError, OSError):  # pragma: no cover - a libc without it
+                pass
+            else:
+                function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+                function.restype = ctypes.c_int
+                _sync_file_range = function
+    return bool(_sync_file_range) and _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
 
 
 def _writev(fd: int, buffers: list[bytes]) -> int:
@@ -319,6 +349,10 @@ class CassetteWriter:
         self._pending: list[bytes] = []
         self.records_written = 0
         self.bytes_written = 0
+        # Long recordings are streamed to the disk (Linux): see _stream_out().
+        self._streaming = True
+        self._written_out = 0  # write-out started up to here
+        self._dropped = 0  # and dropped from memory up to here
         if header is None:
             header = Header(created=utc_timestamp())
         self.write(Header(FORMAT_VERSION, header.rtreplay, header.created or utc_timestamp()))
@@ -413,6 +447,28 @@ class CassetteWriter:
                 pending.insert(0, rest)
         except OSError as exc:
             raise CassetteWriteError(self.partial_path, f"write failed: {exc.strerror or exc}") from None
+        if self._streaming and self.bytes_written - self._written_out >= 2 * _STREAM_WINDOW:
+            self._stream_out()
+
+    def _stream_out(self) -> None:
+        """Keep a long recording from filling memory: send older parts to the disk.
+
+        Whenever two windows (16 MiB) have been written since the last call, the write-out
+        of all but the newest window starts (without waiting), and what the previous call
+        sent out leaves the page cache. A cassette so holds some 32 MiB of memory however
+        long the session. Growing the page cache instead cost ten times more per byte on a
+        virtual machine that hands freed memory back to its host (docs/performance.md).
+        """
+        assert self._fd is not None
+        end = self.bytes_written - _STREAM_WINDOW
+        if not _start_write_out(self._fd, self._written_out, end - self._written_out):
+            self._streaming = False  # not on this system
+            return
+        if self._written_out > self._dropped:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._fd, self._dropped, self._written_out - self._dropped, os.POSIX_FADV_DONTNEED)
+            self._dropped = self._written_out
+        self._written_out = end
 
     def close(self) -> Path:
         """Finish the cassette: flush, sync, check for live credentials, move into place."""

@@ -391,6 +391,24 @@ def test_short_writes_are_finished_byte_exact(tmp_path: Path, monkeypatch: pytes
     assert len(load(tmp_path / "short.jsonl").connections[0].frames) == 1401
 
 
+def test_a_long_recording_is_streamed_to_disk_and_reads_back_exactly(tmp_path: Path) -> None:
+    """Past two 8 MiB windows, the writer sends older parts of the file to the disk and out
+    of the page cache (Linux); what it wrote is unchanged by that."""
+    delta = {"type": "response.output_audio.delta", "delta": "QUJD" * 1600}
+    message = json.dumps(delta, separators=(",", ":")).encode()
+    path = tmp_path / "long.jsonl"
+    with CassetteWriter(path) as writer:
+        writer.write(Open(conn=0))
+        for batch in range(130):  # ~55 MB
+            writer.write_messages(0, "server", [(batch / 10, message, True)] * 64)
+        if sys.platform.startswith("linux"):
+            assert writer._dropped >= 16 << 20 and writer._written_out > writer._dropped
+    frames = load(path).connections
+    assert len(frames) == 1
+    payloads = [f.payload_bytes() for f in frames[0].frames]
+    assert len(payloads) == 130 * 64 and set(payloads) == {message}
+
+
 def test_an_exception_while_recording_keeps_the_old_cassette(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     with CassetteWriter(path) as writer:
