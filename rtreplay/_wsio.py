@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +35,14 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
+from websockets.protocol import Event, Side
 
 from .cassette import Protocol
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets installed without its C extension
+    from websockets.utils import apply_mask
 
 __all__ = [
     "FramesCallback",
@@ -202,18 +209,53 @@ class TapClientConnection(_Tap, ClientConnection):
 def forward_frames(ws: Connection, frames: Sequence[Frame]) -> None:
     """Send frames as they came (fragments stay fragments) with one write.
 
-    The connection must be open; the caller checks ``ws.protocol.state``.
+    The connection must be open and between messages (a fragmented message goes whole);
+    the caller checks ``ws.protocol.state``. Without extensions (no permessage-deflate),
+    frames are framed here as RFC 6455 lays them out: ``Protocol.send_text`` costs ~5 µs
+    a frame in Python, this a tenth of it. The client side masks each frame, as it must.
     """
     protocol = ws.protocol
-    for frame in frames:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT:
-            protocol.send_text(frame.data, frame.fin)  # type: ignore[arg-type]
-        elif opcode is Opcode.BINARY:
-            protocol.send_binary(frame.data, frame.fin)  # type: ignore[arg-type]
-        else:
-            protocol.send_continuation(frame.data, frame.fin)  # type: ignore[arg-type]
-    _write_joined(ws, protocol.data_to_send())
+    if protocol.extensions:
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT:
+                protocol.send_text(frame.data, frame.fin)  # type: ignore[arg-type]
+            elif opcode is Opcode.BINARY:
+                protocol.send_binary(frame.data, frame.fin)  # type: ignore[arg-type]
+            else:
+                protocol.send_continuation(frame.data, frame.fin)  # type: ignore[arg-type]
+        _write_joined(ws, protocol.data_to_send())
+        return
+    out = protocol.data_to_send()  # anything websockets queued (none, normally) goes first
+    # (An empty chunk would mean "half-close" to _write_joined: empty payloads add nothing.)
+    if protocol.side is Side.CLIENT:
+        masks = os.urandom(4 * len(frames))
+        for i, frame in enumerate(frames):
+            mask = masks[4 * i : 4 * i + 4]
+            out.append(_header(frame, 0x80) + mask)
+            if frame.data:
+                out.append(apply_mask(frame.data, mask))  # type: ignore[arg-type]
+    else:
+        for frame in frames:
+            out.append(_header(frame, 0))
+            if frame.data:
+                out.append(frame.data)  # type: ignore[arg-type]
+    _write_joined(ws, out)
+
+
+def _header(frame: Frame, mask_bit: int) -> bytes:
+    first = (0x80 if frame.fin else 0) | frame.opcode.value
+    length = len(frame.data)
+    if length < 126:
+        return _BYTE2.pack(first, mask_bit | length)
+    if length < 65536:
+        return _HEADER16.pack(first, mask_bit | 126, length)
+    return _HEADER64.pack(first, mask_bit | 127, length)
+
+
+_BYTE2 = struct.Struct("!BB")
+_HEADER16 = struct.Struct("!BBH")
+_HEADER64 = struct.Struct("!BBQ")
 
 
 class _OneLineHandshakeFailures(logging.Filter):

@@ -227,6 +227,31 @@ async def test_fragmented_messages_pass_as_fragments_and_are_recorded_whole(cass
     assert frames(recorded, 0, "client") == ['{"type":"client.fragmented"}']
 
 
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_empty_and_boundary_sized_messages_pass_both_ways(cassette: Path, compression: str | None) -> None:
+    """Each length encoding of a frame header (7-bit, 16-bit, 64-bit), and empty messages,
+    on plain hops (framed by the recorder) and compressed ones (framed by websockets)."""
+    sizes = [0, 1, 125, 126, 65535, 65536, 200_000]
+    messages: list[str | bytes] = [m for n in sizes for m in ("x" * n, b"\x01" * n)]
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, compression=compression) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with Recorder(cassette, upstream=f"ws://127.0.0.1:{port}/v1") as rec:
+            headers = {"Authorization": "Bearer x"}
+            async with connect(rec.url, additional_headers=headers, compression=compression) as ws:
+                assert bool(ws.protocol.extensions) == (compression is not None)
+                for message in messages:
+                    await ws.send(message)
+                    assert await ws.recv() == message
+    recorded = load(cassette)
+    assert frames(recorded, 0, "client") == messages
+    assert frames(recorded, 0, "server") == messages
+
+
 async def test_text_that_is_not_utf8_is_refused_with_1007(upstream: ScriptedUpstream, cassette: Path) -> None:
     """As websockets (and the API) would: close 1007; the bad message goes nowhere."""
     async with Recorder(cassette, upstream=upstream.websocket_base_url) as rec:
