@@ -50,6 +50,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from ._received import APPEND_TYPE_BYTES, RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._wsio import (
     TapClientConnection,
@@ -284,6 +285,8 @@ class _Relay:
                 size = sum(len(data) for _t, data, _text in messages[:written])
             self.stats.frames[side] += written
             self.stats.bytes[side] += size
+            if side == "client":
+                self.recorder._keep_received(self.conn, messages[:written])
             if out:
                 forward_frames(dst, out)
             if written < len(messages):
@@ -440,6 +443,11 @@ class Recorder(Service):
         self.connections = 0  # connections recorded (accepted or refused by the upstream)
         self.refused = 0
         self.stats: list[ConnectionStats] = []
+        #: Every message the clients sent, in order, as ``ReplayServer.received`` keeps it.
+        self.received: list[ReceivedEvent] = []
+        #: Client bytes kept whole in :attr:`received`; past them, audio appends lose their audio.
+        self.received_audio_budget = RECEIVED_AUDIO_BUDGET
+        self._received_bytes = 0
         self._discard = False
         self._failure: RtreplayError | None = None
         self._server: Server | None = None
@@ -520,6 +528,20 @@ class Recorder(Service):
             return
         writer.close()
         logger.info("wrote %s: %d connection(s)", path, self.connections)
+
+    def _keep_received(self, conn: int, messages: list[tuple[float, bytes, bool]]) -> None:
+        """Add client messages to :attr:`received` (decoded only when someone looks).
+
+        Every client byte counts toward the budget: telling an audio append from other
+        events for sure would cost a decode per message, which the proxy does not spend.
+        """
+        received = self.received
+        for _t, data, text in messages:
+            self._received_bytes += len(data)
+            if self._received_bytes > self.received_audio_budget and text and APPEND_TYPE_BYTES in data:
+                received.append(ReceivedEvent(conn, None, len(data)))
+            else:
+                received.append(ReceivedEvent.from_wire(conn, data, text))
 
     def _note_failure(self, exc: RtreplayError) -> None:
         if self._failure is None:

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
+from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._version import __version__
 from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
@@ -65,58 +65,13 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 # How long stopping waits for clients to complete their closing handshakes.
 CLOSE_TIMEOUT = 5.0
 
-#: Audio appends kept whole in ``ReplayServer.received`` (later ones lose their audio).
-RECEIVED_AUDIO_BUDGET = 32 * 1024 * 1024
-
 # Query parameters that say which session a connection is for.
 _HANDSHAKE_KEYS = ("model", "deployment", "intent", "call_id")
-
-_decoder = msgspec.json.Decoder()
 
 # Frames due at once are written in batches of about this many bytes (at most one frame
 # more), like websockets' own write buffer: a client that stops reading holds little.
 _BATCH_BYTES = 32 * 1024
 _BATCH_FRAMES = 256
-
-
-class ReceivedEvent:
-    """A message a client sent: ``conn`` (live connection number), ``raw``, ``event``.
-
-    ``raw`` is the message as received. To bound memory on long audio sessions, the
-    ``input_audio_buffer.append`` messages past the server's ``received_audio_budget``
-    are kept without their audio: ``raw`` is ``None``, ``event`` is
-    ``{"type": "input_audio_buffer.append", "audio": None}`` and ``elided`` the size of
-    the message that was dropped.
-    """
-
-    __slots__ = ("_event", "conn", "elided", "raw")
-
-    def __init__(self, conn: int, raw: str | bytes | None, elided: int = 0) -> None:
-        self.conn = conn
-        self.raw = raw
-        self.elided = elided
-        self._event: Any = _decoder  # not decoded yet
-        if raw is None:
-            self._event = {"type": AUDIO_APPEND, "audio": None}
-
-    @property
-    def event(self) -> Any:
-        """The decoded JSON event, or ``None`` for a message that is not JSON."""
-        if self._event is _decoder:
-            try:
-                self._event = _decoder.decode(self.raw) if isinstance(self.raw, str) else None
-            except msgspec.DecodeError:
-                self._event = None
-        return self._event
-
-    @property
-    def type(self) -> str | None:
-        event = self.event
-        kind = event.get("type") if isinstance(event, dict) else None
-        return kind if isinstance(kind, str) else None
-
-    def __repr__(self) -> str:
-        return f"ReceivedEvent(conn={self.conn}, type={self.type!r})"
 
 
 def _has_credential(request: Request, offered: Iterable[str]) -> bool:

@@ -386,6 +386,9 @@ from talk import talk, atalk
 
 def test_sync(realtime_mock):
     assert talk(realtime_mock.client())[0] == "Hello there, friend!"
+    # The same whether this run records or replays.
+    assert [r.type for r in realtime_mock.received] == [
+        "session.update", "conversation.item.create", "response.create"]
 
 @pytest.mark.asyncio
 async def test_asyncio(realtime_async_openai):

@@ -96,6 +96,40 @@ async def test_sdk_session_is_recorded_as_both_ends_saw_it(upstream: ScriptedUps
     assert CLIENT_KEY.encode() not in data and PROXY_KEY.encode() not in data
 
 
+async def test_received_holds_what_the_clients_sent(upstream: ScriptedUpstream, cassette: Path) -> None:
+    """``Recorder.received`` is ``ReplayServer.received`` for a recording: same shape."""
+    async with Recorder(cassette, upstream=upstream.websocket_base_url) as rec:
+        await sdk_text_session(rec.websocket_base_url)
+        async with connect(rec.url, additional_headers={"Authorization": "Bearer x"}) as ws:
+            await ws.recv()
+            await ws.send(b"\x00\x01")
+            await ws.send("not json")
+    recorded = load(cassette)
+    received = list(rec.received)
+    assert [r.type for r in received[:3]] == ["session.update", "conversation.item.create", "response.create"]
+    assert [r.raw for r in received] == frames(recorded, 0, "client") + frames(recorded, 1, "client")
+    assert [r.conn for r in received] == [0, 0, 0, 1, 1]
+    assert received[3].event is None and received[4].event is None
+
+
+async def test_received_keeps_audio_appends_within_its_budget(upstream: ScriptedUpstream, cassette: Path) -> None:
+    append = json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 1000})
+    async with Recorder(cassette, upstream=upstream.websocket_base_url) as rec:
+        rec.received_audio_budget = 10_000
+        async with connect(rec.url, additional_headers={"Authorization": "Bearer x"}) as ws:
+            await ws.recv()
+            for _ in range(4):
+                await ws.send(append)
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            while json.loads(await ws.recv())["type"] != "input_audio_buffer.cleared":
+                pass
+    kept = [(r.type, r.raw is not None, r.elided) for r in rec.received]
+    assert kept == [("input_audio_buffer.append", True, 0)] * 2 + [
+        ("input_audio_buffer.append", False, len(append))
+    ] * 2 + [("input_audio_buffer.clear", True, 0)]
+    assert len(frames(load(cassette), 0, "client")) == 5  # the cassette keeps everything
+
+
 async def test_cassette_replays_with_no_key(upstream: ScriptedUpstream, cassette: Path) -> None:
     from rtreplay.server import ReplayServer
 
