@@ -7,17 +7,16 @@ Runs that record talk to :class:`tests.upstream.ScriptedUpstream` on 127.0.0.1 t
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import CASSETTES
+from .conftest import CASSETTES, RECORDING_KEY
 from .upstream import ScriptedUpstream
 
 pytest_plugins = ["pytester"]
 
-API_KEY = "sk-proj-rtreplayTEST0123456789abcdefABCDEF"
+API_KEY = RECORDING_KEY
 SAMPLE = CASSETTES / "text-response.jsonl"
 
 # hypothesis' and pytest-recording's plugins are turned off in the inner runs: they cost
@@ -87,14 +86,6 @@ def put_cassette(pytester: pytest.Pytester, relative: str, source: Path = SAMPLE
     shutil.copyfile(source, target)
     return target
 
-
-@pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedUpstream]:
-    """The scripted Realtime upstream, and the key a recording client presents to it."""
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    monkeypatch.delenv("RTREPLAY_UPSTREAM", raising=False)
-    with ScriptedUpstream().in_thread() as up:
-        yield up
 
 
 # -- replay -------------------------------------------------------------------------------

@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
-from .conftest import CASSETTES, REPO
+from .conftest import CASSETTES, RECORDING_KEY, REPO
 from .upstream import ScriptedUpstream
 
 pytest_plugins = ["pytester"]
 
 DOCS = REPO / "docs" / "pytest.md"
-API_KEY = "sk-proj-rtreplayDOCS0123456789abcdefABCDEF"
+API_KEY = RECORDING_KEY
 INNER_OPTIONS = ("-p", "no:hypothesispytest", "-p", "no:recording", "-p", "no:cacheprovider")
 
 _FILE_BLOCK = re.compile(r"^```(\w+) file=(\S+)\n(.*?)^```", re.S | re.M)
@@ -67,13 +66,6 @@ def assert_shows(output: str, lines: list[str]) -> None:
         except ValueError:
             raise AssertionError(f"documented line not in the output:\n{line}\n--- output ---\n{output}") from None
 
-
-@pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedUpstream]:
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    monkeypatch.delenv("RTREPLAY_UPSTREAM", raising=False)
-    with ScriptedUpstream().in_thread() as up:
-        yield up
 
 
 def test_the_quickstart_replays_the_sample_cassette(pytester: pytest.Pytester) -> None:
