@@ -368,7 +368,8 @@ def fig_recorder(ctx: Context) -> None:
 
         for label, payloads in (
             ("client→server, small events", workloads.small_events(s.relay_small)),
-            ("client→server, audio deltas", workloads.audio_deltas(s.relay_audio)),
+            # What a client sends: its audio goes up as input_audio_buffer.append.
+            ("client→server, audio appends", workloads.audio_appends(s.relay_audio)),
         ):
             blob = b"".join(text_frame(p) for p in payloads)
             n = len(payloads)

@@ -85,6 +85,15 @@ def audio_deltas(n: int, seed: int = 2) -> list[bytes]:
     ]
 
 
+def audio_appends(n: int, seed: int = 3) -> list[bytes]:
+    """``n`` ``input_audio_buffer.append`` events of about 6.5 KB: a client's audio."""
+    pool = _audio_pool(seed)
+    return [
+        _encode({"type": "input_audio_buffer.append", "event_id": f"evt_{i:012d}", "audio": pool[i % len(pool)]})
+        for i in range(n)
+    ]
+
+
 def _open(conn: int = 0) -> Open:
     return Open(conn, query={"model": "gpt-realtime"}, headers={"authorization": "Bearer REDACTED"})
 

@@ -408,7 +408,8 @@ class Recorder(Service):
     ``open_timeout`` bounds the upstream handshake (504 after it); ``idle_timeout`` closes a
     connection with 1011 after that many seconds without a frame either way (``None``: never).
     ``close()`` closes live connections with 1001 and moves the finished cassette into place;
-    after ``discard()`` it throws the recording away instead.
+    after ``discard()`` it throws the recording away instead. :attr:`received` lists what
+    the clients sent (``keep_received=False``: nothing, for a long-running proxy).
     """
 
     def __init__(
@@ -424,6 +425,7 @@ class Recorder(Service):
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         upstream_ssl: ssl.SSLContext | None = None,
+        keep_received: bool = True,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         if upstream is None:
@@ -443,11 +445,16 @@ class Recorder(Service):
         self.connections = 0  # connections recorded (accepted or refused by the upstream)
         self.refused = 0
         self.stats: list[ConnectionStats] = []
-        #: Every message the clients sent, in order, as ``ReplayServer.received`` keeps it.
-        self.received: list[ReceivedEvent] = []
+        #: Whether :attr:`received` keeps the clients' messages (``rtreplay record``, which
+        #: nobody can ask, does not).
+        self.keep_received = keep_received
         #: Client bytes kept whole in :attr:`received`; past them, audio appends lose their audio.
         self.received_audio_budget = RECEIVED_AUDIO_BUDGET
         self._received_bytes = 0
+        # (conn, data, is_text, elided) per client message: tuples of atomic values, which
+        # the garbage collector stops tracking, made into ReceivedEvents when asked for.
+        self._received: list[tuple[int, bytes | None, bool, int]] = []
+        self._received_events: list[ReceivedEvent] = []
         self._discard = False
         self._failure: RtreplayError | None = None
         self._server: Server | None = None
@@ -529,19 +536,30 @@ class Recorder(Service):
         writer.close()
         logger.info("wrote %s: %d connection(s)", path, self.connections)
 
+    @property
+    def received(self) -> list[ReceivedEvent]:
+        """Every message the clients sent, in order, as ``ReplayServer.received`` has them."""
+        events = self._received_events
+        for conn, data, text, elided in self._received[len(events) :]:
+            events.append(ReceivedEvent(conn, None, elided) if data is None else ReceivedEvent.from_wire(conn, data, text))
+        return events
+
     def _keep_received(self, conn: int, messages: list[tuple[float, bytes, bool]]) -> None:
-        """Add client messages to :attr:`received` (decoded only when someone looks).
+        """Note client messages for :attr:`received`.
 
         Every client byte counts toward the budget: telling an audio append from other
         events for sure would cost a decode per message, which the proxy does not spend.
         """
-        received = self.received
+        if not self.keep_received:
+            return
+        kept = self._received
+        budget = self.received_audio_budget
         for _t, data, text in messages:
             self._received_bytes += len(data)
-            if self._received_bytes > self.received_audio_budget and text and APPEND_TYPE_BYTES in data:
-                received.append(ReceivedEvent(conn, None, len(data)))
+            if self._received_bytes > budget and text and APPEND_TYPE_BYTES in data:
+                kept.append((conn, None, text, len(data)))
             else:
-                received.append(ReceivedEvent.from_wire(conn, data, text))
+                kept.append((conn, data, text, 0))
 
     def _note_failure(self, exc: RtreplayError) -> None:
         if self._failure is None:
@@ -842,6 +860,7 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
         port=args.port,
         open_timeout=args.open_timeout,
         idle_timeout=args.idle_timeout or None,
+        keep_received=False,  # nobody can look at it, and a long run would pile it up
     )
     if not recorder.api_key:
         logger.warning("OPENAI_API_KEY is not set: each client must send its own key")

@@ -130,6 +130,13 @@ async def test_received_keeps_audio_appends_within_its_budget(upstream: Scripted
     assert len(frames(load(cassette), 0, "client")) == 5  # the cassette keeps everything
 
 
+async def test_received_can_be_turned_off(upstream: ScriptedUpstream, cassette: Path) -> None:
+    async with Recorder(cassette, upstream=upstream.websocket_base_url, keep_received=False) as rec:
+        await sdk_text_session(rec.websocket_base_url)
+    assert rec.received == []
+    assert len(frames(load(cassette), 0, "client")) == 3
+
+
 async def test_cassette_replays_with_no_key(upstream: ScriptedUpstream, cassette: Path) -> None:
     from rtreplay.server import ReplayServer
 
