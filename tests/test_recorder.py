@@ -293,6 +293,40 @@ async def test_empty_and_boundary_sized_messages_pass_both_ways(cassette: Path, 
     assert frames(recorded, 0, "server") == messages
 
 
+async def test_a_wss_upstream_with_a_private_ca_and_a_slow_client(tmp_path: Path, cassette: Path) -> None:
+    """The API is wss://: TLS on the upstream hop, with flow control through it (the
+    client stops reading now and then, so the proxy stops reading the upstream)."""
+    from .conformance.tls import make_certificate, openssl_missing
+
+    if missing := openssl_missing():
+        pytest.skip(missing)
+    cert = make_certificate(tmp_path)
+    count, pad = 200, "A" * 64_000
+
+    async def firehose(ws: ServerConnection) -> None:
+        assert json.loads(await ws.recv())["type"] == "response.create"
+        for n in range(count):
+            await ws.send(json.dumps({"type": "response.output_audio.delta", "n": n, "delta": pad}))
+        await ws.close()
+
+    async with serve(firehose, "127.0.0.1", 0, ssl=cert.server_context(), compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        upstream = f"wss://127.0.0.1:{port}/v1"
+        async with Recorder(cassette, upstream=upstream, upstream_ssl=cert.client_context()) as rec:
+            got: list[int] = []
+            async with connect(rec.url, additional_headers={"Authorization": "Bearer x"}, max_queue=1) as ws:
+                await ws.send(json.dumps({"type": "response.create"}))
+                async for message in ws:
+                    got.append(json.loads(message)["n"])
+                    if len(got) % 40 == 0:
+                        await asyncio.sleep(0.05)  # a slow reader, so that back-pressure builds up
+    assert got == list(range(count))
+    recorded = load(cassette)
+    assert [json.loads(f)["n"] for f in frames(recorded, 0, "server")] == got
+    close = recorded.connections[0].close
+    assert close is not None and (close.code, close.by) == (1000, "server")
+
+
 async def test_text_that_is_not_utf8_is_refused_with_1007(upstream: ScriptedUpstream, cassette: Path) -> None:
     """As websockets (and the API) would: close 1007; the bad message goes nowhere."""
     async with Recorder(cassette, upstream=upstream.websocket_base_url) as rec:
