@@ -87,27 +87,9 @@ def spread(xs: list[float]) -> tuple[float, float]:
 class ServerProc:
     """One server in a child process; its port, its peak memory, a clean stop."""
 
-    def __init__(
-        self, name: str, argv: list[str], *, logs: Path, profile: Path | None = None
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], *, logs: Path) -> None:
         self.name = name
         cmd = [sys.executable, str(SERVERS), *argv]
-        if profile is not None:
-            pyspy = shutil.which("py-spy") or str(MITM_VENV / "bin" / "py-spy")
-            cmd = [
-                pyspy,
-                "record",
-                "--format",
-                "raw",
-                "--rate",
-                "250",
-                "--nonblocking",
-                "-o",
-                str(profile),
-                "--",
-                *cmd,
-            ]
-        self.profile = profile
         self.log = logs / f"{name}.log"
         self._log = open(self.log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -150,15 +132,7 @@ class ServerProc:
 
     @property
     def pid(self) -> int:
-        """The server's own process (under --profile, py-spy's child)."""
-        pid = self.proc.pid
-        if self.profile is not None:
-            try:
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                pid = int(children[0]) if children else pid
-            except OSError:
-                pass
-        return pid
+        return self.proc.pid
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
