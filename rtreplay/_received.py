@@ -37,7 +37,7 @@ class ReceivedEvent:
         self._wire: bytes | None = None  # a text message's UTF-8, decoded when first asked
         self.elided = elided
         self._event: Any = _UNSET
-        if raw is None:
+        if elided:
             self._event = {"type": AUDIO_APPEND, "audio": None}
 
     @classmethod
@@ -45,8 +45,8 @@ class ReceivedEvent:
         """A message as it came off the wire, decoded only if someone looks at it."""
         if not text:
             return cls(conn, data)
-        received = cls(conn, "")
-        received._raw, received._wire = None, data
+        received = cls(conn, None)
+        received._wire = data
         return received
 
     @property

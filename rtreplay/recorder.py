@@ -256,7 +256,6 @@ class _Relay:
             out: list[Frame] = []  # the frames of whole messages, in order
             ends: list[int] = []  # where each message's frames end in ``out``
             held = self.fragments[side]
-            size = 0
             for frame in frames:
                 if held or not frame.fin:
                     held.append(frame)
@@ -272,7 +271,6 @@ class _Relay:
                     text = frame.opcode is Opcode.TEXT
                 messages.append((t, data, text))
                 ends.append(len(out))
-                size += len(data)
             if not messages:
                 return
             try:
@@ -280,16 +278,17 @@ class _Relay:
             except RtreplayError as exc:
                 self._cannot_record(exc)
                 return
-            if written < len(messages):
+            not_utf8 = written < len(messages)  # messages[written] claimed to be text
+            if not_utf8:
                 out = out[: ends[written - 1]] if written else []
-                size = sum(len(data) for _t, data, _text in messages[:written])
+                del messages[written:]
             self.stats.frames[side] += written
-            self.stats.bytes[side] += size
+            self.stats.bytes[side] += sum(len(data) for _t, data, _text in messages)
             if side == "client":
-                self.recorder._keep_received(self.conn, messages[:written])
+                self.recorder._keep_received(self.conn, messages)
             if out:
                 forward_frames(dst, out)
-            if written < len(messages):
+            if not_utf8:
                 # websockets closes a connection that sends a text message that is not
                 # UTF-8 with 1007; so does the proxy (what came before it went through).
                 src = self.hops[side]

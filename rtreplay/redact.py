@@ -378,18 +378,19 @@ class Redactor:
         """
         if not text:
             return self.frame(Frame(conn, round(t, 6), direction, binary=data)), False
-        if self._custom_rules:
-            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
-        try:
-            event = _json_decoder.decode(data)
-        except (msgspec.DecodeError, ValueError):
-            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
-        if b"\n" in data or b"\r" in data:  # JSON spanning lines is re-encoded: slow path
-            return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
-        frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
-        if self._clean(data, event):
-            return frame, True
-        return self.frame(frame), False
+        # The quick path: single-line JSON and no user rules (JSON spanning lines is
+        # re-encoded, user rules need the full path, text that is not JSON is kept as text).
+        if not self._custom_rules and b"\n" not in data and b"\r" not in data:
+            try:
+                event = _json_decoder.decode(data)
+            except (msgspec.DecodeError, ValueError):
+                pass
+            else:
+                frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
+                if self._clean(data, event):
+                    return frame, True
+                return self.frame(frame), False
+        return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
 
     @property
     def _custom_rules(self) -> bool:
