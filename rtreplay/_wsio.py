@@ -1,9 +1,9 @@
 """websockets plumbing shared by the replay server and the recording proxy.
 
-**Bursts in one system call.** ``websockets``' own ``send()`` hands each frame to the transport separately, and an
-asyncio socket transport with an empty buffer makes one ``send`` system call per
-``write``: at tens of thousands of frames a second that call is a quarter of a relay's
-time. Both the replay server and the recording proxy often hold several messages at once;
+**Bursts in one system call.** ``websockets``' own ``send()`` hands each frame to the
+transport separately, and an asyncio socket transport with an empty buffer makes one
+``send`` system call per ``write``: at tens of thousands of frames a second that call is a
+quarter of a relay's time. Both the replay server and the recording proxy often hold several messages at once;
 :func:`send_many` frames them all inside one ``send_context`` (what ``send()`` itself uses,
 in websockets 14 to 17) and writes the bytes joined. Without ``send_context`` (a future
 websockets), it falls back to ``send()`` per message.

@@ -63,7 +63,7 @@ __all__ = [
 # writev() takes at most IOV_MAX (1024 on Linux and macOS) buffers per call.
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 _encoder = msgspec.json.Encoder()
-
+_decoder = msgspec.json.Decoder(Record)
 
 # Write-out of a growing cassette in windows of this size (see CassetteWriter._stream_out).
 _STREAM_WINDOW = 8 << 20
@@ -97,7 +97,6 @@ def _writev(fd: int, buffers: list[bytes]) -> int:
     if hasattr(os, "writev"):
         return os.writev(fd, buffers)
     return os.write(fd, b"".join(buffers))  # pragma: no cover - Windows has no writev
-_decoder = msgspec.json.Decoder(Record)
 
 
 class _HeaderProbe(msgspec.Struct):
