@@ -34,6 +34,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, Side
 
@@ -253,25 +254,31 @@ def _header(frame: Frame, mask_bit: int) -> bytes:
     return _HEADER64.pack(first, mask_bit | 127, length)
 
 
+# What a failed opening handshake that is the peer's doing raises (see _OneLineHandshakeFailures).
+_PEER_FAILURES = (InvalidHandshake, EOFError, OSError)
+
 _BYTE2 = struct.Struct("!BB")
 _HEADER16 = struct.Struct("!BBH")
 _HEADER64 = struct.Struct("!BBQ")
 
 
 class _OneLineHandshakeFailures(logging.Filter):
-    """Turn websockets' "opening handshake failed" traceback into one readable line.
+    """Turn websockets' traceback for a failed opening handshake into one readable line.
 
     A port scanner, a TLS hello sent to a ``ws://`` port or a plain HTTP request each make
     websockets log the failed handshake at ERROR with a traceback. The client got its answer
     (or nothing, as it deserved); the server is fine. One warning line says what came.
+    Such a record is told by the type of its exception (websockets' ``InvalidHandshake``,
+    or the socket ending early), never by the wording of websockets' message, which
+    versions change; an exception of any other type is a bug of ours and keeps its traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "opening handshake failed" and record.exc_info:
-            exc = record.exc_info[1]
-            cause = exc.__cause__ if exc is not None else None
-            reason = f"{exc}" + (f": {cause}" if cause is not None else "")
-            record.msg = "opening handshake failed: %s"
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _PEER_FAILURES):
+            cause = exc.__cause__
+            reason = f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause is not None else "")
+            record.msg = "a client's opening handshake failed, its connection was dropped: %s"
             record.args = (reason,)
             record.exc_info = None
             record.exc_text = None

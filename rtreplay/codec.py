@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -131,17 +133,106 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
 
 
 _DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError)
+# The record kinds by their tag, for describing a line that msgspec refused.
+_RECORD_KINDS: dict[str, type[msgspec.Struct]] = {
+    str(cls.__struct_config__.tag): cls for cls in (Header, Open, Frame, Close, Reject)
+}
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not valid UTF-8 text (byte {exc.start} of the line is invalid)"
-    text = str(exc)
-    if text.startswith("Invalid value") and text.endswith("at `$.kind`"):
-        return "unknown record kind " + text[len("Invalid value ") :].split(" - ")[0]
-    if isinstance(exc, msgspec.ValidationError):
-        return f"invalid record: {text}"
-    return f"not valid JSON: {text}"
+def _describe(line: bytes, expected: str | None = None) -> str:
+    """What is wrong with a line the decoder refused, found out here, not read from its message.
+
+    Dependencies reword their errors from one release to the next (msgspec 0.23 did), so
+    rtreplay's own message (which byte, which field, what was expected) is built from the
+    line itself. ``expected`` names the one record kind the line must be (the header).
+    """
+    line = line.rstrip(b"\r\n")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"not valid UTF-8 text: byte {exc.start + 1} of the line "
+            f"(0x{line[exc.start]:02x}) is not part of a UTF-8 character"
+        )
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        at = len(text[: exc.pos].encode()) + 1
+        return f"not valid JSON at byte {at} of the line: {_near(text, exc.pos)}"
+    except _NotJSON as exc:
+        return f"not valid JSON: {exc.args[0]} is not a JSON number"
+    except RecursionError:
+        return "not valid JSON for a cassette: nested too deeply"
+    if not isinstance(value, dict):
+        return f"a record must be a JSON object, not {_json_kind(value)}"
+    kind = value.get("kind")
+    if expected is not None and kind is None:
+        kind = expected
+    if not isinstance(kind, str):
+        return "a record needs a 'kind' (one of " + ", ".join(map(repr, _RECORD_KINDS)) + ")"
+    cls = _RECORD_KINDS.get(kind)
+    if cls is None:
+        return f"unknown record kind {kind!r} (known: " + ", ".join(map(repr, _RECORD_KINDS)) + ")"
+    for field in msgspec.structs.fields(cls):
+        if field.encode_name not in value:
+            if field.required:
+                return f"invalid {kind} record: missing required field '{field.encode_name}'"
+            continue
+        given = value[field.encode_name]
+        try:
+            msgspec.json.decode(msgspec.json.encode(given), type=field.type)
+        except (msgspec.MsgspecError, OverflowError, TypeError):
+            return (
+                f"invalid {kind} record: field '{field.encode_name}' must be "
+                f"{_describe_type(field.type)}, not {_json_kind(given)} {_short(given)}"
+            )
+    return f"invalid {kind} record: a value is out of range"
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NotJSON(name)
+
+
+def _near(text: str, pos: int) -> str:
+    start = max(0, pos - 20)
+    before = ("..." if start else "") + text[start:pos]
+    after = text[pos : pos + 20] + ("..." if pos + 20 < len(text) else "")
+    return f"after {before!r}" + (f" comes {after!r}" if after.strip() else " the line ends")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list, str)):
+        return _JSON_KINDS[type(value)]
+    return "a number"
+
+
+def _short(value: object) -> str:
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _describe_type(kind: object) -> str:
+    """A record field's type in words: what the format allows there."""
+    args = [a for a in typing.get_args(kind) if a is not msgspec.UnsetType]
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is dict:
+        return "an object of strings"
+    if args and origin is not None:  # a union
+        return " or ".join(_describe_type(a) for a in args)
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bytes: "base64 text",
+        type(None): "null",
+    }.get(kind, getattr(kind, "__name__", str(kind)))  # type: ignore[call-overload]
 
 
 class CassetteReader:
@@ -230,22 +321,22 @@ class CassetteReader:
             # UTF-8 throughout, or replaying it sends invalid text (isascii() is ~free).
             if not line.isascii():
                 line.decode()
-        except _DecodeFailure as exc:
+        except _DecodeFailure:
             if last and not line.endswith(b"\n"):
-                msg = f"{self.path}:{self.line}: last line is cut short ({_describe(exc)}); it was skipped"
+                msg = f"{self.path}:{self.line}: last line is cut short ({_describe(line)}); it was skipped"
                 self.warnings.append(msg)
                 warnings.warn(msg, CassetteTruncatedWarning, stacklevel=4)
                 return None
-            raise self._error(_describe(exc)) from None
+            raise self._error(_describe(line)) from None
         self._check(record)
         return record
 
     def _decode_header(self, line: bytes) -> Header:
         try:
             probe = _probe_decoder.decode(line)
-        except _DecodeFailure as exc:
+        except _DecodeFailure:
             if line.lstrip().startswith(b"{"):
-                raise self._error(f"header is {_describe(exc)}") from None
+                raise self._error(f"header is {_describe(line, 'header')}") from None
             raise self._error("not an rtreplay cassette (the first line is not a JSON header)") from None
         if probe.kind != "header":
             raise self._error(
@@ -257,8 +348,8 @@ class CassetteReader:
             raise CassetteVersionError(self.path, probe.format, writer, FORMAT_VERSION)
         try:
             header = msgspec.json.decode(line, type=Header)
-        except _DecodeFailure as exc:
-            raise self._error(_describe(exc)) from None
+        except _DecodeFailure:
+            raise self._error(_describe(line, "header")) from None
         self.header = header
         return header
 

@@ -88,7 +88,7 @@ class CassetteVersionError(CassetteError):
         if isinstance(found, int) and found > supported:
             problem = (
                 f"cassette format {found} (written{by}) is newer than this rtreplay can read "
-                f"(format {supported}); upgrade with `pip install -U rtreplay`, "
+                f"(format {supported}); install a newer rtreplay (see its README), "
                 f"or re-record the cassette with this version"
             )
         else:

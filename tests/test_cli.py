@@ -28,7 +28,7 @@ def test_a_bad_cassette_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert f"{bad}:2: invalid record: Object missing required field `conn`" in err
+    assert f"{bad}:2: invalid open record: missing required field 'conn'" in err
     assert main(["inspect", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such cassette file" in capsys.readouterr().err
 

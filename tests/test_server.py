@@ -849,4 +849,5 @@ async def test_a_handshake_that_is_not_http_is_one_log_line_not_a_traceback(
     assert len(failures) <= 1
     for record in failures:
         assert record.levelno == logging.WARNING
-        assert record.getMessage().startswith("opening handshake failed: did not receive a valid HTTP request")
+        assert "\n" not in record.getMessage()
+        assert record.getMessage().startswith("a client's opening handshake failed, its connection was dropped: ")

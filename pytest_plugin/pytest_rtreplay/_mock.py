@@ -325,7 +325,7 @@ def _import_openai() -> Any:
     if openai is None:  # failed outside the except block: no chained traceback
         pytest.fail(
             "rtreplay: realtime_mock.client() needs the openai SDK: "
-            "pip install 'rtreplay[openai]' (or 'openai[realtime]')",
+            "pip install 'openai[realtime]>=2.1'",
             pytrace=False,
         )
     return openai
