@@ -226,13 +226,14 @@ def _describe_type(kind: object) -> str:
         return "an object of strings"
     if args and origin is not None:  # a union
         return " or ".join(_describe_type(a) for a in args)
-    return {
+    names: dict[object, str] = {
         int: "an integer",
         float: "a number",
         str: "a string",
         bytes: "base64 text",
         type(None): "null",
-    }.get(kind, getattr(kind, "__name__", str(kind)))  # type: ignore[call-overload]
+    }
+    return names.get(kind) or str(getattr(kind, "__name__", kind))
 
 
 class CassetteReader:

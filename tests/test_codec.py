@@ -31,9 +31,9 @@ from rtreplay import (
     Header,
     Open,
     Reject,
+    codec,
     load,
 )
-from rtreplay import codec
 from rtreplay.codec import decode_records, encode_records
 
 from .conftest import CASSETTES, timeout

@@ -71,7 +71,8 @@ def test_the_readme_git_install_line_works(tmp_path: Path) -> None:
     origin = tmp_path / "origin.git"
     run(["git", "clone", "--quiet", "--bare", str(REPO), str(origin)], tmp_path)
     env = fresh_env(tmp_path / "env")
-    args = shlex.split(line.replace(url.group(0), f"git+file://{origin}"))
+    # (file://localhost/...: pip 23, which a fresh venv brings, refuses file:///... here)
+    args = shlex.split(line.replace(url.group(0), f"git+file://localhost{origin}"))
     run([str(env / "bin" / "python"), "-m", *args], tmp_path)
     use_it(env, tmp_path)
 
@@ -81,3 +82,9 @@ def test_the_install_lines_name_the_openai_extra() -> None:
     # extra that the README's copyable test needs.
     assert "[openai]" in install_line("/path/to/rtreplay")
     assert "rtreplay[openai] @ git+" in install_line("git+")
+
+
+def test_the_license_pyproject_names_is_there() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'license = "MIT"' in pyproject
+    assert (REPO / "LICENSE").read_text().startswith("MIT License\n")

@@ -295,8 +295,20 @@ async def agents(target: Target, message: str = "Say hello in three words.") -> 
     return [received]
 
 
-async def agents_model(target: Target, plan: Plan, *, skip_first_update: bool = False, raw_socket: bool = False) -> Received:
+async def agents_model(
+    target: Target,
+    plan: Plan,
+    *,
+    skip_first_update: bool = False,
+    raw_socket: bool = False,
+    rejected: list[str] | None = None,
+) -> Received:
     """openai-agents' OpenAIRealtimeWebSocketModel, sending a plan's events as raw messages.
+
+    ``rejected`` collects the server events the SDK could not parse: it tells its listeners
+    with an ``exception`` event, or an ``error`` event carrying the validation exception
+    (an in-band Realtime ``error`` carries the API's error object instead). Read from the
+    SDK's events, not from the wording of its log lines.
 
     The model sends its own ``session.update`` on connect; with ``skip_first_update`` it
     stands for the plan's first one (for a cassette that holds just one). With
@@ -305,11 +317,12 @@ async def agents_model(target: Target, plan: Plan, *, skip_first_update: bool = 
     a cassette of the racing pair cannot answer): for checking what the SDK makes of
     server events written for another client.
     """
-    return [await _agents_model_connection(target, spec, skip_first_update, raw_socket) for spec in plan]
+    sink = rejected if rejected is not None else []
+    return [await _agents_model_connection(target, spec, skip_first_update, raw_socket, sink) for spec in plan]
 
 
 async def _agents_model_connection(
-    target: Target, spec: dict[str, Any], skip_first_update: bool, raw_socket: bool
+    target: Target, spec: dict[str, Any], skip_first_update: bool, raw_socket: bool, rejected: list[str]
 ) -> list[dict[str, Any]]:
     from agents.realtime.model_inputs import RealtimeModelSendRawMessage
     from agents.realtime.openai_realtime import OpenAIRealtimeWebSocketModel
@@ -321,6 +334,9 @@ async def _agents_model_connection(
         async def on_event(self, event: Any) -> None:
             if event.type == "raw_server_event":
                 queue.put_nowait(event.data)
+            elif event.type == "exception" or (event.type == "error" and isinstance(event.error, Exception)):
+                failure = getattr(event, "exception", None) or event.error
+                rejected.append(f"{getattr(event, 'context', 'validation')}: {failure!r}"[:300])
             elif event.type == "connection_status" and event.status == "disconnected":
                 queue.put_nowait(None)
 
