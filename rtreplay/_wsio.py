@@ -34,7 +34,6 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, Side
 
@@ -254,9 +253,6 @@ def _header(frame: Frame, mask_bit: int) -> bytes:
     return _HEADER64.pack(first, mask_bit | 127, length)
 
 
-# What a failed opening handshake that is the peer's doing raises (see _OneLineHandshakeFailures).
-_PEER_FAILURES = (InvalidHandshake, EOFError, OSError)
-
 _BYTE2 = struct.Struct("!BB")
 _HEADER16 = struct.Struct("!BBH")
 _HEADER64 = struct.Struct("!BBQ")
@@ -268,23 +264,47 @@ class _OneLineHandshakeFailures(logging.Filter):
     A port scanner, a TLS hello sent to a ``ws://`` port or a plain HTTP request each make
     websockets log the failed handshake at ERROR with a traceback. The client got its answer
     (or nothing, as it deserved); the server is fine. One warning line says what came.
-    Such a record is told by the type of its exception (websockets' ``InvalidHandshake``,
-    or the socket ending early), never by the wording of websockets' message, which
-    versions change; an exception of any other type is a bug of ours and keeps its traceback.
+
+    Such a record is told apart by facts, never by the wording of websockets' message or
+    exception (versions change both; 14.1 raises a bare ``ValueError`` where 15 raises
+    ``InvalidMessage``): it carries an exception, its connection never completed the
+    handshake (no ``101`` response), and the exception was not raised in rtreplay's own
+    code, which would be a bug of ours and keeps its traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, _PEER_FAILURES):
-            cause = exc.__cause__
-            reason = f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause is not None else "")
-            record.msg = "a client's opening handshake failed, its connection was dropped: %s"
-            record.args = (reason,)
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno = logging.WARNING
-            record.levelname = "WARNING"
+        if exc is None or _opened(record) or _raised_in_rtreplay(exc):
+            return True
+        cause = exc.__cause__
+        reason = f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause is not None else "")
+        record.msg = "a client's opening handshake failed, its connection was dropped: %s"
+        record.args = (reason,)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.WARNING
+        record.levelname = "WARNING"
         return True
+
+
+def _opened(record: logging.LogRecord) -> bool:
+    """Whether the record's connection completed its opening handshake."""
+    connection = getattr(record, "websocket", None)  # websockets' logger adapter adds it
+    response = getattr(connection, "response", None)
+    return getattr(response, "status_code", None) == 101
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_in_rtreplay(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is in rtreplay's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
 
 
 def websockets_logger(name: str) -> logging.Logger:
