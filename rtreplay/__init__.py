@@ -25,8 +25,9 @@ from .errors import (
     UpstreamError,
 )
 from .match import MatchPolicy
-from .player import Mismatch, Player, ReplayReport
+from .player import Player
 from .redact import Redactor
+from .report import Mismatch, ReplayReport
 
 if _TYPE_CHECKING:
     from .recorder import Recorder

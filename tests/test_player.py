@@ -10,16 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtreplay import Cassette, Close, Connection, Frame, Header, Open, load
-from rtreplay._index import CassetteIndex, IndexedConnection
+from rtreplay._index import CassetteIndex, IndexedConnection, ServerFrame
 from rtreplay.match import MatchPolicy
 from rtreplay.player import (
     Action,
     CloseConnection,
     Player,
-    ReplayReport,
     Send,
     SendError,
 )
+from rtreplay.report import ReplayReport
+from rtreplay.timeline import Ending, Timeline
 
 from .conftest import CASSETTES
 
@@ -51,24 +52,29 @@ def recording(
 
 
 class Run:
-    """A player and everything it asked to send, decoded."""
+    """A player, a clock, and everything the player asked to send, decoded."""
 
     def __init__(self, index: CassetteIndex, conn: IndexedConnection, **options: Any) -> None:
         self.index = index
         self.report = ReplayReport("test", index.connections)
-        self.player = Player(conn, report=self.report, **options)
+        self.player = Player(conn, report=self.report, source=index, **options)
+        self.now = 0.0
         self.actions: list[Action] = []
         self.out: list[Any] = []
-        self.feed(self.player.connect(0.0))
+        self.player.connect(0.0)
+        self.poll(0.0)
 
-    def feed(self, actions: list[Action]) -> list[Any]:
+    def poll(self, now: float | None = None) -> list[Any]:
+        """Advance the clock to ``now`` and collect what is due."""
+        if now is not None:
+            self.now = now
         new: list[Any] = []
-        for a in actions:
+        for a in self.player.poll(self.now):
             self.actions.append(a)
             if isinstance(a, Send):
-                for frame, data in self.index.payloads(a.frames):
+                for data, text in a.messages():
                     try:
-                        new.append(json.loads(data) if frame.text else data)
+                        new.append(json.loads(data) if text else data)
                     except ValueError:
                         new.append(data.decode())
             elif isinstance(a, SendError):
@@ -78,9 +84,18 @@ class Run:
         self.out.extend(new)
         return new
 
-    def send(self, event: Any, now: float = 1.0) -> list[Any]:
+    def send(self, event: Any, now: float | None = None) -> list[Any]:
+        """The client sends ``event`` at ``now`` (default: a millisecond later)."""
+        self.now = self.now + 0.001 if now is None else now
         message = event if isinstance(event, (str, bytes)) else json.dumps(event)
-        return self.feed(self.player.receive(message, now))
+        self.player.receive(message, self.now)
+        return self.poll()
+
+    def wait(self) -> list[Any]:
+        """Let the clock run to the player's next deadline, and collect what is due."""
+        deadline = self.player.next_deadline()
+        assert deadline is not None, "the player has nothing left to do on its own"
+        return self.poll(max(self.now, deadline))
 
     def types(self, items: list[Any] | None = None) -> list[str]:
         items = self.out if items is None else items
@@ -113,7 +128,8 @@ def test_a_replay_of_the_recording_gets_every_server_frame_in_order() -> None:
     run.send(TEXT[1][1])
     assert run.types()[-1] == "session.updated"
     run.send(TEXT[3][1])
-    assert run.types()[-1] == "session.updated"  # held until response.create arrives
+    # The item's answer goes out at once; the response waits for response.create.
+    assert run.types()[-1] == "conversation.item.added"
     run.send(TEXT[4][1])
     assert run.types() == [e["type"] for d, e in TEXT if d == "server"]
     assert run.report.ok and run.report.complete
@@ -322,7 +338,7 @@ def test_any_rechunking_of_the_audio_replays_the_same_frames(
 
 
 def test_too_little_audio_is_reported_at_the_commit() -> None:
-    run = Run(*vad_recording([1000, 1000, 1000]))
+    run = Run(*vad_recording([1000, 1000, 1000]), audio_tolerance=0)
     run.send(C("input_audio_buffer.append", audio=audio(1200))[1])
     new = run.send(C("input_audio_buffer.commit")[1])
     assert run.types(new) == [
@@ -332,7 +348,10 @@ def test_too_little_audio_is_reported_at_the_commit() -> None:
     ]
     [m] = run.report.mismatches
     assert m.kind == "audio"
-    assert m.message == "expected 3,000 bytes of audio before input_audio_buffer.commit, got 1,200"
+    assert m.message == (
+        "expected 62 ms of audio before input_audio_buffer.commit, got 25 ms "
+        "(3,000 and 1,200 bytes; beyond the 0.0 ms audio tolerance)"
+    )
     assert run.report.complete  # the missing appends are part of that mismatch
 
 
@@ -405,7 +424,7 @@ def test_the_openai_agents_race_is_accepted_and_noted() -> None:
     run.send(AGENTS[1][1])
     run.send(AGENTS[3][1])  # the tracing update overtook the message and response.create
     run.send(AGENTS[2][1])
-    assert run.types() == ["session.created"]
+    assert run.types() == ["session.created", "session.updated"]  # the answer to the first
     run.send(AGENTS[4][1])
     assert run.types() == [
         "session.created",
@@ -471,8 +490,9 @@ def test_events_after_the_end_get_an_error_and_audio_runs_one_report() -> None:
     run.send(C("response.create")[1])
     new = run.send(C("response.create")[1])
     assert run.types(new) == ["error"]
-    run.send(C("input_audio_buffer.append", audio=audio(10))[1])
-    run.send(C("input_audio_buffer.append", audio=audio(10))[1])
+    # 0.5 s of 24 kHz audio: beyond the tolerance, so an after_end, once per run.
+    for _ in range(3):
+        run.send(C("input_audio_buffer.append", audio=audio(12_000))[1])
     assert [m.kind for m in run.report.mismatches] == ["after_end", "after_end"]
     assert "got input_audio_buffer.append after the recording's last client event" in str(
         run.report
@@ -486,7 +506,8 @@ def test_recorded_server_close_comes_after_the_last_frame() -> None:
     )
     new = run.send(C("response.create")[1], now=3.0)
     assert run.types(new) == ["response.done", "CloseConnection"]
-    assert new[-1] == CloseConnection(1011, "bye", 3.0)
+    assert new[-1] == CloseConnection(1011, "bye")
+    assert run.player.next_deadline() is None
 
 
 def test_client_close_or_no_close_keeps_the_connection_open() -> None:
@@ -499,7 +520,7 @@ def test_client_close_or_no_close_keeps_the_connection_open() -> None:
 
 def test_recorded_drop_is_an_abort() -> None:
     run = Run(*recording(S("session.created"), close=Close(0, 0.5, 1006, "", None)))
-    assert run.out[-1] == CloseConnection(1006, "", 0.0, abort=True)
+    assert run.out[-1] == CloseConnection(1006, "", abort=True)
 
 
 def test_strict_mode_closes_with_1008_and_then_ignores_the_client() -> None:
@@ -509,6 +530,7 @@ def test_strict_mode_closes_with_1008_and_then_ignores_the_client() -> None:
     assert new[0].reason.startswith("rtreplay mismatch: expected session.update")
     assert len(new[0].reason.encode()) <= 123
     assert run.send(TEXT[1][1]) == []
+    assert run.player.next_deadline() is None
 
 
 def test_unplayed_lists_what_the_client_never_sent() -> None:
@@ -541,16 +563,25 @@ def test_pacing_is_measured_from_the_triggering_event() -> None:
         S("session.created"), C("response.create"), S("response.created"), S("response.done")
     )
     player = Player(conn, speed=2.0)
-    [first] = player.connect(100.0)
-    assert isinstance(first, Send) and first.due(first.frames[0]) == 100.0
-    [send] = player.receive('{"type":"response.create"}', 250.0)
-    assert isinstance(send, Send)
+    player.connect(100.0)
+    [first] = player.poll(100.0)
+    assert isinstance(first, Send) and [f.type for f in first.frames] == ["session.created"]
+    player.receive('{"type":"response.create"}', 250.0)
     # Recorded 0.1 s and 0.2 s after response.create; at twice the speed.
-    assert [round(send.due(f), 6) for f in send.frames] == [250.05, 250.1]
+    assert player.poll(250.0) == []
+    assert player.next_deadline() == 250.05
+    [send] = player.poll(250.05)
+    assert isinstance(send, Send) and [f.type for f in send.frames] == ["response.created"]
+    assert player.next_deadline() == 250.1
+    [send] = player.poll(260.0)
+    assert isinstance(send, Send) and [f.type for f in send.frames] == ["response.done"]
     instant = Player(conn)
     instant.connect(0.0)
-    [send] = instant.receive('{"type":"response.create"}', 7.0)
-    assert isinstance(send, Send) and {send.due(f) for f in send.frames} == {7.0}
+    instant.poll(0.0)
+    instant.receive('{"type":"response.create"}', 7.0)
+    assert instant.next_deadline() == 7.0
+    [send] = instant.poll(7.0)
+    assert isinstance(send, Send) and len(send.frames) == 2
 
 
 # -- the report ---------------------------------------------------------------------------------------

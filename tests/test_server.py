@@ -332,7 +332,7 @@ async def test_wrong_path_is_404_with_a_one_line_body() -> None:
     assert response.status_code == 404
     body = response.body.decode()
     assert body.count("\n") == 1 and "no Realtime endpoint at /v2/chat" in body
-    assert server.report.players == []
+    assert server.report.connections == []
 
 
 async def test_azure_client_reaches_the_replay() -> None:
@@ -615,7 +615,7 @@ async def test_100_concurrent_clients_each_get_the_whole_session() -> None:
         )
     expected = clients.server_events(name)
     assert all(r == expected for r in results)
-    assert len(server.report.players) == 100
+    assert len(server.report.connections) == 100
     assert_clean(server)
 
 
