@@ -580,7 +580,8 @@ class Player:
         audio = self._audio_wait(cue, j)
         if audio is not None and audio[3] and now >= self._quiet_since() + self._audio_quiet():
             last, need, covered, _ = audio
-            self._forgive(last, need, covered, f"before {_held(cue)}")
+            held = _held(cue, total=len(self.connection.server))
+            self._forgive(last, need, covered, f"before {held}")
             self._schedule(now)
             return
         if self.stall_timeout is not None and now >= self._activity + self.stall_timeout:
