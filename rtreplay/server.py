@@ -409,7 +409,7 @@ class ReplayServer(Service):
 def _log_mismatch(player: Player, mismatch: Any) -> None:
     if mismatch.held is not None:
         # A stall: the whole explanation, which is all an `rtreplay serve` user gets.
-        logger.warning("conn %d: %s", player.conn, str(mismatch).replace("\n", "; "))
+        logger.warning("conn %d: %s", player.conn, "; ".join(x.strip() for x in str(mismatch).splitlines()))
     else:
         logger.warning("mismatch: %s", mismatch.summary)
 

@@ -851,3 +851,50 @@ async def test_a_handshake_that_is_not_http_is_one_log_line_not_a_traceback(
         assert record.levelno == logging.WARNING
         assert "\n" not in record.getMessage()
         assert record.getMessage().startswith("a client's opening handshake failed, its connection was dropped: ")
+
+
+# -- a replay never hangs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_a_client_that_waits_for_each_answer_gets_the_whole_recording(name: str) -> None:
+    """Recorded from clients that did not wait (``sent-at-once`` is the user's case: all
+    three events, then session.updated), replayed to clients that do."""
+    path = sample(name)
+    async with ReplayServer(path) as server:
+        for conn in range(clients.connection_count(path)):
+            if clients.script(path, conn).rejected:
+                continue
+            expected = clients.server_events(path, conn)
+            assert await clients.careful_websockets(server.url, path, conn) == expected
+    async with ReplayServer(path) as server:
+        for conn in range(clients.connection_count(path)):
+            if clients.script(path, conn).rejected:
+                continue
+            expected = clients.server_events(path, conn)
+            assert await clients.careful_openai_async(server.websocket_base_url, path, conn) == expected
+    assert server.report.ok, str(server.report)
+
+
+def test_the_sync_sdk_waiting_for_session_updated_replays_a_recording_sent_at_once() -> None:
+    from openai import OpenAI
+
+    with ReplayServer(sample("sent-at-once.jsonl")).in_thread() as server:
+        client = OpenAI(api_key="sk-test", websocket_base_url=server.websocket_base_url)
+        with client.realtime.connect(model="gpt-realtime") as conn:
+            conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "instructions": "Be brief."})
+            while conn.recv().type != "session.updated":
+                pass
+            conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello in three words."}]}
+            )
+            conn.response.create()
+            text = ""
+            for event in conn:
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                if event.type == "response.done":
+                    break
+        client.close()
+    assert text == "Hello there, friend!"
+    assert_clean(server)
