@@ -633,7 +633,6 @@ class Player:
 
     def _stall(self, now: float, cue: Cue, j: int, audio: tuple[int, int, int, bool] | None) -> None:
         c = self._clients[j]
-        silent = now - self._activity
         held = _held(cue, self.report.source, len(self.connection.server))
         last = self._last_desc or "nothing"
         kind: MismatchKind
@@ -655,8 +654,8 @@ class Player:
                 f"({self._client_at(c)})"
             )
         message = (
-            f"stall: {what}, and the client has sent nothing for {silent:.1f} s "
-            f"(last: {last}; stall_timeout is {self.stall_timeout:g} s)"
+            f"stall: {what}, and the client has been silent for the stall timeout, "
+            f"{self.stall_timeout:g} s (last sent: {last})"
         )
         expected = c.event if c.event is not None else c.message
         m = self._record(kind, j, expected, None, message, (), held=held)
@@ -686,25 +685,7 @@ class Player:
         size = audio_length(audio)
         if self.done:
             self._extra += size
-            if (
-                self.policy.audio != "ignore"
-                and self._extra > self._tolerance
-                and not self._extra_reported
-            ):
-                self._extra_reported = True
-                ms = self._format.ms
-                self._mismatch(
-                    "after_end",
-                    None,
-                    None,
-                    {**event, "audio": f"<{size:,} bytes of audio>"},
-                    f"got {event['type']} after the recording's last client event: "
-                    f"{_ms(ms(self._extra))} of audio more than recorded, beyond the "
-                    f"{_ms(self.audio_tolerance * 1000)} audio tolerance",
-                    (),
-                    event,
-                    now,
-                )
+            self._check_extra(event, size, now)
             return
         self._audio += size
         if self.policy.audio == "content":
@@ -722,6 +703,29 @@ class Player:
                 self._mark(c.index)
                 self._after.append(c.describe())
             self._next_append += 1
+        if self.done:  # this append ran past the recording's last one: the rest is extra
+            self._extra = covered - self.connection.audio_total
+            self._check_extra(event, size, now)
+
+    def _check_extra(self, event: dict[str, Any], size: int, now: float) -> None:
+        """Audio after the recording's last client event: fine within the tolerance."""
+        if self.policy.audio == "ignore" or self._extra <= self._tolerance:
+            return
+        if self._extra_reported:
+            return
+        self._extra_reported = True
+        self._mismatch(
+            "after_end",
+            None,
+            None,
+            {**event, "audio": f"<{size:,} bytes of audio>"},
+            f"got {event['type']} after the recording's last client event: "
+            f"{_ms(self._format.ms(self._extra))} of audio more than recorded, beyond the "
+            f"{_ms(self.audio_tolerance * 1000)} audio tolerance",
+            (),
+            event,
+            now,
+        )
 
     def _compare(self, c: ClientFrame, event: Any, message: str | bytes) -> Verdict:
         if c.event is None and c.message is not None:

@@ -792,7 +792,7 @@ def test_a_client_waiting_for_what_the_replay_holds_is_a_stall() -> None:
     assert m.kind == "stall" and m.index == 1 and m.last_received == "session.update"
     assert m.held == "conversation.item.added (server event 3 of 6)"  # in memory: no line
     assert "until the client sends conversation.item.create (client event 2 of 3" in m.message
-    assert "the client has sent nothing for 5.0 s (last: session.update" in m.message
+    assert "the client has been silent for the stall timeout, 5 s (last sent: session.update)" in m.message
     text = str(m)
     assert "holds:    conversation.item.added" in text
     assert 'awaits:   {"type": "conversation.item.create"' in text
@@ -846,7 +846,7 @@ def test_the_recorded_close_held_for_the_client_can_stall() -> None:
     run.wait()
     [m] = run.report.mismatches
     assert m.kind == "stall" and m.held == "the recorded close (code 1000)"
-    assert m.last_received is None and "(last: nothing;" in m.message
+    assert m.last_received is None and "(last sent: nothing)" in m.message
 
 
 # -- tolerant audio ---------------------------------------------------------------------------------
@@ -1093,3 +1093,11 @@ def test_bad_options_are_value_errors_naming_the_option(option: str, value: Any)
     _, conn = recording(*TEXT)
     with pytest.raises(ValueError, match=option):
         Player(conn, **{option: value})
+
+
+def test_one_append_far_past_the_recording_is_after_end() -> None:
+    run = Run(*wav_recording(1000))
+    run.send(C("input_audio_buffer.append", audio=audio(1500 * MS))[1])
+    assert run.types()[-len(VAD_EVENTS) - 1 :] == ["error", *VAD_EVENTS]
+    [m] = run.report.mismatches
+    assert m.kind == "after_end" and "500 ms of audio more than recorded" in m.message

@@ -789,12 +789,13 @@ def test_replay_doc_examples_run() -> None:
     from .docs import code_blocks
 
     python = code_blocks("replay.md", "python")
-    assert len(python) == 3
+    outputs = code_blocks("replay.md", "text")
+    assert len(python) == 5 and len(outputs) == 3
     for code in python[:2]:
-        _run_example(code)
-    printed = _run_example(python[2])
-    (report,) = code_blocks("replay.md", "text")
-    assert printed == report
+        assert _run_example(code) == ""
+    # The mismatch report, the stall report, the core driven by hand: each prints its block.
+    for code, printed in zip(python[2:], outputs, strict=True):
+        assert _run_example(code) == printed
 
 
 async def test_replay_doc_error_event_is_what_the_client_gets() -> None:
@@ -898,3 +899,109 @@ def test_the_sync_sdk_waiting_for_session_updated_replays_a_recording_sent_at_on
         client.close()
     assert text == "Hello there, friend!"
     assert_clean(server)
+
+
+def _vad_audio(name: str = "audio-vad-real.jsonl") -> tuple[dict[str, Any], list[str], list[Any]]:
+    """A server-VAD recording: its session.update, its appends' audio, its server events."""
+    events = clients.client_events(sample(name))
+    update = events[0]
+    chunks = [e["audio"] for e in events[1:]]
+    return update, chunks, clients.server_events(sample(name))
+
+
+def _sent_in_one_go() -> Cassette:
+    """audio-vad-real as a client that sends a WAV file at once records it: every server
+    event after the last append."""
+    from rtreplay import load
+
+    base = load(sample("audio-vad-real.jsonl")).connections[0]
+    client = [f for f in base.frames if f.dir == "client"]
+    server = [f for f in base.frames if f.dir == "server"]
+    frames = [server[0], client[0], server[1]]  # created, session.update, session.updated
+    t = 1.0
+    for f in client[1:]:
+        t += 0.001
+        frames.append(Frame(0, round(t, 6), "client", json=f.json))
+    for f in server[2:]:
+        t += 0.01
+        frames.append(Frame(0, round(t, 6), "server", json=f.json))
+    return Cassette(Header(), [Connection(base.open, frames, Close(0, t + 0.5, 1000, "", "client"))])
+
+
+def _rechunk(chunks: list[str], extra_ms: int) -> list[str]:
+    """The recorded audio, with ``extra_ms`` of silence more (or, negative, less) at the end,
+    in 100 ms appends."""
+    import base64
+
+    pcm = b"".join(base64.b64decode(c) for c in chunks)
+    pcm = pcm + bytes(48 * extra_ms) if extra_ms >= 0 else pcm[: 48 * extra_ms]
+    return [base64.b64encode(pcm[i : i + 4800]).decode() for i in range(0, len(pcm), 4800)]
+
+
+async def _voice_turn(send: Any, recv: Any, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    """Send the session update and every chunk without waiting, then read to response.done."""
+    await send(json.dumps(update))
+    for chunk in chunks:
+        await send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+    received = []
+    while not received or received[-1]["type"] != "response.done":
+        received.append(await recv())
+    return received
+
+
+async def _voice_websockets(url: str, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    async with connect(url + "?model=gpt-realtime") as ws:
+        async def recv() -> Any:
+            return json.loads(await ws.recv())
+
+        return await asyncio.wait_for(_voice_turn(ws.send, recv, update, chunks), timeout(20))
+
+
+async def _voice_openai(base_url: str, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="sk-test", websocket_base_url=base_url)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        async def recv() -> Any:
+            return json.loads(await conn.recv_bytes())
+
+        async def send(text: str) -> None:
+            await conn.send(json.loads(text))
+
+        result = await asyncio.wait_for(_voice_turn(send, recv, update, chunks), timeout(20))
+    await client.close()
+    return result
+
+
+@pytest.mark.parametrize("client", ["websockets", "openai"])
+@pytest.mark.parametrize("recording", ["streamed", "sent in one go"])
+@pytest.mark.parametrize("extra_ms", [-100, 100])
+async def test_voice_with_a_little_less_or_more_trailing_audio_replays(
+    client: str, recording: str, extra_ms: int
+) -> None:
+    update, chunks, server_events = _vad_audio()
+    cassette: Any = sample("audio-vad-real.jsonl") if recording == "streamed" else _sent_in_one_go()
+    async with ReplayServer(cassette) as server:
+        if client == "websockets":
+            got = await _voice_websockets(server.url, update, _rechunk(chunks, extra_ms))
+        else:
+            got = await _voice_openai(server.websocket_base_url, update, _rechunk(chunks, extra_ms))
+    until_done = server_events[: [e["type"] for e in server_events].index("response.done") + 1]
+    assert got[: len(until_done)] == until_done
+    assert server.report.ok, str(server.report)
+    assert server.report.complete, str(server.report)
+    [note] = server.report.audio
+    assert round(note.got_ms - note.expected_ms) == extra_ms
+
+
+async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts() -> None:
+    update, chunks, _ = _vad_audio()
+    async with ReplayServer(_sent_in_one_go(), stall_timeout=1) as server:
+        with pytest.raises(ConnectionClosed) as info:
+            await _voice_websockets(server.url, update, _rechunk(chunks, -1000))
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    assert "stall" in info.value.rcvd.reason
+    [m] = server.report.mismatches
+    assert m.kind == "audio"
+    assert "the client's audio stopped 1,000 ms short" in m.message
+    assert "until 2,428 ms of audio have arrived" in m.message and "1,428 ms have" in m.message

@@ -169,6 +169,8 @@ class RealtimeMock:
                     stall_timeout=settings.stall_timeout,
                     audio_tolerance=settings.audio_tolerance,
                 )
+                # The report names the cassette (and its lines) as the test's failure does.
+                self._service.report.source = self._display_path
             # Its own thread and event loop: the same fixture then serves sync tests,
             # pytest-asyncio and anyio alike, and a test that blocks its own loop (a sync
             # client inside an async test) cannot starve the server.
