@@ -481,6 +481,34 @@ def test_recording_needs_a_key_and_a_connection(
     assert not (project.path / "cassettes" / "test_rec").exists() or not any((project.path / "cassettes" / "test_rec").iterdir())
 
 
+def test_an_unreachable_upstream_is_named_when_a_recording_test_fails(
+    project: pytest.Pytester, upstream: ScriptedUpstream
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    project.makepyfile(
+        test_dead="""
+        from talk import talk
+
+        def test_dead(realtime_mock):
+            talk(realtime_mock.client())
+        """
+    )
+    result = project.runpytest("--realtime-record", f"--realtime-upstream=ws://127.0.0.1:{dead}/v1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*rtreplay: the test failed while recording, so the recording was discarded; "
+            "cassettes/test_dead/test_dead.jsonl was not written.",
+            f"  the recording proxy answered the client: upstream ws://127.0.0.1:{dead}/v1/realtime "
+            "answered 502: *",
+        ]
+    )
+
+
 def test_the_upstream_can_come_from_the_environment(
     project: pytest.Pytester, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
