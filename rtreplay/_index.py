@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from sys import intern as _intern
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -37,6 +37,9 @@ from .protocol import (
     profile_for_path,
     server_info,
 )
+
+if TYPE_CHECKING:
+    from .timeline import Timeline
 
 __all__ = [
     "AUDIO_APPEND",
@@ -193,6 +196,8 @@ class IndexedConnection:
         self.tail_audio_digest = b""
         self.audio_total = 0
         self.input_format: AudioFormat = self.profile.input_format
+        self.appends: list[int] = []  # indices of the audio appends among ``clients``
+        self._timeline: Timeline | None = None
         # Build state.
         self._causes = self.profile.causes()
         self._format_declared = False
@@ -264,8 +269,18 @@ class IndexedConnection:
     def _finish(self) -> None:
         self.tail_audio_digest = self._hash.digest()
         self.audio_total = self._audio
+        self.appends = [c.index for c in self.clients if c.is_append]
         del self._hash
         del self._causes
+
+    @property
+    def timeline(self) -> Timeline:
+        """A fresh copy of the recorded schedule (built once, its cues shared)."""
+        if self._timeline is None:
+            from .timeline import Timeline
+
+            self._timeline = Timeline.of(self)
+        return self._timeline.copy()
 
     def __repr__(self) -> str:
         return (

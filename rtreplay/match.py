@@ -18,12 +18,13 @@ for one event type). :meth:`MatchPolicy.compare` returns a :class:`Verdict` list
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ._index import ECHOED_IDS
+from .protocol import ECHOED_IDS
 
 __all__ = [
     "MISSING",
@@ -138,6 +139,7 @@ class _NoIds:
 Pattern = tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=1024)
 def _split(path: str) -> Pattern:
     return tuple(p for p in path.replace("[", ".").replace("]", "").split(".") if p)
 

@@ -259,7 +259,7 @@ class Player:
         self.strict = strict
         self.conn = conn
         self.report = report if report is not None else ReplayReport(None, [connection])
-        self.timeline = timeline if timeline is not None else Timeline.of(connection)
+        self.timeline = timeline if timeline is not None else connection.timeline
         self.source = source
         self.mismatches: list[Mismatch] = []
         self.reorderings: list[Reordering] = []
@@ -289,7 +289,7 @@ class Player:
         # Audio: at the last boundary (a matched event other than an append), the audio
         # received so far and the audio recorded before that event; what was forgiven
         # since (shortfalls within the tolerance); the extra audio after the recording.
-        self._appends = [c.index for c in clients if c.is_append]
+        self._appends = connection.appends
         self._next_append = 0
         self._audio = 0
         self._audio_at_boundary = 0
@@ -483,6 +483,11 @@ class Player:
         return p.base + p.delay + max(0.0, p.t - p.t0) / self.speed
 
     # -- state ------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """Whether something is scheduled to go out (so :meth:`poll` is worth calling soon)."""
+        return bool(self._out)
 
     @property
     def done(self) -> bool:

@@ -22,7 +22,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,7 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ._index import CassetteIndex
+from ._index import CassetteIndex, ServerFrame
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._version import __version__
@@ -67,6 +67,8 @@ logger = logging.getLogger("rtreplay.server")
 REALTIME_PATHS = REALTIME.paths
 #: Largest client message accepted (the API allows 15 MiB of audio per append).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# Connections the kernel queues before the server accepts them (capped by somaxconn).
+BACKLOG = 1024
 # How long stopping waits for clients to complete their closing handshakes.
 CLOSE_TIMEOUT = 5.0
 
@@ -196,6 +198,10 @@ class ReplayServer(Service):
             ping_interval=None,
             ssl=self.ssl_context,
             logger=websockets_logger("rtreplay.server.websockets"),
+            # asyncio's default backlog (100) drops the connections of a larger burst of
+            # clients starting at once (a test suite under xdist, a load test): each then
+            # waits a second for the SYN to be sent again.
+            backlog=BACKLOG,
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         port = int(sockname[1])
@@ -309,7 +315,10 @@ class ReplayServer(Service):
             while True:
                 message = await ws.recv()
                 player.receive(message, loop.time())
-                wake.set()
+                if player.pending:
+                    # Otherwise the writer's deadline can only have moved later: a timer
+                    # firing early polls and sleeps again, so there is no need to wake it.
+                    wake.set()
                 if player.last_type == append:
                     self._received_audio += len(message)
                     if self._received_audio > self.received_audio_budget:
@@ -369,8 +378,10 @@ class ReplayServer(Service):
         # websockets' write buffer so a client that stops reading makes us hold little.
         batch: list[tuple[bytes, bool]] = []
         size = 0
-        for data, text in action.messages():
-            batch.append((data, text))
+        source = action.source
+        frames = source.payloads(action.frames) if source is not None else _in_memory(action)
+        for frame, data in frames:
+            batch.append((data, frame.text))
             size += len(data)
             if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
                 state.sent += await send_many(ws, batch)
@@ -404,6 +415,11 @@ class ReplayServer(Service):
             n,
             "es" if n != 1 else "",
         )
+
+
+def _in_memory(action: Send) -> Iterator[tuple[ServerFrame, bytes]]:
+    for frame, (data, _) in zip(action.frames, action.messages(), strict=True):
+        yield frame, data
 
 
 def _log_mismatch(player: Player, mismatch: Any) -> None:

@@ -98,6 +98,10 @@ class Timeline:
             )
         return cls(cues)
 
+    def copy(self) -> Timeline:
+        """A timeline of the same cues, to change without changing this one."""
+        return Timeline(self.cues)
+
     # -- reading --------------------------------------------------------------------------
 
     def __len__(self) -> int:
