@@ -27,7 +27,9 @@ from .errors import (
 from .match import MatchPolicy
 from .player import Player
 from .redact import Redactor
+from .replay import ReplaySession
 from .report import Mismatch, ReplayReport
+from .timeline import Timeline
 
 if _TYPE_CHECKING:
     from .recorder import Recorder
@@ -77,8 +79,10 @@ __all__ = [
     "ReplayError",
     "ReplayReport",
     "ReplayServer",
+    "ReplaySession",
     "RtreplayError",
     "SecretLeakError",
+    "Timeline",
     "UpstreamError",
     "__version__",
     "load",
