@@ -7,6 +7,11 @@ payload itself is read back with ``os.pread`` when the frame is due. Client fram
 their decoded event, except the audio of ``input_audio_buffer.append``, of which only the
 decoded length (and a running digest of the stream) is kept. An in-memory
 :class:`~rtreplay.cassette.Cassette` is indexed the same way, its payloads kept as bytes.
+
+While reading, each connection's events go through its endpoint profile's
+:class:`~rtreplay.protocol.CauseTracker`, so that every server frame knows the client event
+it waits for (its :class:`~rtreplay.protocol.Requirement`); its line in the file is kept
+for reports.
 """
 
 from __future__ import annotations

@@ -275,10 +275,13 @@ async def openai_agents(
 #: (or an ``error``). Written from the API reference, independently of rtreplay's table.
 FIRST_ANSWER = {
     "session.update": {"session.updated"},
+    "transcription_session.update": {"transcription_session.updated"},
     "conversation.item.create": {"conversation.item.added", "conversation.item.created"},
     "conversation.item.truncate": {"conversation.item.truncated"},
     "conversation.item.delete": {"conversation.item.deleted"},
+    "conversation.item.retrieve": {"conversation.item.retrieved"},
     "input_audio_buffer.commit": {"input_audio_buffer.committed"},
+    "input_audio_buffer.clear": {"input_audio_buffer.cleared"},
     "response.create": {"response.created"},
     "response.cancel": {"response.done"},
 }

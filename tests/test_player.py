@@ -24,6 +24,7 @@ from rtreplay.player import (
 from rtreplay.report import ReplayReport
 from rtreplay.timeline import Ending, Timeline
 
+from .clients import FIRST_ANSWER
 from .conftest import CASSETTES
 
 # -- building recordings -------------------------------------------------------------------
@@ -705,18 +706,6 @@ def test_the_recorded_order_of_server_events_is_kept() -> None:
 
 # A client that sends each event, then reads until its answer (or an error) came: the
 # first answer, or the one that completes it (the item done, the whole response).
-FIRST_ANSWER = {
-    "session.update": {"session.updated"},
-    "transcription_session.update": {"transcription_session.updated"},
-    "conversation.item.create": {"conversation.item.added", "conversation.item.created"},
-    "conversation.item.truncate": {"conversation.item.truncated"},
-    "conversation.item.delete": {"conversation.item.deleted"},
-    "conversation.item.retrieve": {"conversation.item.retrieved"},
-    "input_audio_buffer.commit": {"input_audio_buffer.committed"},
-    "input_audio_buffer.clear": {"input_audio_buffer.cleared"},
-    "response.create": {"response.created"},
-    "response.cancel": {"response.done"},
-}
 WHOLE_ANSWER = {
     **FIRST_ANSWER,
     "conversation.item.create": {"conversation.item.done", "conversation.item.created"},
