@@ -1090,3 +1090,46 @@ def test_one_append_far_past_the_recording_is_after_end() -> None:
     assert run.types()[-len(VAD_EVENTS) - 1 :] == ["error", *VAD_EVENTS]
     [m] = run.report.mismatches
     assert m.kind == "after_end" and "500 ms of audio more than recorded" in m.message
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=8),
+    st.integers(-249, 249),
+    st.data(),
+)
+def test_any_amount_of_audio_within_the_tolerance_replays_the_recording(
+    recorded_ms: list[int], extra_ms: int, data: st.DataObject
+) -> None:
+    """A recording whose voice events all follow the last append (a file sent at once)
+    replays whole, however much audio within the tolerance the client sends, and in any
+    chunks."""
+    steps: list[tuple[str, Any]] = [S("session.created")]
+    steps += [C("input_audio_buffer.append", audio=audio(ms * MS)) for ms in recorded_ms]
+    steps += [
+        S("input_audio_buffer.speech_stopped", item_id="item_U1"),
+        S("input_audio_buffer.committed", item_id="item_U1"),
+        S("response.created", response={"id": "resp_1"}),
+        S("response.done", response={"id": "resp_1"}),
+    ]
+    run = Run(*recording(*steps))
+    sent = max(0, sum(recorded_ms) + extra_ms) * MS
+    cuts = sorted(data.draw(st.sets(st.integers(1, sent - 1), max_size=12))) if sent > 1 else []
+    for a, b in zip([0, *cuts], [*cuts, sent], strict=True):
+        if b > a:
+            run.send(C("input_audio_buffer.append", audio=audio(b - a))[1])
+    if run.types()[-1] == "session.created":  # short of the recording: released on silence
+        assert extra_ms < 0
+        run.wait()
+    run.player.disconnect(run.now)
+    assert run.types() == [
+        "session.created",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "response.created",
+        "response.done",
+    ]
+    assert run.report.ok and run.report.complete, str(run.report)
+    if extra_ms:
+        [note] = run.report.audio
+        assert round(note.got_ms - note.expected_ms) == extra_ms or sent == 0
