@@ -877,7 +877,7 @@ async def test_a_client_that_waits_for_each_answer_gets_the_whole_recording(name
     assert server.report.ok, str(server.report)
 
 
-def test_the_sync_sdk_waiting_for_session_updated_replays_a_recording_sent_at_once() -> None:
+def test_the_sync_openai_sdk_waiting_for_session_updated_replays_a_recording_sent_at_once() -> None:
     from openai import OpenAI
 
     with ReplayServer(sample("sent-at-once.jsonl")).in_thread() as server:
