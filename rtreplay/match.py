@@ -34,11 +34,14 @@ __all__ = [
     "MatchPolicy",
     "Rule",
     "Verdict",
+    "VerdictKind",
     "format_value",
     "resolve_policy",
 ]
 
 AudioMode = Literal["length", "content", "ignore"]
+#: The outcome of one comparison (see :class:`Verdict`).
+VerdictKind = Literal["match", "type", "content", "id", "rule"]
 
 #: A per-type rule: ``rule(expected, got)`` returns ``True`` (match), ``False`` or a string
 #: saying what differs (mismatch), or ``None`` to let the policy compare as usual.
@@ -102,7 +105,7 @@ class Verdict:
     event is accepted.
     """
 
-    kind: str
+    kind: VerdictKind
     differences: tuple[Difference, ...] = ()
     reason: str = ""
     bindings: Mapping[str, str] = field(default_factory=dict)
@@ -330,7 +333,9 @@ class MatchPolicy:
             if not differences:
                 return Verdict("match")
             # A JSON value that is not an event cannot stand for a recorded event.
-            verdict = "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            verdict: VerdictKind = (
+                "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            )
             return Verdict(verdict, tuple(differences))
         kind = expected.get("type")
         if kind != got.get("type"):

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._index import ClientFrame, IndexedConnection, ServerFrame, hash_audio
-from .match import Difference, MatchPolicy, Verdict
+from .match import Difference, MatchPolicy, Verdict, VerdictKind
 from .protocol import Requirement, audio_length
 from .report import (
     AudioDifference,
@@ -736,7 +736,9 @@ class Player:
         if c.event is None and c.message is not None:
             if type(c.message) is type(message) and c.message == message:
                 return Verdict("match")
-            kind = "content" if type(c.message) is type(message) and event is None else "type"
+            kind: VerdictKind = (
+                "content" if type(c.message) is type(message) and event is None else "type"
+            )
             return Verdict(kind, (Difference("", c.message, message),))
         if event is None:
             return Verdict("type", (Difference("", c.event, message, "not a JSON event"),))
@@ -833,10 +835,10 @@ class Player:
                 what = f"{c.describe()} differs from the recording: {shown}" + (
                     f" (and {more} more)" if more > 0 else ""
                 )
-            kind: MismatchKind = "rule" if verdict.kind == "rule" else (
+            found: MismatchKind = "rule" if verdict.kind == "rule" else (
                 "id" if verdict.kind == "id" else "content"
             )
-            self._mismatch(kind, j, c.event, got, what, verdict.differences, event, now)
+            self._mismatch(found, j, c.event, got, what, verdict.differences, event, now)
             if not self._stopped:
                 self._accept(j, expected_j, verdict, now, event)
             return
