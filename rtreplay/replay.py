@@ -61,11 +61,6 @@ class Handshake:
     protocol: Protocol = "ga"
     credential: bool = True
 
-    @property
-    def target(self) -> str:
-        query = "&".join(f"{k}={v}" for k, v in self.query.items())
-        return f"{self.path}{'?' + query if query else ''}"
-
 
 @dataclass(frozen=True)
 class Accept:

@@ -254,9 +254,8 @@ class ReplayServer(Service):
         if response.status_code != 101:
             return None
         # Decided only once the handshake is valid, so a bad request uses up no connection.
-        handshake = _handshake(request)
-        decision = self.session.accept(handshake)
-        target = handshake.target
+        decision = self.session.accept(_handshake(request))
+        target = request.path
         if isinstance(decision, Refuse):
             if decision.recorded is not None:
                 logger.info(
