@@ -212,7 +212,8 @@ def write(
             "## Concurrency",
             "",
             "One ReplayServer (instant mode, `repeat=True`), N clients replaying "
-            "the same session at once, all from one client process.",
+            "the same session at once, spread over up to 4 client processes: every client "
+            "connects first, then all start together.",
             "",
             series_table(series),
             "",

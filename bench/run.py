@@ -609,22 +609,34 @@ def fig_pytest_cost(ctx: Context) -> None:
     )
 
 
+# Client processes for the concurrency figure: one asyncio client process for 256
+# sockets spends as much CPU per event as the server, so it would measure itself.
+CLIENT_PROCESSES = 4
+
+
 def fig_concurrency(ctx: Context) -> None:
-    """1..256 clients replaying one session at once from one server."""
+    """1..256 clients replaying one session at once from one server, the clients spread
+    over several processes."""
     if missing(ctx, "rtreplay.server", "concurrency"):
         return
     cassette = workloads.write_text_session(ctx.tmp / "concurrent.jsonl")
     steps = list(workloads.plan(cassette))
     expected = sum(n for kind, _, n in steps if kind == "recv")
+    burst = max(n for kind, _, n in steps if kind == "recv")
     server = ctx.server("replay-concurrent", "replay", str(cassette), "--repeat")
     rate = Series("concurrency: delivered, all clients", "events/s")
     delay = Series("concurrency: p99 per-event delay", "ms")
+    median_delay = Series("concurrency: median per-event delay", "ms")
+    cpu = Series("concurrency: server CPU per event", "µs")
+    bound = Series(
+        f"concurrency: one core serving every client's {burst}-event burst at once", "ms"
+    )
     try:
         for clients in ctx.sizes.clients:
-            rate.values[str(clients)] = []
-            delay.values[str(clients)] = []
+            for series in (rate, delay, median_delay, cpu, bound):
+                series.values[str(clients)] = []
             for _ in range(ctx.sizes.runs):
-                got, delays, elapsed = asyncio.run(_concurrent(server.url(), steps, clients))
+                got, delays, elapsed, used = concurrent(server, steps, clients)
                 incomplete = [g for g in got if g != expected]
                 if incomplete:
                     raise RuntimeError(
@@ -633,47 +645,97 @@ def fig_concurrency(ctx: Context) -> None:
                     )
                 rate.values[str(clients)].append(clients * expected / elapsed)
                 delay.values[str(clients)].append(percentile(delays, 99) * 1e3)
+                median_delay.values[str(clients)].append(percentile(delays, 50) * 1e3)
+                per_event = used / (clients * expected)
+                cpu.values[str(clients)].append(per_event * 1e6)
+                bound.values[str(clients)].append(clients * burst * per_event * 1e3)
     finally:
         server.stop()
     rate.note = (
         f"every session completed ({expected} server events each: session setup and 3 text "
-        "responses of 30 deltas); a delay is measured from the client event that triggers a "
-        "server event to its arrival"
+        "responses of 30 deltas); the clients connect first, then all start at once, spread "
+        f"over up to {CLIENT_PROCESSES} processes; a delay is measured from the client event "
+        "that triggers a server event to its arrival; server CPU is counted from the start "
+        "(connections made) to the end (closes included), in clock ticks (coarse at 1 "
+        "client); the last line is the time one core needs for a round in which every "
+        "client's response burst is due at once: a floor for the tail delay"
     )
-    ctx.series += [rate, delay]
+    ctx.series += [rate, delay, median_delay, cpu, bound]
+
+
+def concurrent(
+    server: ServerProc, steps: list[tuple[str, bytes, int]], clients: int
+) -> tuple[list[int], list[float], float, float]:
+    """Run ``clients`` sessions at once from up to CLIENT_PROCESSES processes: the events
+    each got, every per-event delay (seconds), the seconds from the first start to the
+    last end (connections are made before the start), and the server's CPU seconds."""
+    import multiprocessing
+
+    procs = min(CLIENT_PROCESSES, clients)
+    shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    mp = multiprocessing.get_context("fork")
+    barrier = mp.Barrier(procs + 1)  # the clients, and this process to read the CPU
+    results = mp.Queue()
+    workers = [
+        mp.Process(target=_client_process, args=(server.url(), steps, n, barrier, results))
+        for n in shares
+    ]
+    for w in workers:
+        w.start()
+    try:
+        barrier.wait(timeout=120)
+        c0 = server.cpu_seconds()
+        parts = [results.get(timeout=180) for _ in workers]
+        used = server.cpu_seconds() - c0
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+    got = [g for part in parts for g in part[0]]
+    delays = [d for part in parts for d in part[1]]
+    elapsed = max(p[3] for p in parts) - min(p[2] for p in parts)
+    return got, delays, elapsed, used
+
+
+def _client_process(url: str, steps: list[tuple[str, bytes, int]], n: int, barrier: object, results: object) -> None:
+    results.put(asyncio.run(_concurrent(url, steps, n, barrier)))  # type: ignore[attr-defined]
 
 
 async def _concurrent(
-    url: str, steps: list[tuple[str, bytes, int]], clients: int
-) -> tuple[list[int], list[float], float]:
+    url: str, steps: list[tuple[str, bytes, int]], clients: int, barrier: object
+) -> tuple[list[int], list[float], float, float]:
     delays: list[float] = []
 
-    async def one() -> int:
-        client = await async_connect(url)
+    async def one(client: object) -> int:
         got = 0
         mark = now()
         for kind, blob, n in steps:
             if kind == "send":
-                client.writer.write(blob)
+                client.writer.write(blob)  # type: ignore[attr-defined]
                 mark = now()
                 continue
             left = n
             while left > 0:
-                frames = await client.next_frames()
+                frames = await client.next_frames()  # type: ignore[attr-defined]
                 if frames is None:
-                    await client.close()
+                    await client.close()  # type: ignore[attr-defined]
                     return got
                 t = now()
                 for _ in frames:
                     delays.append(t - mark)
                 got += len(frames)
                 left -= len(frames)
-        await client.close()
+        await client.close()  # type: ignore[attr-defined]
         return got
 
+    connected = await asyncio.wait_for(
+        asyncio.gather(*(async_connect(url) for _ in range(clients))), 120
+    )
+    barrier.wait(timeout=120)  # type: ignore[attr-defined]
     t0 = now()
-    got = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(clients))), 120)
-    return list(got), delays, now() - t0
+    got = await asyncio.wait_for(asyncio.gather(*(one(c) for c in connected)), 120)
+    return list(got), delays, t0, now()
 
 
 def fig_large(ctx: Context) -> None:

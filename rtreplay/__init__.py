@@ -25,8 +25,11 @@ from .errors import (
     UpstreamError,
 )
 from .match import MatchPolicy
-from .player import Mismatch, Player, ReplayReport
+from .player import Player
 from .redact import Redactor
+from .replay import ReplaySession
+from .report import Mismatch, ReplayReport
+from .timeline import Timeline
 
 if _TYPE_CHECKING:
     from .recorder import Recorder
@@ -76,8 +79,10 @@ __all__ = [
     "ReplayError",
     "ReplayReport",
     "ReplayServer",
+    "ReplaySession",
     "RtreplayError",
     "SecretLeakError",
+    "Timeline",
     "UpstreamError",
     "__version__",
     "load",

@@ -7,6 +7,11 @@ payload itself is read back with ``os.pread`` when the frame is due. Client fram
 their decoded event, except the audio of ``input_audio_buffer.append``, of which only the
 decoded length (and a running digest of the stream) is kept. An in-memory
 :class:`~rtreplay.cassette.Cassette` is indexed the same way, its payloads kept as bytes.
+
+While reading, each connection's events go through its endpoint profile's
+:class:`~rtreplay.protocol.CauseTracker`, so that every server frame knows the client event
+it waits for (its :class:`~rtreplay.protocol.Requirement`); its line in the file is kept
+for reports.
 """
 
 from __future__ import annotations
@@ -17,12 +22,29 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from sys import intern as _intern
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
 from .cassette import Cassette, Close, Frame, Header, Open, Reject
 from .codec import CassetteReader
+from .protocol import (
+    AUDIO_APPEND,
+    ECHOED_IDS,
+    REALTIME,
+    AudioFormat,
+    Profile,
+    Requirement,
+    ServerInfo,
+    audio_format,
+    audio_length,
+    echoed_ids,
+    profile_for_path,
+    server_info,
+)
+
+if TYPE_CHECKING:
+    from .timeline import Timeline
 
 __all__ = [
     "AUDIO_APPEND",
@@ -36,32 +58,9 @@ __all__ = [
     "hash_audio",
 ]
 
-AUDIO_APPEND = "input_audio_buffer.append"
-
-# Fields where a client copies back an ID it got from the server (or chose itself), by
-# event type. ``*`` stands for every element of a list.
-ECHOED_IDS: dict[str, tuple[str, ...]] = {
-    "conversation.item.truncate": ("item_id",),
-    "conversation.item.retrieve": ("item_id",),
-    "conversation.item.delete": ("item_id",),
-    "conversation.item.create": ("previous_item_id", "item.id", "item.call_id"),
-    "response.cancel": ("response_id",),
-    "response.create": ("response.input.*.id", "response.input.*.call_id"),
-}
-
 # Payloads are read back in spans of at most this many bytes, so a burst of frames due at
 # once costs one system call per span and never the whole connection in memory.
 READ_SPAN = 1 << 20
-
-
-def audio_length(b64: str) -> int:
-    """Decoded length of a base64 string, computed from its length (no decoding)."""
-    n = len(b64)
-    if n == 0:
-        return 0
-    pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
-    full, rest = divmod(n, 4)
-    return full * 3 - pad + (rest * 3) // 4
 
 
 def hash_audio(digest: Any, b64: str) -> None:
@@ -77,85 +76,21 @@ def hash_audio(digest: Any, b64: str) -> None:
         digest.update(b64.encode())
 
 
-def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
-    if not parts:
-        yield value
-        return
-    head, tail = parts[0], parts[1:]
-    if head == "*":
-        if isinstance(value, list):
-            for item in value:
-                yield from _path_values(item, tail)
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from _path_values(item, tail)
-    elif isinstance(value, dict) and head in value:
-        yield from _path_values(value[head], tail)
-
-
-def echoed_ids(event: Any) -> tuple[str, ...]:
-    """The ID values a client event carries in the fields where clients echo IDs."""
-    if not isinstance(event, dict):
-        return ()
-    paths = ECHOED_IDS.get(event.get("type"))  # type: ignore[arg-type]
-    if not paths:
-        return ()
-    found: list[str] = []
-    for path in paths:
-        for v in _path_values(event, path.split(".")):
-            if isinstance(v, str) and v:
-                found.append(v)
-    return tuple(found)
-
-
-class _ItemView(msgspec.Struct):
-    id: object = None
-    call_id: object = None
-
-
-class _ResponseView(msgspec.Struct):
-    id: object = None
-
-
-class _ServerView(msgspec.Struct):
-    """Just what the index needs of a server event: its type and the IDs it hands out."""
-
-    type: object = None
-    item_id: object = None
-    response_id: object = None
-    call_id: object = None
-    item: _ItemView | None = None
-    response: _ResponseView | None = None
-
-
-_server_view = msgspec.json.Decoder(_ServerView)
 _APPEND_EVENT: dict[str, Any] = {"type": AUDIO_APPEND}
 _any_decoder = msgspec.json.Decoder()
-
-
-def _server_info(raw: bytes | memoryview) -> tuple[str | None, tuple[str, ...]]:
-    try:
-        view = _server_view.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None, ()
-    ids: list[str] = []
-    for v in (view.item_id, view.response_id, view.call_id):
-        if isinstance(v, str):
-            ids.append(v)
-    if view.item is not None:
-        for v in (view.item.id, view.item.call_id):
-            if isinstance(v, str):
-                ids.append(v)
-    if view.response is not None and isinstance(view.response.id, str):
-        ids.append(view.response.id)
-    kind = _intern(view.type) if isinstance(view.type, str) else None
-    return kind, tuple(ids)
+_NOT_RECORDED = Requirement(-1, True, "not recorded")
 
 
 class ServerFrame:
-    """A recorded server frame: when, what type, and where its payload is."""
+    """A recorded server frame: when, what type, where its payload is, and what it waits for.
 
-    __slots__ = ("data", "length", "pos", "t", "text", "type")
+    ``index`` is its position among the connection's server frames (``-1`` for a frame
+    the replay made up, such as an injected fault), ``line`` its line in the cassette file
+    (``0`` when not read from a file), ``requirement`` the client event it waits for (see
+    :class:`~rtreplay.protocol.Requirement`).
+    """
+
+    __slots__ = ("data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
 
     def __init__(
         self,
@@ -166,6 +101,9 @@ class ServerFrame:
         data: bytes | None = None,
         pos: int = -1,
         length: int = 0,
+        index: int = -1,
+        line: int = 0,
+        requirement: Requirement = _NOT_RECORDED,
     ) -> None:
         self.t = t
         self.text = text
@@ -173,9 +111,15 @@ class ServerFrame:
         self.data = data
         self.pos = pos
         self.length = len(data) if data is not None else length
+        self.index = index
+        self.line = line
+        self.requirement = requirement
+
+    def describe(self) -> str:
+        return self.type or ("text frame" if self.text else "binary frame")
 
     def __repr__(self) -> str:
-        return f"ServerFrame(t={self.t}, type={self.type!r}, {self.length} bytes)"
+        return f"ServerFrame({self.index}, t={self.t}, type={self.type!r}, {self.length} bytes)"
 
 
 class ClientFrame:
@@ -190,15 +134,25 @@ class ClientFrame:
         "ids",
         "index",
         "is_append",
+        "line",
         "message",
         "t",
         "turn",
         "type",
     )
 
-    def __init__(self, index: int, t: float, message: str | bytes | None, event: Any) -> None:
+    def __init__(
+        self,
+        index: int,
+        t: float,
+        message: str | bytes | None,
+        event: Any,
+        line: int = 0,
+        echoed: Any = ECHOED_IDS,
+    ) -> None:
         self.index = index
         self.t = t
+        self.line = line
         # ``message`` is kept only for frames that are not JSON (compared verbatim).
         self.message = message
         self.event = event
@@ -210,7 +164,7 @@ class ClientFrame:
         self.audio_before = 0  # cumulative decoded audio before this (non-append) event
         self.audio_digest = b""  # digest of the audio since the previous non-append event
         self.turn = 1
-        self.ids = echoed_ids(event)
+        self.ids = echoed_ids(event, echoed)
 
     def describe(self) -> str:
         if self.type is not None:
@@ -226,26 +180,32 @@ class ClientFrame:
 class IndexedConnection:
     """One recorded connection as the player needs it.
 
-    ``clients`` are the recorded client frames in order; ``groups[k]`` the server frames
-    recorded after client frame ``k - 1`` and before client frame ``k`` (``groups[0]`` go
-    out on connect, ``groups[-1]`` after the last client frame); ``introduced`` maps each ID
-    the server handed out to the group that first carried it.
+    ``clients`` are the recorded client frames in order, ``server`` the recorded server
+    frames in order, each with its :class:`~rtreplay.protocol.Requirement` (from the
+    ``profile``'s cause table); ``introduced`` maps each ID the server handed out to the
+    index of the first server frame that carried it; ``input_format`` is the input audio
+    format the recording declared (24 kHz PCM unless a session said otherwise).
     """
 
-    def __init__(self, open: Open, digests: bool = True) -> None:
+    def __init__(self, open: Open, digests: bool = True, profile: Profile | None = None) -> None:
         self.open = open
         self.digests = digests
+        self.profile = profile or profile_for_path(open.path) or REALTIME
         self.reject: Reject | None = None
         self.close: Close | None = None
         self.clients: list[ClientFrame] = []
-        self.groups: list[list[ServerFrame]] = [[]]
+        self.server: list[ServerFrame] = []
         self.introduced: dict[str, int] = {}
         # IDs a client used before any server frame carried them: chosen by the client.
         self.client_chosen: set[str] = set()
-        self.server_count = 0
         self.tail_audio_digest = b""
         self.audio_total = 0
+        self.input_format: AudioFormat = self.profile.input_format
+        self.appends: list[int] = []  # indices of the audio appends among ``clients``
+        self._timeline: Timeline | None = None
         # Build state.
+        self._causes = self.profile.causes()
+        self._format_declared = False
         self._turn = 1
         self._audio = 0
         self._hash = hashlib.blake2b(digest_size=16)
@@ -258,24 +218,38 @@ class IndexedConnection:
     def protocol(self) -> str:
         return self.open.protocol
 
-    def _add_server(self, frame: ServerFrame, ids: tuple[str, ...]) -> None:
-        group = len(self.groups) - 1
-        self.groups[group].append(frame)
-        self.server_count += 1
-        for v in ids:
-            self.introduced.setdefault(v, group)
-        if frame.type == "response.done":
+    @property
+    def server_count(self) -> int:
+        return len(self.server)
+
+    def _declare_format(self, fmt: AudioFormat | None) -> None:
+        # The format in force when the audio starts (later changes are rare and ignored).
+        if fmt is not None and (self._audio == 0 or not self._format_declared):
+            self.input_format = fmt
+            self._format_declared = True
+
+    def _add_server(self, frame: ServerFrame, raw: bytes | memoryview | None) -> None:
+        info = server_info(raw) if raw is not None else ServerInfo()
+        frame.index = len(self.server)
+        frame.type = _intern(info.type) if info.type is not None else None
+        frame.requirement = self._causes.server(info)
+        for v in info.ids:
+            self.introduced.setdefault(v, frame.index)
+        self._declare_format(info.input_format)
+        self.server.append(frame)
+        if frame.type == self.profile.response_done:
             self._turn += 1
 
-    def _add_client(self, t: float, message: str | bytes | None, event: Any) -> None:
+    def _add_client(self, t: float, message: str | bytes | None, event: Any, line: int = 0) -> None:
         audio: str | None = None
+        append = self.profile.audio_append
         if (
             isinstance(event, dict)
-            and event.get("type") == AUDIO_APPEND
+            and event.get("type") == append
             and isinstance(event.get("audio"), str)
         ):
             audio = event.pop("audio")
-        frame = ClientFrame(len(self.clients), t, message, event)
+        frame = ClientFrame(len(self.clients), t, message, event, line, self.profile.echoed_ids)
         frame.turn = self._turn
         self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
         if audio is not None:
@@ -292,13 +266,26 @@ class IndexedConnection:
             frame.audio_before = self._audio
             frame.audio_digest = self._hash.digest()
             self._hash = hashlib.blake2b(digest_size=16)
+            if isinstance(event, dict):
+                self._declare_format(audio_format(event.get("session")))
+        self._causes.client(frame.index, event)
         self.clients.append(frame)
-        self.groups.append([])
 
     def _finish(self) -> None:
         self.tail_audio_digest = self._hash.digest()
         self.audio_total = self._audio
+        self.appends = [c.index for c in self.clients if c.is_append]
         del self._hash
+        del self._causes
+
+    @property
+    def timeline(self) -> Timeline:
+        """A fresh copy of the recorded schedule (built once, its cues shared)."""
+        if self._timeline is None:
+            from .timeline import Timeline
+
+            self._timeline = Timeline.of(self)
+        return self._timeline.copy()
 
     def __repr__(self) -> str:
         return (
@@ -396,13 +383,17 @@ class CassetteIndex:
                             line = tap.lines[reader.offset]
                             raw = bytes(record.json)
                             start = _raw_offset(line, raw)
-                            info = _server_info(raw)
                             frame = ServerFrame(
-                                record.t, True, info[0], pos=reader.offset + start, length=len(raw)
+                                record.t,
+                                True,
+                                None,
+                                pos=reader.offset + start,
+                                length=len(raw),
+                                line=reader.line,
                             )
-                            ic._add_server(frame, info[1])
+                            ic._add_server(frame, raw)
                         else:
-                            _index_frame(ic, record, None)
+                            _index_frame(ic, record, None, reader.line)
                     elif isinstance(record, Open):
                         by_conn[record.conn] = IndexedConnection(record, digests)
                     elif isinstance(record, Close):
@@ -479,17 +470,13 @@ def _raw_offset(line: bytes, raw: bytes) -> int:
     return found
 
 
-def _index_frame(ic: IndexedConnection, frame: Frame, data: bytes | None) -> None:
+def _index_frame(ic: IndexedConnection, frame: Frame, data: bytes | None, line: int = 0) -> None:
     if frame.dir == "server":
-        if frame.json is not msgspec.UNSET:
-            assert data is not None
-            kind, ids = _server_info(data)
-        else:
-            kind, ids = None, ()
-        ic._add_server(ServerFrame(frame.t, frame.is_text, kind, data=data), ids)
+        raw = data if frame.json is not msgspec.UNSET else None
+        ic._add_server(ServerFrame(frame.t, frame.is_text, None, data=data, line=line), raw)
         return
     if frame.json is not msgspec.UNSET:
-        ic._add_client(frame.t, None, _any_decoder.decode(frame.json))
+        ic._add_client(frame.t, None, _any_decoder.decode(frame.json), line)
     else:
         payload = frame.payload()
-        ic._add_client(frame.t, payload, None)
+        ic._add_client(frame.t, payload, None, line)

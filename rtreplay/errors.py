@@ -13,18 +13,26 @@
     ├── ReplayError                   the mock server cannot serve what was asked
     │   └── MismatchError             client events did not match the recording (carries the report)
     └── RecordError                   the recording proxy failed
-        └── UpstreamError             the upstream Realtime API refused or could not be reached
+        └── UpstreamError             the upstream Realtime API could not be reached (502, 504)
 
 Warnings: ``CassetteTruncatedWarning`` (a ``UserWarning``) is issued when a cassette's last
 line was cut short, which is what a process killed while writing leaves behind; every
 complete record before it is still read.
 
 Exceptions carry their facts as attributes and build their message in ``__str__``, so a
-caller can both show them and act on them.
+caller can both show them and act on them. Where a builtin base fits, its fields are
+honoured too: a :class:`CassetteNotFoundError` has ``errno`` (``ENOENT``), ``strerror`` and
+``filename`` like any ``FileNotFoundError``.
+
+A bad argument (an option out of range, a malformed URL) is a mistake in the calling code,
+not a failure of a cassette or a connection: it raises :class:`ValueError` (or
+:class:`TypeError`), never an :class:`RtreplayError`, from every class and function.
 """
 
 from __future__ import annotations
 
+import errno as _errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +75,14 @@ class CassetteError(RtreplayError):
 
 
 class CassetteNotFoundError(CassetteError, FileNotFoundError):
-    """There is no cassette at this path."""
+    """There is no cassette at this path (``errno`` is ``ENOENT``, ``filename`` the path)."""
 
     def __init__(self, path: str | Path, problem: str = "no such cassette file") -> None:
         CassetteError.__init__(self, path, problem)
+        # OSError took the arguments for (errno, strerror, filename): set its fields right.
+        self.errno = _errno.ENOENT
+        self.strerror = os.strerror(_errno.ENOENT)
+        self.filename = os.fspath(path)
 
 
 class CassetteFormatError(CassetteError, ValueError):
@@ -99,7 +111,13 @@ class CassetteVersionError(CassetteError):
 
 
 class CassetteWriteError(CassetteError, OSError):
-    """The cassette cannot be written, finished or moved into place."""
+    """The cassette cannot be written, finished or moved into place (``filename``: the path)."""
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
+        CassetteError.__init__(self, path, problem, line)
+        self.errno = None
+        self.strerror = problem
+        self.filename = os.fspath(path)
 
 
 class SecretLeakError(RtreplayError):
@@ -138,9 +156,11 @@ class RecordError(RtreplayError):
 
 
 class UpstreamError(RecordError):
-    """The upstream Realtime API refused the connection or could not be reached.
+    """The upstream Realtime API could not be reached, or did not answer in time.
 
-    ``status`` is the HTTP status the client was given (502 when unreachable).
+    ``status`` is the HTTP status the recording proxy gave the client (502 unreachable,
+    504 no answer within ``open_timeout``); ``Recorder.upstream_errors`` lists them and
+    ``Recorder.check()`` raises the first.
     """
 
     def __init__(self, url: str, status: int, reason: str) -> None:

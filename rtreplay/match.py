@@ -18,12 +18,13 @@ for one event type). :meth:`MatchPolicy.compare` returns a :class:`Verdict` list
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ._index import ECHOED_IDS
+from .protocol import ECHOED_IDS
 
 __all__ = [
     "MISSING",
@@ -33,11 +34,14 @@ __all__ = [
     "MatchPolicy",
     "Rule",
     "Verdict",
+    "VerdictKind",
     "format_value",
     "resolve_policy",
 ]
 
 AudioMode = Literal["length", "content", "ignore"]
+#: The outcome of one comparison (see :class:`Verdict`).
+VerdictKind = Literal["match", "type", "content", "id", "rule"]
 
 #: A per-type rule: ``rule(expected, got)`` returns ``True`` (match), ``False`` or a string
 #: saying what differs (mismatch), or ``None`` to let the policy compare as usual.
@@ -101,7 +105,7 @@ class Verdict:
     event is accepted.
     """
 
-    kind: str
+    kind: VerdictKind
     differences: tuple[Difference, ...] = ()
     reason: str = ""
     bindings: Mapping[str, str] = field(default_factory=dict)
@@ -138,6 +142,7 @@ class _NoIds:
 Pattern = tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=1024)
 def _split(path: str) -> Pattern:
     return tuple(p for p in path.replace("[", ".").replace("]", "").split(".") if p)
 
@@ -328,7 +333,9 @@ class MatchPolicy:
             if not differences:
                 return Verdict("match")
             # A JSON value that is not an event cannot stand for a recorded event.
-            verdict = "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            verdict: VerdictKind = (
+                "type" if isinstance(expected, dict) or isinstance(got, dict) else "content"
+            )
             return Verdict(verdict, tuple(differences))
         kind = expected.get("type")
         if kind != got.get("type"):

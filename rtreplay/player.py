@@ -1,57 +1,86 @@
-"""The replay state machine: client messages in, server frames out. No sockets, no asyncio.
+"""The replay state machine for one connection: client messages and the clock in, what to send out.
 
-A :class:`Player` replays one recorded connection. The shell that owns the socket calls
-:meth:`Player.connect` when the client is connected and :meth:`Player.receive` with every
-message the client sends, each time with the current clock value, and carries out the
-actions it gets back, in order:
+Sans-I/O: no sockets, no asyncio, no clock of its own. A :class:`Player` replays one
+recorded connection to one client. Its owner (the server, or a test) feeds it and asks
+it, passing the current time (seconds, any monotonic clock) each time::
 
-- :class:`Send`: recorded server frames, each due at ``action.due(frame)``;
-- :class:`SendError`: a Realtime ``error`` event telling the client its event did not match;
-- :class:`CloseConnection`: close (or drop) the connection, when due.
+    player.connect(now)                   # the client is connected
+    player.receive(message, now)          # each message the client sends (str or bytes)
+    for action in player.poll(now):       # what is due now, in order:
+        ...                               #   Send, SendError, CloseConnection
+    player.next_deadline()                # when to poll again if nothing comes (or None)
+    player.disconnect(now)                # the connection is gone
 
-When to send. A recorded server frame is released once every client event recorded before
-it has been matched; frames recorded before the first client event go out on connect. With
-a ``speed``, a released frame is due its recorded delay after the client event that
-released it, divided by ``speed``; without one (the default), at once.
+**When frames go out.** The player works through its :class:`~rtreplay.timeline.Timeline`
+in order: a recorded server frame is released once the client event that causes it has
+been matched (see :mod:`rtreplay.protocol` for the cause table), or, for events with no
+known cause, once every client event recorded before it has; never before the frames
+ahead of it. With a ``speed``, a released frame is due its recorded delay after its
+cause, divided by ``speed``; without one (the default), at once.
 
-Matching. An incoming event is compared (by the :class:`~rtreplay.match.MatchPolicy`) with
-the next recorded client event, and with later ones of the same turn that do not echo an ID
-from a server frame still held back, because clients do not always send in the recorded
-order (``openai-agents`` races its second ``session.update`` against ``response.create``).
-Accepting a later one is noted in :attr:`Player.reorderings`. ``input_audio_buffer.append``
-events are one stream: received audio releases the frames recorded after the same amount
-of recorded audio, and the total is compared at the next other client event.
+**Matching.** An incoming event is compared (by the :class:`~rtreplay.match.MatchPolicy`)
+with the next recorded client event, and with later ones of the same turn that do not
+echo an ID from a server frame not yet sent, because clients do not always send in the
+recorded order (``openai-agents`` races its second ``session.update`` against
+``response.create``). Accepting a later one is noted as a reordering.
+``input_audio_buffer.append`` events are one stream: received audio releases the frames
+recorded after the same amount of recorded audio, and the total is compared at the next
+other client event.
 
-Mismatches. An event that matches nothing gets an ``error`` event back and is otherwise
-ignored; one of the expected type whose content differs gets an ``error`` event and counts
-as that step, so the rest of the session still plays and every difference is reported in
-one run. In strict mode the first mismatch closes the connection with code 1008. Each
-mismatch is a :class:`Mismatch` saying where in the conversation it happened; the
-:class:`ReplayReport` gathers them with what was never played.
+**Tolerant audio.** The amount of audio may differ from the recording by up to
+``audio_tolerance`` seconds (trailing silence varies from run to run): when the client
+stops short and stays quiet, the frames waiting for the rest of the audio are released;
+extra audio is accepted. Each such difference is noted in the report
+(:class:`~rtreplay.report.AudioDifference`); a larger one is an ``"audio"`` mismatch.
+
+**Stalls.** When the player holds server frames for a client event that does not come,
+and the client has sent nothing for ``stall_timeout`` seconds, the replay cannot go on:
+it reports a ``"stall"`` mismatch naming the held server event, the client event it
+waits for and the last thing the client sent, sends the client an ``error`` event and
+closes the connection with 1008 (so a client blocked in a read wakes up).
+
+**Mismatches.** An event that matches nothing gets an ``error`` event back and is
+otherwise ignored; one of the expected type whose content differs gets an ``error`` event
+and counts as that step, so the rest of the session still plays and every difference is
+reported in one run. In strict mode the first mismatch closes the connection with 1008.
+Everything goes into the :class:`~rtreplay.report.ReplayReport`; the player is the only
+writer of its connection's part.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._index import (
-    AUDIO_APPEND,
-    ClientFrame,
-    IndexedConnection,
-    ServerFrame,
-    audio_length,
-    hash_audio,
+from ._index import ClientFrame, IndexedConnection, ServerFrame, hash_audio
+from .match import Difference, MatchPolicy, Verdict, VerdictKind
+from .protocol import Requirement, audio_length
+from .report import (
+    AudioDifference,
+    ConnectionProgress,
+    Mismatch,
+    MismatchKind,
+    Reordering,
+    ReplayReport,
+    Unplayed,
 )
-from .match import Difference, MatchPolicy, Verdict, format_value
+from .timeline import Cue, Timeline
+
+if TYPE_CHECKING:
+    from ._index import CassetteIndex
+    from .cassette import Cassette
 
 __all__ = [
+    "DEFAULT_AUDIO_TOLERANCE",
+    "DEFAULT_STALL_TIMEOUT",
     "Action",
     "CloseConnection",
     "Mismatch",
@@ -61,32 +90,54 @@ __all__ = [
     "Send",
     "SendError",
     "Unplayed",
+    "check_options",
 ]
 
-# How many recorded client events ahead of the next one an incoming event may match.
+#: Seconds a client may stay silent while the replay holds server frames for it. A test
+#: client answers a server event within milliseconds, and a tool call that does real work
+#: within a second or two; a deadlock is a deadlock whatever the bound. Ten seconds fails
+#: it well before the test timeouts people set (pytest-timeout, CI job limits), with the
+#: explanation instead of a bare stack dump.
+DEFAULT_STALL_TIMEOUT = 10.0
+#: Seconds of audio the client may send more or less than the recording: trailing silence
+#: varies by a tenth of a second or two between runs; a missing word is longer.
+DEFAULT_AUDIO_TOLERANCE = 0.25
+#: How long a client's audio must pause before the player takes it as finished: twice the
+#: longest pause between its appends so far (a client streaming in real time pauses for
+#: one chunk at a time), within these bounds in seconds.
+AUDIO_QUIET_MIN = 0.25
+AUDIO_QUIET_MAX = 1.0
+#: How many recorded client events ahead of the next one an incoming event may match.
 REORDER_WINDOW = 16
 
 _decoder = msgspec.json.Decoder()
 
 
+# -- what the player asks its owner to do ---------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send these recorded server frames, in order, each at :meth:`due`."""
+    """Send these server frames now, in order (:meth:`messages` gives their payloads)."""
 
     frames: Sequence[ServerFrame]
-    clock: float  # the clock value when they were released
-    t0: float  # recorded time of the client event that released them
-    speed: float | None  # None: instant
+    source: CassetteIndex | None = None  # where the payloads of recorded frames are read
 
-    def due(self, frame: ServerFrame) -> float:
-        if self.speed is None:
-            return self.clock
-        return self.clock + max(0.0, frame.t - self.t0) / self.speed
+    def messages(self) -> Iterator[tuple[bytes, bool]]:
+        """``(payload, is_text)`` per frame, read from the cassette as needed."""
+        if self.source is not None:
+            for frame, data in self.source.payloads(self.frames):
+                yield data, frame.text
+            return
+        for frame in self.frames:
+            if frame.data is None:
+                raise ValueError(f"{frame!r} has no payload and the player has no cassette")
+            yield frame.data, frame.text
 
 
 @dataclass(frozen=True, slots=True)
 class SendError:
-    """Send this ``error`` event (UTF-8 JSON, a text frame) now."""
+    """Send this Realtime ``error`` event (UTF-8 JSON, a text frame) now."""
 
     message: bytes
     mismatch: Mismatch
@@ -94,218 +145,96 @@ class SendError:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """Close the connection with ``code`` and ``reason`` at ``due``; ``abort``: drop it."""
+    """Close the connection now with ``code`` and ``reason``; ``abort``: drop it.
+
+    ``mismatch`` is the mismatch that made the replay close (strict mode, a stall), if any.
+    """
 
     code: int
     reason: str
-    due: float
     abort: bool = False
+    mismatch: Mismatch | None = None
 
 
 Action = Send | SendError | CloseConnection
 
 
-@dataclass(frozen=True)
-class Mismatch:
-    """A client event that did not match the recording, and where it happened.
+def check_options(
+    speed: float | None, stall_timeout: float | None, audio_tolerance: float | None
+) -> tuple[float | None, float | None, float]:
+    """Validate the replay's timing options; return them normalised (``0`` -> ``None``).
 
-    ``kind``: ``"unexpected"`` (no recorded event of that type was due), ``"content"``,
-    ``"id"`` (an echoed ID is not the one handed out), ``"rule"`` (a user rule said no),
-    ``"audio"`` (a different amount or content of audio), ``"after_end"`` (the recording
-    has no more client events), ``"handshake"`` (the connection request differs) or
-    ``"no_connection"`` (more connections than recorded).
+    Raises :class:`ValueError` naming the bad option: every replay option is checked here,
+    so the server, the CLI and the pytest plugin refuse the same values the same way.
     """
 
-    kind: str
-    conn: int  # the live connection, numbered from 0 in order of arrival
-    recorded_conn: int | None
-    turn: int
-    index: int | None  # the recorded client event it was compared with (0-based)
-    total: int  # recorded client events on that connection
-    expected: Any
-    got: Any
-    message: str
-    differences: tuple[Difference, ...] = ()
-    after: tuple[str, ...] = ()  # the last client events matched before it
-    last_sent: str | None = None  # the last server event released before it
+    def number(name: str, value: object, meaning: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number of seconds ({meaning}), not {value!r}")
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be >= 0 ({meaning}), not {value!r}")
+        return float(value)
 
-    @property
-    def where(self) -> str:
-        rec = "" if self.recorded_conn is None else f" (recorded connection {self.recorded_conn})"
-        at = f"connection {self.conn}{rec}, turn {self.turn}"
-        if self.index is not None:
-            at += f", client event {self.index + 1} of {self.total}"
-        return at
-
-    @property
-    def summary(self) -> str:
-        """One line: where, and what went wrong."""
-        return f"{self.where}: {self.message}"
-
-    def __str__(self) -> str:
-        lines = [self.summary]
-        if self.after or self.last_sent:
-            after = ", ".join(self.after) if self.after else "(nothing yet)"
-            sent = f"; last server event sent: {self.last_sent}" if self.last_sent else ""
-            lines.append(f"  after: {after}{sent}")
-        if self.kind not in ("audio", "handshake", "no_connection"):
-            lines.append(f"  expected: {_show_event(self.expected)}")
-            lines.append(f"  got:      {_show_event(self.got)}")
-        if self.differences:
-            lines.append("  differences (masked fields left out):")
-            lines.extend(f"    {d}" for d in self.differences[:20])
-            if len(self.differences) > 20:
-                lines.append(f"    ... and {len(self.differences) - 20} more")
-        return "\n".join(lines)
+    speed_ = None if speed is None else number("speed", speed, "0: instant") or None
+    stall = (
+        None
+        if stall_timeout is None
+        else number("stall_timeout", stall_timeout, "0 or None: never") or None
+    )
+    tolerance = (
+        0.0
+        if audio_tolerance is None
+        else number("audio_tolerance", audio_tolerance, "0: exact amounts")
+    )
+    return speed_, stall, tolerance
 
 
-def _show_event(event: Any) -> str:
-    if event is None:
-        return "(nothing)"
-    return format_value(event, limit=200)
+class _Out:
+    """An output the player scheduled: frames (paced), an error event, or the close."""
 
-
-@dataclass(frozen=True)
-class Reordering:
-    """A client event accepted ahead of the recorded order."""
-
-    conn: int
-    recorded_conn: int
-    expected: str  # the recorded event that was due
-    got: str  # the later recorded event it matched
-    index: int
-
-    def __str__(self) -> str:
-        return (
-            f"connection {self.conn}: {self.got} (client event {self.index + 1}) arrived "
-            f"before {self.expected}; accepted"
-        )
-
-
-@dataclass(frozen=True)
-class Unplayed:
-    """What one connection of the recording still held when the replay ended."""
-
-    conn: int | None  # the live connection, None when no client ever got this one
-    recorded_conn: int
-    events: tuple[str, ...]  # recorded client events never received, grouped
-    missing: int  # how many recorded client events that is
-    frames: int  # recorded server frames never sent
-
-    def __str__(self) -> str:
-        who = f"connection {self.conn} (recorded connection {self.recorded_conn})"
-        if self.conn is None:
-            who = f"recorded connection {self.recorded_conn} was never connected to"
-            return f"{who} ({self.missing} client events, {self.frames} server frames)"
-        parts = []
-        if self.missing:
-            parts.append(f"{self.missing} client events never received: {', '.join(self.events)}")
-        if self.frames:
-            parts.append(f"{self.frames} server frames never sent")
-        return f"{who}: " + "; ".join(parts)
-
-
-def _group(frames: Iterable[ClientFrame]) -> tuple[str, ...]:
-    out: list[str] = []
-    run: list[ClientFrame] = []
-
-    def flush() -> None:
-        if not run:
-            return
-        name = run[0].describe()
-        if run[0].is_append:
-            total = sum(f.audio_len for f in run)
-            out.append(f"{name} x{len(run)} ({total:,} bytes of audio)")
-        elif len(run) > 1:
-            out.append(f"{name} x{len(run)}")
-        else:
-            out.append(name)
-        run.clear()
-
-    for f in frames:
-        if run and f.describe() != run[0].describe():
-            flush()
-        run.append(f)
-    flush()
-    return tuple(out)
-
-
-class ReplayReport:
-    """Everything a replay found wrong, live: mismatches, reorderings, what was not played.
-
-    ``str(report)`` is the readable report the CLI and the pytest plugin show.
-    """
+    __slots__ = ("action", "base", "delay", "frames", "i", "kind", "recorded", "t", "t0")
 
     def __init__(
-        self, source: str | None = None, connections: Sequence[IndexedConnection] = ()
+        self,
+        kind: int,
+        base: float,
+        *,
+        frames: Sequence[ServerFrame] = (),
+        t0: float = 0.0,
+        delay: float = 0.0,
+        t: float = 0.0,
+        action: Action | None = None,
     ) -> None:
-        self.source = source
-        self.mismatches: list[Mismatch] = []
-        self.reorderings: list[Reordering] = []
-        self.players: list[Player] = []
-        self._connections = list(connections)
+        self.kind = kind
+        self.base = base
+        self.frames = frames
+        self.i = 0
+        self.t0 = t0
+        self.delay = delay
+        self.t = t
+        self.action = action
+        self.recorded = bool(frames) and frames[0].index >= 0
 
-    def add_player(self, player: Player) -> None:
-        self.players.append(player)
 
-    def add_mismatch(self, mismatch: Mismatch) -> None:
-        self.mismatches.append(mismatch)
-
-    @property
-    def unplayed(self) -> list[Unplayed]:
-        """Per connection, the recorded client events never received (empty when complete)."""
-        out = [u for p in list(self.players) if (u := p.unplayed()) is not None]
-        used = {p.connection.number for p in self.players}
-        for ic in self._connections:
-            if ic.number not in used:
-                out.append(
-                    Unplayed(None, ic.number, _group(ic.clients), len(ic.clients), ic.server_count)
-                )
-        return out
-
-    @property
-    def ok(self) -> bool:
-        """No mismatch so far."""
-        return not self.mismatches
-
-    @property
-    def complete(self) -> bool:
-        """Every recorded client event was received (on every recorded connection)."""
-        return not self.unplayed
-
-    def __str__(self) -> str:
-        unplayed = self.unplayed
-        name = f" of {self.source}" if self.source else ""
-        if not self.mismatches and not unplayed:
-            head = f"rtreplay: replay{name}: every client event matched the recording"
-            lines = [head]
-        else:
-            n = len(self.mismatches)
-            lines = [
-                f"rtreplay: replay{name}: {n} mismatch{'es' if n != 1 else ''}"
-                + (f", {len(unplayed)} connection(s) not played to the end" if unplayed else "")
-            ]
-        for i, m in enumerate(self.mismatches, 1):
-            lines.append("")
-            lines.append(f"mismatch {i} of {len(self.mismatches)} ({m.kind}): {m}")
-        if unplayed:
-            lines.append("")
-            lines.append("unplayed:")
-            lines.extend(f"  {u}" for u in unplayed)
-        if self.reorderings:
-            lines.append("")
-            lines.append("accepted reorderings:")
-            lines.extend(f"  {r}" for r in self.reorderings)
-        return "\n".join(lines)
-
-    __repr__ = __str__
+_SEND, _ERROR, _CLOSE = 0, 1, 2
 
 
 class Player:
     """Replays one recorded connection to one client (see the module docstring).
 
-    ``conn`` is the live connection's number (for the report); ``speed`` ``None`` or 0
-    sends at once, ``1.0`` at the recorded pace, ``2.0`` twice as fast.
+    ``connection`` is a recorded connection of a cassette index; :meth:`load` builds a
+    player from a cassette path or :class:`~rtreplay.cassette.Cassette`, and
+    :meth:`rtreplay.replay.ReplaySession.player` from a replay session.
+
+    Options: ``policy`` compares events (default :meth:`MatchPolicy.default`); ``speed``
+    ``None`` or 0 sends at once, ``1.0`` at the recorded pace, ``2.0`` twice as fast;
+    ``strict`` closes on the first mismatch; ``stall_timeout`` (seconds; ``None`` or 0:
+    never) bounds how long the client may stay silent while frames wait for it;
+    ``audio_tolerance`` (seconds of audio) how much more or less audio than recorded is
+    accepted. ``conn`` numbers the live connection in the report; ``report`` is the
+    :class:`ReplayReport` to write to (a new one by default); ``timeline`` replaces the
+    recorded schedule (:meth:`Timeline.of`); ``source`` reads payloads of frames kept in
+    the cassette file. Bad options raise :class:`ValueError`.
     """
 
     def __init__(
@@ -315,54 +244,97 @@ class Player:
         policy: MatchPolicy | None = None,
         speed: float | None = None,
         strict: bool = False,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        audio_tolerance: float | None = DEFAULT_AUDIO_TOLERANCE,
         conn: int = 0,
         report: ReplayReport | None = None,
+        timeline: Timeline | None = None,
+        source: CassetteIndex | None = None,
     ) -> None:
-        if speed is not None and speed < 0:
-            raise ValueError(f"speed must be >= 0, not {speed}")
+        self.speed, self.stall_timeout, self.audio_tolerance = check_options(
+            speed, stall_timeout, audio_tolerance
+        )
         self.connection = connection
         self.policy = policy if policy is not None else MatchPolicy.default()
-        self.speed = speed or None
         self.strict = strict
         self.conn = conn
-        self.report = report
+        self.report = report if report is not None else ReplayReport(None, [connection])
+        self.timeline = timeline if timeline is not None else connection.timeline
+        self.source = source
         self.mismatches: list[Mismatch] = []
         self.reorderings: list[Reordering] = []
         self.received = 0
-        self.released = 0  # server frames handed out in Send actions
         self.last_type: str | None = None  # type of the last received event
-        self.finished = False  # the client went away, or strict mode closed
+        self.finished = False  # the client went away, or the replay closed
         clients = connection.clients
         self._clients = clients
         self._matched = [False] * len(clients)
+        self.progress = ConnectionProgress(
+            conn, connection.number, clients, connection.server_count, self._matched
+        )
+        self.report.add_connection(self.progress)
         self._first = 0
-        self._groups_released = 0
-        self._appends = [c.index for c in clients if c.is_append]
+        # Output.
+        self._cue = 0  # the next cue of the timeline to release
+        self._out: deque[_Out] = deque()
+        self._floor = -math.inf  # when the last frame went out: none goes before it
+        self._sent_upto = 0  # recorded server frames before this index have been sent
+        self._last_sent: str | None = None
+        self._stopped = False
+        self._errors = 0
+        # Time.
+        self._activity = 0.0  # the last client message, or the last output
+        self._last_received: float | None = None
+        self._last_desc: str | None = None
+        # Audio: at the last boundary (a matched event other than an append), the audio
+        # received so far and the audio recorded before that event; what was forgiven
+        # since (shortfalls within the tolerance); the extra audio after the recording.
+        self._appends = connection.appends
         self._next_append = 0
-        self._audio = 0  # decoded bytes of audio received
-        # At the last boundary (a matched event other than an append): audio received
-        # so far, and audio recorded before that event.
+        self._audio = 0
         self._audio_at_boundary = 0
         self._recorded_at_boundary = 0
+        self._forgiven = 0
         self._audio_hash = hashlib.blake2b(digest_size=16)
-        self._extra_audio = False
+        self._extra = 0
+        self._extra_reported = False
+        self._gap_max = 0.0  # the longest pause between appends since the audio resumed
+        self._previous_append = False
+        fmt = connection.input_format
+        self._format = fmt
+        self._tolerance = 0 if self.policy.audio == "content" else fmt.size(self.audio_tolerance)
         self._bound: dict[str, str] = {}
         self._bound_rev: dict[str, str] = {}
         self._after: deque[str] = deque(maxlen=3)
-        self._last_sent: str | None = None
-        self._close_done = False
-        self._stopped = False
-        self._errors = 0
-        if report is not None:
-            report.add_player(self)
+
+    @classmethod
+    def load(
+        cls, cassette: str | os.PathLike[str] | Cassette, connection: int = 0, **options: Any
+    ) -> Player:
+        """A player for recorded connection ``connection`` (its ``conn`` number) of a cassette.
+
+        ``options`` are the constructor's. Raises the cassette errors of
+        :func:`rtreplay.load`, and :class:`ValueError` for a connection the cassette lacks.
+        """
+        from ._index import CassetteIndex
+
+        index = CassetteIndex.load(cassette)
+        for ic in index.connections:
+            if ic.number == connection:
+                options.setdefault("report", ReplayReport(index.path, index.connections))
+                return cls(ic, source=index, **options)
+        numbers = ", ".join(str(ic.number) for ic in index.connections) or "none"
+        raise ValueError(
+            f"{index.path or 'the cassette'} has no connection {connection} (it has: {numbers})"
+        )
 
     # -- the IdContext the match policy asks ------------------------------------------
 
     def handed_out(self, recorded_id: str) -> bool:
         if recorded_id in self.connection.client_chosen:
             return False
-        group = self.connection.introduced.get(recorded_id)
-        return group is not None and group < self._groups_released
+        frame = self.connection.introduced.get(recorded_id)
+        return frame is not None and frame < self._sent_upto
 
     def bound(self, recorded_id: str) -> str | None:
         return self._bound.get(recorded_id)
@@ -372,17 +344,19 @@ class Player:
 
     # -- inputs -----------------------------------------------------------------------
 
-    def connect(self, now: float) -> list[Action]:
-        """The client is connected: what to send first."""
-        actions: list[Action] = []
-        self._release(now, actions)
-        return actions
+    def connect(self, now: float) -> None:
+        """The client is connected (``now``: the clock, in seconds)."""
+        self._activity = now
+        self._schedule(now)
 
-    def receive(self, message: str | bytes, now: float) -> list[Action]:
-        """A message from the client: what to send in answer."""
+    def receive(self, message: str | bytes, now: float) -> None:
+        """A message from the client (``str`` for a text frame, ``bytes`` for binary)."""
         if self._stopped:
-            return []
+            return
         self.received += 1
+        gap = now - self._last_received if self._last_received is not None else 0.0
+        self._last_received = now
+        self._activity = now
         event: Any = None
         if isinstance(message, str):  # Realtime events are text; binary frames compare verbatim
             try:
@@ -391,35 +365,317 @@ class Player:
                 event = None
         kind = event.get("type") if isinstance(event, dict) else None
         self.last_type = kind if isinstance(kind, str) else None
-        actions: list[Action] = []
-        if kind == AUDIO_APPEND and isinstance(event.get("audio"), str):
-            self._on_audio(event, now, actions)
+        self._last_desc = self.last_type or _describe_message(message, event)
+        if kind == self.connection.profile.audio_append and isinstance(event.get("audio"), str):
+            if self._previous_append:
+                self._gap_max = max(self._gap_max, gap)
+            self._previous_append = True
+            self._on_audio(event, now)
         else:
-            self._extra_audio = False
-            self._on_event(event, message, now, actions)
-        self._release(now, actions)
+            self._previous_append = False
+            self._gap_max = 0.0
+            self._extra_reported = False
+            self._on_event(event, message, now)
+        self._schedule(now)
+
+    def disconnect(self, now: float | None = None) -> None:
+        """The connection is gone; what was not received stays unplayed.
+
+        Audio that stopped short of the recording within the tolerance counts as complete.
+        """
+        if self.finished and self.progress.closed:
+            return
+        self.finished = True
+        self.progress.closed = True
+        if self._stopped:
+            return
+        self._end_of_audio()
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def poll(self, now: float) -> list[Action]:
+        """Everything due at ``now``, in the order to carry it out."""
+        if not self._out and not self._stopped:
+            self._watch(now)
+        actions: list[Action] = []
+        out = self._out
+        speed = self.speed
+        while out:
+            p = out[0]
+            if p.kind == _SEND:
+                frames, i, n = p.frames, p.i, len(p.frames)
+                if speed is None:
+                    due = max(p.base + p.delay, self._floor)
+                    if due > now:
+                        break
+                    self._floor = due
+                    j = n
+                else:
+                    j = i
+                    while j < n:
+                        due = p.base + p.delay + max(0.0, frames[j].t - p.t0) / speed
+                        due = max(due, self._floor)
+                        if due > now:
+                            break
+                        self._floor = due
+                        j += 1
+                if j > i:
+                    chunk = frames if i == 0 and j == n else frames[i:j]
+                    actions.append(Send(chunk, self.source))
+                    last = frames[j - 1]
+                    if p.recorded:
+                        self.progress.sent += j - i
+                        self._sent_upto = last.index + 1
+                    self._last_sent = last.type or self._last_sent
+                if j < n:
+                    p.i = j
+                    break
+                out.popleft()
+            elif p.kind == _ERROR:
+                assert p.action is not None
+                actions.append(p.action)
+                out.popleft()
+            else:
+                due = max(self._close_due(p), self._floor)
+                if due > now:
+                    break
+                assert p.action is not None
+                actions.append(p.action)
+                out.clear()
+                self._stopped = True
+                self.finished = True
+        if actions:
+            self._activity = max(self._activity, now)
         return actions
 
-    def disconnect(self) -> None:
-        """The connection is gone; what was not received stays unplayed."""
-        self.finished = True
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` has something to do if no message comes; ``None``: nothing.
+
+        A time in the past means now.
+        """
+        if self._out:
+            p = self._out[0]
+            if p.kind == _SEND:
+                base = p.base + p.delay
+                if self.speed is not None:
+                    base += max(0.0, p.frames[p.i].t - p.t0) / self.speed
+                return max(base, self._floor)
+            if p.kind == _ERROR:
+                return p.base
+            return max(self._close_due(p), self._floor)
+        if self._stopped or self.finished:
+            return None
+        wait = self._waiting()
+        if wait is None:
+            return None
+        deadline: float | None = None
+        if self.stall_timeout is not None:
+            deadline = self._activity + self.stall_timeout
+        audio = self._audio_wait(*wait)
+        if audio is not None and audio[3]:
+            quiet = self._quiet_since() + self._audio_quiet()
+            deadline = quiet if deadline is None else min(deadline, quiet)
+        return deadline
+
+    def _close_due(self, p: _Out) -> float:
+        if self.speed is None:
+            return p.base + p.delay
+        return p.base + p.delay + max(0.0, p.t - p.t0) / self.speed
 
     # -- state ------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """Whether something is scheduled to go out (so :meth:`poll` is worth calling soon)."""
+        return bool(self._out)
 
     @property
     def done(self) -> bool:
         """Every recorded client event was matched."""
         return self._first >= len(self._clients)
 
+    @property
+    def released(self) -> int:
+        """Recorded server frames handed out so far."""
+        return self.progress.sent
+
     def unplayed(self) -> Unplayed | None:
         """What this connection's recording still holds, or ``None`` if all was played."""
-        if self.connection.reject is not None:
+        return self.progress.unplayed()
+
+    # -- the schedule -----------------------------------------------------------------
+
+    def _satisfied(self, req: Requirement) -> bool:
+        after = req.after
+        if after < 0:
+            return True
+        if req.every:
+            return self._first > after
+        return self._matched[after]
+
+    def _schedule(self, now: float) -> None:
+        if self._stopped:
+            return
+        cues = self.timeline.cues
+        while self._cue < len(cues):
+            cue = cues[self._cue]
+            if not self._satisfied(cue.requirement):
+                return
+            self._cue += 1
+            if cue.frames:
+                self._out.append(
+                    _Out(_SEND, now, frames=cue.frames, t0=cue.t0, delay=cue.delay)
+                )
+            if cue.ending is not None:
+                e = cue.ending
+                action = CloseConnection(e.code, e.reason, e.abort)
+                self._out.append(_Out(_CLOSE, now, t0=cue.t0, delay=cue.delay, t=e.t, action=action))
+                return
+
+    def _waiting(self) -> tuple[Cue, int] | None:
+        """The cue held for the client, and the client event it waits for."""
+        cues = self.timeline.cues
+        if self._cue >= len(cues):
             return None
-        missing = [c for c in self._clients if not self._matched[c.index]]
-        frames = self.connection.server_count - self.released
-        if not missing and not frames:
+        cue = cues[self._cue]
+        req = cue.requirement
+        if self._satisfied(req):
             return None
-        return Unplayed(self.conn, self.connection.number, _group(missing), len(missing), frames)
+        return cue, (self._first if req.every else req.after)
+
+    def _covered(self) -> int:
+        """How far into the recorded audio stream the client's audio reaches (bytes)."""
+        return self._audio - self._audio_at_boundary + self._recorded_at_boundary + self._forgiven
+
+    def _audio_wait(self, cue: Cue, j: int) -> tuple[int, int, int, bool] | None:
+        """When the cue waits for audio only: (last append, audio needed, covered, within
+        the tolerance); else ``None``."""
+        clients = self._clients
+        if not clients[j].is_append:
+            return None
+        req = cue.requirement
+        last = j
+        if req.every:
+            for k in range(j, req.after + 1):
+                if self._matched[k]:
+                    continue
+                if not clients[k].is_append:
+                    return None
+                last = k
+        need = clients[last].audio_end
+        covered = self._covered()
+        within = self.policy.audio == "ignore" or need - covered <= self._tolerance
+        return last, need, covered, within
+
+    def _quiet_since(self) -> float:
+        return self._last_received if self._last_received is not None else self._activity
+
+    def _audio_quiet(self) -> float:
+        quiet = min(max(2 * self._gap_max, AUDIO_QUIET_MIN), AUDIO_QUIET_MAX)
+        if self.stall_timeout is not None:
+            quiet = min(quiet, self.stall_timeout)
+        return quiet
+
+    def _watch(self, now: float) -> None:
+        """Nothing is due: act on the client's silence (the audio's end, a stall)."""
+        wait = self._waiting()
+        if wait is None:
+            return
+        cue, j = wait
+        audio = self._audio_wait(cue, j)
+        if audio is not None and audio[3] and now >= self._quiet_since() + self._audio_quiet():
+            last, need, covered, _ = audio
+            held = _held(cue, total=len(self.connection.server))
+            self._forgive(last, need, covered, f"before {held}")
+            self._schedule(now)
+            return
+        if self.stall_timeout is not None and now >= self._activity + self.stall_timeout:
+            self._stall(now, cue, j, audio)
+
+    def _forgive(self, last: int, need: int, covered: int, where: str) -> None:
+        """Take the client's audio as reaching recorded append ``last`` (within the tolerance)."""
+        clients = self._clients
+        for k in range(self._first, last + 1):
+            if clients[k].is_append and not self._matched[k]:
+                self._mark(k)
+        appends = self._appends
+        while self._next_append < len(appends) and appends[self._next_append] <= last:
+            self._next_append += 1
+        shortfall = need - covered
+        self._forgiven += shortfall
+        self._gap_max = 0.0
+        if shortfall > 0 and self.policy.audio != "ignore":
+            base = self._recorded_at_boundary
+            self._note_audio(where, need - base, covered - base, clients[last].turn)
+
+    def _note_audio(self, where: str, expected: int, got: int, turn: int) -> None:
+        ms = self._format.ms
+        self.report.add_audio(
+            AudioDifference(
+                self.conn,
+                self.connection.number,
+                turn,
+                where,
+                ms(expected),
+                ms(got),
+                self.audio_tolerance * 1000,
+            )
+        )
+
+    def _end_of_audio(self) -> None:
+        """The client left: audio short of the recording within the tolerance is complete;
+        extra audio after the recording is noted."""
+        clients = self._clients
+        rest = [c for c in clients[self._first :] if not self._matched[c.index]]
+        if rest and all(c.is_append for c in rest):
+            last = rest[-1]
+            need, covered = last.audio_end, self._covered()
+            if self.policy.audio == "ignore" or need - covered <= self._tolerance:
+                self._forgive(last.index, need, covered, "at the end of the audio")
+        if self._extra and not self._extra_reported and self.policy.audio != "ignore":
+            turn = clients[-1].turn if clients else 1
+            self._note_audio("after the recording's last client event", 0, self._extra, turn)
+
+    def _stall(self, now: float, cue: Cue, j: int, audio: tuple[int, int, int, bool] | None) -> None:
+        c = self._clients[j]
+        held = _held(cue, self.report.source, len(self.connection.server))
+        last = self._last_desc or "nothing"
+        kind: MismatchKind
+        if audio is not None:
+            _, need, covered, _ = audio
+            ms = self._format.ms
+            base = self._recorded_at_boundary
+            kind = "audio"
+            what = (
+                f"the client's audio stopped {_ms(ms(need - covered))} short: the replay holds "
+                f"{held} until {_ms(ms(need - base))} of audio have arrived "
+                f"({c.describe()}, {self._client_at(c)}), {_ms(ms(covered - base))} have, "
+                f"beyond the {_ms(self.audio_tolerance * 1000)} audio tolerance"
+            )
+        else:
+            kind = "stall"
+            what = (
+                f"the replay holds {held} until the client sends {c.describe()} "
+                f"({self._client_at(c)})"
+            )
+        message = (
+            f"stall: {what}, and the client has been silent for the stall timeout, "
+            f"{self.stall_timeout:g} s (last sent: {last})"
+        )
+        expected = c.event if c.event is not None else c.message
+        m = self._record(kind, j, expected, None, message, (), held=held)
+        self._errors += 1
+        error = _error_event(
+            self._errors, "rtreplay_stall", f"rtreplay: {m.summary}", None, None
+        )
+        self._out.append(_Out(_ERROR, now, action=SendError(error, m)))
+        reason = _cut(f"rtreplay stall: waiting for {c.describe()}", 123)
+        self._out.append(_Out(_CLOSE, now, action=CloseConnection(1008, reason, False, m)))
+
+    def _client_at(self, c: ClientFrame) -> str:
+        at = f"client event {c.index + 1} of {len(self._clients)}"
+        source = self.report.source
+        return f"{at}, {source}:{c.line}" if source and c.line else at
 
     # -- matching ---------------------------------------------------------------------
 
@@ -429,30 +685,20 @@ class Player:
         while self._first < n and self._matched[self._first]:
             self._first += 1
 
-    def _on_audio(self, event: dict[str, Any], now: float, actions: list[Action]) -> None:
+    def _on_audio(self, event: dict[str, Any], now: float) -> None:
         audio: str = event["audio"]
+        size = audio_length(audio)
         if self.done:
-            if not self._extra_audio:
-                self._extra_audio = True
-                self._mismatch(
-                    "after_end",
-                    None,
-                    None,
-                    {**event, "audio": f"<{audio_length(audio):,} bytes of audio>"},
-                    f"got {AUDIO_APPEND} after the recording's last client event",
-                    (),
-                    event,
-                    now,
-                    actions,
-                )
+            self._extra += size
+            self._check_extra(event, size, now)
             return
-        self._audio += audio_length(audio)
+        self._audio += size
         if self.policy.audio == "content":
             hash_audio(self._audio_hash, audio)
         # Appends of the current turn covered by the audio received so far are matched,
         # which releases the server frames recorded after them (speech_started...).
         turn = self._clients[self._first].turn
-        covered = self._audio - self._audio_at_boundary + self._recorded_at_boundary
+        covered = self._covered()
         appends = self._appends
         while self._next_append < len(appends):
             c = self._clients[appends[self._next_append]]
@@ -462,12 +708,37 @@ class Player:
                 self._mark(c.index)
                 self._after.append(c.describe())
             self._next_append += 1
+        if self.done:  # this append ran past the recording's last one: the rest is extra
+            self._extra = covered - self.connection.audio_total
+            self._check_extra(event, size, now)
+
+    def _check_extra(self, event: dict[str, Any], size: int, now: float) -> None:
+        """Audio after the recording's last client event: fine within the tolerance."""
+        if self.policy.audio == "ignore" or self._extra <= self._tolerance:
+            return
+        if self._extra_reported:
+            return
+        self._extra_reported = True
+        self._mismatch(
+            "after_end",
+            None,
+            None,
+            {**event, "audio": f"<{size:,} bytes of audio>"},
+            f"got {event['type']} after the recording's last client event: "
+            f"{_ms(self._format.ms(self._extra))} of audio more than recorded, beyond the "
+            f"{_ms(self.audio_tolerance * 1000)} audio tolerance",
+            (),
+            event,
+            now,
+        )
 
     def _compare(self, c: ClientFrame, event: Any, message: str | bytes) -> Verdict:
         if c.event is None and c.message is not None:
             if type(c.message) is type(message) and c.message == message:
                 return Verdict("match")
-            kind = "content" if type(c.message) is type(message) and event is None else "type"
+            kind: VerdictKind = (
+                "content" if type(c.message) is type(message) and event is None else "type"
+            )
             return Verdict(kind, (Difference("", c.message, message),))
         if event is None:
             return Verdict("type", (Difference("", c.event, message, "not a JSON event"),))
@@ -475,24 +746,21 @@ class Player:
 
     def _depends_on_held_frames(self, c: ClientFrame) -> bool:
         introduced = self.connection.introduced
+        chosen = self.connection.client_chosen
         for v in c.ids:
-            if v in self.connection.client_chosen:
+            if v in chosen:
                 continue
-            group = introduced.get(v)
-            if group is not None and group > self._first:
+            frame = introduced.get(v)
+            if frame is not None and frame >= self._sent_upto:
                 return True
         return False
 
-    def _on_event(
-        self, event: Any, message: str | bytes, now: float, actions: list[Action]
-    ) -> None:
+    def _on_event(self, event: Any, message: str | bytes, now: float) -> None:
         clients = self._clients
         n = len(clients)
         got = event if event is not None else message
         if self.done:
-            desc = self.last_type or (
-                "a binary frame" if isinstance(message, bytes) else "a text frame"
-            )
+            desc = self._last_desc or "a message"
             self._mismatch(
                 "after_end",
                 None,
@@ -502,7 +770,6 @@ class Player:
                 (),
                 event,
                 now,
-                actions,
             )
             return
         expected_j = next(
@@ -511,17 +778,17 @@ class Player:
         )
         if expected_j is None:
             still = sum(c.audio_len for c in clients if not self._matched[c.index])
+            append = self.connection.profile.audio_append
             self._mismatch(
                 "unexpected",
                 self._first,
                 clients[self._first].event,
                 got,
-                f"expected more audio ({AUDIO_APPEND}, {still:,} bytes still recorded), "
+                f"expected more audio ({append}, {still:,} bytes still recorded), "
                 f"got {self.last_type or 'a message that is not an event'}",
                 (),
                 event,
                 now,
-                actions,
             )
             return
         turn = clients[expected_j].turn
@@ -554,9 +821,8 @@ class Player:
                     j,
                 )
                 self.reorderings.append(r)
-                if self.report is not None:
-                    self.report.reorderings.append(r)
-            self._accept(j, expected_j, verdict, now, actions, event)
+                self.report.add_reordering(r)
+            self._accept(j, expected_j, verdict, now, event)
             return
         if best is not None:
             j, verdict = best
@@ -569,68 +835,60 @@ class Player:
                 what = f"{c.describe()} differs from the recording: {shown}" + (
                     f" (and {more} more)" if more > 0 else ""
                 )
-            self._mismatch(
-                verdict.kind, j, c.event, got, what, verdict.differences, event, now, actions
+            found: MismatchKind = "rule" if verdict.kind == "rule" else (
+                "id" if verdict.kind == "id" else "content"
             )
+            self._mismatch(found, j, c.event, got, what, verdict.differences, event, now)
             if not self._stopped:
-                self._accept(j, expected_j, verdict, now, actions, event)
+                self._accept(j, expected_j, verdict, now, event)
             return
         c = clients[expected_j]
-        got_desc = self.last_type or (
-            "a binary frame"
-            if isinstance(message, bytes)
-            else "a text frame that is not JSON"
-            if event is None
-            else "an event without a type"
-        )
         self._mismatch(
             "unexpected",
             expected_j,
             c.event if c.event is not None else c.message,
             got,
-            f"expected {c.describe()}, got {got_desc}",
+            f"expected {c.describe()}, got {self._last_desc}",
             (),
             event,
             now,
-            actions,
         )
 
-    def _accept(
-        self,
-        j: int,
-        expected_j: int,
-        verdict: Verdict,
-        now: float,
-        actions: list[Action],
-        event: Any,
-    ) -> None:
+    def _accept(self, j: int, expected_j: int, verdict: Verdict, now: float, event: Any) -> None:
         for recorded, received in verdict.bindings.items():
             self._bound[recorded] = received
             self._bound_rev[received] = recorded
         c = self._clients[j]
         if j == expected_j:
-            self._audio_boundary(c, now, actions, event)
+            self._audio_boundary(c, now, event)
         self._mark(j)
         self._after.append(c.describe())
 
-    def _audio_boundary(
-        self, c: ClientFrame, now: float, actions: list[Action], event: Any
-    ) -> None:
+    def _audio_boundary(self, c: ClientFrame, now: float, event: Any) -> None:
         expected = c.audio_before - self._recorded_at_boundary
-        got = self._audio - self._audio_at_boundary
+        got = self._audio - self._audio_at_boundary + self._forgiven
         mode = self.policy.audio
         if mode != "ignore" and expected != got:
-            self._mismatch(
-                "audio",
-                c.index,
-                None,
-                None,
-                f"expected {expected:,} bytes of audio before {c.describe()}, got {got:,}",
-                (),
-                event,
-                now,
-                actions,
-            )
+            ms = self._format.ms
+            if abs(expected - got) > self._tolerance:
+                tolerance = (
+                    "audio is compared by content"
+                    if mode == "content"
+                    else f"beyond the {_ms(self.audio_tolerance * 1000)} audio tolerance"
+                )
+                self._mismatch(
+                    "audio",
+                    c.index,
+                    None,
+                    None,
+                    f"expected {_ms(ms(expected))} of audio before {c.describe()}, got "
+                    f"{_ms(ms(got))} ({expected:,} and {got:,} bytes; {tolerance})",
+                    (),
+                    event,
+                    now,
+                )
+            else:
+                self._note_audio(f"before {c.describe()}", expected, got, c.turn)
         elif mode == "content" and self._audio_hash.digest() != c.audio_digest:
             self._mismatch(
                 "audio",
@@ -642,10 +900,10 @@ class Player:
                 (),
                 event,
                 now,
-                actions,
             )
         self._audio_at_boundary = self._audio
         self._recorded_at_boundary = c.audio_before
+        self._forgiven = 0
         self._audio_hash = hashlib.blake2b(digest_size=16)
         # Appends the client never sent are part of the difference just reported.
         for k in range(self._first, c.index):
@@ -654,18 +912,19 @@ class Player:
         while self._next_append < len(self._appends) and self._appends[self._next_append] < c.index:
             self._next_append += 1
 
-    def _mismatch(
+    # -- mismatches -------------------------------------------------------------------
+
+    def _record(
         self,
-        kind: str,
+        kind: MismatchKind,
         index: int | None,
         expected: Any,
         got: Any,
         message: str,
         differences: tuple[Difference, ...],
-        event: Any,
-        now: float,
-        actions: list[Action],
-    ) -> None:
+        *,
+        held: str | None = None,
+    ) -> Mismatch:
         clients = self._clients
         if index is not None:
             turn = clients[index].turn
@@ -687,60 +946,85 @@ class Player:
             differences=differences,
             after=tuple(self._after),
             last_sent=self._last_sent,
+            held=held,
+            last_received=self._last_desc if held is not None else None,
         )
         self.mismatches.append(m)
-        if self.report is not None:
-            self.report.add_mismatch(m)
+        self.report.add_mismatch(m)
+        return m
+
+    def _mismatch(
+        self,
+        kind: MismatchKind,
+        index: int | None,
+        expected: Any,
+        got: Any,
+        message: str,
+        differences: tuple[Difference, ...],
+        event: Any,
+        now: float,
+    ) -> None:
+        m = self._record(kind, index, expected, got, message, differences)
         if self.strict:
             reason = _cut(f"rtreplay mismatch: {message}", 123)
-            actions.append(CloseConnection(1008, reason, now))
+            self._out.append(_Out(_CLOSE, now, action=CloseConnection(1008, reason, False, m)))
             self._stopped = True
-            self.finished = True
             return
         self._errors += 1
         client_event_id = event.get("event_id") if isinstance(event, dict) else None
-        error = {
-            "type": "error",
-            "event_id": f"event_rtreplay_{self._errors}",
-            "error": {
-                "type": "invalid_request_error",
-                "code": "rtreplay_mismatch",
-                "message": f"rtreplay: {m.summary}",
-                "param": differences[0].path if differences else None,
-                "event_id": client_event_id if isinstance(client_event_id, str) else None,
-            },
-        }
-        data = json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
-        actions.append(SendError(data, m))
+        data = _error_event(
+            self._errors,
+            "rtreplay_mismatch",
+            f"rtreplay: {m.summary}",
+            differences[0].path if differences else None,
+            client_event_id if isinstance(client_event_id, str) else None,
+        )
+        self._out.append(_Out(_ERROR, now, action=SendError(data, m)))
 
-    # -- releasing --------------------------------------------------------------------
 
-    def _release(self, now: float, actions: list[Action]) -> None:
-        if self._stopped:
-            return
-        groups = self.connection.groups
-        clients = self._clients
-        while self._groups_released <= self._first and self._groups_released < len(groups):
-            g = self._groups_released
-            frames = groups[g]
-            if frames:
-                t0 = clients[g - 1].t if g else 0.0
-                actions.append(Send(frames, now, t0, self.speed))
-                self.released += len(frames)
-                self._last_sent = frames[-1].type or self._last_sent
-            self._groups_released += 1
-        if self._groups_released == len(groups) and not self._close_done:
-            self._close_done = True
-            close = self.connection.close
-            if close is None or close.by == "client":
-                return  # the recording stayed open, or the client closed: wait for it
-            last_t = clients[-1].t if clients else 0.0
-            due = now + max(0.0, close.t - last_t) / self.speed if self.speed else now
-            code = close.code
-            if code is None or code == 1006:
-                actions.append(CloseConnection(1006, close.reason, due, abort=True))
-            else:
-                actions.append(CloseConnection(1000 if code == 1005 else code, close.reason, due))
+def _error_event(
+    number: int, code: str, message: str, param: str | None, event_id: str | None
+) -> bytes:
+    """A Realtime ``error`` event, as the API shapes it (see PROTOCOL.md, 2.2)."""
+    error = {
+        "type": "error",
+        "event_id": f"event_rtreplay_{number}",
+        "error": {
+            "type": "invalid_request_error",
+            "code": code,
+            "message": message,
+            "param": param,
+            "event_id": event_id,
+        },
+    }
+    return json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _held(cue: Cue, source: str | None = None, total: int | None = None) -> str:
+    """The server event a cue holds, and where the recording has it."""
+    if not cue.frames:
+        ending = cue.ending
+        return f"the recorded close (code {ending.code})" if ending is not None else "nothing"
+    f = cue.frames[0]
+    if f.index < 0:
+        return f.describe()
+    of = f" of {total}" if total is not None else ""
+    at = f", {source}:{f.line}" if source and f.line else ""
+    return f"{f.describe()} (server event {f.index + 1}{of}{at})"
+
+
+def _describe_message(message: str | bytes, event: Any) -> str:
+    if isinstance(message, bytes):
+        return "a binary frame"
+    if event is None:
+        return "a text frame that is not JSON"
+    if isinstance(event, dict):
+        return "an event without a type"
+    return "JSON that is not an event"
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if abs(value) >= 10 else f"{value:.1f} ms"
 
 
 def _cut(text: str, limit: int) -> str:

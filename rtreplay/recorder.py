@@ -62,7 +62,7 @@ from ._wsio import (
 )
 from .cassette import Close, Open, Reject, utc_timestamp
 from .codec import CassetteWriter
-from .errors import RecordError, RtreplayError
+from .errors import RecordError, RtreplayError, UpstreamError
 from .redact import Redactor, credentials_in_handshake
 
 __all__ = [
@@ -431,7 +431,7 @@ class Recorder(Service):
             upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
-            raise RecordError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
+            raise ValueError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
         self.cassette_path = Path(cassette)
         self.upstream = upstream.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
@@ -443,6 +443,8 @@ class Recorder(Service):
         self.upstream_ssl = upstream_ssl
         self.connections = 0  # connections recorded (accepted or refused by the upstream)
         self.refused = 0
+        #: Each time the upstream could not be reached (502) or did not answer (504).
+        self.upstream_errors: list[UpstreamError] = []
         self.stats: list[ConnectionStats] = []
         #: Whether :attr:`received` keeps the clients' messages (``rtreplay record``, which
         #: nobody can ask, does not).
@@ -462,6 +464,12 @@ class Recorder(Service):
         self._pending: dict[ServerConnection, tuple[TapClientConnection, str, str]] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._stopping = False
+
+    def check(self) -> None:
+        """Raise the first :class:`~rtreplay.errors.UpstreamError`, if the upstream ever
+        could not be reached or did not answer (the client got 502 or 504)."""
+        if self.upstream_errors:
+            raise self.upstream_errors[0]
 
     def discard(self) -> None:
         """Make ``close()`` throw the recording away; an existing cassette stays as it was."""
@@ -634,6 +642,9 @@ class Recorder(Service):
             return self._refused(connection, request, exc.response, started)
         except asyncio.TimeoutError:
             logger.warning("%s: upstream %s did not answer within %g s; answered 504", target, _public(url), self.open_timeout)
+            self.upstream_errors.append(
+                UpstreamError(_public(url), 504, f"no handshake within {self.open_timeout:g} s")
+            )
             return connection.respond(
                 http.HTTPStatus.GATEWAY_TIMEOUT,
                 f"rtreplay: the upstream {_public(url)} did not complete the handshake within {self.open_timeout:g} s\n",
@@ -641,6 +652,7 @@ class Recorder(Service):
         except (OSError, InvalidHandshake, ssl.SSLError) as exc:
             reason = _reason(exc)
             logger.warning("%s: cannot reach upstream %s: %s; answered 502", target, _public(url), reason)
+            self.upstream_errors.append(UpstreamError(_public(url), 502, reason))
             return connection.respond(
                 http.HTTPStatus.BAD_GATEWAY, f"rtreplay: cannot reach the upstream {_public(url)}: {reason}\n"
             )
@@ -852,15 +864,19 @@ def record_main(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace, status: _Status) -> int:
-    recorder = Recorder(
-        args.out,
-        upstream=args.upstream,
-        host=args.host,
-        port=args.port,
-        open_timeout=args.open_timeout,
-        idle_timeout=args.idle_timeout or None,
-        keep_received=False,  # nobody can look at it, and a long run would pile it up
-    )
+    try:
+        recorder = Recorder(
+            args.out,
+            upstream=args.upstream,
+            host=args.host,
+            port=args.port,
+            open_timeout=args.open_timeout,
+            idle_timeout=args.idle_timeout or None,
+            keep_received=False,  # nobody can look at it, and a long run would pile it up
+        )
+    except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM)
+        print(f"rtreplay record: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     if not recorder.api_key:
         logger.warning("OPENAI_API_KEY is not set: each client must send its own key")
     await recorder.start()

@@ -1,11 +1,14 @@
-"""The mock Realtime server: a thin websockets server around the replay player.
+"""The mock Realtime server: a thin websockets shell around the replay core.
 
-:class:`ReplayServer` serves a cassette to any Realtime client. It accepts what the real
-clients send (``/v1/realtime``, ``/realtime``, ``/openai/realtime``,
-``/openai/v1/realtime`` with any query; any credential; the ``realtime`` subprotocol
-browsers offer; GA, or beta with ``OpenAI-Beta: realtime=v1`` when the cassette recorded
-beta), gives each connection the recorded connection it stands for, and lets a
-:class:`~rtreplay.player.Player` decide what to send. Everything that went wrong is in
+:class:`ReplayServer` serves a cassette to any Realtime client. Every decision is the
+Sans-I/O core's: :class:`~rtreplay.replay.ReplaySession` says which recorded connection a
+handshake gets (or how to refuse it), and a :class:`~rtreplay.player.Player` per
+connection says what to send and when. The shell turns HTTP requests into
+:class:`~rtreplay.replay.Handshake` values, feeds each client message to the player, and
+sleeps until the player's next deadline or the next message, then writes what is due
+(frames due together in batches). It accepts what the real clients send (``/v1/realtime``,
+``/realtime``, ``/openai/realtime``, ``/openai/v1/realtime`` with any query; any
+credential; the ``realtime`` subprotocol browsers offer). Everything that went wrong is in
 :attr:`ReplayServer.report`; ``rtreplay serve`` (:func:`serve_main`) runs it from a shell.
 """
 
@@ -14,12 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import ssl
 import sys
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,23 +30,25 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ._index import AUDIO_APPEND, CassetteIndex, IndexedConnection, ServerFrame
+from ._index import CassetteIndex, ServerFrame
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._version import __version__
 from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
 from .cassette import Cassette
 from .errors import MismatchError
-from .match import MatchPolicy, resolve_policy
+from .match import MatchPolicy
 from .player import (
-    Action,
+    DEFAULT_AUDIO_TOLERANCE,
+    DEFAULT_STALL_TIMEOUT,
     CloseConnection,
-    Mismatch,
     Player,
-    ReplayReport,
     Send,
     SendError,
 )
+from .protocol import REALTIME
+from .replay import Accept, Handshake, Refuse, ReplaySession
+from .report import ReplayReport
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -59,14 +64,13 @@ __all__ = [
 logger = logging.getLogger("rtreplay.server")
 
 #: Paths a Realtime client may connect to (OpenAI and the two Azure shapes).
-REALTIME_PATHS = ("/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime")
+REALTIME_PATHS = REALTIME.paths
 #: Largest client message accepted (the API allows 15 MiB of audio per append).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# Connections the kernel queues before the server accepts them (capped by somaxconn).
+BACKLOG = 1024
 # How long stopping waits for clients to complete their closing handshakes.
 CLOSE_TIMEOUT = 5.0
-
-# Query parameters that say which session a connection is for.
-_HANDSHAKE_KEYS = ("model", "deployment", "intent", "call_id")
 
 # Frames due at once are written in batches of about this many bytes (at most one frame
 # more), like websockets' own write buffer: a client that stops reading holds little.
@@ -88,71 +92,26 @@ def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
     return "realtime" if "realtime" in offered else None
 
 
-class _Sender:
-    """Sends what a player asked for, in order, each frame when it is due."""
+def _handshake(request: Request) -> Handshake:
+    url = urlsplit(request.path)
+    offered = offered_subprotocols(request.headers)
+    return Handshake(
+        path=url.path,
+        query=dict(parse_qsl(url.query)),
+        protocol=handshake_protocol(request.headers, offered),
+        credential=_has_credential(request, offered),
+    )
 
-    def __init__(self, ws: ServerConnection, index: CassetteIndex) -> None:
-        self.ws = ws
-        self.index = index
-        self.queue: deque[Action] = deque()
+
+class _Connection:
+    """What the shell keeps of one live connection while it runs."""
+
+    __slots__ = ("closed_by_us", "sent", "wake")
+
+    def __init__(self) -> None:
         self.wake = asyncio.Event()
         self.sent = 0
         self.closed_by_us: CloseConnection | None = None
-
-    def push(self, actions: list[Action]) -> None:
-        self.queue.extend(actions)
-        self.wake.set()
-
-    async def run(self) -> None:
-        ws, queue = self.ws, self.queue
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                if not queue:
-                    self.wake.clear()
-                    await self.wake.wait()
-                    continue
-                action = queue.popleft()
-                if type(action) is Send:
-                    if action.speed is None:
-                        await self._send_now(action.frames)
-                    else:
-                        for frame, data in self.index.payloads(action.frames):
-                            delay = action.due(frame) - loop.time()
-                            if delay > 0:
-                                await asyncio.sleep(delay)
-                            await ws.send(data, text=frame.text)
-                            self.sent += 1
-                elif type(action) is SendError:
-                    await ws.send(action.message, text=True)
-                elif type(action) is CloseConnection:
-                    delay = action.due - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    self.closed_by_us = action
-                    if action.abort:
-                        ws.transport.abort()
-                    else:
-                        await ws.close(action.code, action.reason)
-                    return
-        except ConnectionClosed:
-            return
-
-    async def _send_now(self, frames: Sequence[ServerFrame]) -> None:
-        # Frames due together are written in batches (send_many: one write and one
-        # flow-control wait per batch rather than per frame); a batch is capped like
-        # websockets' write buffer so a client that stops reading makes us hold little.
-        batch: list[tuple[bytes, bool]] = []
-        size = 0
-        for frame, data in self.index.payloads(frames):
-            batch.append((data, frame.text))
-            size += len(data)
-            if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
-                self.sent += await send_many(self.ws, batch)
-                batch = []
-                size = 0
-        if batch:
-            self.sent += await send_many(self.ws, batch)
 
 
 class ReplayServer(Service):
@@ -163,9 +122,14 @@ class ReplayServer(Service):
     not wait), ``1.0`` at the recorded pace, ``2.0`` twice as fast. ``match``:
     ``"default"``, ``"type"``, ``"exact"`` or a :class:`~rtreplay.match.MatchPolicy`.
     ``strict``: a mismatch closes the connection with 1008 instead of sending an ``error``
-    event. ``require_auth``: refuse handshakes that carry no credential at all.
-    ``repeat``: every client gets the first (or the matching) recorded connection again,
-    instead of the k-th client getting the k-th connection.
+    event. ``stall_timeout``: seconds a client may stay silent while the replay holds
+    server events for it before the connection is closed with 1008 and a ``"stall"``
+    mismatch (``None`` or ``0``: never). ``audio_tolerance``: seconds of audio the client
+    may send more or less than recorded. ``require_auth``: refuse handshakes that carry no
+    credential at all. ``repeat``: every client gets the first (or the matching) recorded
+    connection again, instead of the k-th client getting the k-th connection. Bad options
+    raise :class:`ValueError`; a cassette that cannot be read, a
+    :class:`~rtreplay.errors.CassetteError`.
 
     Start it with ``async with``, ``await server.start()`` or ``with server.in_thread():``;
     then give a client :attr:`websocket_base_url` (or :attr:`url`). :attr:`report` and
@@ -181,28 +145,38 @@ class ReplayServer(Service):
         speed: float | None = None,
         match: str | MatchPolicy = "default",
         strict: bool = False,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        audio_tolerance: float | None = DEFAULT_AUDIO_TOLERANCE,
         require_auth: bool = False,
         repeat: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
-        if speed is not None and (speed < 0 or speed != speed):
-            raise ValueError(f"speed must be a number >= 0 (0: instant), not {speed}")
-        self.policy = resolve_policy(match)
-        self.speed = speed or None
+        self.session = ReplaySession(
+            cassette,
+            match=match,
+            speed=speed,
+            strict=strict,
+            stall_timeout=stall_timeout,
+            audio_tolerance=audio_tolerance,
+            repeat=repeat,
+            require_auth=require_auth,
+        )
+        self.policy = self.session.policy
+        self.speed = self.session.speed
+        self.stall_timeout = self.session.stall_timeout
+        self.audio_tolerance = self.session.audio_tolerance
         self.strict = strict
         self.require_auth = require_auth
         self.repeat = repeat
-        self.index = CassetteIndex.load(cassette)
+        self.index: CassetteIndex = self.session.index
         self.cassette_path = self.index.path
-        self.report = ReplayReport(self.index.path, self.index.connections)
+        self.report: ReplayReport = self.session.report
         self.received: list[ReceivedEvent] = []
         #: Bytes of ``input_audio_buffer.append`` messages kept whole in :attr:`received`.
         self.received_audio_budget = RECEIVED_AUDIO_BUDGET
         self._received_audio = 0
-        self._used: set[int] = set()
-        self._next_conn = 0
-        self._assigned: dict[ServerConnection, tuple[int, IndexedConnection]] = {}
+        self._accepted: dict[ServerConnection, Accept] = {}
         self._live: set[ServerConnection] = set()
         self._server: Server | None = None
 
@@ -224,9 +198,16 @@ class ReplayServer(Service):
             ping_interval=None,
             ssl=self.ssl_context,
             logger=websockets_logger("rtreplay.server.websockets"),
+            # asyncio's default backlog (100) drops the connections of a larger burst of
+            # clients starting at once (a test suite under xdist, a load test): each then
+            # waits a second for the SYN to be sent again.
+            backlog=BACKLOG,
         )
         sockname = next(iter(self._server.sockets)).getsockname()
-        return int(sockname[1])
+        port = int(sockname[1])
+        self.port = port
+        self.session.base_url = self.websocket_base_url
+        return port
 
     async def _stop(self) -> None:
         if self._server is not None:
@@ -239,7 +220,7 @@ class ReplayServer(Service):
                 for connection in list(self._live):
                     connection.transport.abort()
                 await self._server.wait_closed()
-        self.index.close()
+        self.session.close()
 
     def check(self, *, complete: bool = True) -> None:
         """Raise :class:`~rtreplay.errors.MismatchError` if the replay went wrong.
@@ -251,225 +232,201 @@ class ReplayServer(Service):
 
     # -- handshake --------------------------------------------------------------------
 
-    def _refuse(self, connection: ServerConnection, status: int, body: str) -> Response:
-        return connection.respond(status, body.rstrip("\n") + "\n")
+    def _respond(self, connection: ServerConnection, refuse: Refuse) -> Response:
+        response = connection.respond(refuse.status, refuse.body)
+        for name, value in refuse.headers.items():
+            if name.lower() in ("content-length", "connection", "date", "transfer-encoding"):
+                continue
+            del response.headers[name]
+            response.headers[name] = value
+        return response
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        normalized = path.rstrip("/") or "/"
-        if normalized not in REALTIME_PATHS:
-            logger.warning("refused %s: HTTP 404, not a Realtime endpoint", request.path)
-            return self._refuse(
-                connection,
-                404,
-                f"rtreplay: no Realtime endpoint at {path}; connect to /v1/realtime "
-                f"(websocket_base_url {self.websocket_base_url})",
-            )
-        if self.require_auth and not _has_credential(request, offered_subprotocols(request.headers)):
-            logger.warning("refused %s: HTTP 401, no credential", request.path)
-            return self._refuse(
-                connection,
-                401,
-                "rtreplay: no credential: send 'Authorization: Bearer <key>', 'api-key: <key>' "
-                "or the 'openai-insecure-api-key.<key>' subprotocol (any key is accepted)",
-            )
-        return None
+        refused = self.session.screen(_handshake(request))
+        if refused is None:
+            return None
+        logger.warning("refused %s: HTTP %d, %s", request.path, refused.status, refused.reason)
+        return self._respond(connection, refused)
 
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
     ) -> Response | None:
         if response.status_code != 101:
             return None
-        # Chosen only once the handshake is valid, so a bad request uses up no connection.
-        url = urlsplit(request.path)
-        query = dict(parse_qsl(url.query))
-        offered = offered_subprotocols(request.headers)
-        protocol = handshake_protocol(request.headers, offered)
-        live = self._next_conn
-        self._next_conn += 1
-        target = f"{url.path}{'?' + url.query if url.query else ''}"
-        chosen = self._select(live, url.path.rstrip("/"), query, protocol)
-        if isinstance(chosen, tuple):
-            status, message = chosen
-            self._report(
-                Mismatch(
-                    "no_connection" if status == 409 else "handshake",
-                    live,
-                    None,
-                    1,
-                    None,
-                    0,
-                    None,
-                    None,
-                    message,
+        # Decided only once the handshake is valid, so a bad request uses up no connection.
+        decision = self.session.accept(_handshake(request))
+        target = request.path
+        if isinstance(decision, Refuse):
+            if decision.recorded is not None:
+                logger.info(
+                    "conn %d: %s from %s: %s", decision.conn, target, _peer(connection), decision.reason
                 )
-            )
-            logger.warning("conn %d: %s refused with HTTP %d: %s", live, target, status, message)
-            return self._refuse(connection, status, f"rtreplay: {message}")
-        ic = chosen
-        peer = _peer(connection)
-        if ic.reject is not None:
-            Player(ic, policy=self.policy, conn=live, report=self.report)
-            rej = ic.reject
-            logger.info(
-                "conn %d: %s from %s: replaying recorded connection %d, refused with HTTP %d",
-                live,
-                target,
-                peer,
-                ic.number,
-                rej.status,
-            )
-            refused = connection.respond(rej.status, rej.body)
-            for name, value in rej.headers.items():
-                if name.lower() in ("content-length", "connection", "date", "transfer-encoding"):
-                    continue
-                del refused.headers[name]
-                refused.headers[name] = value
-            return refused
+            else:
+                logger.warning(
+                    "conn %d: %s refused with HTTP %d: %s",
+                    decision.conn,
+                    target,
+                    decision.status,
+                    decision.reason,
+                )
+            return self._respond(connection, decision)
+        player = decision.player
+        ic = player.connection
         logger.info(
             "conn %d: %s from %s: replaying recorded connection %d (%s, %d client events, "
             "%d server frames)",
-            live,
+            decision.conn,
             target,
-            peer,
+            _peer(connection),
             ic.number,
             ic.protocol.upper(),
             len(ic.clients),
             ic.server_count,
         )
-        self._assigned[connection] = (live, ic)
+        if decision.differences and self.policy.content:
+            logger.warning(
+                "conn %d: mismatch: the connection request differs from recorded connection "
+                "%d: %s",
+                decision.conn,
+                ic.number,
+                "; ".join(decision.differences),
+            )
+        self._accepted[connection] = decision
         return None
-
-    def _select(
-        self, live: int, path: str, query: dict[str, str], protocol: str
-    ) -> IndexedConnection | tuple[int, str]:
-        connections = self.index.connections
-        recorded = len(connections)
-        if self.repeat:
-            pool = list(connections)
-        else:
-            pool = [c for c in connections if c.number not in self._used]
-        if not pool:
-            return 409, (
-                f"the cassette recorded {recorded} connection{'s' if recorded != 1 else ''} and "
-                f"every one was replayed; this is connection {live + 1}. Record it, or replay "
-                f"with repeat=True (--repeat) to serve the same connection again"
-            )
-        same = [c for c in pool if c.protocol == protocol]
-        if not same:
-            names = {
-                "ga": "the GA protocol (no OpenAI-Beta header)",
-                "beta": "the beta protocol (OpenAI-Beta: realtime=v1)",
-            }
-            return 400, (
-                f"the cassette recorded {names[pool[0].protocol]}, but the client asked for "
-                f"{names[protocol]}; connect with the client the cassette was recorded with"
-            )
-        exact = [c for c in same if not _handshake_differences(c, path, query)]
-        chosen = exact[0] if exact else same[0]
-        if not self.repeat:
-            self._used.add(chosen.number)
-        differences = _handshake_differences(chosen, path, query)
-        if differences and self.policy.content:
-            message = (
-                f"the connection request differs from recorded connection {chosen.number}: "
-                + "; ".join(differences)
-            )
-            self._report(
-                Mismatch(
-                    "handshake",
-                    live,
-                    chosen.number,
-                    1,
-                    None,
-                    len(chosen.clients),
-                    None,
-                    None,
-                    message,
-                )
-            )
-            logger.warning("conn %d: mismatch: %s", live, message)
-        return chosen
-
-    def _report(self, mismatch: Mismatch) -> None:
-        self.report.add_mismatch(mismatch)
 
     # -- connections ------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        entry = self._assigned.pop(ws, None)
-        if entry is None:  # pragma: no cover - every accepted handshake is assigned
+        accepted = self._accepted.pop(ws, None)
+        if accepted is None:  # pragma: no cover - every accepted handshake is assigned
             await ws.close(1011, "rtreplay: no recorded connection for this handshake")
             return
-        live, ic = entry
+        live, player = accepted.conn, accepted.player
         self._live.add(ws)
-        player = Player(
-            ic,
-            policy=self.policy,
-            speed=self.speed,
-            strict=self.strict,
-            conn=live,
-            report=self.report,
-        )
         loop = asyncio.get_running_loop()
-        sender = _Sender(ws, self.index)
-        sender.push(player.connect(loop.time()))
-        task = loop.create_task(sender.run())
+        state = _Connection()
+        player.connect(loop.time())
+        writer = loop.create_task(self._write(ws, player, state))
         received = self.received
+        append = player.connection.profile.audio_append
+        wake = state.wake
         try:
             while True:
                 message = await ws.recv()
-                actions = player.receive(message, loop.time())
-                if player.last_type == AUDIO_APPEND:
+                player.receive(message, loop.time())
+                if player.pending:
+                    # Otherwise the writer's deadline can only have moved later: a timer
+                    # firing early polls and sleeps again, so there is no need to wake it.
+                    wake.set()
+                if player.last_type == append:
                     self._received_audio += len(message)
                     if self._received_audio > self.received_audio_budget:
                         received.append(ReceivedEvent(live, None, len(message)))
-                    else:
-                        received.append(ReceivedEvent(live, message))
-                else:
-                    received.append(ReceivedEvent(live, message))
-                if actions:
-                    sender.push(actions)
-                    for action in actions:
-                        if type(action) is SendError or (
-                            type(action) is CloseConnection and action.code == 1008
-                        ):
-                            logger.warning("mismatch: %s", player.mismatches[-1].summary)
-                            break
+                        continue
+                received.append(ReceivedEvent(live, message))
         except ConnectionClosed:
             pass
         finally:
             self._live.discard(ws)
-            player.disconnect()
-            if not task.done():
-                task.cancel()
+            player.disconnect(loop.time())
+            if not writer.done():
+                writer.cancel()
             # Waited for, not awaited: a cancellation of this handler must not be swallowed.
-            await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
-                logger.error("conn %d: sending failed: %r", live, task.exception())
-            matched = sum(1 for c in ic.clients) - (
-                u.missing if (u := player.unplayed()) is not None else 0
-            )
-            code = ws.close_code if ws.close_code is not None else 1006
-            if sender.closed_by_us is not None:
-                by = "by the replay"
-            elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
-                by = "as the server stopped"
-            else:
-                by = "by the client"
-            logger.info(
-                "conn %d: closed %s (code %d): %d/%d client events matched, %d/%d server frames "
-                "sent, %d mismatch%s",
-                live,
-                by,
-                code,
-                matched,
-                len(ic.clients),
-                sender.sent,
-                ic.server_count,
-                len(player.mismatches),
-                "es" if len(player.mismatches) != 1 else "",
-            )
+            await asyncio.wait([writer])
+            if not writer.cancelled() and writer.exception() is not None:
+                logger.error("conn %d: sending failed: %r", live, writer.exception())
+            self._log_close(ws, live, player, state)
+
+    async def _write(self, ws: ServerConnection, player: Player, state: _Connection) -> None:
+        """Sleep until the player's next deadline (or a client message); write what is due."""
+        loop = asyncio.get_running_loop()
+        wake = state.wake
+        try:
+            while True:
+                wake.clear()
+                for action in player.poll(loop.time()):
+                    if type(action) is Send:
+                        await self._send_frames(ws, action, state)
+                    elif type(action) is SendError:
+                        _log_mismatch(player, action.mismatch)
+                        await ws.send(action.message, text=True)
+                    elif type(action) is CloseConnection:
+                        if action.mismatch is not None and action.mismatch.held is None:
+                            _log_mismatch(player, action.mismatch)
+                        state.closed_by_us = action
+                        if action.abort:
+                            ws.transport.abort()
+                        else:
+                            await ws.close(action.code, action.reason)
+                        return
+                deadline = player.next_deadline()
+                if wake.is_set() or (deadline is not None and deadline <= loop.time()):
+                    continue
+                timer = loop.call_at(deadline, wake.set) if deadline is not None else None
+                try:
+                    await wake.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+        except ConnectionClosed:
+            return
+
+    async def _send_frames(self, ws: ServerConnection, action: Send, state: _Connection) -> None:
+        # Frames due together are written in batches (send_many: one write and one
+        # flow-control wait per batch rather than per frame); a batch is capped like
+        # websockets' write buffer so a client that stops reading makes us hold little.
+        batch: list[tuple[bytes, bool]] = []
+        size = 0
+        source = action.source
+        frames = source.payloads(action.frames) if source is not None else _in_memory(action)
+        for frame, data in frames:
+            batch.append((data, frame.text))
+            size += len(data)
+            if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
+                state.sent += await send_many(ws, batch)
+                batch = []
+                size = 0
+        if batch:
+            state.sent += await send_many(ws, batch)
+
+    def _log_close(self, ws: ServerConnection, live: int, player: Player, state: _Connection) -> None:
+        ic = player.connection
+        unplayed = player.unplayed()
+        matched = len(ic.clients) - (unplayed.missing if unplayed is not None else 0)
+        code = ws.close_code if ws.close_code is not None else 1006
+        if state.closed_by_us is not None:
+            by = "by the replay"
+        elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
+            by = "as the server stopped"
+        else:
+            by = "by the client"
+        n = len(player.mismatches)
+        logger.info(
+            "conn %d: closed %s (code %d): %d/%d client events matched, %d/%d server frames "
+            "sent, %d mismatch%s",
+            live,
+            by,
+            code,
+            matched,
+            len(ic.clients),
+            state.sent,
+            ic.server_count,
+            n,
+            "es" if n != 1 else "",
+        )
+
+
+def _in_memory(action: Send) -> Iterator[tuple[ServerFrame, bytes]]:
+    for frame, (data, _) in zip(action.frames, action.messages(), strict=True):
+        yield frame, data
+
+
+def _log_mismatch(player: Player, mismatch: Any) -> None:
+    if mismatch.held is not None:
+        # A stall: the whole explanation, which is all an `rtreplay serve` user gets.
+        logger.warning("conn %d: %s", player.conn, "; ".join(x.strip() for x in str(mismatch).splitlines()))
+    else:
+        logger.warning("mismatch: %s", mismatch.summary)
 
 
 def _peer(connection: ServerConnection) -> str:
@@ -480,16 +437,6 @@ def _peer(connection: ServerConnection) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
     return str(addr)
-
-
-def _handshake_differences(ic: IndexedConnection, path: str, query: dict[str, str]) -> list[str]:
-    recorded = ic.open.query
-    out = []
-    for key in _HANDSHAKE_KEYS:
-        want, got = recorded.get(key), query.get(key)
-        if want != got:
-            out.append(f"{key}: recorded {want!r}, got {got!r}")
-    return out
 
 
 # -- rtreplay serve ------------------------------------------------------------------
@@ -512,7 +459,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_speed,
+        type=_seconds,
         default=None,
         help="pacing: 0 sends at once (default), 1 at the recorded pace, 2 twice as fast",
     )
@@ -529,6 +476,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="close the connection with 1008 on a mismatch instead of sending an error event",
     )
     parser.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=DEFAULT_STALL_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection with 1008 when the replay holds server events for a client "
+        f"that sent nothing for this long; 0 never (default: {DEFAULT_STALL_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--audio-tolerance",
+        type=_seconds,
+        default=DEFAULT_AUDIO_TOLERANCE,
+        metavar="SECONDS",
+        help="seconds of input audio a client may send more or less than recorded "
+        f"(default: {DEFAULT_AUDIO_TOLERANCE:g})",
+    )
+    parser.add_argument(
         "--repeat",
         action="store_true",
         help="serve the first (or matching) recorded connection to every client",
@@ -542,13 +505,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
 
-def _speed(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
     return value
 
 
@@ -575,6 +538,8 @@ def serve_main(args: argparse.Namespace) -> int:
         speed=args.speed,
         match=args.match,
         strict=args.strict,
+        stall_timeout=args.stall_timeout or None,
+        audio_tolerance=args.audio_tolerance,
         require_auth=args.require_auth,
         repeat=args.repeat,
         ssl_context=context,
@@ -634,6 +599,6 @@ async def _serve(server: ReplayServer) -> int:
     finally:
         await server.close()
     report = server.report
-    if report.mismatches or report.players:
+    if report.mismatches or report.connections:
         print(str(report), file=sys.stderr, flush=True)
     return 0

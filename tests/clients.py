@@ -267,3 +267,76 @@ async def openai_agents(
 
     await asyncio.wait_for(run(), timeout(30))
     return received
+
+
+# -- a careful client: each event, then its answer ---------------------------------------
+
+#: What a careful client reads until after sending each event: the event's first answer
+#: (or an ``error``). Written from the API reference, independently of rtreplay's table.
+FIRST_ANSWER = {
+    "session.update": {"session.updated"},
+    "transcription_session.update": {"transcription_session.updated"},
+    "conversation.item.create": {"conversation.item.added", "conversation.item.created"},
+    "conversation.item.truncate": {"conversation.item.truncated"},
+    "conversation.item.delete": {"conversation.item.deleted"},
+    "conversation.item.retrieve": {"conversation.item.retrieved"},
+    "input_audio_buffer.commit": {"input_audio_buffer.committed"},
+    "input_audio_buffer.clear": {"input_audio_buffer.cleared"},
+    "response.create": {"response.created"},
+    "response.cancel": {"response.done"},
+}
+
+
+async def careful(send: Any, recv: Any, source: str | Path | Cassette, conn: int = 0) -> list[Any]:
+    """Send each recorded client event, then read until its answer came (``send(text)``,
+    ``recv() -> dict``); finally read the rest of the recorded server events."""
+    expected = len(server_events(source, conn))
+    received: list[Any] = []
+    for event in client_events(source, conn):
+        await send(json.dumps(event))
+        wanted = FIRST_ANSWER.get(event.get("type") if isinstance(event, dict) else "")
+        while wanted:
+            got = await recv()
+            received.append(got)
+            if got.get("type") in wanted | {"error"}:
+                break
+    while len(received) < expected:
+        received.append(await recv())
+    return received
+
+
+async def careful_openai_async(base_url: str, source: str | Path | Cassette, conn: int = 0) -> list[Any]:
+    """:func:`careful` through ``AsyncOpenAI(...).realtime.connect()``."""
+    from openai import AsyncOpenAI
+
+    plan = script(source, conn)
+    client = AsyncOpenAI(api_key="sk-test", websocket_base_url=base_url)
+    realtime: Any = client.beta.realtime if plan.beta else client.realtime
+
+    async def run() -> list[Any]:
+        async with realtime.connect(**_connect_args(plan)) as c:
+            async def recv() -> Any:
+                return json.loads(await c.recv_bytes())
+
+            return await careful(lambda text: c.send(json.loads(text)), recv, source, conn)
+
+    try:
+        return await asyncio.wait_for(run(), timeout(20))
+    finally:
+        await client.close()
+
+
+async def careful_websockets(url: str, source: str | Path | Cassette, conn: int = 0) -> list[Any]:
+    """:func:`careful` through ``websockets.asyncio.client.connect``."""
+    from websockets.asyncio.client import connect
+
+    plan = script(source, conn)
+
+    async def run() -> list[Any]:
+        async with connect(plan.url(url), additional_headers=plan.headers) as ws:
+            async def recv() -> Any:
+                return json.loads(await ws.recv())
+
+            return await careful(ws.send, recv, source, conn)
+
+    return await asyncio.wait_for(run(), timeout(20))

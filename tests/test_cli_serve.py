@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import connect
 
 from rtreplay._service import is_loopback as _is_loopback
@@ -104,6 +104,36 @@ def test_ctrl_c_closes_cleanly_and_shows_the_mismatches(served: Served) -> None:
         in err
     )
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_stalled_client_is_cut_and_the_log_says_why() -> None:
+    served = Served(str(TEXT), "--port", "0", "--stall-timeout", "1")
+    try:
+        with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
+            ws.recv()  # session.created
+            ws.send(json.dumps(clients.client_events(TEXT)[0]))  # session.update
+            assert json.loads(ws.recv())["type"] == "session.updated"
+            # ...and waits for an answer it never asked for: the stall ends the wait.
+            error = json.loads(ws.recv(timeout=timeout(10)))
+            assert error["error"]["code"] == "rtreplay_stall"
+            with pytest.raises(ConnectionClosedError) as info:
+                ws.recv(timeout=timeout(10))
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+        code, err = served.stop(signal.SIGTERM)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.communicate()
+    assert code == 0, err
+    [line] = [x for x in err.splitlines() if "stall:" in x and "conn 0:" in x]
+    assert (
+        "conn 0: connection 0 (recorded connection 0), turn 1, client event 2 of 3: stall: the "
+        "replay holds conversation.item.added (server event 3 of 17, " in line
+    )
+    assert "until the client sends conversation.item.create" in line
+    assert "silent for the stall timeout, 1 s (last sent: session.update)" in line
+    assert "conn 0: closed by the replay (code 1008)" in err
+    assert "mismatch 1 of 1 (stall)" in err  # the report at exit
 
 
 def test_missing_cassette_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtreplay import Cassette, Close, Connection, Frame, Header, Open, load
-from rtreplay._index import CassetteIndex, IndexedConnection
+from rtreplay._index import CassetteIndex, IndexedConnection, ServerFrame
 from rtreplay.match import MatchPolicy
 from rtreplay.player import (
     Action,
     CloseConnection,
     Player,
-    ReplayReport,
     Send,
     SendError,
 )
+from rtreplay.report import ReplayReport
+from rtreplay.timeline import Ending, Timeline
 
+from .clients import FIRST_ANSWER
 from .conftest import CASSETTES
 
 # -- building recordings -------------------------------------------------------------------
@@ -51,24 +55,29 @@ def recording(
 
 
 class Run:
-    """A player and everything it asked to send, decoded."""
+    """A player, a clock, and everything the player asked to send, decoded."""
 
     def __init__(self, index: CassetteIndex, conn: IndexedConnection, **options: Any) -> None:
         self.index = index
         self.report = ReplayReport("test", index.connections)
-        self.player = Player(conn, report=self.report, **options)
+        self.player = Player(conn, report=self.report, source=index, **options)
+        self.now = 0.0
         self.actions: list[Action] = []
         self.out: list[Any] = []
-        self.feed(self.player.connect(0.0))
+        self.player.connect(0.0)
+        self.poll(0.0)
 
-    def feed(self, actions: list[Action]) -> list[Any]:
+    def poll(self, now: float | None = None) -> list[Any]:
+        """Advance the clock to ``now`` and collect what is due."""
+        if now is not None:
+            self.now = now
         new: list[Any] = []
-        for a in actions:
+        for a in self.player.poll(self.now):
             self.actions.append(a)
             if isinstance(a, Send):
-                for frame, data in self.index.payloads(a.frames):
+                for data, text in a.messages():
                     try:
-                        new.append(json.loads(data) if frame.text else data)
+                        new.append(json.loads(data) if text else data)
                     except ValueError:
                         new.append(data.decode())
             elif isinstance(a, SendError):
@@ -78,9 +87,18 @@ class Run:
         self.out.extend(new)
         return new
 
-    def send(self, event: Any, now: float = 1.0) -> list[Any]:
+    def send(self, event: Any, now: float | None = None) -> list[Any]:
+        """The client sends ``event`` at ``now`` (default: a millisecond later)."""
+        self.now = self.now + 0.001 if now is None else now
         message = event if isinstance(event, (str, bytes)) else json.dumps(event)
-        return self.feed(self.player.receive(message, now))
+        self.player.receive(message, self.now)
+        return self.poll()
+
+    def wait(self) -> list[Any]:
+        """Let the clock run to the player's next deadline, and collect what is due."""
+        deadline = self.player.next_deadline()
+        assert deadline is not None, "the player has nothing left to do on its own"
+        return self.poll(max(self.now, deadline))
 
     def types(self, items: list[Any] | None = None) -> list[str]:
         items = self.out if items is None else items
@@ -113,7 +131,8 @@ def test_a_replay_of_the_recording_gets_every_server_frame_in_order() -> None:
     run.send(TEXT[1][1])
     assert run.types()[-1] == "session.updated"
     run.send(TEXT[3][1])
-    assert run.types()[-1] == "session.updated"  # held until response.create arrives
+    # The item's answer goes out at once; the response waits for response.create.
+    assert run.types()[-1] == "conversation.item.added"
     run.send(TEXT[4][1])
     assert run.types() == [e["type"] for d, e in TEXT if d == "server"]
     assert run.report.ok and run.report.complete
@@ -322,7 +341,7 @@ def test_any_rechunking_of_the_audio_replays_the_same_frames(
 
 
 def test_too_little_audio_is_reported_at_the_commit() -> None:
-    run = Run(*vad_recording([1000, 1000, 1000]))
+    run = Run(*vad_recording([1000, 1000, 1000]), audio_tolerance=0)
     run.send(C("input_audio_buffer.append", audio=audio(1200))[1])
     new = run.send(C("input_audio_buffer.commit")[1])
     assert run.types(new) == [
@@ -332,7 +351,10 @@ def test_too_little_audio_is_reported_at_the_commit() -> None:
     ]
     [m] = run.report.mismatches
     assert m.kind == "audio"
-    assert m.message == "expected 3,000 bytes of audio before input_audio_buffer.commit, got 1,200"
+    assert m.message == (
+        "expected 62 ms of audio before input_audio_buffer.commit, got 25 ms "
+        "(3,000 and 1,200 bytes; beyond the 0.0 ms audio tolerance)"
+    )
     assert run.report.complete  # the missing appends are part of that mismatch
 
 
@@ -405,7 +427,7 @@ def test_the_openai_agents_race_is_accepted_and_noted() -> None:
     run.send(AGENTS[1][1])
     run.send(AGENTS[3][1])  # the tracing update overtook the message and response.create
     run.send(AGENTS[2][1])
-    assert run.types() == ["session.created"]
+    assert run.types() == ["session.created", "session.updated"]  # the answer to the first
     run.send(AGENTS[4][1])
     assert run.types() == [
         "session.created",
@@ -471,8 +493,9 @@ def test_events_after_the_end_get_an_error_and_audio_runs_one_report() -> None:
     run.send(C("response.create")[1])
     new = run.send(C("response.create")[1])
     assert run.types(new) == ["error"]
-    run.send(C("input_audio_buffer.append", audio=audio(10))[1])
-    run.send(C("input_audio_buffer.append", audio=audio(10))[1])
+    # 0.5 s of 24 kHz audio: beyond the tolerance, so an after_end, once per run.
+    for _ in range(3):
+        run.send(C("input_audio_buffer.append", audio=audio(12_000))[1])
     assert [m.kind for m in run.report.mismatches] == ["after_end", "after_end"]
     assert "got input_audio_buffer.append after the recording's last client event" in str(
         run.report
@@ -486,7 +509,8 @@ def test_recorded_server_close_comes_after_the_last_frame() -> None:
     )
     new = run.send(C("response.create")[1], now=3.0)
     assert run.types(new) == ["response.done", "CloseConnection"]
-    assert new[-1] == CloseConnection(1011, "bye", 3.0)
+    assert new[-1] == CloseConnection(1011, "bye")
+    assert run.player.next_deadline() is None
 
 
 def test_client_close_or_no_close_keeps_the_connection_open() -> None:
@@ -499,7 +523,7 @@ def test_client_close_or_no_close_keeps_the_connection_open() -> None:
 
 def test_recorded_drop_is_an_abort() -> None:
     run = Run(*recording(S("session.created"), close=Close(0, 0.5, 1006, "", None)))
-    assert run.out[-1] == CloseConnection(1006, "", 0.0, abort=True)
+    assert run.out[-1] == CloseConnection(1006, "", abort=True)
 
 
 def test_strict_mode_closes_with_1008_and_then_ignores_the_client() -> None:
@@ -509,6 +533,7 @@ def test_strict_mode_closes_with_1008_and_then_ignores_the_client() -> None:
     assert new[0].reason.startswith("rtreplay mismatch: expected session.update")
     assert len(new[0].reason.encode()) <= 123
     assert run.send(TEXT[1][1]) == []
+    assert run.player.next_deadline() is None
 
 
 def test_unplayed_lists_what_the_client_never_sent() -> None:
@@ -541,16 +566,28 @@ def test_pacing_is_measured_from_the_triggering_event() -> None:
         S("session.created"), C("response.create"), S("response.created"), S("response.done")
     )
     player = Player(conn, speed=2.0)
-    [first] = player.connect(100.0)
-    assert isinstance(first, Send) and first.due(first.frames[0]) == 100.0
-    [send] = player.receive('{"type":"response.create"}', 250.0)
-    assert isinstance(send, Send)
+    player.connect(100.0)
+    [first] = player.poll(100.0)
+    assert isinstance(first, Send) and [f.type for f in first.frames] == ["session.created"]
+    player.receive('{"type":"response.create"}', 250.0)
     # Recorded 0.1 s and 0.2 s after response.create; at twice the speed.
-    assert [round(send.due(f), 6) for f in send.frames] == [250.05, 250.1]
+    assert player.poll(250.0) == []
+    assert player.next_deadline() == 250.05
+    [send] = player.poll(250.05)
+    assert isinstance(send, Send) and [f.type for f in send.frames] == ["response.created"]
+    assert player.next_deadline() == 250.1
+    [send] = player.poll(260.0)
+    assert isinstance(send, Send) and [f.type for f in send.frames] == ["response.done"]
     instant = Player(conn)
     instant.connect(0.0)
-    [send] = instant.receive('{"type":"response.create"}', 7.0)
-    assert isinstance(send, Send) and {send.due(f) for f in send.frames} == {7.0}
+    instant.poll(0.0)
+    instant.receive('{"type":"response.create"}', 7.0)
+    assert instant.next_deadline() == 7.0
+    sent = instant.poll(7.0)
+    assert [f.type for a in sent if isinstance(a, Send) for f in a.frames] == [
+        "response.created",
+        "response.done",
+    ]
 
 
 # -- the report ---------------------------------------------------------------------------------------
@@ -614,3 +651,485 @@ def test_json_that_is_not_an_event_does_not_use_up_a_step() -> None:
     assert {m.kind for m in run.report.mismatches} == {"unexpected"}
     run.send(TEXT[1][1])
     assert run.types()[-1] == "session.updated"
+
+
+# -- release by cause ---------------------------------------------------------------------------
+
+SENT_AT_ONCE = (
+    S("session.created"),
+    C("session.update", session={"type": "realtime", "instructions": "Be brief."}),
+    C("conversation.item.create", item={"type": "message", "role": "user", "content": []}),
+    C("response.create"),
+    S("session.updated", session={"id": "sess_1"}),
+    S("conversation.item.added", item={"id": "item_U1"}),
+    S("conversation.item.done", item={"id": "item_U1"}),
+    S("response.created", response={"id": "resp_1"}),
+    S("response.output_text.delta", response_id="resp_1", delta="Hi"),
+    S("response.done", response={"id": "resp_1"}),
+    S("rate_limits.updated"),
+)
+
+
+def test_an_answer_goes_out_once_its_cause_arrived_whatever_was_recorded_after_it() -> None:
+    # Recorded from a client that sent all three at once; replayed to one that waits for
+    # each answer (docs/pytest.md's advice): no deadlock.
+    run = Run(*recording(*SENT_AT_ONCE))
+    assert run.types(run.send(SENT_AT_ONCE[1][1])) == ["session.updated"]
+    assert run.types(run.send(SENT_AT_ONCE[2][1])) == [
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert run.types(run.send(SENT_AT_ONCE[3][1])) == [
+        "response.created",
+        "response.output_text.delta",
+        "response.done",
+        "rate_limits.updated",
+    ]
+    assert run.report.ok and run.report.complete
+
+
+def test_the_recorded_order_of_server_events_is_kept() -> None:
+    # The response's cause arrives first; it still waits for the frames recorded before it.
+    run = Run(*recording(*SENT_AT_ONCE))
+    assert run.send(SENT_AT_ONCE[3][1]) == []  # response.create first: an accepted reordering
+    assert run.types(run.send(SENT_AT_ONCE[1][1])) == ["session.updated"]
+    assert run.types(run.send(SENT_AT_ONCE[2][1])) == [
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+        "response.output_text.delta",
+        "response.done",
+        "rate_limits.updated",
+    ]
+    assert run.report.ok and run.report.complete and len(run.report.reorderings) == 1
+
+
+# A client that sends each event, then reads until its answer (or an error) came: the
+# first answer, or the one that completes it (the item done, the whole response).
+WHOLE_ANSWER = {
+    **FIRST_ANSWER,
+    "conversation.item.create": {"conversation.item.done", "conversation.item.created"},
+    "response.create": {"response.done"},
+}
+
+
+def careful_client(
+    index: CassetteIndex, conn: IndexedConnection, cassette: Cassette, answers: dict[str, set[str]]
+) -> Run:
+    run = Run(index, conn)
+    seen = 0
+    [recorded] = [c for c in cassette.connections if c.open.conn == conn.number]
+    for frame in recorded.frames:
+        if frame.dir != "client":
+            continue
+        event = frame.event()
+        run.send(frame.payload())
+        wanted = answers.get(event.get("type") if isinstance(event, dict) else "", set())
+        if not wanted:
+            continue
+        types = run.types()
+        found = next(
+            (k for k in range(seen, len(types)) if types[k] in wanted | {"error"}), None
+        )
+        assert found is not None, (
+            f"{frame.payload()[:60]}: the replay never answered; it holds "
+            f"{run.player.next_deadline()=}, sent {types[seen:]}"
+        )
+        seen = found + 1
+    return run
+
+
+# errors-recoverable's client asked for a second response while the first ran, to record
+# the error: waiting for the first response to finish would be another conversation.
+CAREFUL = [
+    pytest.param(path, whole, id=f"{path.stem}-{'whole' if whole else 'first'} answer")
+    for path in sorted(CASSETTES.glob("*.jsonl"))
+    for whole in (False, True)
+    if not (whole and path.stem == "errors-recoverable")
+]
+
+
+@pytest.mark.parametrize(("path", "whole"), CAREFUL)
+def test_a_client_that_waits_for_every_answer_replays_every_sample(path: Path, whole: bool) -> None:
+    cassette = load(path)
+    index = CassetteIndex.from_cassette(cassette)
+    for conn in index.connections:
+        if conn.reject is not None:
+            continue
+        run = careful_client(index, conn, cassette, WHOLE_ANSWER if whole else FIRST_ANSWER)
+        assert run.report.ok, str(run.report)
+        recorded = [json.loads(f.payload()) for c in cassette.connections if c.open.conn == conn.number for f in c.frames if f.dir == "server"]
+        assert [e for e in run.out if isinstance(e, dict)] == recorded
+
+
+# -- stalls -----------------------------------------------------------------------------------------
+
+
+def test_a_client_waiting_for_what_the_replay_holds_is_a_stall() -> None:
+    run = Run(*recording(*TEXT), stall_timeout=5)
+    run.send(TEXT[1][1], now=1.0)
+    # The client now waits for the answer without asking: the replay holds the item's
+    # answer until conversation.item.create comes.
+    assert run.player.next_deadline() == 6.0
+    assert run.poll(5.9) == []
+    new = run.poll(6.0)
+    assert run.types(new) == ["error", "CloseConnection"]
+    assert new[0]["error"]["code"] == "rtreplay_stall"
+    close = new[1]
+    assert close.code == 1008 and "stall" in close.reason and len(close.reason.encode()) <= 123
+    [m] = run.report.mismatches
+    assert m.kind == "stall" and m.index == 1 and m.last_received == "session.update"
+    assert m.held == "conversation.item.added (server event 3 of 6)"  # in memory: no line
+    assert "until the client sends conversation.item.create (client event 2 of 3" in m.message
+    assert "the client has been silent for the stall timeout, 5 s (last sent: session.update)" in m.message
+    text = str(m)
+    assert "holds:    conversation.item.added" in text
+    assert 'awaits:   {"type": "conversation.item.create"' in text
+    assert "last received from the client: session.update" in text
+    assert close.mismatch is m
+    # The connection is over: nothing more to do, nothing more accepted.
+    assert run.player.next_deadline() is None
+    run.send(TEXT[3][1])
+    assert len(run.report.mismatches) == 1
+
+
+@pytest.mark.parametrize("off", [None, 0])
+def test_a_stall_timeout_of_none_or_0_never_stalls(off: float | None) -> None:
+    run = Run(*recording(*TEXT), stall_timeout=off)
+    run.send(TEXT[1][1], now=1.0)
+    assert run.player.next_deadline() is None
+
+
+def test_no_stall_when_nothing_is_held_or_a_frame_is_only_paced() -> None:
+    run = Run(*recording(*TEXT), stall_timeout=5)
+    for step in (TEXT[1], TEXT[3], TEXT[4]):
+        run.send(step[1])
+    assert run.player.next_deadline() is None  # everything sent: the client may idle
+    index, conn = recording(S("session.created"), C("response.create"), S("response.created"))
+    conn.server[1].t = 30.0  # recorded 30 s after response.create
+    paced = Run(index, conn, speed=1.0, stall_timeout=5)
+    paced.send(C("response.create")[1], now=1.0)
+    assert paced.player.next_deadline() == pytest.approx(1.0 + 30.0 - 0.1)
+    assert paced.types(paced.wait()) == ["response.created"]
+    assert paced.report.ok
+
+
+def test_every_message_restarts_the_stall_clock() -> None:
+    run = Run(*recording(*TEXT), stall_timeout=5)
+    run.send(TEXT[1][1], now=1.0)
+    run.send({"type": "response.cancel"}, now=4.0)  # unexpected, but the client is alive
+    assert run.player.next_deadline() == 9.0
+
+
+def test_strict_replays_also_stall() -> None:
+    run = Run(*recording(*TEXT), stall_timeout=2, strict=True)
+    run.send(TEXT[1][1], now=1.0)
+    assert run.types(run.wait()) == ["error", "CloseConnection"]
+
+
+def test_the_recorded_close_held_for_the_client_can_stall() -> None:
+    index, conn = recording(
+        S("session.created"), C("response.create"), close=Close(0, 0.5, 1000, "", "server")
+    )
+    run = Run(index, conn, stall_timeout=1)
+    run.wait()
+    [m] = run.report.mismatches
+    assert m.kind == "stall" and m.held == "the recorded close (code 1000)"
+    assert m.last_received is None and "(last sent: nothing)" in m.message
+
+
+# -- tolerant audio ---------------------------------------------------------------------------------
+
+MS = 48  # bytes per millisecond of 24 kHz pcm16
+
+
+def wav_recording(ms: int, chunk_ms: int = 100) -> tuple[CassetteIndex, IndexedConnection]:
+    """Server VAD where the client sent a whole file at once: every VAD event (and the
+    response) was recorded after the last append."""
+    steps: list[tuple[str, Any]] = [S("session.created")]
+    for k in range(0, ms, chunk_ms):
+        steps.append(C("input_audio_buffer.append", audio=audio(min(chunk_ms, ms - k) * MS)))
+    steps += [
+        S("input_audio_buffer.speech_started", item_id="item_U1", audio_start_ms=300),
+        S("input_audio_buffer.speech_stopped", item_id="item_U1", audio_end_ms=ms - 500),
+        S("input_audio_buffer.committed", item_id="item_U1"),
+        S("conversation.item.added", item={"id": "item_U1"}),
+        S("response.created", response={"id": "resp_1"}),
+        S("response.done", response={"id": "resp_1"}),
+    ]
+    return recording(*steps)
+
+
+VAD_EVENTS = [
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.added",
+    "response.created",
+    "response.done",
+]
+
+
+def send_audio(run: Run, ms: int, chunk_ms: int = 40) -> list[Any]:
+    new: list[Any] = []
+    for k in range(0, ms, chunk_ms):
+        new += run.send(C("input_audio_buffer.append", audio=audio(min(chunk_ms, ms - k) * MS))[1])
+    return new
+
+
+def test_audio_a_little_short_is_complete_once_the_client_goes_quiet() -> None:
+    run = Run(*wav_recording(2000))
+    assert send_audio(run, 1900) == []  # 100 ms of trailing silence less
+    deadline = run.player.next_deadline()
+    assert deadline == pytest.approx(run.now + 0.25)  # a quarter second of quiet
+    assert run.poll(deadline - 0.01) == []
+    assert run.types(run.poll(deadline)) == VAD_EVENTS
+    assert run.report.ok and run.report.complete
+    [note] = run.report.audio
+    assert (note.expected_ms, note.got_ms) == (2000, 1900)
+    assert str(note) == (
+        "connection 0 (recorded connection 0), turn 1: 100 ms less audio than recorded before "
+        "input_audio_buffer.speech_started (server event 2 of 7) (1,900 ms sent, 2,000 ms "
+        "recorded); accepted, within the 250 ms audio tolerance"
+    )
+    assert "audio accepted within the tolerance:" in str(run.report)
+
+
+def test_audio_a_little_long_releases_at_the_recorded_amount_and_the_rest_is_accepted() -> None:
+    run = Run(*wav_recording(2000))
+    new = send_audio(run, 2000)
+    assert run.types(new) == VAD_EVENTS
+    assert send_audio(run, 100) == []  # 100 ms more: no after_end
+    run.player.disconnect(run.now)
+    assert run.report.ok and run.report.complete
+    [note] = run.report.audio
+    assert note.where == "after the recording's last client event" and note.got_ms == 100
+
+
+def test_audio_far_short_and_silent_is_an_audio_mismatch_in_ms_when_it_stalls() -> None:
+    run = Run(*wav_recording(2000), stall_timeout=3)
+    send_audio(run, 1000)
+    sent_at = run.now
+    assert run.player.next_deadline() == pytest.approx(sent_at + 3)  # no early release
+    new = run.wait()
+    assert run.types(new) == ["error", "CloseConnection"] and new[1].code == 1008
+    [m] = run.report.mismatches
+    assert m.kind == "audio" and m.index is not None
+    assert "the client's audio stopped 1,000 ms short" in m.message
+    assert "until 2,000 ms of audio have arrived" in m.message
+    assert "1,000 ms have, beyond the 250 ms audio tolerance" in m.message
+    assert m.held is not None and m.held.startswith("input_audio_buffer.speech_started")
+    assert m.last_received == "input_audio_buffer.append"
+
+
+def test_far_too_much_audio_after_the_recording_is_after_end() -> None:
+    run = Run(*wav_recording(2000))
+    send_audio(run, 2000)
+    send_audio(run, 600)
+    [m] = run.report.mismatches
+    assert m.kind == "after_end" and "beyond the 250 ms audio tolerance" in m.message
+
+
+def test_ignoring_audio_releases_whatever_the_amount() -> None:
+    run = Run(*wav_recording(2000), policy=MatchPolicy.default(audio="ignore"))
+    send_audio(run, 500)
+    assert run.types(run.wait()) == VAD_EVENTS
+    assert run.report.ok and run.report.complete and not run.report.audio
+
+
+def test_the_tolerance_is_in_seconds_of_the_recorded_format() -> None:
+    steps: list[tuple[str, Any]] = [
+        S("session.created"),
+        C("session.update", session={"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}),
+        S("session.updated"),
+    ]
+    steps += [C("input_audio_buffer.append", audio=audio(800)) for _ in range(10)]  # 1 s
+    steps += [S("input_audio_buffer.speech_started", item_id="item_U1")]
+    index, conn = recording(*steps)
+    assert conn.input_format.name == "g711_ulaw"
+    run = Run(index, conn, audio_tolerance=0.1)
+    run.send(steps[1][1])
+    run.send(C("input_audio_buffer.append", audio=audio(7200))[1])  # 900 ms: 100 ms short
+    assert run.types(run.wait()) == ["input_audio_buffer.speech_started"]
+    assert run.report.audio[0].got_ms == 900
+    short = Run(index, conn, audio_tolerance=0.1, stall_timeout=1)
+    short.send(steps[1][1])
+    short.send(C("input_audio_buffer.append", audio=audio(7000))[1])  # 125 ms short
+    short.wait()
+    assert [m.kind for m in short.report.mismatches] == ["audio"]
+
+
+def manual_recording(ms: int) -> tuple[CassetteIndex, IndexedConnection]:
+    return recording(
+        S("session.created"),
+        C("input_audio_buffer.append", audio=audio(ms * MS)),
+        C("input_audio_buffer.commit"),
+        S("input_audio_buffer.committed", item_id="item_U1"),
+    )
+
+
+def test_a_commit_after_a_little_less_audio_is_noted_and_far_less_is_a_mismatch_in_ms() -> None:
+    run = Run(*manual_recording(1000))
+    run.send(C("input_audio_buffer.append", audio=audio(900 * MS))[1])
+    assert run.types(run.send(C("input_audio_buffer.commit")[1])) == [
+        "input_audio_buffer.committed"
+    ]
+    assert run.report.ok and run.report.audio[0].where == "before input_audio_buffer.commit"
+    far = Run(*manual_recording(1000))
+    far.send(C("input_audio_buffer.append", audio=audio(500 * MS))[1])
+    far.send(C("input_audio_buffer.commit")[1])
+    [m] = far.report.mismatches
+    assert m.kind == "audio" and m.message.startswith(
+        "expected 1,000 ms of audio before input_audio_buffer.commit, got 500 ms"
+    )
+
+
+def test_a_client_that_leaves_with_its_audio_a_little_short_played_everything() -> None:
+    # Streamed in real time: the answer was recorded before the last appends (its cause is
+    # the commit of the audio), so the client has it and may leave at once.
+    steps: list[tuple[str, Any]] = [S("session.created")]
+    steps += [C("input_audio_buffer.append", audio=audio(100 * MS)) for _ in range(10)]
+    steps += [
+        S("input_audio_buffer.committed", item_id="item_U1"),
+        S("response.created", response={"id": "resp_1"}),
+    ]
+    steps += [C("input_audio_buffer.append", audio=audio(100 * MS)) for _ in range(2)]
+    steps += [S("response.done", response={"id": "resp_1"})]
+    index, conn = recording(*steps)
+    run = Run(index, conn)
+    new = send_audio(run, 1100, chunk_ms=100)
+    assert run.types(new) == ["input_audio_buffer.committed", "response.created", "response.done"]
+    run.player.disconnect(run.now)  # 100 ms of trailing audio never sent
+    assert run.report.ok and run.report.complete
+    assert run.report.audio[0].where == "at the end of the audio"
+    far = Run(index, conn)
+    send_audio(far, 900, chunk_ms=100)
+    far.player.disconnect(far.now)
+    [u] = far.report.unplayed  # 300 ms short: not complete
+    assert u.missing == 3
+
+
+# -- the timeline ----------------------------------------------------------------------------------
+
+
+def test_the_timeline_groups_frames_by_what_they_wait_for() -> None:
+    _, conn = recording(*SENT_AT_ONCE, close=Close(0, 2.0, 1000, "bye", "server"))
+    timeline = Timeline.of(conn)
+    assert [(c.requirement.after, c.requirement.every, len(c.frames)) for c in timeline] == [
+        (-1, True, 1),
+        (0, False, 1),
+        (1, False, 2),
+        (2, False, 4),
+        (2, True, 0),
+    ]
+    assert timeline.cues[-1].ending == Ending(1000, "bye", t=2.0)
+    assert [f.index for f in timeline.frames()] == list(range(8))
+
+
+def test_a_cut_timeline_ends_the_connection_where_asked() -> None:
+    index, conn = recording(*SENT_AT_ONCE)
+    timeline = Timeline.of(conn)
+    timeline.cut(5, Ending(1011, "fault"))  # after response.created's first delta
+    run = Run(index, conn, timeline=timeline)
+    for step in SENT_AT_ONCE[1:4]:
+        run.send(step[1])
+    assert run.types()[-2:] == ["response.created", "CloseConnection"]
+    assert run.out[-1] == CloseConnection(1011, "fault")
+    assert run.player.next_deadline() is None
+    with pytest.raises(KeyError):
+        timeline.cut(99, Ending(1000))
+
+
+def test_a_delayed_or_inserted_frame_goes_out_when_the_timeline_says() -> None:
+    index, conn = recording(*SENT_AT_ONCE)
+    timeline = Timeline.of(conn)
+    timeline.delay(1, 2.0)  # session.updated two seconds late
+    injected = ServerFrame(0.0, True, "error", data=b'{"type":"error","error":{"code":"injected"}}')
+    timeline.insert(4, [injected])  # before response.created
+    run = Run(index, conn, timeline=timeline)
+    assert run.send(SENT_AT_ONCE[1][1], now=1.0) == []
+    assert run.player.next_deadline() == 3.0
+    assert run.types(run.poll(3.0)) == ["session.updated"]
+    run.send(SENT_AT_ONCE[2][1])
+    new = run.send(SENT_AT_ONCE[3][1])
+    assert run.types(new)[:2] == ["error", "response.created"]
+    assert new[0]["error"]["code"] == "injected"
+    assert run.report.ok and run.report.complete  # a made-up frame is not a recorded one
+    with pytest.raises(ValueError, match="delay"):
+        timeline.delay(2, -1)
+
+
+# -- built from the public API ---------------------------------------------------------------------
+
+
+def test_a_player_is_built_from_a_cassette_path_or_object() -> None:
+    for source in (CASSETTES / "text-response.jsonl", load(CASSETTES / "text-response.jsonl")):
+        player = Player.load(source, stall_timeout=None)
+        player.connect(0.0)
+        [send] = player.poll(0.0)
+        assert isinstance(send, Send)
+        [(data, text)] = list(send.messages())
+        assert text and json.loads(data)["type"] == "session.created"
+    with pytest.raises(ValueError, match="has no connection 3"):
+        Player.load(CASSETTES / "text-response.jsonl", connection=3)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("speed", -1), ("stall_timeout", -2), ("audio_tolerance", float("nan")), ("stall_timeout", "5")],
+)
+def test_bad_options_are_value_errors_naming_the_option(option: str, value: Any) -> None:
+    _, conn = recording(*TEXT)
+    with pytest.raises(ValueError, match=option):
+        Player(conn, **{option: value})
+
+
+def test_one_append_far_past_the_recording_is_after_end() -> None:
+    run = Run(*wav_recording(1000))
+    run.send(C("input_audio_buffer.append", audio=audio(1500 * MS))[1])
+    assert run.types()[-len(VAD_EVENTS) - 1 :] == ["error", *VAD_EVENTS]
+    [m] = run.report.mismatches
+    assert m.kind == "after_end" and "500 ms of audio more than recorded" in m.message
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=8),
+    st.integers(-249, 249),
+    st.data(),
+)
+def test_any_amount_of_audio_within_the_tolerance_replays_the_recording(
+    recorded_ms: list[int], extra_ms: int, data: st.DataObject
+) -> None:
+    """A recording whose voice events all follow the last append (a file sent at once)
+    replays whole, however much audio within the tolerance the client sends, and in any
+    chunks."""
+    steps: list[tuple[str, Any]] = [S("session.created")]
+    steps += [C("input_audio_buffer.append", audio=audio(ms * MS)) for ms in recorded_ms]
+    steps += [
+        S("input_audio_buffer.speech_stopped", item_id="item_U1"),
+        S("input_audio_buffer.committed", item_id="item_U1"),
+        S("response.created", response={"id": "resp_1"}),
+        S("response.done", response={"id": "resp_1"}),
+    ]
+    run = Run(*recording(*steps))
+    sent = max(0, sum(recorded_ms) + extra_ms) * MS
+    cuts = sorted(data.draw(st.sets(st.integers(1, sent - 1), max_size=12))) if sent > 1 else []
+    for a, b in zip([0, *cuts], [*cuts, sent], strict=True):
+        if b > a:
+            run.send(C("input_audio_buffer.append", audio=audio(b - a))[1])
+    if run.types()[-1] == "session.created":  # short of the recording: released on silence
+        assert extra_ms < 0
+        run.wait()
+    run.player.disconnect(run.now)
+    assert run.types() == [
+        "session.created",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "response.created",
+        "response.done",
+    ]
+    assert run.report.ok and run.report.complete, str(run.report)
+    if extra_ms:
+        [note] = run.report.audio
+        assert round(note.got_ms - note.expected_ms) == extra_ms or sent == 0

@@ -6,12 +6,13 @@ Runs that record talk to :class:`tests.upstream.ScriptedUpstream` on 127.0.0.1 t
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from .conftest import CASSETTES, RECORDING_KEY
+from .conftest import CASSETTES, RECORDING_KEY, timeout
 from .upstream import ScriptedUpstream
 
 pytest_plugins = ["pytester"]
@@ -201,8 +202,8 @@ def test_the_marker_is_registered_and_unknown_arguments_are_errors(project: pyte
     result.stdout.fnmatch_lines(
         [
             "*rtreplay: @pytest.mark.realtime got unknown arguments 'spead' (did you mean 'speed'?), "
-            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unplayed, cassette, match, "
-            "record_mode, speed, strict",
+            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unplayed, audio_tolerance, "
+            "cassette, match, record_mode, speed, stall_timeout, strict",
         ]
     )
     result.stdout.fnmatch_lines(["*cassette='../../elsewhere' resolves to *, outside the cassette directory *"])
@@ -246,6 +247,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "allow_unplayed": "realtime_config", "strict": "ini",
                     "upstream": "command line", "record_mode": "command line",
                     "api_key": "default", "cassette_dir": "default",
+                    "stall_timeout": "default", "audio_tolerance": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
                 assert s.record_mode == "none" and not realtime_mock.recording
@@ -274,7 +276,8 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
             "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
-            "api_key, cassette_dir, match, record_mode, speed, strict, upstream"
+            "api_key, audio_tolerance, cassette_dir, match, record_mode, speed, stall_timeout, "
+            "strict, upstream"
         ]
     )
 
@@ -478,6 +481,34 @@ def test_recording_needs_a_key_and_a_connection(
     assert not (project.path / "cassettes" / "test_rec").exists() or not any((project.path / "cassettes" / "test_rec").iterdir())
 
 
+def test_an_unreachable_upstream_is_named_when_a_recording_test_fails(
+    project: pytest.Pytester, upstream: ScriptedUpstream
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    project.makepyfile(
+        test_dead="""
+        from talk import talk
+
+        def test_dead(realtime_mock):
+            talk(realtime_mock.client())
+        """
+    )
+    result = project.runpytest("--realtime-record", f"--realtime-upstream=ws://127.0.0.1:{dead}/v1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*rtreplay: the test failed while recording, so the recording was discarded; "
+            "cassettes/test_dead/test_dead.jsonl was not written.",
+            f"  the recording proxy answered the client: upstream ws://127.0.0.1:{dead}/v1/realtime "
+            "answered 502: *",
+        ]
+    )
+
+
 def test_the_upstream_can_come_from_the_environment(
     project: pytest.Pytester, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -626,3 +657,116 @@ def test_a_test_that_waits_in_vain_is_told_what_the_replay_holds_back(project: p
             "*conversation.item.create, response.create*",
         ]
     )
+
+
+# -- a replay never hangs ------------------------------------------------------------------------
+
+
+def test_a_deadlocked_client_fails_within_the_stall_timeout_without_pytest_timeout(
+    project: pytest.Pytester,
+) -> None:
+    put_cassette(project, "cassettes/test_deadlock/test_waits_forever.jsonl")
+    put_cassette(project, "cassettes/test_deadlock/test_waits_forever_async.jsonl")
+    project.makepyfile(
+        test_deadlock="""
+        import time
+        import pytest
+        from talk import SESSION
+
+        @pytest.mark.realtime(stall_timeout=1)
+        def test_waits_forever(realtime_mock):
+            with realtime_mock.client().realtime.connect(model="gpt-realtime") as conn:
+                conn.session.update(session=SESSION)
+                waiting = time.monotonic()
+                try:
+                    # forgot to ask, and nothing bounds this wait: only the stall ends it
+                    for event in conn:
+                        if event.type == "response.done":
+                            break
+                finally:
+                    print(f"waited {time.monotonic() - waiting:.3f} s")
+
+        @pytest.mark.realtime(stall_timeout=1)
+        @pytest.mark.asyncio
+        async def test_waits_forever_async(realtime_mock):
+            async with realtime_mock.async_client().realtime.connect(model="gpt-realtime") as conn:
+                await conn.session.update(session=SESSION)
+                waiting = time.monotonic()
+                try:
+                    async for event in conn:
+                        if event.type == "response.done":
+                            break
+                finally:
+                    print(f"waited {time.monotonic() - waiting:.3f} s")
+        """
+    )
+    # No pytest-timeout at all: the subprocess's own bound is only this test's safety net.
+    result = project.runpytest_subprocess("-p", "no:timeout", timeout=timeout(60))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_waits_forever _*",
+            "*ConnectionClosedError*1008*rtreplay stall: waiting for conversation.item.create*",
+            "*- rtreplay -*",
+            "rtreplay: the replay stalled: it held server events for a client that had sent "
+            "nothing for 1 s, then closed the connection (1008) so the test would not hang.",
+            "  cassette: cassettes/test_deadlock/test_waits_forever.jsonl",
+            "mismatch 1 of 1 (stall): connection 0 (recorded connection 0), turn 1, client event "
+            "2 of 3: stall: the replay holds conversation.item.added (server event 3 of 17, *) "
+            "until the client sends conversation.item.create (client event 2 of 3, *), and the "
+            "client has been silent for the stall timeout, 1 s (last sent: session.update)",
+            "  holds:    conversation.item.added*",
+            '  awaits:   {"type": "conversation.item.create"*',
+            "  last received from the client: session.update",
+            "*If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30)*",
+        ]
+    )
+    # Each client was woken within the stall timeout plus a second (scaled for slow machines).
+    waits = [float(w) for w in re.findall(r"^waited ([\d.]+) s$", result.stdout.str(), re.M)]
+    assert len(waits) == 2 and all(1 <= w < timeout(1 + 1) for w in waits), waits
+
+
+def test_stall_timeout_and_audio_tolerance_reach_the_replay(project: pytest.Pytester) -> None:
+    project.makeini(INI + "realtime_stall_timeout = 3\nrealtime_audio_tolerance = 0.1\n")
+    for name in ("test_ini", "test_marker"):
+        put_cassette(project, f"cassettes/test_options/{name}.jsonl")
+    project.makepyfile(
+        test_options="""
+        import pytest
+
+        def test_ini(realtime_mock):
+            assert realtime_mock.service.stall_timeout == 3.0
+            assert realtime_mock.service.audio_tolerance == 0.1
+            assert realtime_mock.settings.sources["stall_timeout"] == "ini"
+
+        @pytest.mark.realtime(stall_timeout=0, audio_tolerance=0.5, allow_unplayed=True)
+        def test_marker(realtime_mock):
+            assert realtime_mock.service.stall_timeout is None
+            assert realtime_mock.service.audio_tolerance == 0.5
+        """
+    )
+    result = project.runpytest("-k", "test_ini or test_marker", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)  # test_ini sends nothing: unplayed
+    result.stdout.fnmatch_lines(["*_ test_ini _*", "rtreplay: the test ended before the client sent every event*"])
+
+
+def test_the_default_stall_timeout_is_off_under_a_debugger(project: pytest.Pytester) -> None:
+    put_cassette(project, "cassettes/test_debugger/test_paused.jsonl")
+    project.makeconftest(
+        "import sys, types\nsys.modules.setdefault('pydevd', types.ModuleType('pydevd'))\n"
+    )
+    project.makepyfile(
+        test_debugger="""
+        import pytest
+
+        @pytest.mark.realtime(allow_unplayed=True)
+        def test_paused(realtime_mock):
+            assert realtime_mock.service.stall_timeout is None
+            assert realtime_mock.settings.sources["stall_timeout"] == "default (off under a debugger)"
+
+        @pytest.mark.realtime(cassette="test_debugger/test_paused", stall_timeout=5, allow_unplayed=True)
+        def test_explicit(realtime_mock):
+            assert realtime_mock.service.stall_timeout == 5.0
+        """
+    )
+    project.runpytest_subprocess().assert_outcomes(passed=2)

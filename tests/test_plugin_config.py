@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -93,7 +94,8 @@ def test_unknown_names_are_refused_with_the_valid_ones_and_a_guess() -> None:
         marker_kwargs([((), {"spead": 1})])
     assert str(info.value) == (
         "@pytest.mark.realtime got unknown argument 'spead' (did you mean 'speed'?); valid "
-        "arguments: allow_unplayed, cassette, match, record_mode, speed, strict"
+        "arguments: allow_unplayed, audio_tolerance, cassette, match, record_mode, speed, "
+        "stall_timeout, strict"
     )
     with pytest.raises(RealtimeConfigError, match="unknown arguments 'x', 'y'"):
         check_keys(["x", "y"], ["a"], "thing")
@@ -187,3 +189,35 @@ def test_importing_the_plugin_loads_no_server_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # pytest itself may import asyncio on some versions; nothing else may appear.
     assert out.stdout.strip() in ("[]", "['asyncio']"), out.stdout
+
+
+# -- stall timeout and audio tolerance ---------------------------------------------------------
+
+
+def test_the_plugins_defaults_are_the_replays() -> None:
+    from pytest_rtreplay import _config
+
+    from rtreplay import player
+
+    assert _config.DEFAULT_STALL_TIMEOUT == player.DEFAULT_STALL_TIMEOUT
+    assert _config.DEFAULT_AUDIO_TOLERANCE == player.DEFAULT_AUDIO_TOLERANCE
+
+
+def test_stall_timeout_none_or_0_turns_it_off_and_the_ini_gives_strings() -> None:
+    s: Any = settings(("marker", {"stall_timeout": None}), ("ini", {"stall_timeout": "3"}))
+    assert s.stall_timeout is None and s.sources["stall_timeout"] == "marker"
+    s = settings(("realtime_config", {"stall_timeout": 0}), ("ini", {"audio_tolerance": "0.5"}))
+    assert s.stall_timeout is None and s.audio_tolerance == 0.5
+    s = settings(("ini", {"stall_timeout": "3"}))
+    assert s.stall_timeout == 3.0 and s.sources["stall_timeout"] == "ini"
+    s = settings()
+    assert (s.stall_timeout, s.audio_tolerance) == (10.0, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("stall_timeout", -1), ("stall_timeout", "soon"), ("audio_tolerance", "inf"), ("audio_tolerance", True)],
+)
+def test_bad_stall_timeouts_and_tolerances_are_refused(key: str, value: object) -> None:
+    with pytest.raises(RealtimeConfigError, match=key):
+        settings(("marker", {key: value}))

@@ -149,3 +149,21 @@ def test_docs_name_every_attribute_of_the_mock() -> None:
     public = {n for n in dir(RealtimeMock) if not n.startswith("_")}
     instance = {"settings", "cassette_path", "recording", "recorded"}  # set in __init__
     assert documented == public | instance
+
+
+def test_the_documented_hang_fails_with_the_documented_stall(pytester: pytest.Pytester) -> None:
+    section = DOCS.read_text().split("## My test hangs")[1].split("\n## ")[0]
+    (code,) = [body for lang, body in _BLOCK.findall(section) if lang == "python"]
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_hangs.py").write_text(code)
+    cassette = pytester.path / "tests" / "cassettes" / "test_hello" / "test_says_hello.jsonl"
+    cassette.parent.mkdir(parents=True)
+    shutil.copyfile(CASSETTES / "text-response.jsonl", cassette)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n")
+    # No pytest-timeout: the stall alone ends the test.
+    result = pytester.runpytest_subprocess("tests/test_hangs.py", "-p", "no:timeout", *INNER_OPTIONS, timeout=60)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*ConnectionClosedError: received 1008 (policy violation) rtreplay stall: waiting for conversation.item.create*"]
+    )
+    assert_shows(result.stdout.str(), text_block("rtreplay: the replay stalled"))

@@ -21,7 +21,7 @@ from websockets.frames import Frame as WsFrame
 
 from rtreplay.cassette import Cassette, Close, Frame, Open
 from rtreplay.codec import CassetteReader, load
-from rtreplay.errors import RecordError
+from rtreplay.errors import UpstreamError
 from rtreplay.recorder import Recorder, upstream_url
 
 from . import clients
@@ -403,6 +403,10 @@ async def test_unreachable_upstream_gives_502_and_writes_nothing(
     assert rec.connections == 0 and not cassette.exists()
     assert not list(cassette.parent.glob("*.partial"))
     assert any("answered 502" in r.getMessage() for r in caplog.records)
+    [error] = rec.upstream_errors
+    assert error.status == 502 and error.url == f"ws://127.0.0.1:{port}/v1/realtime"
+    with pytest.raises(UpstreamError, match="answered 502"):
+        rec.check()
 
 
 async def test_upstream_that_does_not_answer_gives_504(cassette: Path) -> None:
@@ -425,6 +429,7 @@ async def test_upstream_that_does_not_answer_gives_504(cassette: Path) -> None:
         server.close()
         await server.wait_closed()
     assert info.value.response.status_code == 504
+    assert [e.status for e in rec.upstream_errors] == [504]
 
 
 async def test_not_a_realtime_path_gives_404(upstream: ScriptedUpstream, cassette: Path) -> None:
@@ -447,7 +452,7 @@ def test_path_tails_map_onto_the_upstream_base() -> None:
 
 
 def test_bad_upstream_url_is_refused() -> None:
-    with pytest.raises(RecordError, match="ws:// or wss://"):
+    with pytest.raises(ValueError, match="ws:// or wss://"):
         Recorder("x.jsonl", upstream="https://api.openai.com/v1")
 
 

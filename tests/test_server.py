@@ -332,7 +332,7 @@ async def test_wrong_path_is_404_with_a_one_line_body() -> None:
     assert response.status_code == 404
     body = response.body.decode()
     assert body.count("\n") == 1 and "no Realtime endpoint at /v2/chat" in body
-    assert server.report.players == []
+    assert server.report.connections == []
 
 
 async def test_azure_client_reaches_the_replay() -> None:
@@ -615,7 +615,7 @@ async def test_100_concurrent_clients_each_get_the_whole_session() -> None:
         )
     expected = clients.server_events(name)
     assert all(r == expected for r in results)
-    assert len(server.report.players) == 100
+    assert len(server.report.connections) == 100
     assert_clean(server)
 
 
@@ -789,12 +789,13 @@ def test_replay_doc_examples_run() -> None:
     from .docs import code_blocks
 
     python = code_blocks("replay.md", "python")
-    assert len(python) == 3
+    outputs = code_blocks("replay.md", "text")
+    assert len(python) == 5 and len(outputs) == 3
     for code in python[:2]:
-        _run_example(code)
-    printed = _run_example(python[2])
-    (report,) = code_blocks("replay.md", "text")
-    assert printed == report
+        assert _run_example(code) == ""
+    # The mismatch report, the stall report, the core driven by hand: each prints its block.
+    for code, printed in zip(python[2:], outputs, strict=True):
+        assert _run_example(code) == printed
 
 
 async def test_replay_doc_error_event_is_what_the_client_gets() -> None:
@@ -851,3 +852,156 @@ async def test_a_handshake_that_is_not_http_is_one_log_line_not_a_traceback(
         assert record.levelno == logging.WARNING
         assert "\n" not in record.getMessage()
         assert record.getMessage().startswith("a client's opening handshake failed, its connection was dropped: ")
+
+
+# -- a replay never hangs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+async def test_a_client_that_waits_for_each_answer_gets_the_whole_recording(name: str) -> None:
+    """Recorded from clients that did not wait (``sent-at-once`` is the user's case: all
+    three events, then session.updated), replayed to clients that do."""
+    path = sample(name)
+    async with ReplayServer(path) as server:
+        for conn in range(clients.connection_count(path)):
+            if clients.script(path, conn).rejected:
+                continue
+            expected = clients.server_events(path, conn)
+            assert await clients.careful_websockets(server.url, path, conn) == expected
+    async with ReplayServer(path) as server:
+        for conn in range(clients.connection_count(path)):
+            if clients.script(path, conn).rejected:
+                continue
+            expected = clients.server_events(path, conn)
+            assert await clients.careful_openai_async(server.websocket_base_url, path, conn) == expected
+    assert server.report.ok, str(server.report)
+
+
+def test_the_sync_openai_sdk_waiting_for_session_updated_replays_a_recording_sent_at_once() -> None:
+    from openai import OpenAI
+
+    with ReplayServer(sample("sent-at-once.jsonl")).in_thread() as server:
+        client = OpenAI(api_key="sk-test", websocket_base_url=server.websocket_base_url)
+        with client.realtime.connect(model="gpt-realtime") as conn:
+            conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "instructions": "Be brief."})
+            while conn.recv().type != "session.updated":
+                pass
+            conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello in three words."}]}
+            )
+            conn.response.create()
+            text = ""
+            for event in conn:
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                if event.type == "response.done":
+                    break
+        client.close()
+    assert text == "Hello there, friend!"
+    assert_clean(server)
+
+
+def _vad_audio(name: str = "audio-vad-real.jsonl") -> tuple[dict[str, Any], list[str], list[Any]]:
+    """A server-VAD recording: its session.update, its appends' audio, its server events."""
+    events = clients.client_events(sample(name))
+    update = events[0]
+    chunks = [e["audio"] for e in events[1:]]
+    return update, chunks, clients.server_events(sample(name))
+
+
+def _sent_in_one_go() -> Cassette:
+    """audio-vad-real as a client that sends a WAV file at once records it: every server
+    event after the last append."""
+    from rtreplay import load
+
+    base = load(sample("audio-vad-real.jsonl")).connections[0]
+    client = [f for f in base.frames if f.dir == "client"]
+    server = [f for f in base.frames if f.dir == "server"]
+    frames = [server[0], client[0], server[1]]  # created, session.update, session.updated
+    t = 1.0
+    for f in client[1:]:
+        t += 0.001
+        frames.append(Frame(0, round(t, 6), "client", json=f.json))
+    for f in server[2:]:
+        t += 0.01
+        frames.append(Frame(0, round(t, 6), "server", json=f.json))
+    return Cassette(Header(), [Connection(base.open, frames, Close(0, t + 0.5, 1000, "", "client"))])
+
+
+def _rechunk(chunks: list[str], extra_ms: int) -> list[str]:
+    """The recorded audio, with ``extra_ms`` of silence more (or, negative, less) at the end,
+    in 100 ms appends."""
+    import base64
+
+    pcm = b"".join(base64.b64decode(c) for c in chunks)
+    pcm = pcm + bytes(48 * extra_ms) if extra_ms >= 0 else pcm[: 48 * extra_ms]
+    return [base64.b64encode(pcm[i : i + 4800]).decode() for i in range(0, len(pcm), 4800)]
+
+
+async def _voice_turn(send: Any, recv: Any, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    """Send the session update and every chunk without waiting, then read to response.done."""
+    await send(json.dumps(update))
+    for chunk in chunks:
+        await send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+    received = []
+    while not received or received[-1]["type"] != "response.done":
+        received.append(await recv())
+    return received
+
+
+async def _voice_websockets(url: str, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    async with connect(url + "?model=gpt-realtime") as ws:
+        async def recv() -> Any:
+            return json.loads(await ws.recv())
+
+        return await asyncio.wait_for(_voice_turn(ws.send, recv, update, chunks), timeout(20))
+
+
+async def _voice_openai(base_url: str, update: dict[str, Any], chunks: list[str]) -> list[Any]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="sk-test", websocket_base_url=base_url)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        async def recv() -> Any:
+            return json.loads(await conn.recv_bytes())
+
+        async def send(text: str) -> None:
+            await conn.send(json.loads(text))
+
+        result = await asyncio.wait_for(_voice_turn(send, recv, update, chunks), timeout(20))
+    await client.close()
+    return result
+
+
+@pytest.mark.parametrize("client", ["websockets", "openai"])
+@pytest.mark.parametrize("recording", ["streamed", "sent in one go"])
+@pytest.mark.parametrize("extra_ms", [-100, 100])
+async def test_voice_with_a_little_less_or_more_trailing_audio_replays(
+    client: str, recording: str, extra_ms: int
+) -> None:
+    update, chunks, server_events = _vad_audio()
+    cassette: Any = sample("audio-vad-real.jsonl") if recording == "streamed" else _sent_in_one_go()
+    async with ReplayServer(cassette) as server:
+        if client == "websockets":
+            got = await _voice_websockets(server.url, update, _rechunk(chunks, extra_ms))
+        else:
+            got = await _voice_openai(server.websocket_base_url, update, _rechunk(chunks, extra_ms))
+    until_done = server_events[: [e["type"] for e in server_events].index("response.done") + 1]
+    assert got[: len(until_done)] == until_done
+    assert server.report.ok, str(server.report)
+    assert server.report.complete, str(server.report)
+    [note] = server.report.audio
+    assert round(note.got_ms - note.expected_ms) == extra_ms
+
+
+async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts() -> None:
+    update, chunks, _ = _vad_audio()
+    async with ReplayServer(_sent_in_one_go(), stall_timeout=1) as server:
+        with pytest.raises(ConnectionClosed) as info:
+            await _voice_websockets(server.url, update, _rechunk(chunks, -1000))
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    assert "stall" in info.value.rcvd.reason
+    [m] = server.report.mismatches
+    assert m.kind == "audio"
+    assert "the client's audio stopped 1,000 ms short" in m.message
+    assert "until 2,428 ms of audio have arrived" in m.message and "1,428 ms have" in m.message

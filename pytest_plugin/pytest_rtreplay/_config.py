@@ -46,7 +46,16 @@ RECORD_MODES = ("none", "once", "all")
 MATCH_POLICIES = ("default", "type", "exact")
 DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
 
-MARKER_ARGS = ("cassette", "match", "speed", "strict", "allow_unplayed", "record_mode")
+MARKER_ARGS = (
+    "cassette",
+    "match",
+    "speed",
+    "strict",
+    "allow_unplayed",
+    "record_mode",
+    "stall_timeout",
+    "audio_tolerance",
+)
 CONFIG_KEYS = (
     "cassette_dir",
     "match",
@@ -54,9 +63,18 @@ CONFIG_KEYS = (
     "strict",
     "allow_unplayed",
     "record_mode",
+    "stall_timeout",
+    "audio_tolerance",
     "upstream",
     "api_key",
 )
+
+#: The replay's own defaults (``rtreplay.player``), repeated here so that the plugin's
+#: import stays free of rtreplay until a test uses the mock; a test keeps them equal.
+DEFAULT_STALL_TIMEOUT = 10.0
+DEFAULT_AUDIO_TOLERANCE = 0.25
+# Settings whose None means something (instant; never stall; no key) rather than "unset".
+_NONE_MEANS = ("speed", "stall_timeout", "api_key")
 
 # Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
 # 255-byte file name limit of every common file system, with margin for multi-byte names.
@@ -81,6 +99,8 @@ class RealtimeSettings:
     strict: bool = False
     allow_unplayed: bool = False
     record_mode: str = "none"
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
+    audio_tolerance: float = DEFAULT_AUDIO_TOLERANCE
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     # setting name -> "marker" | "realtime_config" | "command line" | "environment" | "ini" | "default"
@@ -100,8 +120,25 @@ def parse_bool(value: object, what: str) -> bool:
     raise RealtimeConfigError(f"{what} must be true or false, not {value!r}")
 
 
+def _seconds(value: object, what: str, meaning: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RealtimeConfigError(f"{what} must be a number of seconds, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise RealtimeConfigError(f"{what} must be a number of seconds >= 0 ({meaning}), not {value!r}")
+    return float(value)
+
+
 def _check(key: str, value: object, what: str) -> object:
     """The value normalised, or a RealtimeConfigError saying what is wrong with it."""
+    if key == "stall_timeout":
+        if value is None:
+            return None
+        return _seconds(value, what, "0 or None: never") or None
+    if key == "audio_tolerance":
+        return _seconds(value, what, "0: exact amounts")
     if key == "speed":
         if value is None:
             return None
@@ -214,7 +251,7 @@ def resolve_settings(
     sources: dict[str, str] = {}
     for source, values in layers:
         for key, value in values.items():
-            if key in chosen or (value is None and key not in ("speed", "api_key")):
+            if key in chosen or (value is None and key not in _NONE_MEANS):
                 continue
             where = "@pytest.mark.realtime" if source == "marker" else source
             chosen[key] = _check(key, value, f"{where}: {key}")
@@ -225,6 +262,8 @@ def resolve_settings(
         "strict": False,
         "allow_unplayed": False,
         "record_mode": "none",
+        "stall_timeout": DEFAULT_STALL_TIMEOUT,
+        "audio_tolerance": DEFAULT_AUDIO_TOLERANCE,
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
     }
@@ -256,6 +295,8 @@ def resolve_settings(
         strict=chosen["strict"],
         allow_unplayed=chosen["allow_unplayed"],
         record_mode=chosen["record_mode"],
+        stall_timeout=chosen["stall_timeout"],
+        audio_tolerance=chosen["audio_tolerance"],
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
         sources=sources,

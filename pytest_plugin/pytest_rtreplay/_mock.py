@@ -166,7 +166,11 @@ class RealtimeMock:
                     speed=settings.speed,
                     match=settings.match,
                     strict=settings.strict,
+                    stall_timeout=settings.stall_timeout,
+                    audio_tolerance=settings.audio_tolerance,
                 )
+                # The report names the cassette (and its lines) as the test's failure does.
+                self._service.report.source = self._display_path
             # Its own thread and event loop: the same fixture then serves sync tests,
             # pytest-asyncio and anyio alike, and a test that blocks its own loop (a sync
             # client inside an async test) cannot starve the server.
@@ -241,6 +245,12 @@ class RealtimeMock:
             recorder: Recorder = service  # type: ignore[assignment]
             if test_failed:
                 recorder.discard()
+            elif recorder.connections == 0 and recorder.upstream_errors:
+                recorder.discard()
+                problem = (
+                    f"rtreplay: recording finished with no connection: {recorder.upstream_errors[0]}"
+                    f"\n  cassette: {self._display_path} (not written)"
+                )
             elif recorder.connections == 0:
                 recorder.discard()
                 problem = (
@@ -258,15 +268,30 @@ class RealtimeMock:
         if self.recording:
             if test_failed:
                 kept = "was left as it was" if self.cassette_path.exists() else "was not written"
+                errors = service.upstream_errors  # type: ignore[union-attr]
+                cause = f"\n  the recording proxy answered the client: {errors[0]}" if errors else ""
                 return (
                     f"rtreplay: the test failed while recording, so the recording was "
-                    f"discarded; {self._display_path} {kept}."
+                    f"discarded; {self._display_path} {kept}.{cause}"
                 )
             if problem is None:
                 self.recorded = self.cassette_path
             return problem
         report = self.report
         assert report is not None
+        stalls = report.stalls
+        if stalls:
+            # Whether the client then failed or not, the stall is the story: say it first.
+            return (
+                f"rtreplay: the replay stalled: it held server events for a client that had "
+                f"sent nothing for {self.settings.stall_timeout:g} s, then closed the connection "
+                f"(1008) so the test would not hang.\n  cassette: {self._display_path}\n\n"
+                f"{_body(report)}\n\n"
+                "If the client waits for an event the recording has after one it has not sent, "
+                "send it first (or re-record).\n"
+                "If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30), or "
+                "realtime_stall_timeout in the ini file (0 turns it off)."
+            )
         if test_failed:
             if not report.ok:
                 return (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ _RECORDED_PROPERTY = "rtreplay_recorded"
 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
-    "allow_unplayed=False, record_mode=None): configure this test's realtime_mock "
-    "(rtreplay); see docs/pytest.md"
+    "allow_unplayed=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25): "
+    "configure this test's realtime_mock (rtreplay); see docs/pytest.md"
 )
 
 # ini option -> setting it provides (all read as strings, so an unset option is visible
@@ -60,6 +61,8 @@ _INI = {
     "realtime_speed": "speed",
     "realtime_strict": "strict",
     "realtime_allow_unplayed": "allow_unplayed",
+    "realtime_stall_timeout": "stall_timeout",
+    "realtime_audio_tolerance": "audio_tolerance",
     "realtime_upstream": "upstream",
 }
 
@@ -106,6 +109,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "realtime_allow_unplayed",
         "do not fail tests that end before sending every recorded client event",
+        default="",
+    )
+    parser.addini(
+        "realtime_stall_timeout",
+        "seconds a client may stay silent while the replay holds server events for it, "
+        "before the test fails with a stall (0: never; default 10)",
+        default="",
+    )
+    parser.addini(
+        "realtime_audio_tolerance",
+        "seconds of input audio a client may send more or less than recorded (default 0.25)",
         default="",
     )
     parser.addini(
@@ -167,7 +181,8 @@ def realtime_config() -> dict[str, Any]:
     """Settings for every ``realtime_mock`` in scope; override it in a ``conftest.py``.
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
-    ``allow_unplayed``, ``record_mode``, ``upstream``, ``api_key``. A marker on the test
+    ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
+    ``upstream``, ``api_key``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
     return {}
@@ -202,6 +217,13 @@ def _settings_for(item: pytest.Item, realtime_config: Any) -> Any:
     )
 
 
+def _debugging(config: pytest.Config) -> bool:
+    """Whether the tests run under a debugger: ``--trace``, or an IDE's (which load pydevd)."""
+    import sys
+
+    return bool(config.getoption("trace", False)) or "pydevd" in sys.modules
+
+
 def _display(path: Path, config: pytest.Config) -> str:
     try:
         return os.path.relpath(path, config.invocation_params.dir)
@@ -226,6 +248,13 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
     if problem is not None:  # outside the except block, so no chained traceback is shown
         pytest.fail(f"rtreplay: {problem}", pytrace=False)
     config = item.config
+    if settings.sources.get("stall_timeout") == "default" and _debugging(config):
+        # A breakpoint silences the client: the default must not cut the replay under it.
+        settings = replace(
+            settings,
+            stall_timeout=None,
+            sources={**settings.sources, "stall_timeout": "default (off under a debugger)"},
+        )
     mock = RealtimeMock(
         settings,
         record_command=record_command(item.nodeid, Path(item.path), config.invocation_params.dir),

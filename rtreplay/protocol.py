@@ -1,0 +1,522 @@
+"""What rtreplay knows of the Realtime API, in one place: endpoints, causes, echoed IDs, audio.
+
+Everything else in rtreplay treats events as opaque JSON; the facts it needs about the
+protocol live here, grouped in a :class:`Profile` per endpoint, so that another endpoint
+(live translation, Azure Voice Live...) is a new profile rather than a change to the
+player. :data:`REALTIME` is the conversation endpoint (``/v1/realtime``, GA and beta).
+
+**Causes.** Most server events answer a client event: ``session.updated`` follows
+``session.update``, ``response.created`` follows ``response.create``... A replay releases
+a recorded server event once its *cause* has arrived rather than once every client event
+recorded before it has, so a client that sends in a different (but legal) order still
+gets its answers. :class:`CauseTracker` walks a recorded connection in order and gives
+each server event a :class:`Requirement`:
+
+- an **answer** (:attr:`Profile.answers`) needs the earliest client event of the types it
+  answers that is still unanswered (the server handles client events in order);
+- an ``error`` needs the client event whose ``event_id`` it names, or, naming none, the
+  earliest client event still unanswered;
+- an event of a response (``response_id``, or ``response.id``) follows that response's
+  cause; an event of an item (``item_id``, ``item.id``) follows the event that
+  introduced the item; once a ``response.cancel`` was recorded for a response, its
+  remaining events follow the cancel;
+- a ``response.created`` with no ``response.create`` to answer follows the last
+  ``input_audio_buffer.committed`` (server VAD with ``create_response``);
+- ``rate_limits.updated`` follows the response it reports on;
+- everything else (``session.created``, voice activity events, which the audio causes,
+  events nobody can tell apart) keeps today's rule: it needs **every** client event
+  recorded before it (its *position*).
+
+Sources: the OpenAI Realtime API reference (client and server events), and the
+recordings in ``cassettes/`` (see docs/replay.md, "Which client event releases which
+server event").
+
+**Audio arithmetic.** Input audio is base64 in ``input_audio_buffer.append``; its
+decoded length says how much audio it holds: 24 kHz 16-bit mono PCM (``pcm16``,
+``audio/pcm``) is 48 bytes per millisecond, G.711 (``g711_ulaw``/``audio/pcmu``,
+``g711_alaw``/``audio/pcma``, 8 kHz) 8 bytes per millisecond.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AUDIO_APPEND",
+    "ECHOED_IDS",
+    "G711_ALAW",
+    "G711_ULAW",
+    "PCM16",
+    "PROFILES",
+    "REALTIME",
+    "AudioFormat",
+    "CauseTracker",
+    "Profile",
+    "Requirement",
+    "ServerInfo",
+    "audio_format",
+    "audio_length",
+    "echoed_ids",
+    "profile_for_path",
+    "server_info",
+]
+
+AUDIO_APPEND = "input_audio_buffer.append"
+
+# -- audio --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """An input audio format: its names on the wire and how many bytes a second holds."""
+
+    name: str  # the beta name: "pcm16", "g711_ulaw", "g711_alaw"
+    mime: str  # the GA format type: "audio/pcm", "audio/pcmu", "audio/pcma"
+    rate: int  # samples per second
+    sample_bytes: int  # bytes per sample (mono)
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.rate * self.sample_bytes
+
+    def ms(self, size: int) -> float:
+        """Milliseconds of audio in ``size`` decoded bytes."""
+        return size * 1000 / self.bytes_per_second
+
+    def size(self, seconds: float) -> int:
+        """Decoded bytes of ``seconds`` of audio (rounded down to whole samples)."""
+        samples = int(seconds * self.rate)
+        return samples * self.sample_bytes
+
+
+PCM16 = AudioFormat("pcm16", "audio/pcm", 24_000, 2)
+G711_ULAW = AudioFormat("g711_ulaw", "audio/pcmu", 8_000, 1)
+G711_ALAW = AudioFormat("g711_alaw", "audio/pcma", 8_000, 1)
+_FORMATS = {f.name: f for f in (PCM16, G711_ULAW, G711_ALAW)} | {
+    f.mime: f for f in (PCM16, G711_ULAW, G711_ALAW)
+}
+
+
+def audio_format(session: Any) -> AudioFormat | None:
+    """The input audio format a session object declares, or ``None`` if it declares none.
+
+    GA: ``session.audio.input.format`` (``{"type": "audio/pcm", "rate": 24000}``); beta:
+    ``session.input_audio_format`` (``"pcm16"``). Only 24 kHz is allowed for PCM.
+    """
+    if not isinstance(session, dict):
+        return None
+    beta = session.get("input_audio_format")
+    if isinstance(beta, str):
+        return _FORMATS.get(beta)
+    audio = session.get("audio")
+    audio_input = audio.get("input") if isinstance(audio, dict) else None
+    fmt = audio_input.get("format") if isinstance(audio_input, dict) else None
+    if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
+        return _FORMATS.get(fmt["type"])
+    return None
+
+
+def audio_length(b64: str) -> int:
+    """Decoded length of a base64 string, computed from its length (no decoding)."""
+    n = len(b64)
+    if n == 0:
+        return 0
+    pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
+    full, rest = divmod(n, 4)
+    return full * 3 - pad + (rest * 3) // 4
+
+
+# -- IDs a client echoes --------------------------------------------------------------------
+
+#: Fields where a client copies back an ID it got from the server (or chose itself), by
+#: event type. ``*`` stands for every element of a list.
+ECHOED_IDS: dict[str, tuple[str, ...]] = {
+    "conversation.item.truncate": ("item_id",),
+    "conversation.item.retrieve": ("item_id",),
+    "conversation.item.delete": ("item_id",),
+    "conversation.item.create": ("previous_item_id", "item.id", "item.call_id"),
+    "response.cancel": ("response_id",),
+    "response.create": ("response.input.*.id", "response.input.*.call_id"),
+}
+
+
+def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
+    if not parts:
+        yield value
+        return
+    head, tail = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(value, list):
+            for item in value:
+                yield from _path_values(item, tail)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from _path_values(item, tail)
+    elif isinstance(value, dict) and head in value:
+        yield from _path_values(value[head], tail)
+
+
+def echoed_ids(event: Any, table: Mapping[str, tuple[str, ...]] = ECHOED_IDS) -> tuple[str, ...]:
+    """The ID values a client event carries in the fields where clients echo IDs."""
+    if not isinstance(event, dict):
+        return ()
+    kind = event.get("type")
+    paths = table.get(kind) if isinstance(kind, str) else None
+    if not paths:
+        return ()
+    found: list[str] = []
+    for path in paths:
+        for v in _path_values(event, path.split(".")):
+            if isinstance(v, str) and v:
+                found.append(v)
+    return tuple(found)
+
+
+# -- what a server event says about itself ----------------------------------------------------
+
+
+class _ItemView(msgspec.Struct):
+    id: object = None
+    call_id: object = None
+
+
+class _ResponseView(msgspec.Struct):
+    id: object = None
+
+
+class _ErrorView(msgspec.Struct):
+    event_id: object = None
+
+
+class _ServerView(msgspec.Struct):
+    """What the replay needs of a server event: its type, the IDs it carries, its session."""
+
+    type: object = None
+    item_id: object = None
+    response_id: object = None
+    call_id: object = None
+    item: _ItemView | None = None
+    response: _ResponseView | None = None
+    error: _ErrorView | None = None
+    session: object = None
+
+
+_server_view = msgspec.json.Decoder(_ServerView)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A server event as the cause table reads it (no payload beyond this)."""
+
+    type: str | None = None
+    ids: tuple[str, ...] = ()  # every ID it carries (item_id, response_id, call_id, ...)
+    response_id: str | None = None  # ``response_id``, or ``response.id``
+    item_id: str | None = None  # ``item_id``, or ``item.id``
+    error_event_id: str | None = None  # an ``error``'s ``error.event_id``
+    input_format: AudioFormat | None = None  # a session event's input audio format
+
+
+_NOTHING = ServerInfo()
+
+
+def server_info(raw: bytes | memoryview | str) -> ServerInfo:
+    """Read a server event's type and IDs (``ServerInfo()`` for anything that is not one)."""
+    try:
+        view = _server_view.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _NOTHING
+    ids: list[str] = []
+    for v in (view.item_id, view.response_id, view.call_id):
+        if isinstance(v, str):
+            ids.append(v)
+    item_id = view.item_id if isinstance(view.item_id, str) else None
+    response_id = view.response_id if isinstance(view.response_id, str) else None
+    if view.item is not None:
+        for v in (view.item.id, view.item.call_id):
+            if isinstance(v, str):
+                ids.append(v)
+        if item_id is None and isinstance(view.item.id, str):
+            item_id = view.item.id
+    if view.response is not None and isinstance(view.response.id, str):
+        ids.append(view.response.id)
+        response_id = response_id or view.response.id
+    error_event_id = None
+    if view.error is not None and isinstance(view.error.event_id, str):
+        error_event_id = view.error.event_id
+    kind = view.type if isinstance(view.type, str) else None
+    return ServerInfo(
+        kind,
+        tuple(ids),
+        response_id,
+        item_id,
+        error_event_id,
+        audio_format(view.session) if view.session is not None else None,
+    )
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What rtreplay knows of one Realtime endpoint (see the module docstring).
+
+    ``answers`` maps a server event type to the client event types it answers (the
+    *cause table*); ``response_*`` name the events of a response's life;
+    ``item_events`` are the server events about a conversation item, which follow the
+    event that introduced the item once one did; ``audio_events`` come from the input
+    audio itself (voice activity), ``per_response`` events follow the latest response.
+    """
+
+    name: str
+    paths: tuple[str, ...]
+    handshake_keys: tuple[str, ...]
+    audio_append: str
+    answers: Mapping[str, tuple[str, ...]]
+    echoed_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    response_created: str | None = None
+    response_done: str | None = None
+    response_cancel: str | None = None
+    audio_committed: str | None = None
+    item_events: frozenset[str] = frozenset()
+    audio_events: frozenset[str] = frozenset()
+    per_response: frozenset[str] = frozenset()
+    error: str = "error"
+    input_format: AudioFormat = PCM16  # until a session says otherwise
+
+    def serves(self, path: str) -> bool:
+        """Whether a request path (without its query) is this endpoint's."""
+        return (path.rstrip("/") or "/") in self.paths
+
+    def causes(self) -> CauseTracker:
+        """A fresh tracker for one recorded connection."""
+        return CauseTracker(self)
+
+
+#: The conversation endpoint: OpenAI's ``/v1/realtime`` (GA and beta) and Azure OpenAI's.
+REALTIME = Profile(
+    name="realtime",
+    paths=("/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime"),
+    handshake_keys=("model", "deployment", "intent", "call_id"),
+    audio_append=AUDIO_APPEND,
+    answers={
+        "session.updated": ("session.update",),
+        "transcription_session.updated": ("transcription_session.update",),
+        "conversation.item.created": ("conversation.item.create",),
+        "conversation.item.added": ("conversation.item.create",),
+        "conversation.item.done": ("conversation.item.create",),
+        "conversation.item.retrieved": ("conversation.item.retrieve",),
+        "conversation.item.truncated": ("conversation.item.truncate",),
+        "conversation.item.deleted": ("conversation.item.delete",),
+        "input_audio_buffer.committed": ("input_audio_buffer.commit",),
+        "input_audio_buffer.cleared": ("input_audio_buffer.clear",),
+        "output_audio_buffer.cleared": ("output_audio_buffer.clear",),
+        "response.created": ("response.create",),
+    },
+    echoed_ids=ECHOED_IDS,
+    response_created="response.created",
+    response_done="response.done",
+    response_cancel="response.cancel",
+    audio_committed="input_audio_buffer.committed",
+    item_events=frozenset(
+        {"conversation.item.created", "conversation.item.added", "conversation.item.done"}
+    ),
+    audio_events=frozenset(
+        {
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.timeout_triggered",
+            "input_audio_buffer.dtmf_event_received",
+        }
+    ),
+    per_response=frozenset({"rate_limits.updated"}),
+)
+
+PROFILES: tuple[Profile, ...] = (REALTIME,)
+
+
+def profile_for_path(path: str) -> Profile | None:
+    """The profile of the endpoint a request path (without its query) names, if any."""
+    for profile in PROFILES:
+        if profile.serves(path):
+            return profile
+    return None
+
+
+# -- causes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a recorded server event waits for before the replay may send it.
+
+    ``after`` is a recorded client event (0-based, in the connection's order; ``-1``:
+    nothing). ``every``: every client event up to ``after`` must have been received (the
+    event's position in the recording); otherwise ``after`` alone, its cause. ``rule``
+    says which line of the cause table decided, for reports.
+    """
+
+    after: int = -1
+    every: bool = True
+    rule: str = "position"
+
+    def later(self, other: Requirement) -> Requirement:
+        """The stronger of two requirements (the one that waits for the later event)."""
+        if other.after > self.after or (other.after == self.after and other.every):
+            return other
+        return self
+
+
+_CONNECT = Requirement(-1, True, "connect")
+
+
+class _Response:
+    __slots__ = ("cancel", "cause")
+
+    def __init__(self, cause: Requirement) -> None:
+        self.cause = cause
+        self.cancel: int | None = None  # the response.cancel recorded for it
+
+
+class CauseTracker:
+    """Gives each server event of one recorded connection its :class:`Requirement`.
+
+    Feed it the connection's events in recorded order: :meth:`client` for each client
+    event (decoded, or ``None`` when it is not JSON), :meth:`server` for each server event,
+    which returns the requirement.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._last_client = -1
+        # Client events still waiting for an answer, by type, and all of them in order.
+        self._pending: dict[str, deque[int]] = {}
+        self._unanswered: dict[int, str | None] = {}
+        self._by_event_id: dict[str, int] = {}
+        self._responses: dict[str, _Response] = {}
+        # What each item's events follow: a requirement, or the response that made it.
+        self._items: dict[str, Requirement | _Response] = {}
+        self._last_response: _Response | None = None
+        self._open_responses: list[str] = []  # created, not yet done (newest last)
+        self._committed: Requirement | None = None  # the last input_audio_buffer.committed
+
+    def client(self, index: int, event: Any) -> None:
+        """A recorded client event (``index``: its position among the client events)."""
+        self._last_client = index
+        kind = event.get("type") if isinstance(event, dict) else None
+        kind = kind if isinstance(kind, str) else None
+        if kind == self.profile.audio_append:
+            return  # audio is answered by nothing: voice activity follows its position
+        event_id = event.get("event_id") if isinstance(event, dict) else None
+        if isinstance(event_id, str):
+            self._by_event_id[event_id] = index
+        self._unanswered[index] = kind
+        if kind is not None:
+            self._pending.setdefault(kind, deque()).append(index)
+        if kind is not None and kind == self.profile.response_cancel:
+            target = event.get("response_id") if isinstance(event, dict) else None
+            if not isinstance(target, str) or target not in self._responses:
+                target = self._open_responses[-1] if self._open_responses else None
+            if target is not None:
+                self._responses[target].cancel = index
+
+    def _answer(self, index: int) -> None:
+        kind = self._unanswered.pop(index, None)
+        if kind is not None:
+            queue = self._pending.get(kind)
+            if queue and index in queue:
+                queue.remove(index)
+
+    def _earliest(self, kinds: Sequence[str]) -> int | None:
+        best: int | None = None
+        for kind in kinds:
+            queue = self._pending.get(kind)
+            if queue and (best is None or queue[0] < best):
+                best = queue[0]
+        return best
+
+    @staticmethod
+    def _follow(owner: Requirement | _Response) -> Requirement:
+        if isinstance(owner, Requirement):
+            return owner
+        if owner.cancel is not None:
+            return owner.cause.later(Requirement(owner.cancel, False, "answers response.cancel"))
+        return owner.cause
+
+    def server(self, info: ServerInfo) -> Requirement:
+        """The requirement of the next recorded server event."""
+        p = self.profile
+        kind = info.type
+        position = Requirement(self._last_client, True) if self._last_client >= 0 else _CONNECT
+        if kind is None:
+            return position
+        if kind == p.error:
+            return self._error(info, position)
+        if kind in p.audio_events:
+            return position
+        item = self._items.get(info.item_id) if info.item_id is not None else None
+        if kind in p.item_events and item is not None:
+            return self._follow(item)
+        owner: Requirement | _Response
+        if kind in p.answers:
+            owner = req = self._root(kind, info, position)
+        elif info.response_id is not None and info.response_id in self._responses:
+            owner = response = self._responses[info.response_id]
+            req = self._follow(response)
+            if kind == p.response_done:
+                self._done(info.response_id, response)
+        elif item is not None:
+            owner, req = item, self._follow(item)
+        elif kind in p.per_response and self._last_response is not None:
+            req = self._follow(self._last_response)
+            owner = self._last_response
+        else:
+            owner = req = position
+        if info.item_id is not None and item is None:
+            self._items[info.item_id] = owner
+        return req
+
+    def _root(self, kind: str, info: ServerInfo, position: Requirement) -> Requirement:
+        p = self.profile
+        index = self._earliest(p.answers[kind])
+        if index is not None:
+            self._answer(index)
+            req = Requirement(index, False, f"answers {p.answers[kind][0]}")
+        elif kind == p.response_created and self._committed is not None:
+            # Server VAD (create_response) created it after committing the audio.
+            req, self._committed = self._committed, None
+        else:
+            req = position
+        if kind == p.audio_committed:
+            self._committed = req
+        if kind == p.response_created and info.response_id is not None:
+            response = _Response(req)
+            self._responses[info.response_id] = response
+            self._last_response = response
+            self._open_responses.append(info.response_id)
+        return req
+
+    def _done(self, response_id: str, response: _Response) -> None:
+        if response_id in self._open_responses:
+            self._open_responses.remove(response_id)
+        if response.cancel is not None:
+            self._answer(response.cancel)
+
+    def _error(self, info: ServerInfo, position: Requirement) -> Requirement:
+        named = info.error_event_id
+        if named is not None and named in self._by_event_id:
+            index = self._by_event_id[named]
+            self._answer(index)
+            return Requirement(index, False, "error.event_id")
+        if self._unanswered:
+            # The server answers client events in order: an error naming no event is the
+            # answer to the earliest one still unanswered.
+            index = min(self._unanswered)
+            self._answer(index)
+            return Requirement(index, False, "error (in order)")
+        return position
