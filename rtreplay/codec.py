@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import typing
 import warnings
@@ -132,7 +133,8 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
         return list(reader)
 
 
-_DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError)
+# RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit.
+_DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 # The record kinds by their tag, for describing a line that msgspec refused.
 _RECORD_KINDS: dict[str, type[msgspec.Struct]] = {
     str(cls.__struct_config__.tag): cls for cls in (Header, Open, Frame, Close, Reject)
@@ -182,6 +184,8 @@ def _describe(line: bytes, expected: str | None = None) -> str:
         given = value[field.encode_name]
         try:
             msgspec.json.decode(msgspec.json.encode(given), type=field.type)
+        except RecursionError:
+            return f"invalid {kind} record: field '{field.encode_name}' is nested too deeply"
         except (msgspec.MsgspecError, OverflowError, TypeError):
             return (
                 f"invalid {kind} record: field '{field.encode_name}' must be "
@@ -234,6 +238,48 @@ def _describe_type(kind: object) -> str:
         type(None): "null",
     }
     return names.get(kind) or str(getattr(kind, "__name__", kind))
+
+_BOM = b"\xef\xbb\xbf"
+
+# Close codes a WebSocket endpoint may send (RFC 6455 7.4, what websockets accepts), and
+# the two a cassette records for "no code": 1005 (a close frame without one, replayed as
+# 1000) and 1006 (no close frame at all: the replay drops the connection).
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_RECORDED_CLOSE_CODES = SENDABLE_CLOSE_CODES | {1005, 1006}
+MAX_CLOSE_REASON = 123  # bytes of UTF-8 in a close frame (RFC 6455 5.5: 125 minus the code)
+# What an HTTP header may hold (RFC 9110 5.1, 5.5): a token for its name, no control
+# character but tab in its value.
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _close_problem(close: Close) -> str | None:
+    code = close.code
+    if code is not None and code not in _RECORDED_CLOSE_CODES and not 3000 <= code <= 4999:
+        return (
+            f"close code {code} cannot be sent on a WebSocket (RFC 6455 7.4: 1000-1003, "
+            "1007-1014, 3000-4999; 1005 and 1006 for no code and a dropped connection)"
+        )
+    if code not in (None, 1006) and len(close.reason.encode()) > MAX_CLOSE_REASON:
+        return (
+            f"close reason is {len(close.reason.encode())} bytes; a close frame holds at most "
+            f"{MAX_CLOSE_REASON} bytes of reason"
+        )
+    return None
+
+
+def _reject_problem(reject: Reject) -> str | None:
+    if not 300 <= reject.status <= 599:
+        return (
+            f"reject status {reject.status} is not a refusal: a refused handshake is answered "
+            "with an HTTP status from 300 to 599"
+        )
+    for name, value in reject.headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            return f"reject header name {name!r} is not a valid HTTP header name"
+        if _HEADER_VALUE_BAD.search(value):
+            return f"reject header {name!r} holds a control character, which HTTP cannot send"
+    return None
 
 
 class CassetteReader:
@@ -333,6 +379,11 @@ class CassetteReader:
         return record
 
     def _decode_header(self, line: bytes) -> Header:
+        if line.startswith(_BOM):
+            raise self._error(
+                "the file starts with a UTF-8 byte order mark (bytes EF BB BF), which a "
+                "cassette must not have: save it as UTF-8 without BOM (or remove its first 3 bytes)"
+            )
         try:
             probe = _probe_decoder.decode(line)
         except _DecodeFailure:
@@ -380,8 +431,12 @@ class CassetteReader:
                 raise self._error(
                     f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {set_fields})"
                 )
-        else:  # Close or Reject end the connection
-            self._open[conn] = False
+            return
+        # Close or Reject end the connection; a replay must be able to send either.
+        problem = _close_problem(record) if isinstance(record, Close) else _reject_problem(record)
+        if problem is not None:
+            raise self._error(problem)
+        self._open[conn] = False
 
 
 def load(path: str | os.PathLike[str]) -> Cassette:

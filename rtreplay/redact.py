@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -68,6 +69,9 @@ SECRET_QUERY = frozenset(
         "password",
         "sig",
         "signature",
+        "code",  # Azure Functions' function key
+        "subscription-key",  # Azure API Management
+        "ocp-apim-subscription-key",
     }
 )
 # JSON field names whose string values are secrets wherever they appear in an event.
@@ -336,6 +340,27 @@ class Redactor:
             text = pattern.sub(REDACTED, text)
         return text
 
+    def target(self, target: str) -> str:
+        """A request target (path and query) fit for a log line.
+
+        Query values named like keys are replaced; live credentials and key-shaped strings
+        are removed from every path segment, query name and value, however they were
+        percent-encoded (the result is decoded, then encoded once).
+        """
+        path, sep, query = target.partition("?")
+        shown = "/".join(
+            urllib.parse.quote(self.text(_unquote(segment)), safe=_SAFE) for segment in path.split("/")
+        )
+        if not sep:
+            return shown
+        pairs = []
+        for part in query.split("&"):
+            name, eq, value = part.partition("=")
+            name, value = self.text(_unquote(name)), _unquote(value)
+            value = REDACTED if name.lower() in self.secret_query else self.text(value)
+            pairs.append(urllib.parse.quote(name, safe=_SAFE) + eq + urllib.parse.quote(value, safe=_SAFE))
+        return f"{shown}?{'&'.join(pairs)}"
+
     def frame(self, frame: Frame) -> Frame:
         """The frame with credentials removed; unchanged bytes when it holds none."""
         if frame.binary is not msgspec.UNSET:
@@ -383,7 +408,7 @@ class Redactor:
         if not self._custom_rules and b"\n" not in data and b"\r" not in data:
             try:
                 event = _json_decoder.decode(data)
-            except (msgspec.DecodeError, ValueError):
+            except (msgspec.DecodeError, ValueError, RecursionError):
                 pass
             else:
                 frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
@@ -434,6 +459,20 @@ class Redactor:
         if self.event_hook is not None:
             event = self.event_hook(event, direction)
         return event
+
+
+# Characters a URL may show as they are (RFC 3986 unreserved, and a few sub-delims).
+_SAFE = "-._~!$'()*,;:@"
+
+
+def _unquote(text: str) -> str:
+    """``text`` percent-decoded (``+`` as a space) until nothing changes: double encoding too."""
+    for _ in range(4):
+        decoded = urllib.parse.unquote_plus(text, errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def _scrub_fields(value: Any) -> Any:
