@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import http
 import inspect
@@ -111,11 +112,34 @@ HOP_BY_HOP = frozenset(
 # Headers not worth keeping in a cassette: they describe the recording machine (OS, arch,
 # runtime version, retry count) and would make every re-recording differ.
 _UNRECORDED = re.compile(r"^(x-stainless-|accept-encoding$)")
-# Upstream refusal headers passed back to the client with its status and body.
-_REFUSAL_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
+# Upstream refusal headers passed back to the client with its status and body (a
+# redirect's Location too: the proxy never follows one, the client decides).
+_REFUSAL_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate", "location"})
 _REFUSAL_PREFIXES = ("x-request-id", "openai-", "x-ratelimit-", "x-ms-", "apim-", "azureml-")
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+def normalized_path(path: str) -> str | None:
+    """``path`` with its dot segments resolved (RFC 3986 5.2.4), or ``None`` if it cannot be.
+
+    Dot segments count percent-encoded too (``%2e%2e``), as an upstream may decode them
+    before resolving; a segment holding an encoded ``/`` or a backslash is refused, for the
+    same reason.
+    """
+    out: list[str] = []
+    for segment in path.split("/"):
+        decoded = urllib.parse.unquote(segment, errors="strict") if "%" in segment else segment
+        if "/" in decoded or "\\" in decoded:
+            return None
+        if decoded == ".":
+            continue
+        if decoded == "..":
+            if len(out) > 1:
+                out.pop()
+            continue
+        out.append(segment)
+    return "/".join(out) or "/"
 
 
 def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
@@ -124,9 +148,17 @@ def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
     The client's base (everything before its last ``realtime`` path segment) is replaced by
     the upstream's base; the tail from ``/realtime`` on and the query are kept verbatim:
     ``/v1/realtime?model=x`` and ``/openai/realtime?api-version=..&deployment=..`` both go
-    to ``{upstream}/realtime?...``.
+    to ``{upstream}/realtime?...``. Dot segments are resolved first (see
+    :func:`normalized_path`): a path that ``..`` leads out of the Realtime endpoint is not
+    a realtime path, for an upstream would serve another endpoint with the recorder's key.
     """
-    segments = path.split("/")
+    try:
+        resolved = normalized_path(path)
+    except UnicodeDecodeError:
+        return None
+    if resolved is None:
+        return None
+    segments = resolved.split("/")
     indexes = [i for i, s in enumerate(segments) if s == "realtime"]
     if not indexes:
         return None
@@ -431,13 +463,24 @@ class Recorder(Service):
             upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
-            raise ValueError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
+            shown = upstream.rpartition("@")[2]  # never a password, not even in an error
+            raise ValueError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {shown!r}")
         self.cassette_path = Path(cassette)
         self.upstream = upstream.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         self.redactor = redactor if redactor is not None else Redactor()
         if self.api_key:
             self.redactor.add_secret(self.api_key)
+        # Credentials in the upstream URL (ws://user:password@host) never reach a log either.
+        if parsed.password or parsed.username:
+            user = urllib.parse.unquote(parsed.username or "")
+            password = urllib.parse.unquote(parsed.password or "")
+            for part in (parsed.password, parsed.username, user, password):
+                if part:
+                    self.redactor.add_secret(part)
+            # websockets sends them to the upstream as Basic authorization.
+            self.redactor.add_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
+        self._log_filter = _RedactingFilter(self.redactor)
         self.open_timeout = open_timeout
         self.idle_timeout = idle_timeout
         self.upstream_ssl = upstream_ssl
@@ -478,6 +521,8 @@ class Recorder(Service):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _start(self) -> int:
+        for log in _LOGGERS:
+            logging.getLogger(log).addFilter(self._log_filter)
         self._writer = CassetteWriter(self.cassette_path, redactor=self.redactor)
         try:
             self._server = await serve(
@@ -501,7 +546,7 @@ class Recorder(Service):
             self._writer.abort()
             raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         port: int = next(iter(self._server.sockets)).getsockname()[1]
-        logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, self.upstream)
+        logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, _public(self.upstream))
         return port
 
     async def _stop(self) -> None:
@@ -517,7 +562,11 @@ class Recorder(Service):
             with contextlib.suppress(Exception):
                 await _close_unused(upstream)
         self._pending.clear()
-        self._finish()
+        try:
+            self._finish()
+        finally:
+            for log in _LOGGERS:
+                logging.getLogger(log).removeFilter(self._log_filter)
 
     def _finish(self) -> None:
         writer, path = self._writer, self.cassette_path
@@ -594,7 +643,7 @@ class Recorder(Service):
         for name, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
             if name.lower() in self.redactor.secret_query:
                 self.redactor.add_secret(value)
-        target = self.redactor.text(request.path)
+        target = self.redactor.target(request.path)
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
         if not _is_upgrade(request):
@@ -610,11 +659,18 @@ class Recorder(Service):
             return response
         url = upstream_url(self.upstream, parsed.path, parsed.query)
         if url is None:
+            if "realtime" in parsed.path.split("/"):  # it was one, before its dots were resolved
+                logger.warning("refused %s: its dot segments lead out of the Realtime endpoint", target)
+                return connection.respond(
+                    http.HTTPStatus.BAD_REQUEST,
+                    "rtreplay record: the path leaves the Realtime endpoint once its '..' "
+                    "segments (or encoded slashes) are resolved; refused\n",
+                )
             logger.warning("refused %s: not a realtime path (expected .../realtime)", target)
             return connection.respond(
                 http.HTTPStatus.NOT_FOUND,
                 f"rtreplay record proxies Realtime sessions only: connect to {self.websocket_base_url}"
-                f"/realtime?model=..., not {parsed.path}\n",
+                f"/realtime?model=..., not {target.partition('?')[0]}\n",
             )
         forwarded = _forward_headers(raw)
         has_credential = any(n.lower() in _CREDENTIAL_HEADERS for n, _ in forwarded) or bool(
@@ -626,7 +682,7 @@ class Recorder(Service):
             "permessage-deflate" in v for n, v in raw if n.lower() == "sec-websocket-extensions"
         )
         try:
-            upstream = await connect(
+            upstream = await _connect(
                 url,
                 additional_headers=forwarded,
                 subprotocols=[Subprotocol(p) for p in offered] or None,
@@ -650,7 +706,9 @@ class Recorder(Service):
                 f"rtreplay: the upstream {_public(url)} did not complete the handshake within {self.open_timeout:g} s\n",
             )
         except (OSError, InvalidHandshake, ssl.SSLError) as exc:
-            reason = _reason(exc)
+            # (A subprotocol the upstream chose but nobody offered, a bad header: the
+            # message may quote what the client sent, key included.)
+            reason = self.redactor.text(_reason(exc))
             logger.warning("%s: cannot reach upstream %s: %s; answered 502", target, _public(url), reason)
             self.upstream_errors.append(UpstreamError(_public(url), 502, reason))
             return connection.respond(
@@ -700,8 +758,20 @@ class Recorder(Service):
     def _refused(self, connection: ServerConnection, request: Request, response: Response, started: float) -> Response:
         body = bytes(response.body or b"")
         text = body.decode("utf-8", "replace")
+        target = self.redactor.target(request.path)
+        if not 300 <= response.status_code <= 599:
+            # 1xx and 2xx are no refusal, and no cassette may claim they are.
+            logger.warning(
+                "%s: upstream %s answered HTTP %d instead of switching protocols; answered 502",
+                target, _public(self.upstream), response.status_code,
+            )
+            return connection.respond(
+                http.HTTPStatus.BAD_GATEWAY,
+                f"rtreplay: the upstream answered HTTP {response.status_code} instead of a "
+                "WebSocket handshake\n",
+            )
         headers = {
-            name.lower(): value
+            name.lower(): _text(value)
             for name, value in response.headers.raw_items()
             if name.lower() in _REFUSAL_HEADERS or name.lower().startswith(_REFUSAL_PREFIXES)
         }
@@ -714,15 +784,16 @@ class Recorder(Service):
                 ]
             )
         except RtreplayError as exc:
-            logger.error("cannot record the refusal of %s: %s", self.redactor.text(request.path), exc)
+            logger.error("cannot record the refusal of %s: %s", target, exc)
         else:
             self.connections += 1
             self.refused += 1
-        snippet = " ".join(text.split())[:200]
+        # Redacted whole, then cut: a key cut in two would be a key no rule recognises.
+        snippet = " ".join(self.redactor.text(text).split())[:200]
         logger.warning(
             "conn %d: upstream refused %s with HTTP %d %s%s",
-            conn, self.redactor.text(request.path), response.status_code, response.reason_phrase,
-            f": {self.redactor.text(snippet)}" if snippet else "",
+            conn, target, response.status_code, self.redactor.text(response.reason_phrase),
+            f": {snippet}" if snippet else "",
         )
         out = Headers()
         for name, value in headers.items():
@@ -767,6 +838,47 @@ class Recorder(Service):
             with contextlib.suppress(Exception):
                 await asyncio.gather(client.close(1001), upstream.close(1001))
             logger.info("%s", relay.stats.summary())
+
+
+class _connect(connect):
+    """websockets' ``connect`` that never follows a redirect.
+
+    websockets follows a 3xx to another origin with the same headers, the client's
+    ``Authorization`` included; the proxy passes the redirect back to the client instead.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+# The loggers of a recorder: every line they log is redacted first.
+_LOGGERS = ("rtreplay.recorder", "rtreplay.recorder.websockets")
+
+
+class _RedactingFilter(logging.Filter):
+    """Removes a recorder's secrets from each log line (message, arguments, traceback)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = self.redactor.text
+        message = record.getMessage()
+        redacted = text(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, ()
+        if record.exc_info:
+            record.exc_text = text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = text(record.exc_text)
+        return True
+
+
+def _text(value: str) -> str:
+    """A header value websockets decoded with surrogate escapes, as valid text."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 async def _close_unused(upstream: TapClientConnection) -> None:
