@@ -716,6 +716,16 @@ class Recorder(Service):
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         started = time.monotonic()
+        # websockets keeps a raw byte over 127 as a lone surrogate, which nothing can send on.
+        bad = next((name for name, value in request.headers.raw_items() if not value.isascii()), None)
+        if not request.path.isascii() or bad is not None:
+            where = "target" if bad is None else f"header {bad}"
+            logger.warning("refused a request whose %s holds bytes that are not ASCII; answered 400", where)
+            return connection.respond(
+                http.HTTPStatus.BAD_REQUEST,
+                f"rtreplay record: the request {where} holds bytes that are not ASCII; "
+                "percent-encode them (RFC 3986: %C3%A9 for é)\n",
+            )
         parsed = urllib.parse.urlsplit(request.path)
         raw = list(request.headers.raw_items())
         offered = offered_subprotocols(request.headers)
