@@ -77,7 +77,7 @@ def test_rtreplay_serve_refuses_a_line_nested_100000_deep_with_file_and_line(tmp
                           capture_output=True, text=True, timeout=timeout(60))
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
-    assert f"{path}:3: nested too deeply" in done.stderr
+    assert f"{path}:3: " in done.stderr and "nested too deeply" in done.stderr
 
 
 def test_a_bom_is_named_as_such(tmp_path: Path) -> None:
@@ -292,13 +292,17 @@ async def serve_under_mismatches(count: int) -> tuple[int, int, int]:
             await ws.recv()
             for step in ("session.update", "conversation.item.create", "response.create"):
                 await ws.send(json.dumps({"type": step}))
-            sent = 0
-            while sent < count:
-                await ws.send(event)
-                sent += 1
-                message = await asyncio.wait_for(ws.recv(), timeout(10))
-                while '"rtreplay_mismatch"' not in message:
+
+            async def read_answers() -> None:
+                answered = 0
+                while answered < count:
                     message = await asyncio.wait_for(ws.recv(), timeout(10))
+                    answered += '"rtreplay_mismatch"' in message
+
+            reader = asyncio.create_task(read_answers())
+            for _ in range(count):
+                await ws.send(event)
+            await reader
         grown = peak_rss_kib(proc.pid) - idle
     finally:
         code, _out, err = await proc.stop()
@@ -341,20 +345,22 @@ print(len(index.connections), (hwm() - before) * 1024)
 
 def many_connections(path: Path, count: int) -> None:
     """A cassette of ``count`` short connections, each with its own IDs and text."""
+    one = encode_records([
+        Open(0, query={"model": "gpt-realtime"}, headers={"authorization": "Bearer REDACTED",
+             "user-agent": "AsyncOpenAI/Python 1.107.0"}, started="2026-01-01T00:00:00.000Z"),
+        Frame.from_message(0, 0.001, "server", json.dumps({"type": "session.created", "event_id": "event_@",
+                           "session": {"id": "sess_@", "model": "gpt-realtime"}})),
+        Frame.from_message(0, 0.002, "client", json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "question @"}]}})),
+        Frame.from_message(0, 0.003, "server", json.dumps({"type": "conversation.item.added", "event_id": "e2_@",
+                           "item": {"id": "item_@"}})),
+        Close(0, 0.004, 1000, "", "client"),
+    ]).replace(b'"conn":0', b'"conn":#')
     with open(path, "wb") as f:
         f.write(encode_records([Header()]))
         for c in range(count):
-            f.write(encode_records([
-                Open(c, query={"model": "gpt-realtime"}, headers={"authorization": "Bearer REDACTED",
-                     "user-agent": "AsyncOpenAI/Python 1.107.0"}, started="2026-01-01T00:00:00.000Z"),
-                Frame.from_message(c, 0.001, "server", json.dumps({"type": "session.created", "event_id": f"event_{c}",
-                                   "session": {"id": f"sess_{c}", "model": "gpt-realtime"}})),
-                Frame.from_message(c, 0.002, "client", json.dumps({"type": "conversation.item.create", "item": {
-                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"question {c}"}]}})),
-                Frame.from_message(c, 0.003, "server", json.dumps({"type": "conversation.item.added", "event_id": f"e2_{c}",
-                                   "item": {"id": f"item_{c}"}})),
-                Close(c, 0.004, 1000, "", "client"),
-            ]))
+            n = str(c).encode()
+            f.write(one.replace(b"#", n).replace(b"@", n))
 
 
 def index_cost(tmp_path: Path, count: int) -> float:
