@@ -257,6 +257,8 @@ class AnsweringServerConnection(ServerConnection):
             status, text = 414, f"the request line is over {_MAX_LINE} bytes; send a shorter URL"
         elif match is None:
             return None  # not HTTP: nobody to answer
+        elif not match.group(2).isascii():
+            status, text = 400, "the request target holds bytes that are not ASCII; percent-encode them"
         elif match.group(1) != b"GET":
             status, text = 405, f"a WebSocket handshake is a GET, not {match.group(1).decode()}"
         elif match.group(3) != b"HTTP/1.1":

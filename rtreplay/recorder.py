@@ -716,6 +716,17 @@ class Recorder(Service):
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         started = time.monotonic()
+        # websockets 17 parses any method and HTTP/1.0 and refuses them only after this
+        # hook (14 to 16 refuse them first): the upstream is never contacted for them.
+        method, version = getattr(request, "method", "GET"), getattr(request, "protocol", "HTTP/1.1")
+        if method != "GET" or version != "HTTP/1.1":
+            status = http.HTTPStatus.METHOD_NOT_ALLOWED if method != "GET" else http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+            response = connection.respond(
+                status, f"rtreplay: a WebSocket handshake is an HTTP/1.1 GET, not {method} {version}\n"
+            )
+            if method != "GET":
+                response.headers["Allow"] = "GET"
+            return response
         # websockets keeps a raw byte over 127 as a lone surrogate, which nothing can send on.
         bad = next((name for name, value in request.headers.raw_items() if not value.isascii()), None)
         if not request.path.isascii() or bad is not None:

@@ -156,16 +156,19 @@ def request(version: str, method: str, path: str, headers: list[tuple[str, str]]
     return head[:-2] + extra + b"\r\n"
 
 
-def expected_status(version: str, method: str, query: int, headers: list[tuple[str, str]]) -> int:
+def expected_status(version: str, method: str, query: int, headers: list[tuple[str, str]]) -> set[int]:
+    """The answers a request may get: one per thing wrong with it (which one a server names
+    first depends on the order websockets reads a request in, which 17 changed)."""
     if query + 40 > 8192:
-        return 414
+        return {414}
+    wrong = set()
     if method != "GET":
-        return 405
+        wrong.add(405)
     if version != "HTTP/1.1":
-        return 505
+        wrong.add(505)
     if len(headers) + 5 > 128 or any(len(n) + len(v) + 2 > 8192 for n, v in headers):
-        return 431
-    return 101
+        wrong.add(431)
+    return wrong or {101}
 
 
 handshakes = st.tuples(
@@ -205,8 +208,8 @@ def test_every_unreadable_handshake_gets_an_http_answer(case: tuple[str, str, in
                     Recorder(Path(directory) / "h.jsonl", upstream=up.websocket_base_url, api_key=KEY) as rec:
                 for server in (replay, rec):
                     got = await answer(server.host, server.port, data)
-                    assert got == want, (server, got, want)
-            assert want == 101 or not up.handshakes  # a bad request never reaches the upstream
+                    assert got in want, (server, got, want)
+            assert want == {101} or not up.handshakes  # a bad request never reaches the upstream
 
     with tempfile.TemporaryDirectory() as directory:
         asyncio.run(run(directory))
