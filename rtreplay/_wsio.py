@@ -247,7 +247,8 @@ class AnsweringServerConnection(ServerConnection):
 
     def _bad_request(self) -> Response | None:
         exc = self.protocol.handshake_exc
-        cause = exc.__cause__ if exc is not None else None
+        # (websockets 15+ wraps the parser's exception in InvalidMessage; 14.1 does not.)
+        cause = (exc.__cause__ or exc) if exc is not None else None
         head = self._head or b""
         if cause is None or isinstance(cause, EOFError) or not head:
             return None
