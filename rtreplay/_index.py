@@ -49,11 +49,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIO_APPEND",
     "ECHOED_IDS",
+    "MAX_EVENT_DEPTH",
     "CassetteIndex",
     "ClientFrame",
     "IndexedConnection",
     "ServerFrame",
     "audio_length",
+    "deeper_than",
     "echoed_ids",
     "hash_audio",
 ]
@@ -78,6 +80,45 @@ def hash_audio(digest: Any, b64: str) -> None:
 
 _APPEND_EVENT: dict[str, Any] = {"type": AUDIO_APPEND}
 _any_decoder = msgspec.json.Decoder()
+_EMPTY_DIGEST = hashlib.blake2b(digest_size=16).digest()
+# Shared until a connection has its own (never written to).
+_NO_IDS: dict[str, int] = {}
+_NO_CHOSEN: frozenset[str] = frozenset()
+_NO_APPENDS: list[int] = []
+_NO_HEADERS: dict[str, str] = {}
+# Client events nested deeper than this are compared as text (Realtime events nest < 10):
+# a comparison that deep would exhaust the stack.
+MAX_EVENT_DEPTH = 100
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests deeper than ``limit`` (an iterative walk)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if type(v) is dict:
+            stack.extend((item, depth + 1) for item in v.values() if type(item) in (dict, list))
+        elif type(v) is list:
+            stack.extend((item, depth + 1) for item in v if type(item) in (dict, list))
+    return False
+
+
+def _slim(open: Open) -> Open:
+    """The open record without what a replay does not use (headers, start time), its
+    repeated parts shared: 200,000 connections share one ``"/v1/realtime"`` and one query."""
+    items = tuple(open.query.items())
+    query = _queries.get(items)
+    if query is None:
+        if len(_queries) >= 1024:
+            _queries.clear()
+        query = _queries[items] = {_intern(k): _intern(v) for k, v in items}
+    return Open(open.conn, _intern(open.path), query, open.protocol, open.subprotocol, _NO_HEADERS, None)
+
+
+# Queries already seen (never written to: a query is only read once indexed).
+_queries: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
 _NOT_RECORDED = Requirement(-1, True, "not recorded")
 
 
@@ -187,17 +228,41 @@ class IndexedConnection:
     format the recording declared (24 kHz PCM unless a session said otherwise).
     """
 
+    # A cassette may hold hundreds of thousands of short connections: each costs little.
+    __slots__ = (
+        "_audio",
+        "_causes",
+        "_format_declared",
+        "_hash",
+        "_timeline",
+        "_turn",
+        "appends",
+        "audio_total",
+        "client_chosen",
+        "clients",
+        "close",
+        "digests",
+        "input_format",
+        "introduced",
+        "open",
+        "profile",
+        "reject",
+        "server",
+        "tail_audio_digest",
+    )
+
     def __init__(self, open: Open, digests: bool = True, profile: Profile | None = None) -> None:
-        self.open = open
+        # What a replay needs of the handshake (not its headers), its parts shared.
+        self.open = _slim(open)
         self.digests = digests
         self.profile = profile or profile_for_path(open.path) or REALTIME
         self.reject: Reject | None = None
         self.close: Close | None = None
         self.clients: list[ClientFrame] = []
         self.server: list[ServerFrame] = []
-        self.introduced: dict[str, int] = {}
+        self.introduced: dict[str, int] = _NO_IDS  # made on the first ID
         # IDs a client used before any server frame carried them: chosen by the client.
-        self.client_chosen: set[str] = set()
+        self.client_chosen: set[str] | frozenset[str] = _NO_CHOSEN
         self.tail_audio_digest = b""
         self.audio_total = 0
         self.input_format: AudioFormat = self.profile.input_format
@@ -208,7 +273,7 @@ class IndexedConnection:
         self._format_declared = False
         self._turn = 1
         self._audio = 0
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash: Any = None  # the audio digest, made on the first append
 
     @property
     def number(self) -> int:
@@ -233,8 +298,11 @@ class IndexedConnection:
         frame.index = len(self.server)
         frame.type = _intern(info.type) if info.type is not None else None
         frame.requirement = self._causes.server(info)
-        for v in info.ids:
-            self.introduced.setdefault(v, frame.index)
+        if info.ids:
+            if self.introduced is _NO_IDS:
+                self.introduced = {}
+            for v in info.ids:
+                self.introduced.setdefault(v, frame.index)
         self._declare_format(info.input_format)
         self.server.append(frame)
         if frame.type == self.profile.response_done:
@@ -251,30 +319,36 @@ class IndexedConnection:
             audio = event.pop("audio")
         frame = ClientFrame(len(self.clients), t, message, event, line, self.profile.echoed_ids)
         frame.turn = self._turn
-        self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
+        chosen = [v for v in frame.ids if v not in self.introduced]
+        if chosen:
+            if self.client_chosen is _NO_CHOSEN:
+                self.client_chosen = set()
+            self.client_chosen.update(chosen)  # type: ignore[union-attr]
         if audio is not None:
             frame.is_append = True
             frame.audio_len = audio_length(audio)
             self._audio += frame.audio_len
             frame.audio_end = self._audio
             if self.digests:
+                if self._hash is None:
+                    self._hash = hashlib.blake2b(digest_size=16)
                 hash_audio(self._hash, audio)
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT
         else:
             frame.audio_before = self._audio
-            frame.audio_digest = self._hash.digest()
-            self._hash = hashlib.blake2b(digest_size=16)
+            frame.audio_digest = self._hash.digest() if self._hash is not None else _EMPTY_DIGEST
+            self._hash = None
             if isinstance(event, dict):
                 self._declare_format(audio_format(event.get("session")))
         self._causes.client(frame.index, event)
         self.clients.append(frame)
 
     def _finish(self) -> None:
-        self.tail_audio_digest = self._hash.digest()
+        self.tail_audio_digest = self._hash.digest() if self._hash is not None else _EMPTY_DIGEST
         self.audio_total = self._audio
-        self.appends = [c.index for c in self.clients if c.is_append]
+        self.appends = [c.index for c in self.clients if c.is_append] or _NO_APPENDS
         del self._hash
         del self._causes
 
@@ -352,12 +426,13 @@ class CassetteIndex:
     @classmethod
     def from_cassette(cls, cassette: Cassette, *, digests: bool = True) -> CassetteIndex:
         connections: list[IndexedConnection] = []
+        shared: dict[bytes, Any] = {}  # client events decoded once for all connections
         for conn in cassette.connections:
             ic = IndexedConnection(conn.open, digests)
             ic.reject = conn.reject
             ic.close = conn.close
             for frame in conn.frames:
-                _index_frame(ic, frame, frame.payload_bytes() if frame.dir == "server" else None)
+                _index_frame(ic, frame, frame.payload_bytes() if frame.dir == "server" else None, shared)
             ic._finish()
             connections.append(ic)
         return cls(
@@ -375,6 +450,7 @@ class CassetteIndex:
         try:
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
+            shared: dict[bytes, Any] = {}  # client events decoded once for all connections
             with CassetteReader(tap, name=str(p)) as reader:  # type: ignore[arg-type]
                 for record in reader:
                     if isinstance(record, Frame):
@@ -393,18 +469,26 @@ class CassetteIndex:
                             )
                             ic._add_server(frame, raw)
                         else:
-                            _index_frame(ic, record, None, reader.line)
+                            # Text and binary payloads are no larger in memory than in
+                            # the file's JSON: kept, rather than located in the line.
+                            payload = record.payload_bytes() if record.dir == "server" else None
+                            _index_frame(ic, record, payload, shared, reader.line)
                     elif isinstance(record, Open):
                         by_conn[record.conn] = IndexedConnection(record, digests)
                     elif isinstance(record, Close):
-                        by_conn[record.conn].close = record
+                        ic = by_conn[record.conn]
+                        ic.close = record
+                        ic._finish()  # complete: its build state goes now, not at the end
                     elif isinstance(record, Reject):
-                        by_conn[record.conn].reject = record
+                        ic = by_conn[record.conn]
+                        ic.reject = record
+                        ic._finish()
                 assert reader.header is not None
                 header = reader.header
                 warnings = list(reader.warnings)
             for ic in by_conn.values():
-                ic._finish()
+                if ic.close is None and ic.reject is None:  # still open when recording stopped
+                    ic._finish()
             fd = os.dup(file.fileno())
         finally:
             file.close()
@@ -470,13 +554,28 @@ def _raw_offset(line: bytes, raw: bytes) -> int:
     return found
 
 
-def _index_frame(ic: IndexedConnection, frame: Frame, data: bytes | None, line: int = 0) -> None:
+def _index_frame(
+    ic: IndexedConnection, frame: Frame, data: bytes | None, shared: dict[bytes, Any], line: int = 0
+) -> None:
     if frame.dir == "server":
         raw = data if frame.json is not msgspec.UNSET else None
         ic._add_server(ServerFrame(frame.t, frame.is_text, None, data=data, line=line), raw)
         return
     if frame.json is not msgspec.UNSET:
-        ic._add_client(frame.t, None, _any_decoder.decode(frame.json), line)
+        raw = bytes(frame.json)
+        event = shared.get(raw)
+        if event is None:
+            event = _any_decoder.decode(raw)
+            if deeper_than(event, MAX_EVENT_DEPTH):  # compared as text, as a live one is
+                ic._add_client(frame.t, frame.payload(), None, line)
+                return
+            if isinstance(event, dict) and event.get("type") != ic.profile.audio_append and len(raw) < 4096:
+                # The same event in many connections (session.update...) is one object:
+                # events are only read once indexed (appends lose their audio: not shared).
+                if len(shared) >= 4096:
+                    shared.clear()
+                shared[raw] = event
+        ic._add_client(frame.t, None, event, line)
     else:
         payload = frame.payload()
         ic._add_client(frame.t, payload, None, line)

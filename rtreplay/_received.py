@@ -62,7 +62,7 @@ class ReceivedEvent:
             raw = self.raw
             try:
                 self._event = _decoder.decode(raw) if isinstance(raw, str) else None
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 self._event = None
         return self._event
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,10 +35,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.exceptions import SecurityError
 from websockets.frames import Frame, Opcode
-from websockets.protocol import Event, Side
+from websockets.http11 import Response
+from websockets.protocol import Event, Side, State
 
 from .cassette import Protocol
+from .redact import Redactor
 
 try:
     from websockets.speedups import apply_mask
@@ -45,6 +49,7 @@ except ImportError:  # pragma: no cover - websockets installed without its C ext
     from websockets.utils import apply_mask
 
 __all__ = [
+    "AnsweringServerConnection",
     "FramesCallback",
     "TapClientConnection",
     "TapServerConnection",
@@ -185,20 +190,114 @@ class _Tap(_TapBase):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.feeder is not None:
-            self.feeder.transport.pause_reading()
+            gate_reading(self.feeder, "peer", paused=True)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.feeder is not None:
-            self.feeder.transport.resume_reading()
+            gate_reading(self.feeder, "peer", paused=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.feeder is not None:  # nothing will drain here any more: let it read on
-            self.feeder.transport.resume_reading()
+            gate_reading(self.feeder, "peer", paused=False)
 
 
-class TapServerConnection(_Tap, ServerConnection):
+# The longest request line and header line websockets reads (http11.MAX_LINE_LENGTH).
+_MAX_LINE = 8192
+_HTTP_LINE = re.compile(rb"([A-Z]{3,10}) (\S+) (HTTP/\d\.\d)\r?$")
+
+
+class AnsweringServerConnection(ServerConnection):
+    """A server connection that answers a handshake it cannot read with an HTTP error.
+
+    websockets closes the connection without a word when a request fails to parse (HTTP/1.0,
+    a line over 8 KiB, over 128 headers, a method other than GET). A client then sees only
+    a closed socket; this says what was wrong, as a 4xx or 505. What the request was is
+    read here from its first bytes (websockets' exception texts are not relied on). Bytes
+    that are not HTTP at all (a TLS hello) still get no answer. It also stops reading from a
+    client while the answers to it cannot be written (its pongs, for a client that pings
+    and never reads): no more than one read's worth of them is ever buffered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head: bytes | None = b""
+        protocol = self.protocol
+        send_eof = protocol.send_eof
+
+        def answer_then_eof() -> None:
+            protocol.send_eof = send_eof  # type: ignore[method-assign]
+            answer = self._bad_request() if protocol.state is State.CONNECTING else None
+            if answer is None:
+                send_eof()
+            else:  # send_response() ends with the EOF itself
+                protocol.send_response(answer)
+
+        protocol.send_eof = answer_then_eof  # type: ignore[method-assign]
+
+    def data_received(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            if self.protocol.state is State.CONNECTING and len(head) <= _MAX_LINE:
+                self._head = head + data[: _MAX_LINE + 2 - len(head)]
+            else:
+                self._head = None
+        super().data_received(data)
+
+    def _bad_request(self) -> Response | None:
+        exc = self.protocol.handshake_exc
+        # (websockets 15+ wraps the parser's exception in InvalidMessage; 14.1 does not.)
+        cause = (exc.__cause__ or exc) if exc is not None else None
+        head = self._head or b""
+        if cause is None or isinstance(cause, EOFError) or not head:
+            return None
+        line, crlf, _ = head.partition(b"\n")
+        match = _HTTP_LINE.match(line)
+        if not crlf and len(line) > _MAX_LINE:
+            status, text = 414, f"the request line is over {_MAX_LINE} bytes; send a shorter URL"
+        elif match is None:
+            return None  # not HTTP: nobody to answer
+        elif not match.group(2).isascii():
+            status, text = 400, "the request target holds bytes that are not ASCII; percent-encode them"
+        elif match.group(1) != b"GET":
+            status, text = 405, f"a WebSocket handshake is a GET, not {match.group(1).decode()}"
+        elif match.group(3) != b"HTTP/1.1":
+            status, text = 505, f"a WebSocket handshake needs HTTP/1.1, not {match.group(3).decode()}"
+        elif isinstance(cause, SecurityError):
+            status, text = 431, (
+                f"a header line is over {_MAX_LINE} bytes, or there are over 128 headers"
+            )
+        else:
+            status, text = 400, "the request's headers cannot be read (a malformed header line?)"
+        response = self.protocol.reject(status, f"rtreplay: {text}\n")
+        if status == 405:
+            response.headers["Allow"] = "GET"
+        return response
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        gate_reading(self, "own", paused=True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        gate_reading(self, "own", paused=False)
+
+
+def gate_reading(connection: Connection, reason: str, *, paused: bool) -> None:
+    """Pause reading from ``connection`` while any reason holds (its own full write
+    buffer, or that of the hop it feeds); resume when none does."""
+    reasons: set[str] = connection.__dict__.setdefault("_read_paused_for", set())
+    if paused:
+        reasons.add(reason)
+        connection.transport.pause_reading()
+    else:
+        reasons.discard(reason)
+        if not reasons:
+            connection.transport.resume_reading()
+
+
+class TapServerConnection(_Tap, AnsweringServerConnection):
     """A server-side connection whose data frames go to :meth:`tap`'s callback."""
 
 
@@ -258,6 +357,10 @@ _HEADER16 = struct.Struct("!BBH")
 _HEADER64 = struct.Struct("!BBQ")
 
 
+_TARGET = re.compile(r"/\S*\?\S*")
+_redactor = Redactor()
+
+
 class _OneLineHandshakeFailures(logging.Filter):
     """Turn websockets' traceback for a failed opening handshake into one readable line.
 
@@ -278,6 +381,8 @@ class _OneLineHandshakeFailures(logging.Filter):
             return True
         cause = exc.__cause__
         reason = f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause is not None else "")
+        # A request line quoted back may carry a key in its query (?api-key=...).
+        reason = _TARGET.sub(lambda m: _redactor.target(m.group()), reason)
         record.msg = "a client's opening handshake failed, its connection was dropped: %s"
         record.args = (reason,)
         record.exc_info = None

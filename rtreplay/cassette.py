@@ -158,7 +158,8 @@ def json_raw(text: str) -> msgspec.Raw | None:
     data = text.encode()
     try:
         raw = msgspec.json.decode(data, type=msgspec.Raw)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        # Nested deeper than a reader can follow: kept as text, which replays the same.
         return None
     if b"\n" in data or b"\r" in data:
         return msgspec.Raw(msgspec.json.encode(msgspec.json.decode(data)))

@@ -13,11 +13,14 @@ it over the target atomically; an existing cassette is never damaged.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
+import re
 import sys
 import typing
 import warnings
@@ -132,7 +135,8 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
         return list(reader)
 
 
-_DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError)
+# RecursionError: msgspec refuses JSON nested deeper than the interpreter's recursion limit.
+_DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 # The record kinds by their tag, for describing a line that msgspec refused.
 _RECORD_KINDS: dict[str, type[msgspec.Struct]] = {
     str(cls.__struct_config__.tag): cls for cls in (Header, Open, Frame, Close, Reject)
@@ -182,6 +186,8 @@ def _describe(line: bytes, expected: str | None = None) -> str:
         given = value[field.encode_name]
         try:
             msgspec.json.decode(msgspec.json.encode(given), type=field.type)
+        except RecursionError:
+            return f"invalid {kind} record: field '{field.encode_name}' is nested too deeply"
         except (msgspec.MsgspecError, OverflowError, TypeError):
             return (
                 f"invalid {kind} record: field '{field.encode_name}' must be "
@@ -234,6 +240,48 @@ def _describe_type(kind: object) -> str:
         type(None): "null",
     }
     return names.get(kind) or str(getattr(kind, "__name__", kind))
+
+_BOM = b"\xef\xbb\xbf"
+
+# Close codes a WebSocket endpoint may send (RFC 6455 7.4, what websockets accepts), and
+# the two a cassette records for "no code": 1005 (a close frame without one, replayed as
+# 1000) and 1006 (no close frame at all: the replay drops the connection).
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_RECORDED_CLOSE_CODES = SENDABLE_CLOSE_CODES | {1005, 1006}
+MAX_CLOSE_REASON = 123  # bytes of UTF-8 in a close frame (RFC 6455 5.5: 125 minus the code)
+# What an HTTP header may hold (RFC 9110 5.1, 5.5): a token for its name, no control
+# character but tab in its value.
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _close_problem(close: Close) -> str | None:
+    code = close.code
+    if code is not None and code not in _RECORDED_CLOSE_CODES and not 3000 <= code <= 4999:
+        return (
+            f"close code {code} cannot be sent on a WebSocket (RFC 6455 7.4: 1000-1003, "
+            "1007-1014, 3000-4999; 1005 and 1006 for no code and a dropped connection)"
+        )
+    if code not in (None, 1006) and len(close.reason.encode()) > MAX_CLOSE_REASON:
+        return (
+            f"close reason is {len(close.reason.encode())} bytes; a close frame holds at most "
+            f"{MAX_CLOSE_REASON} bytes of reason"
+        )
+    return None
+
+
+def _reject_problem(reject: Reject) -> str | None:
+    if not 300 <= reject.status <= 599:
+        return (
+            f"reject status {reject.status} is not a refusal: a refused handshake is answered "
+            "with an HTTP status from 300 to 599"
+        )
+    for name, value in reject.headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            return f"reject header name {name!r} is not a valid HTTP header name"
+        if _HEADER_VALUE_BAD.search(value):
+            return f"reject header {name!r} holds a control character, which HTTP cannot send"
+    return None
 
 
 class CassetteReader:
@@ -333,6 +381,11 @@ class CassetteReader:
         return record
 
     def _decode_header(self, line: bytes) -> Header:
+        if line.startswith(_BOM):
+            raise self._error(
+                "the file starts with a UTF-8 byte order mark (bytes EF BB BF), which a "
+                "cassette must not have: save it as UTF-8 without BOM (or remove its first 3 bytes)"
+            )
         try:
             probe = _probe_decoder.decode(line)
         except _DecodeFailure:
@@ -380,8 +433,12 @@ class CassetteReader:
                 raise self._error(
                     f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {set_fields})"
                 )
-        else:  # Close or Reject end the connection
-            self._open[conn] = False
+            return
+        # Close or Reject end the connection; a replay must be able to send either.
+        problem = _close_problem(record) if isinstance(record, Close) else _reject_problem(record)
+        if problem is not None:
+            raise self._error(problem)
+        self._open[conn] = False
 
 
 def load(path: str | os.PathLike[str]) -> Cassette:
@@ -430,7 +487,8 @@ class CassetteWriter:
         self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+            # Read and write: a partial file whose directory was removed is copied back (_relink).
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
             self._fd: int | None = os.open(self.partial_path, flags, 0o644)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
             raise CassetteWriteError(self.path, f"cannot be written: {getattr(exc, 'strerror', None) or exc}") from None
@@ -442,6 +500,8 @@ class CassetteWriter:
         self.bytes_written = 0
         # Long recordings are streamed to the disk (Linux): see _stream_out().
         self._streaming = True
+        #: Whether the partial file had to be written again (its directory was removed).
+        self.relinked = False
         self._written_out = 0  # write-out started up to here
         self._dropped = 0  # and dropped from memory up to here
         if header is None:
@@ -520,10 +580,19 @@ class CassetteWriter:
         return written
 
     def flush(self) -> None:
-        """Hand everything buffered to the operating system (survives the process's death)."""
+        """Hand everything buffered to the operating system (survives the process's death).
+
+        If the write fails (a full disk, a file size limit), the file is cut back to the
+        end of its last whole record and what was buffered is dropped: the file stays a
+        readable cassette, and later records can still be written after it once writing
+        works again. Raises :class:`CassetteWriteError` naming the partial file.
+        """
         pending = self._pending
         if self._fd is None or not pending:
             return
+        start = self.bytes_written
+        # (pending holds whole records: a line, then b"\n", for each.)
+        ends = list(itertools.accumulate(len(pending[i]) + 1 for i in range(0, len(pending), 2)))
         try:
             while pending:
                 chunk = pending[:_IOV_MAX]
@@ -537,7 +606,19 @@ class CassetteWriter:
                 del pending[:_IOV_MAX]
                 pending.insert(0, rest)
         except OSError as exc:
-            raise CassetteWriteError(self.partial_path, f"write failed: {exc.strerror or exc}") from None
+            whole = bisect.bisect_right(ends, self.bytes_written - start)
+            self.records_written -= len(ends) - whole
+            pending.clear()
+            problem = f"write failed: {exc.strerror or exc}"
+            try:
+                self.bytes_written = start + (ends[whole - 1] if whole else 0)
+                os.ftruncate(self._fd, self.bytes_written)
+                os.lseek(self._fd, self.bytes_written, os.SEEK_SET)
+            except OSError as cut:  # cannot cut a half-written record off: write no more
+                os.close(self._fd)
+                self._fd = None
+                problem += f", and its last record cannot be cut off ({cut.strerror or cut})"
+            raise CassetteWriteError(self.partial_path, problem) from None
         if self._streaming and self.bytes_written - self._written_out >= 2 * _STREAM_WINDOW:
             self._stream_out()
 
@@ -561,15 +642,88 @@ class CassetteWriter:
             self._dropped = self._written_out
         self._written_out = end
 
+    def check_writable(self) -> None:
+        """Raise :class:`CassetteWriteError` if the file cannot be written to now (a full disk).
+
+        It writes a blank line, which readers skip.
+        """
+        if self._fd is None:
+            raise CassetteWriteError(self.path, "writer is already closed")
+        self._pending += (b"", b"\n")  # a record of no bytes: just its newline
+        self.records_written += 1
+        self.flush()
+        self.records_written -= 1
+
+    def _relink(self) -> None:
+        """Put the partial file back if it was removed while open (its directory deleted).
+
+        The open file still holds every record: it is copied to a new partial file, in a
+        directory made again if needed.
+        """
+        assert self._fd is not None
+        if os.fstat(self._fd).st_nlink > 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.partial_path, flags, 0o644)
+        offset = 0
+        try:
+            while offset < self.bytes_written:
+                data = os.pread(self._fd, min(1 << 20, self.bytes_written - offset), offset)
+                if not data:
+                    break
+                os.write(fd, data)
+                offset += len(data)
+        except OSError:
+            os.close(fd)
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        self.relinked = True
+
+    def close_partial(self) -> Path:
+        """Stop writing and keep the partial file, every whole record in it; return its path.
+
+        What a recording that could not be finished keeps: an existing cassette stays as
+        it was, and the partial file can be read or renamed. A partial file that holds a
+        live credential is deleted all the same (:class:`SecretLeakError`).
+        """
+        if self._fd is not None:
+            try:
+                with contextlib.suppress(CassetteWriteError):
+                    self.flush()
+                with contextlib.suppress(OSError):
+                    self._relink()
+                    os.fsync(self._fd)
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                self._fd = None
+        if self.partial_path.exists() and self.redactor.file_contains_secret(self.partial_path):
+            self.partial_path.unlink(missing_ok=True)
+            raise SecretLeakError(str(self.partial_path), "the partial recording was deleted")
+        return self.partial_path
+
     def close(self) -> Path:
-        """Finish the cassette: flush, sync, check for live credentials, move into place."""
+        """Finish the cassette: flush, sync, check for live credentials, move into place.
+
+        A partial file removed while it was written (its directory deleted) is written
+        again from the open file first: nothing is lost.
+        """
         if self._fd is None:
             return self.path
         try:
             self.flush()
+            try:
+                self._relink()
+            except OSError as exc:
+                raise CassetteWriteError(
+                    self.partial_path, f"was removed while recording and cannot be written again: {exc.strerror or exc}"
+                ) from None
             os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            if self._fd is not None:
+                os.close(self._fd)
             self._fd = None
         if self.redactor.file_contains_secret(self.partial_path):
             self.partial_path.unlink(missing_ok=True)

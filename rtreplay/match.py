@@ -68,8 +68,8 @@ def format_value(value: Any, limit: int = 72) -> str:
         )
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = "<nested too deeply to show>" if isinstance(value, (dict, list)) else repr(value)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text

@@ -53,17 +53,26 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._index import ClientFrame, IndexedConnection, ServerFrame, hash_audio
+from ._index import (
+    MAX_EVENT_DEPTH,
+    ClientFrame,
+    IndexedConnection,
+    ServerFrame,
+    deeper_than,
+    hash_audio,
+)
 from .match import Difference, MatchPolicy, Verdict, VerdictKind
-from .protocol import Requirement, audio_length
+from .protocol import METADATA_PATHS, Requirement, _path_values, audio_length
 from .report import (
+    KEPT,
     AudioDifference,
     ConnectionProgress,
     Mismatch,
@@ -82,6 +91,7 @@ __all__ = [
     "DEFAULT_AUDIO_TOLERANCE",
     "DEFAULT_STALL_TIMEOUT",
     "Action",
+    "ClientEcho",
     "CloseConnection",
     "Mismatch",
     "Player",
@@ -118,21 +128,129 @@ _decoder = msgspec.json.Decoder()
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send these server frames now, in order (:meth:`messages` gives their payloads)."""
+    """Send these server frames now, in order (:meth:`messages` gives their payloads).
+
+    ``echo``: what this run's client chose in place of recorded values (its own item IDs,
+    ``event_id``, ``response.metadata``); the frames carry it back, as the API would have.
+    """
 
     frames: Sequence[ServerFrame]
     source: CassetteIndex | None = None  # where the payloads of recorded frames are read
+    echo: ClientEcho | None = None
+
+    def payloads(self) -> Iterator[tuple[ServerFrame, bytes]]:
+        """Each frame with the payload to send, read from the cassette as needed."""
+        if self.source is not None:
+            pairs: Iterator[tuple[ServerFrame, bytes]] = self.source.payloads(self.frames)
+        else:
+            pairs = _in_memory(self.frames)
+        echo = self.echo
+        for frame, data in pairs:
+            yield frame, echo.apply(data) if echo is not None and frame.text else data
 
     def messages(self) -> Iterator[tuple[bytes, bool]]:
         """``(payload, is_text)`` per frame, read from the cassette as needed."""
-        if self.source is not None:
-            for frame, data in self.source.payloads(self.frames):
-                yield data, frame.text
-            return
-        for frame in self.frames:
-            if frame.data is None:
-                raise ValueError(f"{frame!r} has no payload and the player has no cassette")
-            yield frame.data, frame.text
+        for frame, data in self.payloads():
+            yield data, frame.text
+
+
+def _in_memory(frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
+    for frame in frames:
+        if frame.data is None:
+            raise ValueError(f"{frame!r} has no payload and the player has no cassette")
+        yield frame, frame.data
+
+
+def _plain(value: str) -> bool:
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+
+
+class ClientEcho:
+    """Values this run's client chose in place of the recorded ones, put back into server frames.
+
+    A client may pick its own ``item.id`` (and ``call_id``, ``previous_item_id``), its
+    ``event_id`` (which ``error.event_id`` echoes) and ``response.metadata`` (which
+    ``response.created`` and ``response.done`` echo; PROTOCOL.md, server events). The
+    recorded server frames carry the recorded choices; :meth:`apply` gives them this run's.
+    Immutable: a player makes a new one when it learns a new value.
+    """
+
+    __slots__ = ("_needles", "_plain", "_quoted", "ids", "metadata")
+
+    def __init__(
+        self, ids: Mapping[str, str], metadata: tuple[tuple[Any, Any], ...] = ()
+    ) -> None:
+        self.ids = dict(ids)  # recorded -> chosen this run
+        self.metadata = metadata  # (recorded response.metadata, this run's)
+        # A frame holds a recorded value as it is, or JSON-escaped (or with \u escapes).
+        self._needles = {k.encode() for k in self.ids} | {
+            msgspec.json.encode(k)[1:-1] for k in self.ids
+        }
+        self._plain = bool(self.ids) and not metadata and all(
+            _plain(k) and _plain(v) for k, v in self.ids.items()
+        )
+        # Plain values are replaced in the bytes, all at once (a value chosen this run may
+        # be another one's recorded value: no replacement may see another's output).
+        quoted = {b'"%s"' % k.encode(): b'"%s"' % v.encode() for k, v in self.ids.items()}
+        self._quoted = (
+            re.compile(b"|".join(re.escape(k) for k in sorted(quoted, key=len, reverse=True))),
+            quoted,
+        )
+
+    def with_changes(
+        self, ids: Mapping[str, str], metadata: tuple[tuple[Any, Any], ...] = ()
+    ) -> ClientEcho:
+        return ClientEcho({**self.ids, **ids}, self.metadata + metadata)
+
+    def apply(self, data: bytes) -> bytes:
+        """A recorded server frame's JSON bytes with this run's values (the same bytes if none)."""
+        escaped = b"\\u" in data
+        mentioned = escaped or any(n in data for n in self._needles)
+        if not mentioned and (not self.metadata or b'"metadata"' not in data):
+            return data
+        if self._plain and not escaped:
+            pattern, quoted = self._quoted
+            return pattern.sub(lambda m: quoted[m.group()], data)
+        try:
+            event = _decoder.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            return data
+        changed = False
+        placed: Any = None  # this run's metadata, not to be rewritten again
+        response = event.get("response") if isinstance(event, dict) else None
+        if isinstance(response, dict) and "metadata" in response:
+            for recorded, chosen in self.metadata:
+                if response["metadata"] == recorded:
+                    response["metadata"] = placed = chosen
+                    changed = True
+                    break
+        if self.ids and isinstance(event, (dict, list)):
+            changed = self._walk(event, placed) or changed
+        if not changed:
+            return data
+        try:
+            return msgspec.json.encode(event)
+        except RecursionError:  # a frame nested too deeply to encode again goes as recorded
+            return data
+
+    def _walk(self, value: dict[str, Any] | list[Any], skip: Any) -> bool:
+        ids = self.ids
+        changed = False
+        stack = [value]
+        while stack:
+            v = stack.pop()
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, item in items:
+                if isinstance(item, str):
+                    if item in ids:
+                        v[k] = ids[item]  # type: ignore[index]
+                        changed = True
+                elif isinstance(item, (dict, list)) and item is not skip:
+                    stack.append(item)
+        return changed
+
+    def __repr__(self) -> str:
+        return f"ClientEcho({self.ids!r}, {len(self.metadata)} metadata)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +379,9 @@ class Player:
         self.report = report if report is not None else ReplayReport(None, [connection])
         self.timeline = timeline if timeline is not None else connection.timeline
         self.source = source
-        self.mismatches: list[Mismatch] = []
+        self.mismatches: list[Mismatch] = []  # the first KEPT of them
+        self.mismatch_count = 0
+        self.last_mismatch: Mismatch | None = None
         self.reorderings: list[Reordering] = []
         self.received = 0
         self.last_type: str | None = None  # type of the last received event
@@ -305,6 +425,7 @@ class Player:
         self._tolerance = 0 if self.policy.audio == "content" else fmt.size(self.audio_tolerance)
         self._bound: dict[str, str] = {}
         self._bound_rev: dict[str, str] = {}
+        self._echo: ClientEcho | None = None
         self._after: deque[str] = deque(maxlen=3)
 
     @classmethod
@@ -361,8 +482,10 @@ class Player:
         if isinstance(message, str):  # Realtime events are text; binary frames compare verbatim
             try:
                 event = _decoder.decode(message)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 event = None
+            if event is not None and deeper_than(event, MAX_EVENT_DEPTH):
+                event = None  # compared as text: a comparison that deep would exhaust the stack
         kind = event.get("type") if isinstance(event, dict) else None
         self.last_type = kind if isinstance(kind, str) else None
         self._last_desc = self.last_type or _describe_message(message, event)
@@ -421,7 +544,7 @@ class Player:
                         j += 1
                 if j > i:
                     chunk = frames if i == 0 and j == n else frames[i:j]
-                    actions.append(Send(chunk, self.source))
+                    actions.append(Send(chunk, self.source, self._echo))
                     last = frames[j - 1]
                     if p.recorded:
                         self.progress.sent += j - i
@@ -859,10 +982,46 @@ class Player:
             self._bound[recorded] = received
             self._bound_rev[received] = recorded
         c = self._clients[j]
+        self._learn_echo(c.event, event, verdict.bindings)
         if j == expected_j:
             self._audio_boundary(c, now, event)
         self._mark(j)
         self._after.append(c.describe())
+
+    def _learn_echo(self, recorded: Any, got: Any, bindings: Mapping[str, str]) -> None:
+        """Note what the client chose in place of the recording, for the frames still to go."""
+        ids = {k: v for k, v in bindings.items() if k != v}
+        metadata: tuple[tuple[Any, Any], ...] = ()
+        if isinstance(recorded, dict) and isinstance(got, dict):
+            # Whatever the match policy compared: IDs the client chose when recording.
+            chosen = self.connection.client_chosen
+            table = self.connection.profile.echoed_ids
+            for path in table.get(str(recorded.get("type")), ()):
+                if path in METADATA_PATHS:
+                    continue
+                parts = path.split(".")
+                # (Lists of input items may differ in length: pairs as far as both go.)
+                pairs = zip(_path_values(recorded, parts), _path_values(got, parts), strict=False)
+                for want, have in pairs:
+                    if want in chosen and isinstance(have, str) and have and have != want:
+                        ids.setdefault(want, have)
+            want, have = recorded.get("event_id"), got.get("event_id")
+            if isinstance(want, str) and isinstance(have, str) and want and want != have:
+                ids[want] = have
+            want, have = recorded.get("response"), got.get("response")
+            if (
+                isinstance(want, dict)
+                and isinstance(have, dict)
+                and "metadata" in want
+                and want["metadata"] != have.get("metadata")
+            ):
+                metadata = ((want["metadata"], have.get("metadata")),)
+        if not ids and not metadata:
+            return
+        if self._echo is None:
+            self._echo = ClientEcho(ids, metadata)
+        else:
+            self._echo = self._echo.with_changes(ids, metadata)
 
     def _audio_boundary(self, c: ClientFrame, now: float, event: Any) -> None:
         expected = c.audio_before - self._recorded_at_boundary
@@ -941,7 +1100,7 @@ class Player:
             index=index,
             total=len(clients),
             expected=policy.masked(expected),
-            got=policy.masked(got),
+            got=_bounded(policy.masked(got)),
             message=message,
             differences=differences,
             after=tuple(self._after),
@@ -949,7 +1108,10 @@ class Player:
             held=held,
             last_received=self._last_desc if held is not None else None,
         )
-        self.mismatches.append(m)
+        self.mismatch_count += 1
+        self.last_mismatch = m
+        if len(self.mismatches) < KEPT:
+            self.mismatches.append(m)
         self.report.add_mismatch(m)
         return m
 
@@ -980,6 +1142,24 @@ class Player:
             client_event_id if isinstance(client_event_id, str) else None,
         )
         self._out.append(_Out(_ERROR, now, action=SendError(data, m)))
+
+
+# What a mismatch keeps of a string the client sent (the report shows 200 characters).
+_KEPT_CHARS = 1000
+
+
+def _bounded(value: Any) -> Any:
+    """A received value for a report: strings over 1,000 characters cut (with their length),
+    so that a kept mismatch costs little whatever the client sent."""
+    if isinstance(value, str):
+        return value if len(value) <= _KEPT_CHARS else f"{value[:_KEPT_CHARS]}… ({len(value):,} chars)"
+    if isinstance(value, (bytes, bytearray)):
+        return value if len(value) <= _KEPT_CHARS else bytes(value[:_KEPT_CHARS])
+    if isinstance(value, dict):
+        return {k: _bounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_bounded(v) for v in value]
+    return value
 
 
 def _error_event(

@@ -51,6 +51,7 @@ __all__ = [
     "ECHOED_IDS",
     "G711_ALAW",
     "G711_ULAW",
+    "METADATA_PATHS",
     "PCM16",
     "PROFILES",
     "REALTIME",
@@ -134,15 +135,19 @@ def audio_length(b64: str) -> int:
 # -- IDs a client echoes --------------------------------------------------------------------
 
 #: Fields where a client copies back an ID it got from the server (or chose itself), by
-#: event type. ``*`` stands for every element of a list.
+#: event type. ``*`` stands for every element of a list (or value of an object).
+#: ``response.metadata`` holds the client's own correlation IDs, which the server echoes in
+#: ``response.created`` and ``response.done`` (PROTOCOL.md, server events).
 ECHOED_IDS: dict[str, tuple[str, ...]] = {
     "conversation.item.truncate": ("item_id",),
     "conversation.item.retrieve": ("item_id",),
     "conversation.item.delete": ("item_id",),
     "conversation.item.create": ("previous_item_id", "item.id", "item.call_id"),
     "response.cancel": ("response_id",),
-    "response.create": ("response.input.*.id", "response.input.*.call_id"),
+    "response.create": ("response.input.*.id", "response.input.*.call_id", "response.metadata.*"),
 }
+#: Echoed fields whose values only ``response`` objects carry back (not IDs to replace anywhere).
+METADATA_PATHS = frozenset({"response.metadata.*"})
 
 
 def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
@@ -228,7 +233,7 @@ def server_info(raw: bytes | memoryview | str) -> ServerInfo:
     """Read a server event's type and IDs (``ServerInfo()`` for anything that is not one)."""
     try:
         view = _server_view.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return _NOTHING
     ids: list[str] = []
     for v in (view.item_id, view.response_id, view.call_id):

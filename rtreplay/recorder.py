@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import http
 import inspect
@@ -40,6 +41,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -81,6 +87,8 @@ DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
 MAX_SIZE = 16 * 1024 * 1024  # the API accepts 15 MiB audio appends; base64 and JSON add a little
 DEFAULT_IDLE_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 5.0  # how long a closing handshake may take before the connection is dropped
+# After a write failed, connections are accepted again once this much disk space is free.
+WRITE_HEADROOM = 256 * 1024
 
 Side = Literal["client", "server"]
 
@@ -111,11 +119,34 @@ HOP_BY_HOP = frozenset(
 # Headers not worth keeping in a cassette: they describe the recording machine (OS, arch,
 # runtime version, retry count) and would make every re-recording differ.
 _UNRECORDED = re.compile(r"^(x-stainless-|accept-encoding$)")
-# Upstream refusal headers passed back to the client with its status and body.
-_REFUSAL_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate"})
+# Upstream refusal headers passed back to the client with its status and body (a
+# redirect's Location too: the proxy never follows one, the client decides).
+_REFUSAL_HEADERS = frozenset({"content-type", "retry-after", "www-authenticate", "location"})
 _REFUSAL_PREFIXES = ("x-request-id", "openai-", "x-ratelimit-", "x-ms-", "apim-", "azureml-")
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+def normalized_path(path: str) -> str | None:
+    """``path`` with its dot segments resolved (RFC 3986 5.2.4), or ``None`` if it cannot be.
+
+    Dot segments count percent-encoded too (``%2e%2e``), as an upstream may decode them
+    before resolving; a segment holding an encoded ``/`` or a backslash is refused, for the
+    same reason.
+    """
+    out: list[str] = []
+    for segment in path.split("/"):
+        decoded = urllib.parse.unquote(segment, errors="strict") if "%" in segment else segment
+        if "/" in decoded or "\\" in decoded:
+            return None
+        if decoded == ".":
+            continue
+        if decoded == "..":
+            if len(out) > 1:
+                out.pop()
+            continue
+        out.append(segment)
+    return "/".join(out) or "/"
 
 
 def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
@@ -124,9 +155,17 @@ def upstream_url(upstream: str, path: str, query: str = "") -> str | None:
     The client's base (everything before its last ``realtime`` path segment) is replaced by
     the upstream's base; the tail from ``/realtime`` on and the query are kept verbatim:
     ``/v1/realtime?model=x`` and ``/openai/realtime?api-version=..&deployment=..`` both go
-    to ``{upstream}/realtime?...``.
+    to ``{upstream}/realtime?...``. Dot segments are resolved first (see
+    :func:`normalized_path`): a path that ``..`` leads out of the Realtime endpoint is not
+    a realtime path, for an upstream would serve another endpoint with the recorder's key.
     """
-    segments = path.split("/")
+    try:
+        resolved = normalized_path(path)
+    except UnicodeDecodeError:
+        return None
+    if resolved is None:
+        return None
+    segments = resolved.split("/")
     indexes = [i for i, s in enumerate(segments) if s == "realtime"]
     if not indexes:
         return None
@@ -246,7 +285,7 @@ class _Relay:
         """Write the frames one read from ``side`` produced, with one system call, then send them on."""
         other = _OTHER[side]
         dst = self.hops[other]
-        if other in self.unusable or dst.protocol.state is not State.OPEN or self.recorder._failure is not None:
+        if other in self.unusable or dst.protocol.state is not State.OPEN:
             return  # the other side is gone: these frames reach no one, so are not recorded
         try:
             now = time.monotonic()
@@ -299,8 +338,11 @@ class _Relay:
             self._end_soon(Close(self.conn, round(self.now(), 6), 1011, "rtreplay internal error", "server"))
 
     def _cannot_record(self, exc: RtreplayError) -> None:
-        self.recorder._note_failure(exc)
-        self._end_soon(Close(self.conn, round(self.now(), 6), 1011, "rtreplay cannot record", "server"))
+        """Writing failed: what could not be written is not forwarded, and the connection ends."""
+        self.recorder._write_failed(exc, self.conn)
+        self._end_soon(
+            Close(self.conn, round(self.now(), 6), 1011, "rtreplay cannot record: the cassette cannot be written", "server")
+        )
 
     def _end_soon(self, close: Close) -> None:
         self.unusable.update(("client", "server"))
@@ -431,13 +473,32 @@ class Recorder(Service):
             upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("ws", "wss") or not parsed.netloc:
-            raise ValueError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {upstream!r}")
+            shown = upstream.rpartition("@")[2]  # never a password, not even in an error
+            raise ValueError(f"upstream must be a ws:// or wss:// URL like {DEFAULT_UPSTREAM}, not {shown!r}")
         self.cassette_path = Path(cassette)
+        # A cassette path that is a symbolic link is followed: the cassette is written where
+        # it points, and the link stays a link.
+        self._target = Path(os.path.realpath(cassette)) if self.cassette_path.is_symlink() else self.cassette_path
+        if self.cassette_path.is_dir():
+            raise RecordError(
+                f"{self.cassette_path} is a directory: name a cassette file in it "
+                f"(for example {self.cassette_path / 'session.jsonl'})"
+            )
         self.upstream = upstream.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         self.redactor = redactor if redactor is not None else Redactor()
         if self.api_key:
             self.redactor.add_secret(self.api_key)
+        # Credentials in the upstream URL (ws://user:password@host) never reach a log either.
+        if parsed.password or parsed.username:
+            user = urllib.parse.unquote(parsed.username or "")
+            password = urllib.parse.unquote(parsed.password or "")
+            for part in (parsed.password, parsed.username, user, password):
+                if part:
+                    self.redactor.add_secret(part)
+            # websockets sends them to the upstream as Basic authorization.
+            self.redactor.add_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
+        self._log_filter = _RedactingFilter(self.redactor)
         self.open_timeout = open_timeout
         self.idle_timeout = idle_timeout
         self.upstream_ssl = upstream_ssl
@@ -457,11 +518,22 @@ class Recorder(Service):
         self._received: list[tuple[int, bytes | None, bool, int]] = []
         self._received_events: list[ReceivedEvent] = []
         self._discard = False
-        self._failure: RtreplayError | None = None
+        #: The cassette, once ``close()`` wrote it (``None``: discarded, nothing recorded,
+        #: every connection refused and the old cassette kept, or writing failed).
+        self.written: Path | None = None
+        #: Where what was recorded is kept when the cassette could not be finished.
+        self.kept_partial: Path | None = None
+        # What could not be written (for close()'s error), and whether writing fails now.
+        self._failures: list[str] = []
+        self._write_error: RtreplayError | None = None
+        self._lock = _CassetteLock(self._target)
+        self._connecting: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
         self._writer: CassetteWriter
         self._relays: set[_Relay] = set()
-        self._pending: dict[ServerConnection, tuple[TapClientConnection, str, str]] = {}
+        # A client whose handshake is under way: its upstream, what it asked for, where it
+        # goes, its connection number and when it started (its open record is written).
+        self._pending: dict[ServerConnection, tuple[TapClientConnection, str, str, int, float]] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -478,7 +550,14 @@ class Recorder(Service):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _start(self) -> int:
-        self._writer = CassetteWriter(self.cassette_path, redactor=self.redactor)
+        self._lock.acquire()
+        try:
+            self._writer = CassetteWriter(self._target, redactor=self.redactor)
+        except BaseException:
+            self._lock.release()
+            raise
+        for log in _LOGGERS:
+            logging.getLogger(log).addFilter(self._log_filter)
         try:
             self._server = await serve(
                 self._handle,
@@ -499,13 +578,20 @@ class Recorder(Service):
             )
         except OSError as exc:
             self._writer.abort()
+            self._lock.release()
+            for log in _LOGGERS:
+                logging.getLogger(log).removeFilter(self._log_filter)
             raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         port: int = next(iter(self._server.sockets)).getsockname()[1]
-        logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, self.upstream)
+        logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, _public(self.upstream))
         return port
 
     async def _stop(self) -> None:
         self._stopping = True
+        # Handshakes waiting on a silent upstream are answered 503 now, not after
+        # open_timeout: stopping is prompt.
+        for task in self._connecting:
+            task.cancel()
         await asyncio.gather(*(relay.shutdown() for relay in list(self._relays)))
         assert self._server is not None
         self._server.close()
@@ -513,17 +599,28 @@ class Recorder(Service):
         for task in self._reapers:
             task.cancel()
         await asyncio.gather(*self._reapers, return_exceptions=True)
-        for upstream, _, _ in self._pending.values():
-            with contextlib.suppress(Exception):
-                await _close_unused(upstream)
-        self._pending.clear()
-        self._finish()
+        for connection in list(self._pending):
+            await self._abandon(connection, "rtreplay recorder stopped during the handshake")
+        try:
+            self._finish()
+        finally:
+            self._lock.release()
+            for log in _LOGGERS:
+                logging.getLogger(log).removeFilter(self._log_filter)
 
     def _finish(self) -> None:
         writer, path = self._writer, self.cassette_path
-        if self._failure is not None:
-            writer.abort()
-            raise RecordError(f"the recording was not written to {path}: {self._failure}")
+        if self._failures:
+            # Keep what was written, every whole record of it, where the message says.
+            kept = writer.close_partial()
+            self.kept_partial = kept if kept.exists() else None
+            state = "left as it was" if path.exists() else "not written"
+            where = (
+                f"what was recorded ({self.connections} connection(s)) is kept in {kept}: "
+                f"rename it to {path.name} to use it" if self.kept_partial else "nothing was kept"
+            )
+            failures = "; ".join(dict.fromkeys(self._failures))
+            raise RecordError(f"the recording could not be written whole ({failures}); {path} {state}; {where}")
         if self._discard:
             writer.abort()
             logger.info("recording discarded; %s left as it was", path)
@@ -540,7 +637,14 @@ class Recorder(Service):
                 path,
             )
             return
-        writer.close()
+        try:
+            self.written = writer.close()
+        except RtreplayError as exc:
+            self.kept_partial = writer.partial_path if writer.partial_path.exists() else None
+            note = f"; what was recorded is kept in {self.kept_partial}" if self.kept_partial else ""
+            raise RecordError(f"{exc}{note}") from None
+        if writer.relinked:
+            logger.warning("the directory of %s was removed while recording: made it again", path)
         logger.info("wrote %s: %d connection(s)", path, self.connections)
 
     @property
@@ -568,10 +672,39 @@ class Recorder(Service):
             else:
                 kept.append((conn, data, text, 0))
 
-    def _note_failure(self, exc: RtreplayError) -> None:
-        if self._failure is None:
-            self._failure = exc
-            logger.error("cannot record: %s; closing connections", exc)
+    def _write_failed(self, exc: RtreplayError, conn: int | None) -> None:
+        """Writing the cassette failed: note it; new connections are refused until it works."""
+        self._failures.append(f"{f'conn {conn}: ' if conn is not None else ''}{exc}")
+        if self._write_error is None:
+            logger.error(
+                "cannot write the cassette: %s; connections that cannot be recorded are closed "
+                "(1011) and new ones refused (503) until writing works again", exc,
+            )
+        self._write_error = exc
+
+    def _cannot_write_now(self) -> RtreplayError | None:
+        """After a failed write: why the cassette still cannot be written, if it cannot.
+
+        Writing must work, and (where the file system says) leave room for a session: a
+        disk that had a record cut off has a few bytes free, not enough for the next one.
+        """
+        try:
+            self._writer.check_writable()
+        except RtreplayError as exc:
+            return exc
+        try:
+            stat = os.statvfs(self._writer.partial_path.parent)
+        except (OSError, AttributeError):  # no statvfs (Windows), or the directory is gone
+            return None
+        free = stat.f_bavail * stat.f_frsize
+        if free < WRITE_HEADROOM:
+            return RecordError(f"{self._writer.partial_path}: only {free:,} bytes free on its disk")
+        return None
+
+    def _write_works(self) -> None:
+        if self._write_error is not None:
+            logger.warning("the cassette can be written again: accepting connections")
+            self._write_error = None
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -583,6 +716,27 @@ class Recorder(Service):
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         started = time.monotonic()
+        # websockets 17 parses any method and HTTP/1.0 and refuses them only after this
+        # hook (14 to 16 refuse them first): the upstream is never contacted for them.
+        method, version = getattr(request, "method", "GET"), getattr(request, "protocol", "HTTP/1.1")
+        if method != "GET" or version != "HTTP/1.1":
+            status = http.HTTPStatus.METHOD_NOT_ALLOWED if method != "GET" else http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+            response = connection.respond(
+                status, f"rtreplay: a WebSocket handshake is an HTTP/1.1 GET, not {method} {version}\n"
+            )
+            if method != "GET":
+                response.headers["Allow"] = "GET"
+            return response
+        # websockets keeps a raw byte over 127 as a lone surrogate, which nothing can send on.
+        bad = next((name for name, value in request.headers.raw_items() if not value.isascii()), None)
+        if not request.path.isascii() or bad is not None:
+            where = "target" if bad is None else f"header {bad}"
+            logger.warning("refused a request whose %s holds bytes that are not ASCII; answered 400", where)
+            return connection.respond(
+                http.HTTPStatus.BAD_REQUEST,
+                f"rtreplay record: the request {where} holds bytes that are not ASCII; "
+                "percent-encode them (RFC 3986: %C3%A9 for é)\n",
+            )
         parsed = urllib.parse.urlsplit(request.path)
         raw = list(request.headers.raw_items())
         offered = offered_subprotocols(request.headers)
@@ -594,7 +748,7 @@ class Recorder(Service):
         for name, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
             if name.lower() in self.redactor.secret_query:
                 self.redactor.add_secret(value)
-        target = self.redactor.text(request.path)
+        target = self.redactor.target(request.path)
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
         if not _is_upgrade(request):
@@ -610,12 +764,24 @@ class Recorder(Service):
             return response
         url = upstream_url(self.upstream, parsed.path, parsed.query)
         if url is None:
+            if "realtime" in parsed.path.split("/"):  # it was one, before its dots were resolved
+                logger.warning("refused %s: its dot segments lead out of the Realtime endpoint", target)
+                return connection.respond(
+                    http.HTTPStatus.BAD_REQUEST,
+                    "rtreplay record: the path leaves the Realtime endpoint once its '..' "
+                    "segments (or encoded slashes) are resolved; refused\n",
+                )
             logger.warning("refused %s: not a realtime path (expected .../realtime)", target)
             return connection.respond(
                 http.HTTPStatus.NOT_FOUND,
                 f"rtreplay record proxies Realtime sessions only: connect to {self.websocket_base_url}"
-                f"/realtime?model=..., not {parsed.path}\n",
+                f"/realtime?model=..., not {target.partition('?')[0]}\n",
             )
+        if self._write_error is not None:
+            problem = self._cannot_write_now()
+            if problem is not None:
+                return self._cannot_write(connection, target, problem)
+            self._write_works()
         forwarded = _forward_headers(raw)
         has_credential = any(n.lower() in _CREDENTIAL_HEADERS for n, _ in forwarded) or bool(
             credentials_in_handshake({}, offered)
@@ -625,8 +791,7 @@ class Recorder(Service):
         deflate = any(
             "permessage-deflate" in v for n, v in raw if n.lower() == "sec-websocket-extensions"
         )
-        try:
-            upstream = await connect(
+        connecting = asyncio.ensure_future(_connect(
                 url,
                 additional_headers=forwarded,
                 subprotocols=[Subprotocol(p) for p in offered] or None,
@@ -637,7 +802,17 @@ class Recorder(Service):
                 max_size=MAX_SIZE,
                 close_timeout=5,
                 **_connect_options(url, self.upstream_ssl),
-            )
+        ))
+        self._connecting.add(connecting)
+        try:
+            await asyncio.wait([connecting])
+        finally:
+            self._connecting.discard(connecting)
+        try:
+            if connecting.cancelled():
+                logger.warning("%s: the recorder stopped during the upstream handshake; answered 503", target)
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "rtreplay recorder is shutting down\n")
+            upstream = connecting.result()
         except InvalidStatus as exc:
             return self._refused(connection, request, exc.response, started)
         except asyncio.TimeoutError:
@@ -650,7 +825,9 @@ class Recorder(Service):
                 f"rtreplay: the upstream {_public(url)} did not complete the handshake within {self.open_timeout:g} s\n",
             )
         except (OSError, InvalidHandshake, ssl.SSLError) as exc:
-            reason = _reason(exc)
+            # (A subprotocol the upstream chose but nobody offered, a bad header: the
+            # message may quote what the client sent, key included.)
+            reason = self.redactor.text(_reason(exc))
             logger.warning("%s: cannot reach upstream %s: %s; answered 502", target, _public(url), reason)
             self.upstream_errors.append(UpstreamError(_public(url), 502, reason))
             return connection.respond(
@@ -665,7 +842,18 @@ class Recorder(Service):
         # then takes what came with the handshake first): a chatty upstream cannot make
         # the proxy buffer while the client's handshake completes.
         upstream.transport.pause_reading()
-        self._pending[connection] = (upstream, target, url)
+        # The connection is recorded before the client is accepted: one that cannot be
+        # recorded is never accepted.
+        conn = self.connections
+        try:
+            self._writer.write(self._open_record(conn, request, upstream.subprotocol))
+        except RtreplayError as exc:
+            self._write_failed(exc, conn)
+            await _close_unused(upstream)
+            return self._cannot_write(connection, target, exc)
+        self._write_works()
+        self.connections += 1
+        self._pending[connection] = (upstream, target, url, conn, time.monotonic())
         reaper = asyncio.create_task(self._reap(connection))
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)
@@ -674,9 +862,33 @@ class Recorder(Service):
     async def _reap(self, connection: ServerConnection) -> None:
         """Close the upstream of a client that vanished before its handshake completed."""
         await connection.wait_closed()
+        await self._abandon(connection, "client dropped the connection during the handshake")
+
+    async def _abandon(self, connection: ServerConnection, reason: str) -> None:
+        """End a connection whose client never completed its handshake (its open record is written)."""
         pending = self._pending.pop(connection, None)
-        if pending is not None:
-            await _close_unused(pending[0])
+        if pending is None:
+            return
+        upstream, _target, _url, conn, started = pending
+        self._write_close(Close(conn, round(time.monotonic() - started, 6), 1006, reason, None))
+        with contextlib.suppress(Exception):
+            await _close_unused(upstream)
+
+    def _write_close(self, close: Close) -> None:
+        try:
+            self._writer.write(close)
+        except RtreplayError as exc:
+            self._write_failed(exc, close.conn)
+
+    def _cannot_write(self, connection: ServerConnection, target: str, exc: RtreplayError) -> Response:
+        logger.warning("refused %s: the cassette cannot be written (%s); answered 503", target, exc)
+        response = connection.respond(
+            http.HTTPStatus.SERVICE_UNAVAILABLE,
+            f"rtreplay record cannot write its cassette now ({exc}); no connection is accepted "
+            "until it can: free some space, or stop the recorder\n",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     def _open_record(self, conn: int, request: Request, subprotocol: str | None) -> Open:
         parsed = urllib.parse.urlsplit(request.path)
@@ -700,8 +912,20 @@ class Recorder(Service):
     def _refused(self, connection: ServerConnection, request: Request, response: Response, started: float) -> Response:
         body = bytes(response.body or b"")
         text = body.decode("utf-8", "replace")
+        target = self.redactor.target(request.path)
+        if not 300 <= response.status_code <= 599:
+            # 1xx and 2xx are no refusal, and no cassette may claim they are.
+            logger.warning(
+                "%s: upstream %s answered HTTP %d instead of switching protocols; answered 502",
+                target, _public(self.upstream), response.status_code,
+            )
+            return connection.respond(
+                http.HTTPStatus.BAD_GATEWAY,
+                f"rtreplay: the upstream answered HTTP {response.status_code} instead of a "
+                "WebSocket handshake\n",
+            )
         headers = {
-            name.lower(): value
+            name.lower(): _text(value)
             for name, value in response.headers.raw_items()
             if name.lower() in _REFUSAL_HEADERS or name.lower().startswith(_REFUSAL_PREFIXES)
         }
@@ -714,15 +938,18 @@ class Recorder(Service):
                 ]
             )
         except RtreplayError as exc:
-            logger.error("cannot record the refusal of %s: %s", self.redactor.text(request.path), exc)
+            self._write_failed(exc, conn)
+            return self._cannot_write(connection, target, exc)
         else:
+            self._write_works()
             self.connections += 1
             self.refused += 1
-        snippet = " ".join(text.split())[:200]
+        # Redacted whole, then cut: a key cut in two would be a key no rule recognises.
+        snippet = " ".join(self.redactor.text(text).split())[:200]
         logger.warning(
             "conn %d: upstream refused %s with HTTP %d %s%s",
-            conn, self.redactor.text(request.path), response.status_code, response.reason_phrase,
-            f": {self.redactor.text(snippet)}" if snippet else "",
+            conn, target, response.status_code, self.redactor.text(response.reason_phrase),
+            f": {snippet}" if snippet else "",
         )
         out = Headers()
         for name, value in headers.items():
@@ -738,35 +965,125 @@ class Recorder(Service):
         if pending is None:  # pragma: no cover - the handshake completed without an upstream
             await client.close(1011, "rtreplay: no upstream connection")
             return
-        upstream, target, url = pending
-        conn = self.connections
+        upstream, target, url, conn, _started = pending
         assert client.request is not None and isinstance(client, TapServerConnection)
-        record = self._open_record(conn, client.request, client.subprotocol)
-        try:
-            self._writer.write(record)
-        except RtreplayError as exc:
-            self._note_failure(exc)
-            await asyncio.gather(client.close(1011, "rtreplay cannot record"), _close_unused(upstream))
-            return
-        self.connections += 1
+        protocol = handshake_protocol(client.request.headers, offered_subprotocols(client.request.headers))
         relay = _Relay(self, conn, client, upstream, target)
         self.stats.append(relay.stats)
         self._relays.add(relay)
-        logger.info("conn %d: %s -> %s (%s protocol)", conn, target, _public(url), record.protocol.upper())
+        logger.info("conn %d: %s -> %s (%s protocol)", conn, target, _public(url), protocol.upper())
         try:
             await relay.run()
         finally:
             self._relays.discard(relay)
             close = relay.close
             assert close is not None
-            if self._failure is None:
-                try:
-                    self._writer.write(close)
-                except RtreplayError as exc:
-                    self._note_failure(exc)
+            self._write_close(close)
             with contextlib.suppress(Exception):
                 await asyncio.gather(client.close(1001), upstream.close(1001))
             logger.info("%s", relay.stats.summary())
+
+
+class _CassetteLock:
+    """One recorder per cassette: an exclusive lock on ``<cassette>.lock`` while it records.
+
+    Two recorders writing one cassette would each report success while only the last file
+    survived; the second one is refused at start instead, naming the first. ``flock`` locks
+    belong to an open file, so this holds between processes and within one; the kernel
+    drops the lock of a process that dies, so no stale lock is left to clear.
+    """
+
+    def __init__(self, cassette: Path) -> None:
+        self.cassette = cassette
+        self.path = cassette.with_name(f"{cassette.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if fcntl is None:  # pragma: no cover - Windows: no lock
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError):
+            return  # the writer reports why the directory cannot be used
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except (OSError, ValueError):
+                return  # (idem)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                who = "this process" if holder == str(os.getpid()) else f"process {holder or '?'}"
+                raise RecordError(
+                    f"{self.cassette} is being recorded by another recorder ({who}); two "
+                    "recorders cannot write one cassette: wait for it to finish, or record to "
+                    "another file"
+                ) from None
+            # The previous holder may have removed the file between our open and our lock.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            # While still locked, so whoever opens it next makes a new one; and only our
+            # own (its directory may have been removed and another recorder made a new one).
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+class _connect(connect):
+    """websockets' ``connect`` that never follows a redirect.
+
+    websockets follows a 3xx to another origin with the same headers, the client's
+    ``Authorization`` included; the proxy passes the redirect back to the client instead.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+# The loggers of a recorder: every line they log is redacted first.
+_LOGGERS = ("rtreplay.recorder", "rtreplay.recorder.websockets")
+
+
+class _RedactingFilter(logging.Filter):
+    """Removes a recorder's secrets from each log line (message, arguments, traceback)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = self.redactor.text
+        message = record.getMessage()
+        redacted = text(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, ()
+        if record.exc_info:
+            record.exc_text = text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = text(record.exc_text)
+        return True
+
+
+def _text(value: str) -> str:
+    """A header value websockets decoded with surrogate escapes, as valid text."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 async def _close_unused(upstream: TapClientConnection) -> None:
@@ -882,9 +1199,9 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
     await recorder.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopper(stop, sig))
     print(
         f"Recording to {args.out}. Point your client at websocket_base_url={recorder.websocket_base_url}"
         f" (full URL: {recorder.url}?model=...). Ctrl-C to finish.",
@@ -904,10 +1221,25 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
     try:
         await recorder.close()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     return 0
+
+
+# Ctrl-C, kill, and the terminal going away (SIGHUP) all finish the cassette.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _stopper(stop: asyncio.Event, sig: int) -> Any:
+    def on_signal() -> None:
+        if not stop.is_set():
+            logger.info("%s: finishing the cassette", signal.Signals(sig).name)
+        stop.set()
+
+    return on_signal
 
 
 class _Status(logging.Handler):

@@ -22,8 +22,11 @@ inside frames, where such a short string would match ordinary text.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -46,8 +49,21 @@ SECRET_HEADERS = frozenset(
         "openai-project",
         "cookie",
         "set-cookie",
+        # API gateways' keys: Azure API Management, Azure Functions, Google, Kong...
+        "ocp-apim-subscription-key",
+        "x-functions-key",
+        "x-goog-api-key",
+        "apikey",
+        "x-api-token",
+        "x-auth-token",
+        "x-access-token",
     }
 )
+# Headers whose value is a credential after an auth scheme (``Bearer <token>``).
+_SCHEME_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
+# Headers whose values are organisation or project ids: redacted, but not hunted for.
+_ID_HEADERS = frozenset({"openai-organization", "openai-project"})
 SECRET_SUBPROTOCOL_PREFIXES = (
     "openai-insecure-api-key.",
     "openai-organization.",
@@ -68,6 +84,9 @@ SECRET_QUERY = frozenset(
         "password",
         "sig",
         "signature",
+        "code",  # Azure Functions' function key
+        "subscription-key",  # Azure API Management
+        "ocp-apim-subscription-key",
     }
 )
 # JSON field names whose string values are secrets wherever they appear in an event.
@@ -86,8 +105,12 @@ SECRET_FIELDS = frozenset(
         "bearer_token",
     }
 )
+# A key is not the end of a longer word (no letter or digit just before it: ``desk-lamp``
+# is none), but a JSON escape (``\n``, ``\u00a0``) or a percent-escape (``%20``) just
+# before it ends the previous word.
 _KEY_SHAPES = re.compile(
-    r"(?<![A-Za-z0-9_\-])(sk-|ek_)[A-Za-z0-9][A-Za-z0-9_\-]{7,}"
+    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf/])|(?<=%[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4}))"
+    r"(sk-|ek_)[A-Za-z0-9][A-Za-z0-9_\-]{7,}"
 )
 _KEY_SHAPES_BYTES = re.compile(_KEY_SHAPES.pattern.encode())
 # Also matches a field inside a string holding JSON (``\"api_key\":``): tool arguments,
@@ -100,6 +123,15 @@ _FIELD_TRIGGER = re.compile(
 # it ~8x slower on a whole frame. (A leading backslash changes nothing to a search.)
 _FIELD_TRIGGER_LOWER = re.compile(
     r'"(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS)) + r')\\*"\s*:'
+)
+# Runs of URL-ish text holding a percent-escape, decoded to look for keys.
+_PERCENT_RUN = re.compile(r"[^\s\"'<>]*%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+# A secret field's string value at any level of JSON-in-a-string escaping (what a frame
+# too deeply nested to decode is searched with): ``"k": "v"``, ``\"k\": \"v\"``...
+_ESCAPED_FIELD_VALUE = re.compile(
+    r'(?P<q>\\*)"(?:' + "|".join(re.escape(n) for n in sorted(SECRET_FIELDS))
+    + r')(?P=q)"\s*:\s*(?P=q)"(?P<value>.*?)(?:(?<!\\)(?P=q)"|$)',
+    re.IGNORECASE | re.DOTALL,
 )
 # A secret field's string value inside a string holding JSON cut short (argument deltas).
 _NESTED_FIELD_VALUE = re.compile(
@@ -183,17 +215,43 @@ def _shape_sub_bytes(match: re.Match[bytes]) -> bytes:
     return match.group(1) + REDACTED.encode()
 
 
+def _cookie_values(value: str) -> list[str]:
+    """Every value of a ``Cookie`` or ``Set-Cookie`` header (all pairs, all attributes)."""
+    return [part.rpartition("=")[2].strip().strip('"') for part in re.split(r"[;,]", value)]
+
+
+def _cookie_redacted(value: str) -> str:
+    """``a=REDACTED; b=REDACTED``: every value goes (a bare one too), the names stay."""
+    parts = []
+    for part in re.split(r"([;,])", value):
+        if part in (";", ","):
+            parts.append(part)
+        elif "=" in part:
+            parts.append(part.partition("=")[0] + "=" + REDACTED)
+        elif part.strip():
+            parts.append((" " if part.startswith(" ") else "") + REDACTED)
+        else:
+            parts.append(part)
+    return "".join(parts)
+
+
 def credentials_in_handshake(
     headers: Mapping[str, str], subprotocols: Iterable[str] = ()
 ) -> list[str]:
-    """The live credentials a client presented: bearer token, ``api-key``, browser key."""
+    """The live credentials a client presented: bearer token, ``api-key``, gateway keys,
+    cookie values, browser key."""
     found: list[str] = []
     for name, value in headers.items():
         lname = name.lower()
-        if lname in ("authorization", "proxy-authorization"):
+        if lname in _SCHEME_HEADERS:
             scheme, _, token = value.strip().partition(" ")
             found.append(token.strip() if token else scheme)
-        elif lname in ("api-key", "x-api-key"):
+            if scheme.lower() == "basic" and token:  # user:password, base64
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    found.extend(base64.b64decode(token.strip(), validate=True).decode().split(":", 1))
+        elif lname in _COOKIE_HEADERS:
+            found.extend(_cookie_values(value))
+        elif lname in SECRET_HEADERS and lname not in _ID_HEADERS:
             found.append(value.strip())
     for proto in subprotocols:
         if proto.startswith("openai-insecure-api-key."):
@@ -232,6 +290,8 @@ class Redactor:
         # contain the credential, and a byte is found at memchr speed.
         self._secret_probes: list[tuple[bytes, bytes | None]] = []
         self._secret_re: re.Pattern[str] | None = None
+        # The last characters of each stream of text deltas, by connection and item.
+        self._streams: dict[tuple[Any, ...], str] = {}
         for secret in secrets:
             self.add_secret(secret)
 
@@ -243,7 +303,18 @@ class Redactor:
         if len(secret) < MIN_SECRET_LENGTH or secret in self.secrets or secret == REDACTED:
             return
         self.secrets.add(secret)
-        self._secret_bytes = sorted((s.encode() for s in self.secrets), key=len, reverse=True)
+        # Its bytes as they are, and as JSON escapes or percent-encoding would write them.
+        forms = {
+            form
+            for s in self.secrets
+            for form in (
+                s.encode(),
+                msgspec.json.encode(s)[1:-1],
+                urllib.parse.quote(s, safe="").encode(),
+                urllib.parse.quote_plus(s, safe="").encode(),
+            )
+        }
+        self._secret_bytes = sorted(forms, key=len, reverse=True)
         self._secret_probes = [(s, _probe(s)) for s in self._secret_bytes]
         self._secret_re = re.compile(
             "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
@@ -302,9 +373,18 @@ class Redactor:
         out: dict[str, str] = {}
         for name, value in headers.items():
             lname = name.lower()
-            if lname in self.secret_headers:
-                scheme, sep, token = value.partition(" ")
-                out[name] = f"{scheme} {REDACTED}" if sep and token else REDACTED
+            if lname in _SCHEME_HEADERS:
+                scheme, sep, token = value.strip().partition(" ")
+                # The scheme is kept only when it is one (a token): never part of the secret.
+                shown = sep and token and re.fullmatch(r"[A-Za-z][A-Za-z0-9._~+/-]*", scheme)
+                out[name] = f"{scheme} {REDACTED}" if shown else REDACTED
+            elif lname in _COOKIE_HEADERS:
+                # Every value goes, not only the last pair's: ``a=REDACTED; b=REDACTED``.
+                out[name] = _cookie_redacted(value)
+            elif lname in self.secret_headers:
+                out[name] = REDACTED
+            elif lname == "location":  # a redirect's target: its query may carry a key
+                out[name] = self.target(value)
             elif lname == "sec-websocket-protocol":
                 out[name] = ", ".join(self.subprotocol(p.strip()) or "" for p in value.split(","))
             else:
@@ -325,7 +405,14 @@ class Redactor:
         }
 
     def text(self, text: str) -> str:
-        """A string with live credentials, key-shaped strings and your patterns removed."""
+        """A string with live credentials, key-shaped strings and your patterns removed.
+
+        A key written with percent-escapes (``sk%2Dproj...``, or after ``%20``) is found
+        too: each run of URL-ish text holding one is decoded, and replaced by its redacted
+        decoded form when that removed something.
+        """
+        if "%" in text:
+            text = _PERCENT_RUN.sub(self._percent_run, text)
         if self._secret_re is not None and any(s in text for s in self.secrets):
             text = self._secret_re.sub(REDACTED, text)
         # The lookbehind that starts _KEY_SHAPES defeats the regex engine's literal search:
@@ -336,8 +423,48 @@ class Redactor:
             text = pattern.sub(REDACTED, text)
         return text
 
+    def _percent_run(self, match: re.Match[str]) -> str:
+        run = match.group()
+        decoded = _unquote(run)
+        if decoded == run or ("%" in decoded and _PERCENT_RUN.fullmatch(decoded)):
+            redacted = self._plain_text(decoded)
+        else:
+            redacted = self.text(decoded)
+        return run if redacted == decoded else redacted
+
+    def _plain_text(self, text: str) -> str:
+        if self._secret_re is not None:
+            text = self._secret_re.sub(REDACTED, text)
+        return _KEY_SHAPES.sub(_shape_sub, text)
+
+    def target(self, target: str) -> str:
+        """A request target (path and query) fit for a log line.
+
+        Query values named like keys are replaced; live credentials and key-shaped strings
+        are removed from every path segment, query name and value, however they were
+        percent-encoded (the result is decoded, then encoded once).
+        """
+        path, sep, query = target.partition("?")
+        shown = "/".join(
+            urllib.parse.quote(self.text(_unquote(segment)), safe=_SAFE) for segment in path.split("/")
+        )
+        if not sep:
+            return shown
+        pairs = []
+        for part in query.split("&"):
+            name, eq, value = part.partition("=")
+            name, value = self.text(_unquote(name)), _unquote(value)
+            value = REDACTED if name.lower() in self.secret_query else self.text(value)
+            pairs.append(urllib.parse.quote(name, safe=_SAFE) + eq + urllib.parse.quote(value, safe=_SAFE))
+        return f"{shown}?{'&'.join(pairs)}"
+
     def frame(self, frame: Frame) -> Frame:
         """The frame with credentials removed; unchanged bytes when it holds none."""
+        return self._frame(frame, None, join=True)
+
+    def _frame(self, frame: Frame, event: Any, *, join: bool, changed: bool = False) -> Frame:
+        """:meth:`frame`, given the decoded event if there is one (and whether to join its
+        deltas, or whether they were joined and changed it already)."""
         if frame.binary is not msgspec.UNSET:
             data = frame.binary
             for secret in self._secret_bytes:
@@ -346,23 +473,43 @@ class Redactor:
                 data = _KEY_SHAPES_BYTES.sub(_shape_sub_bytes, data)
             return frame if data == frame.binary else msgspec.structs.replace(frame, binary=data)
         if frame.text is not msgspec.UNSET:
-            text = self.text(frame.text)
+            text = self._deep_text(frame.text)
             return frame if text == frame.text else msgspec.structs.replace(frame, text=text)
         assert frame.json is not msgspec.UNSET
-        if self._clean_json(frame.json):
+        if join and event is None and self._clean_json(frame.json):
             return frame
-        original = bytes(frame.json).decode()
-        text = self.text(original)
-        if self.json_paths or self.event_hook is not None or _FIELD_TRIGGER_LOWER.search(text.lower()):
-            event = msgspec.json.decode(text)
-            event = self.event(event, frame.dir)
+        data = bytes(frame.json)
+        try:
+            if event is None:
+                event = _json_decoder.decode(data)
+            changed = (join and self._join_delta(frame.conn, event)) or changed
+            # Every string is redacted decoded, so escapes (``\n``, ``\u0073k-``) hide nothing.
+            changed = _map_strings(event, self.text) or changed
+            if self.json_paths or self.event_hook is not None or _suspicious_fields(event):
+                scrubbed = self.event(event, frame.dir)
+                changed = changed or scrubbed != event
+                event = scrubbed
+            if not changed:
+                return frame
             text = msgspec.json.encode(event).decode()
-        if text == original:
-            return frame
+        except RecursionError:
+            # Nested deeper than can be walked: redacted as text, and kept as text.
+            return msgspec.structs.replace(
+                frame, json=msgspec.UNSET, text=self._deep_text(data.decode())
+            )
+        except (TypeError, msgspec.EncodeError):  # a hook returned something not JSON
+            text = str(event)
         raw = json_raw(text)
         if raw is None:  # a hook returned something that is not JSON-encodable text
             return msgspec.structs.replace(frame, json=msgspec.UNSET, text=text)
         return msgspec.structs.replace(frame, json=raw)
+
+    def _deep_text(self, text: str) -> str:
+        """Text redacted without decoding it: credentials, key shapes, secret fields' values."""
+        text = self.text(text)
+        if '"' in text and _FIELD_TRIGGER.search(text):
+            text = _ESCAPED_FIELD_VALUE.sub(_field_value_sub, text)
+        return text
 
     def frame_from_message(
         self, conn: int, t: float, direction: Direction, data: bytes, text: bool
@@ -383,14 +530,80 @@ class Redactor:
         if not self._custom_rules and b"\n" not in data and b"\r" not in data:
             try:
                 event = _json_decoder.decode(data)
-            except (msgspec.DecodeError, ValueError):
+            except (msgspec.DecodeError, ValueError, RecursionError):
                 pass
             else:
                 frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
-                if self._clean(data, event):
+                joined = self._join_delta(conn, event)
+                if not joined and self._clean(data, event):
                     return frame, True
-                return self.frame(frame), False
+                return self._frame(frame, event, join=False, changed=joined), False
         return self.frame(Frame.from_message(conn, t, direction, data.decode())), False
+
+    # -- keys streamed across deltas --------------------------------------------------
+
+    def _join_delta(self, conn: int, event: Any) -> bool:
+        """Redact the part of a key that a stream of ``*.delta`` events spells across events.
+
+        Each text delta of one item (``response.output_text.delta``, transcripts, tool
+        arguments...) is joined to the tail of the ones before it. Where the joined text
+        holds a live credential, a key shape or a secret field's value, or ends with the
+        first :data:`MIN_SECRET_LENGTH` or more characters of a live credential, the part
+        of it in this delta is replaced (the earlier deltas are already written): joining
+        the recorded deltas never gives the key back, and no more than its first 7
+        characters are kept. Returns whether the delta changed.
+        """
+        if type(event) is not dict:
+            return False
+        kind = event.get("type")
+        if type(kind) is not str or not kind.endswith(".delta") or kind.endswith("audio.delta"):
+            if type(kind) is str and kind.endswith(".done") and self._streams:
+                self._streams.pop(_stream_key(conn, event), None)
+            return False
+        delta = event.get("delta")
+        if type(delta) is not str or not delta:
+            return False
+        key = _stream_key(conn, event)
+        tail = self._streams.pop(key, "")
+        joined = tail + delta
+        start = len(tail)
+        marks = self._secret_spans(joined)
+        self._streams[key] = joined[-_STREAM_TAIL:]
+        while len(self._streams) > _STREAMS_MAX:  # the oldest stream goes first
+            del self._streams[next(iter(self._streams))]
+        cut = sorted((max(a, start) - start, b - start) for a, b in marks if b > start)
+        if not cut:
+            return False
+        out, pos = [], 0
+        for a, b in cut:
+            a = max(a, pos)
+            if b <= a:
+                continue
+            out.append(delta[pos:a])
+            out.append(REDACTED)
+            pos = b
+        out.append(delta[pos:])
+        event["delta"] = "".join(out)
+        return True
+
+    def _secret_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where ``text`` holds a credential, a key, a secret field's value, or a credential's start."""
+        spans: list[tuple[int, int]] = []
+        for secret in self.secrets:
+            start = text.find(secret)
+            while start != -1:
+                spans.append((start, start + len(secret)))
+                start = text.find(secret, start + 1)
+            # A credential still being spelt: the text ends with its beginning.
+            for m in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
+                if text.endswith(secret[:m]):
+                    spans.append((len(text) - m, len(text)))
+                    break
+        if "sk-" in text or "ek_" in text:
+            spans.extend(m.span() for m in _KEY_SHAPES.finditer(text))
+        if '"' in text:
+            spans.extend(m.span(2) for m in _NESTED_FIELD_VALUE.finditer(text))
+        return spans
 
     @property
     def _custom_rules(self) -> bool:
@@ -400,12 +613,15 @@ class Redactor:
     def _clean(self, data: bytes, event: Any) -> bool:
         """Whether a JSON message (its bytes and its decoded event) needs no redaction.
 
-        Conservative: no live credential in the bytes, and no secret-named field or
-        key-shaped string anywhere in the event. A message that passes is written as it is.
+        Conservative: no live credential in the bytes, no escape that could hide one
+        (``\\u``, ``%``), and no secret-named field or key-shaped string anywhere in the
+        event. A message that passes is written as it is.
         """
         for secret, probe in self._secret_probes:
             if (probe is None or probe in data) and secret in data:
                 return False
+        if b"%" in data or (self._secret_probes and b"\\" in data):
+            return False  # a key may hide behind a percent-escape (or a live one behind \u)
         return not _suspicious(event)
 
     def _clean_json(self, raw: msgspec.Raw) -> bool:
@@ -434,6 +650,96 @@ class Redactor:
         if self.event_hook is not None:
             event = self.event_hook(event, direction)
         return event
+
+
+# What a stream of deltas keeps of its text, and how many streams are followed at once.
+_STREAM_TAIL = 256
+_STREAMS_MAX = 1024
+
+
+def _stream_key(conn: int, event: dict[str, Any]) -> tuple[Any, ...]:
+    kind = event.get("type")
+    family = kind.rpartition(".")[0] if isinstance(kind, str) else None
+    return (
+        conn,
+        family,
+        event.get("response_id"),
+        event.get("item_id"),
+        event.get("output_index"),
+        event.get("content_index"),
+        event.get("call_id"),
+    )
+
+
+def _map_strings(value: Any, change: Callable[[str], str]) -> bool:
+    """Apply ``change`` to every string of a decoded event (keys too), in place."""
+    changed = False
+    stack = [value] if type(value) is dict or type(value) is list else []
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            for key in list(v):
+                item = v[key]
+                if type(item) is str:
+                    new = change(item)
+                    if new != item:
+                        v[key] = item = new
+                        changed = True
+                elif type(item) is dict or type(item) is list:
+                    stack.append(item)
+                new_key = change(key)
+                if new_key != key:
+                    del v[key]
+                    v[new_key] = item
+                    changed = True
+        else:
+            for i, item in enumerate(v):
+                if type(item) is str:
+                    new = change(item)
+                    if new != item:
+                        v[i] = new
+                        changed = True
+                elif type(item) is dict or type(item) is list:
+                    stack.append(item)
+    return changed
+
+
+def _suspicious_fields(value: Any) -> bool:
+    """Whether a decoded event has a secret-named field, or a string holding one, anywhere."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            for key, item in v.items():
+                if type(key) is str and key.lower() in SECRET_FIELDS:
+                    return True
+                stack.append(item)
+        elif type(v) is list:
+            stack.extend(v)
+        elif type(v) is str and '"' in v and _FIELD_TRIGGER.search(v):
+            return True
+    return False
+
+
+def _field_value_sub(match: re.Match[str]) -> str:
+    base = match.start()
+    start, end = match.span("value")
+    text = match.group()
+    return text[: start - base] + REDACTED + text[end - base :]
+
+
+# Characters a URL may show as they are (RFC 3986 unreserved, and a few sub-delims).
+_SAFE = "-._~!$'()*,;:@"
+
+
+def _unquote(text: str) -> str:
+    """``text`` percent-decoded (``+`` as a space) until nothing changes: double encoding too."""
+    for _ in range(4):
+        decoded = urllib.parse.unquote_plus(text, errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def _scrub_fields(value: Any) -> Any:

@@ -167,6 +167,9 @@ class ReplaySession:
         self.base_url = base_url
         self.index = CassetteIndex.load(cassette)
         self.report = ReplayReport(self.index.path, self.index.connections)
+        # What a recording proxy accepted (any path ending in a realtime segment, such as
+        # Azure's /openai/deployments/<name>/realtime) is served too.
+        self._recorded_paths = {ic.open.path.rstrip("/") or "/" for ic in self.index.connections}
         self._used: set[int] = set()
         self._next = 0
 
@@ -218,8 +221,12 @@ class ReplaySession:
         )
 
     def screen(self, handshake: Handshake) -> Refuse | None:
-        """What no recording can serve: an unknown path (404), no credential (401)."""
-        if not any(profile.serves(handshake.path) for profile in PROFILES):
+        """What no recording can serve: an unknown path (404), no credential (401).
+
+        A path is known when an endpoint profile serves it or the cassette recorded it.
+        """
+        recorded = (handshake.path.rstrip("/") or "/") in self._recorded_paths
+        if not recorded and not any(profile.serves(handshake.path) for profile in PROFILES):
             where = f" (websocket_base_url {self.base_url})" if self.base_url else ""
             return Refuse(
                 404,

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from ._index import ClientFrame, IndexedConnection
 
 __all__ = [
+    "KEPT",
     "AudioDifference",
     "ConnectionProgress",
+    "Failure",
     "Mismatch",
     "MismatchKind",
     "Reordering",
@@ -220,6 +222,27 @@ def group_events(frames: Iterable[ClientFrame]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Something the replay could not do for a connection: a recorded frame it could not
+    send, a handshake it could not answer. It fails the replay like a mismatch."""
+
+    conn: int | None  # the live connection; None before one was assigned
+    recorded_conn: int | None
+    message: str
+
+    def __str__(self) -> str:
+        who = "a connection" if self.conn is None else f"connection {self.conn}"
+        if self.recorded_conn is not None:
+            who += f" (recorded connection {self.recorded_conn})"
+        return f"{who}: {self.message}"
+
+
+#: Mismatches (and reorderings and audio differences) a report keeps in full; later ones
+#: are counted: a client sending mismatching events for an hour cannot grow it without bound.
+KEPT = 1000
+
+
 @dataclass
 class ConnectionProgress:
     """How far one live connection got: written by its player as the replay goes.
@@ -263,10 +286,14 @@ class ReplayReport:
         self, source: str | None = None, recorded: Sequence[IndexedConnection] = ()
     ) -> None:
         self.source = source
-        self.mismatches: list[Mismatch] = []
+        self.mismatches: list[Mismatch] = []  # the first KEPT
+        self.failures: list[Failure] = []
         self.audio: list[AudioDifference] = []
         self.reorderings: list[Reordering] = []
         self.connections: list[ConnectionProgress] = []
+        # Past KEPT, these are counted, not kept.
+        self.mismatches_not_kept = 0
+        self.others_not_kept = 0  # audio differences and reorderings
         self._recorded = list(recorded)
 
     # -- written by the replay core ------------------------------------------------------
@@ -275,13 +302,25 @@ class ReplayReport:
         self.connections.append(progress)
 
     def add_mismatch(self, mismatch: Mismatch) -> None:
-        self.mismatches.append(mismatch)
+        if len(self.mismatches) < KEPT:
+            self.mismatches.append(mismatch)
+        else:
+            self.mismatches_not_kept += 1
+
+    def add_failure(self, failure: Failure) -> None:
+        self.failures.append(failure)
 
     def add_audio(self, difference: AudioDifference) -> None:
-        self.audio.append(difference)
+        if len(self.audio) < KEPT:
+            self.audio.append(difference)
+        else:
+            self.others_not_kept += 1
 
     def add_reordering(self, reordering: Reordering) -> None:
-        self.reorderings.append(reordering)
+        if len(self.reorderings) < KEPT:
+            self.reorderings.append(reordering)
+        else:
+            self.others_not_kept += 1
 
     # -- read by anyone ------------------------------------------------------------------
 
@@ -302,8 +341,8 @@ class ReplayReport:
 
     @property
     def ok(self) -> bool:
-        """No mismatch so far."""
-        return not self.mismatches
+        """No mismatch and no failure so far."""
+        return not self.mismatches and not self.failures
 
     @property
     def complete(self) -> bool:
@@ -319,18 +358,30 @@ class ReplayReport:
     def __str__(self) -> str:
         unplayed = self.unplayed
         mismatches = list(self.mismatches)
+        failures = list(self.failures)
         name = f" of {self.source}" if self.source else ""
-        if not mismatches and not unplayed:
+        n = len(mismatches) + self.mismatches_not_kept
+        if not mismatches and not unplayed and not failures:
             lines = [f"rtreplay: replay{name}: every client event matched the recording"]
         else:
-            n = len(mismatches)
             lines = [
                 f"rtreplay: replay{name}: {n} mismatch{'es' if n != 1 else ''}"
+                + (f", {len(failures)} failure(s)" if failures else "")
                 + (f", {len(unplayed)} connection(s) not played to the end" if unplayed else "")
             ]
+        if failures:
+            lines.append("")
+            lines.append("failures:")
+            lines.extend(f"  {f}" for f in failures)
         for i, m in enumerate(mismatches, 1):
             lines.append("")
-            lines.append(f"mismatch {i} of {len(mismatches)} ({m.kind}): {m}")
+            lines.append(f"mismatch {i} of {n} ({m.kind}): {m}")
+        if self.mismatches_not_kept:
+            lines.append("")
+            lines.append(
+                f"... and {self.mismatches_not_kept:,} more mismatches, counted but not kept "
+                f"(the first {KEPT:,} are)"
+            )
         if unplayed:
             lines.append("")
             lines.append("unplayed:")
@@ -343,6 +394,8 @@ class ReplayReport:
             lines.append("")
             lines.append("accepted reorderings:")
             lines.extend(f"  {r}" for r in self.reorderings)
+        if self.others_not_kept:
+            lines.append(f"  ... and {self.others_not_kept:,} more, counted but not kept")
         return "\n".join(lines)
 
     __repr__ = __str__

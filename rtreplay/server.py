@@ -16,25 +16,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import email.utils
+import http
 import logging
 import math
 import os
 import signal
 import ssl
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from ._index import CassetteIndex, ServerFrame
+from ._index import CassetteIndex
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._version import __version__
-from ._wsio import handshake_protocol, offered_subprotocols, send_many, websockets_logger
+from ._wsio import (
+    AnsweringServerConnection,
+    handshake_protocol,
+    offered_subprotocols,
+    send_many,
+    websockets_logger,
+)
 from .cassette import Cassette
 from .errors import MismatchError
 from .match import MatchPolicy
@@ -47,8 +58,9 @@ from .player import (
     SendError,
 )
 from .protocol import REALTIME
+from .redact import Redactor
 from .replay import Accept, Handshake, Refuse, ReplaySession
-from .report import ReplayReport
+from .report import Failure, ReplayReport
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -71,6 +83,14 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 BACKLOG = 1024
 # How long stopping waits for clients to complete their closing handshakes.
 CLOSE_TIMEOUT = 5.0
+
+# Mismatches logged one by one per connection; after that one line says more came.
+_LOGGED_MISMATCHES = 100
+# websockets keeps a raw byte over 127 in a request target as a lone surrogate (14-16).
+_NOT_ASCII = (
+    "rtreplay: the request target holds bytes that are not ASCII; percent-encode them "
+    "(RFC 3986: %C3%A9 for é)\n"
+)
 
 # Frames due at once are written in batches of about this many bytes (at most one frame
 # more), like websockets' own write buffer: a client that stops reading holds little.
@@ -106,12 +126,15 @@ def _handshake(request: Request) -> Handshake:
 class _Connection:
     """What the shell keeps of one live connection while it runs."""
 
-    __slots__ = ("closed_by_us", "sent", "wake")
+    __slots__ = ("closed_by_us", "failure", "logged", "sent", "wake")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
         self.sent = 0
         self.closed_by_us: CloseConnection | None = None
+        #: Why the replay could not go on (a payload it could not read or send), if so.
+        self.failure: str | None = None
+        self.logged = 0  # mismatches logged
 
 
 class ReplayServer(Service):
@@ -127,9 +150,14 @@ class ReplayServer(Service):
     mismatch (``None`` or ``0``: never). ``audio_tolerance``: seconds of audio the client
     may send more or less than recorded. ``require_auth``: refuse handshakes that carry no
     credential at all. ``repeat``: every client gets the first (or the matching) recorded
-    connection again, instead of the k-th client getting the k-th connection. Bad options
-    raise :class:`ValueError`; a cassette that cannot be read, a
+    connection again, instead of the k-th client getting the k-th connection.
+    ``keep_received=False``: keep nothing in :attr:`received` (a long-running server nobody
+    asks). Bad options raise :class:`ValueError`; a cassette that cannot be read, a
     :class:`~rtreplay.errors.CassetteError`.
+
+    Memory is bounded whatever the clients send: the report keeps the first 1,000
+    mismatches in full (strings cut to 1,000 characters) and counts the rest; a client that
+    stops reading is not read from either.
 
     Start it with ``async with``, ``await server.start()`` or ``with server.in_thread():``;
     then give a client :attr:`websocket_base_url` (or :attr:`url`). :attr:`report` and
@@ -150,6 +178,7 @@ class ReplayServer(Service):
         require_auth: bool = False,
         repeat: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        keep_received: bool = True,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.session = ReplaySession(
@@ -172,7 +201,12 @@ class ReplayServer(Service):
         self.index: CassetteIndex = self.session.index
         self.cassette_path = self.index.path
         self.report: ReplayReport = self.session.report
+        #: Whether :attr:`received` keeps the clients' messages (``rtreplay serve``, which
+        #: nobody can ask, does not).
+        self.keep_received = keep_received
         self.received: list[ReceivedEvent] = []
+        # Clients' keys (Azure's ?api-key=...) stay out of the log lines.
+        self._redactor = Redactor()
         #: Bytes of ``input_audio_buffer.append`` messages kept whole in :attr:`received`.
         self.received_audio_budget = RECEIVED_AUDIO_BUDGET
         self._received_audio = 0
@@ -189,6 +223,7 @@ class ReplayServer(Service):
             self.port,
             compression=None,
             max_size=MAX_MESSAGE_SIZE,
+            create_connection=AnsweringServerConnection,
             process_request=self._process_request,
             process_response=self._process_response,
             select_subprotocol=_select_subprotocol,
@@ -233,19 +268,22 @@ class ReplayServer(Service):
     # -- handshake --------------------------------------------------------------------
 
     def _respond(self, connection: ServerConnection, refuse: Refuse) -> Response:
-        response = connection.respond(refuse.status, refuse.body)
-        for name, value in refuse.headers.items():
-            if name.lower() in ("content-length", "connection", "date", "transfer-encoding"):
-                continue
-            del response.headers[name]
-            response.headers[name] = value
-        return response
+        return _refusal(refuse)
+
+    def _loggable(self, request: Request) -> str:
+        """The request target for a log line: the client's key never reaches a log."""
+        self._redactor.add_handshake(
+            dict(request.headers.raw_items()), offered_subprotocols(request.headers)
+        )
+        return self._redactor.target(request.path)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not request.path.isascii():
+            return connection.respond(400, _NOT_ASCII)
         refused = self.session.screen(_handshake(request))
         if refused is None:
             return None
-        logger.warning("refused %s: HTTP %d, %s", request.path, refused.status, refused.reason)
+        logger.warning("refused %s: HTTP %d, %s", self._loggable(request), refused.status, refused.reason)
         return self._respond(connection, refused)
 
     def _process_response(
@@ -253,9 +291,18 @@ class ReplayServer(Service):
     ) -> Response | None:
         if response.status_code != 101:
             return None
+        try:
+            return self._answer(connection, request)
+        except Exception as exc:  # a bug: the client and the report both hear of it
+            failure = Failure(None, None, f"the handshake could not be answered: {exc!r}")
+            self.report.add_failure(failure)
+            logger.exception("%s; answered HTTP 500", failure)
+            return connection.respond(500, f"rtreplay: {failure.message}\n")
+
+    def _answer(self, connection: ServerConnection, request: Request) -> Response | None:
         # Decided only once the handshake is valid, so a bad request uses up no connection.
         decision = self.session.accept(_handshake(request))
-        target = request.path
+        target = self._loggable(request)
         if isinstance(decision, Refuse):
             if decision.recorded is not None:
                 logger.info(
@@ -318,6 +365,8 @@ class ReplayServer(Service):
                     # Otherwise the writer's deadline can only have moved later: a timer
                     # firing early polls and sleeps again, so there is no need to wake it.
                     wake.set()
+                if not self.keep_received:
+                    continue
                 if player.last_type == append:
                     self._received_audio += len(message)
                     if self._received_audio > self.received_audio_budget:
@@ -333,8 +382,14 @@ class ReplayServer(Service):
                 writer.cancel()
             # Waited for, not awaited: a cancellation of this handler must not be swallowed.
             await asyncio.wait([writer])
+            failure = state.failure
             if not writer.cancelled() and writer.exception() is not None:
-                logger.error("conn %d: sending failed: %r", live, writer.exception())
+                failure = f"sending failed: {writer.exception()!r}"
+            if failure is not None:
+                ic = player.connection
+                failure += f"; {state.sent} of {ic.server_count} server frames were sent"
+                logger.error("conn %d: %s", live, failure)
+                self.report.add_failure(Failure(live, ic.number, failure))
             self._log_close(ws, live, player, state)
 
     async def _write(self, ws: ServerConnection, player: Player, state: _Connection) -> None:
@@ -348,11 +403,11 @@ class ReplayServer(Service):
                     if type(action) is Send:
                         await self._send_frames(ws, action, state)
                     elif type(action) is SendError:
-                        _log_mismatch(player, action.mismatch)
+                        _log_mismatch(player, action.mismatch, state)
                         await ws.send(action.message, text=True)
                     elif type(action) is CloseConnection:
                         if action.mismatch is not None and action.mismatch.held is None:
-                            _log_mismatch(player, action.mismatch)
+                            _log_mismatch(player, action.mismatch, state)
                         state.closed_by_us = action
                         if action.abort:
                             ws.transport.abort()
@@ -370,6 +425,13 @@ class ReplayServer(Service):
                         timer.cancel()
         except ConnectionClosed:
             return
+        except (OSError, ValueError) as exc:
+            # A payload that could not be read or sent: the client must not wait for it in
+            # vain, and the report must say so (the handler reports state.failure).
+            state.failure = f"a recorded server frame could not be sent ({exc!r}); closed with 1011"
+            if ws.protocol.state is not State.CLOSED:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.close(1011, "rtreplay: a recorded frame could not be sent")
 
     async def _send_frames(self, ws: ServerConnection, action: Send, state: _Connection) -> None:
         # Frames due together are written in batches (send_many: one write and one
@@ -377,9 +439,7 @@ class ReplayServer(Service):
         # websockets' write buffer so a client that stops reading makes us hold little.
         batch: list[tuple[bytes, bool]] = []
         size = 0
-        source = action.source
-        frames = source.payloads(action.frames) if source is not None else _in_memory(action)
-        for frame, data in frames:
+        for frame, data in action.payloads():
             batch.append((data, frame.text))
             size += len(data)
             if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
@@ -416,12 +476,52 @@ class ReplayServer(Service):
         )
 
 
-def _in_memory(action: Send) -> Iterator[tuple[ServerFrame, bytes]]:
-    for frame, (data, _) in zip(action.frames, action.messages(), strict=True):
-        yield frame, data
+# Headers of a recorded refusal that describe the recorded message, not this one.
+_FRAMING_HEADERS = frozenset({"content-length", "connection", "date", "transfer-encoding"})
+# websockets 17 writes header values as ISO-8859-1 (and refuses other characters); 14 to 16
+# as UTF-8. Either way a recorded value goes out as its UTF-8 bytes.
+_LATIN1_HEADERS = Headers([("x", "\xe9")]).serialize() == b"x: \xe9\r\n\r\n"
 
 
-def _log_mismatch(player: Player, mismatch: Any) -> None:
+def _refusal(refuse: Refuse) -> Response:
+    """A refusal as HTTP: its status, headers (in order) and body, as recorded or decided.
+
+    The reader checked that a recorded status is a refusal (300-599) and that its headers
+    can be sent. Only the framing is this response's own: ``Content-Length``, ``Connection:
+    close`` and ``Date``; a status the standard does not name (Cloudflare's 520) has an
+    empty reason phrase.
+    """
+    body = refuse.body.encode()
+    try:
+        phrase = http.HTTPStatus(refuse.status).phrase
+    except ValueError:
+        phrase = ""
+    headers = Headers()
+    headers["Date"] = email.utils.formatdate(usegmt=True)
+    headers["Connection"] = "close"
+    headers["Content-Length"] = str(len(body))
+    if refuse.recorded is None:  # rtreplay's own refusal: one line of text
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+    for name, value in refuse.headers.items():
+        if name.lower() not in _FRAMING_HEADERS:
+            headers[name] = _on_the_wire(value)
+    return Response(refuse.status, phrase, headers, body)
+
+
+def _on_the_wire(value: str) -> str:
+    if _LATIN1_HEADERS and not value.isascii():
+        return value.encode("utf-8").decode("iso-8859-1")
+    return value
+
+
+def _log_mismatch(player: Player, mismatch: Any, state: _Connection) -> None:
+    state.logged += 1
+    if state.logged > _LOGGED_MISMATCHES:
+        if state.logged == _LOGGED_MISMATCHES + 1:
+            logger.warning(
+                "conn %d: more mismatches; not logged one by one (the report counts them)", player.conn
+            )
+        return
     if mismatch.held is not None:
         # A stall: the whole explanation, which is all an `rtreplay serve` user gets.
         logger.warning("conn %d: %s", player.conn, "; ".join(x.strip() for x in str(mismatch).splitlines()))
@@ -543,6 +643,7 @@ def serve_main(args: argparse.Namespace) -> int:
         require_auth=args.require_auth,
         repeat=args.repeat,
         ssl_context=context,
+        keep_received=False,  # nobody can look at it, and a long run would pile it up
     )
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.
@@ -598,7 +699,6 @@ async def _serve(server: ReplayServer) -> int:
         await stop.wait()
     finally:
         await server.close()
-    report = server.report
-    if report.mismatches or report.connections:
-        print(str(report), file=sys.stderr, flush=True)
+    # Always: a replay nobody connected to lists what it never played.
+    print(str(server.report), file=sys.stderr, flush=True)
     return 0

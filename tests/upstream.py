@@ -342,7 +342,7 @@ class ScriptedUpstream(Service):
         if isinstance(raw, str):
             try:
                 decoded = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deep: invalid, as for the API
                 decoded = None
             event = decoded if isinstance(decoded, dict) else None
         received = Received(conn, raw, event)

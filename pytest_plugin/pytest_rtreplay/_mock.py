@@ -58,6 +58,7 @@ class RealtimeMock:
         self._missing: str | None = None
         self._finished = False
         self.recorded: Path | None = None  # set once a recording was written
+        self.kept: Path | None = None  # set when a recording left the old cassette as it was
 
     def __repr__(self) -> str:
         mode = "recording" if self.recording else "replaying"
@@ -143,7 +144,7 @@ class RealtimeMock:
 
     def _start(self) -> None:
         """Start the server on its own thread; a missing cassette is remembered, not raised."""
-        from rtreplay.errors import CassetteError
+        from rtreplay.errors import CassetteError, RecordError
 
         settings = self.settings
         if not self.recording and not settings.cassette.exists():
@@ -177,11 +178,18 @@ class RealtimeMock:
             stack.enter_context(self._service.in_thread())
         except CassetteError as exc:
             stack.close()
-            problem: str | None = str(exc)
+            problem: str | None = f"cannot use the cassette of this test: {exc}"
+        except RecordError as exc:  # e.g. another xdist worker records the same cassette now
+            stack.close()
+            problem = (
+                f"cannot record the cassette of this test: {exc}. Tests that share a cassette "
+                "record it one at a time: run them in one worker (pytest -n0, or xdist's "
+                "--dist loadgroup with @pytest.mark.xdist_group)"
+            )
         else:
             problem = None
         if problem is not None:  # outside the except block: no chained traceback
-            pytest.fail(f"rtreplay: cannot use the cassette of this test: {problem}", pytrace=False)
+            pytest.fail(f"rtreplay: {problem}", pytrace=False)
         self._running = stack
 
     def _check_before_call(self) -> None:
@@ -275,7 +283,11 @@ class RealtimeMock:
                     f"discarded; {self._display_path} {kept}.{cause}"
                 )
             if problem is None:
-                self.recorded = self.cassette_path
+                recorder_done: Recorder = service  # type: ignore[assignment]
+                if recorder_done.written is not None:
+                    self.recorded = self.cassette_path
+                elif recorder_done.refused and self.cassette_path.exists():
+                    self.kept = self.cassette_path
             return problem
         report = self.report
         assert report is not None

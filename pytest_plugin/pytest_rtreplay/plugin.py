@@ -47,6 +47,7 @@ __all__ = [
 _MOCK = pytest.StashKey[RealtimeMock]()
 _SECTION = pytest.StashKey[str]()
 _RECORDED_PROPERTY = "rtreplay_recorded"
+_KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the old one kept
 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
@@ -309,6 +310,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     problem = mock._finish(test_failed=False)
     if mock.recorded is not None:
         item.user_properties.append((_RECORDED_PROPERTY, _display(mock.recorded, item.config)))
+    if mock.kept is not None:
+        item.user_properties.append((_KEPT_PROPERTY, _display(mock.kept, item.config)))
     if problem:
         pytest.fail(problem, pytrace=False)
     return result
@@ -335,16 +338,27 @@ class _RecordedSummary:
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.kept: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":  # later reports of the test carry the same properties
             self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
+            self.kept.extend(str(v) for k, v in report.user_properties if k == _KEPT_PROPERTY)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.paths:
+        if not self.paths and not self.kept:
             return
-        n = len(self.paths)
         terminalreporter.section("rtreplay")
-        terminalreporter.write_line(f"recorded {n} cassette{'s' if n != 1 else ''}:")
-        for path in sorted(set(self.paths)):
-            terminalreporter.write_line(f"  {path}")
+        if self.paths:
+            n = len(self.paths)
+            terminalreporter.write_line(f"recorded {n} cassette{'s' if n != 1 else ''}:")
+            for path in sorted(set(self.paths)):
+                terminalreporter.write_line(f"  {path}")
+        if self.kept:
+            n = len(self.kept)
+            terminalreporter.write_line(
+                f"left {n} cassette{'s' if n != 1 else ''} as {'they were' if n != 1 else 'it was'}: "
+                "the upstream refused every connection (delete one to record the refusal):"
+            )
+            for path in sorted(set(self.kept)):
+                terminalreporter.write_line(f"  {path}")

@@ -19,6 +19,7 @@ holds it, so such keys are hidden only in secret-named fields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -45,7 +46,7 @@ from rtreplay.codec import CassetteReader
 from rtreplay.recorder import Recorder
 
 from ..conftest import timeout
-from .support import report_figure
+from .support import handshake_bytes, report_figure
 
 PAD = "pad " * 700  # makes an event larger than 2 KB
 FAST_EXAMPLES = int(os.environ.get("RTREPLAY_SECRETS_EXAMPLES", "50"))
@@ -75,7 +76,9 @@ keys = st.one_of(
 
 # How the key is presented to the proxy: as a credential it learns, or not at all.
 PRESENTED = ("authorization", "api-key", "x-api-key", "subprotocol", "query-api-key",
-             "query-key", "query-client_secret", "proxy-key", "none")
+             "query-key", "query-client_secret", "query-subscription-key", "proxy-key",
+             "cookie-first", "cookie-last", "ocp-apim-subscription-key", "upstream-userinfo",
+             "none")
 
 # Places a key hides in frames. Field-named places are recognisable whatever the key.
 FIELD_PLACES = (
@@ -98,7 +101,19 @@ FREE_PLACES = (
     "custom-header",              # the key in a header with an ordinary name
     "close-reason",               # the upstream closes with the key in its reason
     "refusal-body",               # the upstream refuses the handshake, quoting the key
+    # Encodings and splits:
+    "server-delta-split",         # the key streamed across 2-5 transcript deltas of one item
+    "server-args-delta-split",    # ... across tool-argument deltas, under an ordinary name
+    "server-after-escape",        # right after a JSON escape: "...\n<key>", "\t<key>"
+    "server-u-escaped",           # the key written with \u escapes in the JSON text
+    "client-after-percent20",     # right after a percent-encoded space: "%20<key>"
+    "client-percent-encoded",     # every character of the key percent-encoded
+    "path-segment",               # the key in the request path, which the proxy logs
+    "refusal-reason",             # a 503 whose reason phrase and long body quote the key
+    "failed-subprotocol",         # the upstream picks a subprotocol holding the key (502)
 )
+# Places where the upstream does not accept the session.
+REFUSING = ("refusal-body", "refusal-reason", "failed-subprotocol")
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class Session:
     audio_frames: int
     # Large events take the redactor's fast path for audio-sized frames: pad some to it.
     padded: bool = False
+    pieces: int = 3  # how many deltas a split key is streamed in
 
     @property
     def known(self) -> bool:
@@ -123,7 +139,10 @@ def sessions(draw: st.DrawFn) -> Session:
     known = presented != "none" or key.shaped
     pool = FIELD_PLACES + (FREE_PLACES if known else ())
     places = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8, unique=True))
-    return Session(key, presented, tuple(sorted(places)), draw(st.integers(0, 3)), draw(st.booleans()))
+    refusing = [p for p in places if p in REFUSING]
+    places = [p for p in places if p not in REFUSING] + refusing[:1]  # one way to be refused
+    return Session(key, presented, tuple(sorted(places)), draw(st.integers(0, 3)), draw(st.booleans()),
+                   draw(st.integers(2, 5)))
 
 
 # -- an upstream that sends every secret back -------------------------------------------
@@ -146,6 +165,7 @@ class LeakyUpstream:
     async def __aenter__(self) -> LeakyUpstream:
         self.server = await serve(
             self.handle, "127.0.0.1", 0, process_request=self.process_request,
+            process_response=self.process_response,
             select_subprotocol=lambda _c, offered: Subprotocol("realtime") if "realtime" in offered else None,
             max_size=None,
         )
@@ -163,12 +183,23 @@ class LeakyUpstream:
             "query": parsed.query,
             "headers": dict(request.headers.raw_items()),
         }
+        k = self.session.key.value
         if "refusal-body" in self.session.places:
-            body = json.dumps({"error": {"message": f"Incorrect API key provided: {self.session.key.value}.",
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {k}.",
                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
             headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(body)),
-                               "x-request-id": f"req={self.session.key.value}"})
+                               "x-request-id": f"req={k}"})
             return Response(401, "Unauthorized", headers, body)
+        if "refusal-reason" in self.session.places:
+            # The proxy logs the first 200 characters of a body: the key straddles that cut.
+            body = ("x" * (199 - len(k) // 2) + " " + k + " trailing").encode()
+            headers = Headers({"Content-Type": "text/plain", "Content-Length": str(len(body))})
+            return Response(503, f"Overloaded {k}", headers, body)
+        return None
+
+    def process_response(self, connection: ServerConnection, request: Request, response: Response) -> Response | None:
+        if "failed-subprotocol" in self.session.places and response.status_code == 101:
+            response.headers["Sec-WebSocket-Protocol"] = f"x-{self.session.key.value}"
         return None
 
     def frames(self) -> list[str | bytes]:
@@ -201,6 +232,23 @@ class LeakyUpstream:
                                    "delta": f"your key is {k}"}))
         if "server-binary" in places:
             out.append(b"\x00\x01key=" + k.encode() + b"\xff")
+        if "server-delta-split" in places:
+            for n, piece in enumerate(split(k, self.session.pieces)):
+                out.append(dumps({"type": "response.output_audio_transcript.delta", "event_id": f"e_sp{n}",
+                                  "response_id": "resp_1", "item_id": "item_1", "output_index": 0,
+                                  "content_index": 0, "delta": ("my key is " if n == 0 else "") + piece}))
+        if "server-args-delta-split" in places:
+            text = json.dumps({"note": k})
+            for n, piece in enumerate(split(text, self.session.pieces + 2)):
+                out.append(dumps({"type": "response.function_call_arguments.delta", "event_id": f"e_ad{n}",
+                                  "response_id": "resp_1", "item_id": "item_2", "output_index": 1,
+                                  "call_id": "call_1", "delta": piece}))
+        if "server-after-escape" in places:
+            out.append(dumps({"type": "response.output_text.done", "event_id": "e_ae",
+                              "text": f"first\n{k}\tthen\t{k}\r\n"}))
+        if "server-u-escaped" in places:
+            escaped = "".join(f"\\u{ord(c):04x}" for c in k)
+            out.append('{"type":"response.output_text.done","event_id":"e_ue","text":"key ' + escaped + '"}')
         for n in range(self.session.audio_frames):
             out.append(dumps({"type": "response.output_audio.delta", "event_id": f"e_au{n}",
                                    "delta": "AAAA" * 500}))
@@ -250,10 +298,23 @@ def client_frames(session: Session) -> list[str | bytes]:
         out.append(f"not json {k}")
     if "client-binary" in places:
         out.append(b"\x00" + k.encode() + b"\x00")
+    if "client-after-percent20" in places:
+        out.append(dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"url?q=a%20{k}"}]}}))
+    if "client-percent-encoded" in places:
+        encoded = "".join(f"%{b:02X}" for b in k.encode())
+        out.append(dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"see {encoded}"}]}}))
     for _ in range(session.audio_frames):
         out.append(dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 500}))
     out.append('{"type":"bye"}')
     return out
+
+
+def split(text: str, pieces: int) -> list[str]:
+    """``text`` in ``pieces`` consecutive parts, none of which holds it whole."""
+    size = max(1, -(-len(text) // pieces))
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 # -- one session through the real proxy -------------------------------------------------
@@ -277,15 +338,26 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
         subprotocols.append(Subprotocol(f"openai-insecure-api-key.{k}"))
     elif p.startswith("query-"):
         query[p[len("query-"):]] = k
+    elif p == "cookie-first":
+        headers["Cookie"] = f"session={k}; theme=dark"
+    elif p == "cookie-last":
+        headers["Cookie"] = f"theme=dark; session={k}"
+    elif p == "ocp-apim-subscription-key":
+        headers["Ocp-Apim-Subscription-Key"] = k
     if "custom-header" in session.places:
         headers["X-Debug-Note"] = f"key={k}"
     got: list[str | bytes] = []
     status = None
     async with LeakyUpstream(session) as up:
-        recorder = Recorder(cassette, upstream=up.base, api_key=k if p == "proxy-key" else "",
+        base = up.base
+        if p == "upstream-userinfo":
+            base = base.replace("ws://", f"ws://user:{urllib.parse.quote(k, safe='')}@")
+        recorder = Recorder(cassette, upstream=base, api_key=k if p == "proxy-key" else "",
                             idle_timeout=None)
         async with recorder:
             url = f"{recorder.url}?{urllib.parse.urlencode(query)}"
+            if "path-segment" in session.places:
+                url = url.replace("/v1/realtime", f"/v1/{urllib.parse.quote(k, safe='')}/realtime")
             try:
                 async with connect(url, additional_headers=headers, subprotocols=subprotocols,
                                    max_size=None, open_timeout=timeout(10)) as ws:
@@ -298,6 +370,9 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
                         pass
             except InvalidStatus as exc:
                 status = exc.response.status_code
+            # While the recorder still runs: its partial file holds no key either.
+            for partial in directory.glob("*.partial"):
+                assert k.encode() not in partial.read_bytes(), f"the key is in {partial}"
     return cassette, got, status
 
 
@@ -320,6 +395,20 @@ def assert_no_key(session: Session, cassette: Path) -> None:
                 seen.append(json.dumps(record.__struct_fields__ and [getattr(record, f) for f in record.__struct_fields__]).encode())
     for blob in seen:
         assert k not in blob, f"the key is in a decoded payload of {cassette}: {blob[:300]!r}"
+        # Percent-decoded too (twice: a key may be encoded twice over).
+        once = urllib.parse.unquote_to_bytes(blob)
+        for decoded in (once, urllib.parse.unquote_to_bytes(once)):
+            assert k not in decoded, f"the key is percent-encoded in {cassette}: {blob[:300]!r}"
+    # Deltas of one item joined, as a client shows them: the key is not spelt there either.
+    joined: dict[tuple[Any, ...], str] = {}
+    with CassetteReader(cassette) as reader:
+        for record in reader:
+            event = record.event() if isinstance(record, Frame) else None
+            if isinstance(event, dict) and isinstance(event.get("delta"), str):
+                item = (record.conn, event.get("type"), event.get("item_id"), event.get("content_index"))
+                joined[item] = joined.get(item, "") + event["delta"]
+    for item, text in joined.items():
+        assert session.key.value not in text, f"joined deltas of {item} spell the key: {text!r}"
 
 
 def _nested_json(value: Any) -> Iterable[bytes]:
@@ -362,12 +451,15 @@ def check(session: Session, directory: Path) -> None:
     for line in lines.lines:
         assert session.key.value not in line, f"the key is in a log line: {line}"
     assert not list(directory.glob("*.partial")), "a partial file was left behind"
+    if "failed-subprotocol" in session.places:
+        assert status == 502 and not cassette.exists()  # nothing was relayed: nothing recorded
+        return
     assert cassette.exists(), "the recording was discarded"
     assert_no_key(session, cassette)
     with CassetteReader(cassette) as reader:
         records = list(reader)
-    if "refusal-body" in session.places:
-        assert status == 401
+    if "refusal-body" in session.places or "refusal-reason" in session.places:
+        assert status == (401 if "refusal-body" in session.places else 503)
         assert [type(r).__name__ for r in records[1:]] == ["Open", "Reject"]
         return
     # Nothing was lost to redaction: every frame either way is in the cassette.
@@ -418,3 +510,180 @@ def test_each_way_of_presenting_the_key(tmp_path: Path, presented: str) -> None:
     shaped = presented == "none"
     key = Key("sk-proj-Presented0123456789abc" if shaped else "az0123456789abcdef0123456789abcdef", shaped)
     check(Session(key, presented, ("handshake-echo", "server-error", "client-text", "close-reason"), 0), tmp_path)
+
+
+# -- credentials never leave for another place ----------------------------------------------
+
+
+class Capture:
+    """A WebSocket server that notes every handshake it gets and answers with ``answer``."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.answer = answer
+        self.requests: list[Request] = []
+        self.server: Server | None = None
+
+    @property
+    def base(self) -> str:
+        assert self.server is not None
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aenter__(self) -> Capture:
+        async def handler(ws: ServerConnection) -> None:
+            await ws.send('{"type":"session.created"}')
+            await ws.wait_closed()
+
+        def process_request(connection: ServerConnection, request: Request) -> Response | None:
+            self.requests.append(request)
+            return self.answer(connection, request) if self.answer is not None else None
+
+        self.server = await serve(handler, "127.0.0.1", 0, process_request=process_request)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+REDIRECTS = (300, 301, 302, 303, 307, 308)
+
+
+class connect_once(connect):
+    """A client that shows a redirect instead of following it (the test must see it)."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+async def record_redirect(tmp_path: Path, status: int, same_origin: bool, presented: str) -> None:
+    key = "sk-proj-RedirectedKey0123456789abcdef"
+    async with Capture() as elsewhere, Capture() as first:
+        target = elsewhere.base if not same_origin else first.base.replace("/v1", "/v2")
+
+        def redirect(connection: ServerConnection, request: Request) -> Response:
+            location = f"{target}/realtime?model=gpt-realtime&api-key=leak"
+            return Response(status, "Moved", Headers({"Location": location, "Content-Length": "0"}), b"")
+
+        first.answer = redirect
+        headers = {"Authorization": f"Bearer {key}"} if presented == "header" else {}
+        recorder = Recorder(tmp_path / "r.jsonl", upstream=first.base,
+                            api_key=key if presented == "proxy-key" else "", idle_timeout=None)
+        async with recorder:
+            with pytest.raises(InvalidStatus) as info:
+                async with connect_once(recorder.url + "?model=gpt-realtime", additional_headers=headers,
+                                        open_timeout=timeout(10)):
+                    pass
+        # The client hears of the redirect and decides; nobody else saw the key.
+        assert info.value.response.status_code == status
+        assert info.value.response.headers["Location"].startswith(target)
+        assert len(first.requests) == 1
+        for request in elsewhere.requests + first.requests[1:]:
+            raise AssertionError(f"the proxy followed the redirect: {request.path} {request.headers}")
+    [_, _open, reject] = load_records(tmp_path / "r.jsonl")
+    assert isinstance(reject, Reject) and reject.status == status
+    assert "api-key=REDACTED" in reject.headers["location"]
+
+
+def load_records(path: Path) -> list[Any]:
+    with CassetteReader(path) as reader:
+        return list(reader)
+
+
+@given(st.sampled_from(REDIRECTS), st.booleans(), st.sampled_from(["header", "proxy-key"]))
+@settings(max_examples=12, **SETTINGS)  # type: ignore[arg-type]
+def test_a_redirect_is_passed_back_never_followed(
+    tmp_path: Path, status: int, same_origin: bool, presented: str
+) -> None:
+    for old in tmp_path.glob("*.jsonl"):
+        old.unlink()
+    asyncio.run(record_redirect(tmp_path, status, same_origin, presented))
+
+
+# Path tails a client may send after /realtime: dot segments, plain or percent-encoded,
+# encoded slashes and backslashes.
+_DOTS = st.sampled_from(["..", "%2e%2e", "%2E%2E", ".%2e", "%2e.", ".", "%2e", "..%2fchat", "x%5c..", "a\\..", "chat"])
+tails = st.lists(_DOTS | st.sampled_from(["completions", "v1", "files", "calls", ""]), min_size=1, max_size=5)
+
+
+def _resolved(path: str) -> str:
+    """How a lenient upstream would read a path: percent-decoded, backslashes as slashes,
+    dot segments resolved."""
+    import posixpath
+
+    decoded = urllib.parse.unquote(path).replace("\\", "/")
+    return posixpath.normpath(decoded)
+
+
+@given(tails)
+@settings(max_examples=40, **SETTINGS)  # type: ignore[arg-type]
+def test_no_path_leaves_the_realtime_endpoint(tmp_path: Path, tail: list[str]) -> None:
+    path = "/v1/realtime/" + "/".join(tail)
+
+    async def run() -> tuple[list[str], int | None]:
+        async with Capture() as up:
+            recorder = Recorder(tmp_path / f"d{next(_counter)}.jsonl", upstream=up.base,
+                                api_key="sk-proj-TheProxysOwnKey0123456789", idle_timeout=None)
+            async with recorder:
+                reader, writer = await asyncio.open_connection(recorder.host, recorder.port)
+                writer.write(handshake_bytes(path + "?model=gpt-realtime"))
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout(10))
+                writer.close()
+            return [r.path for r in up.requests], int(head.split()[1])
+
+    seen, status = asyncio.run(run())
+    for forwarded in seen:
+        resolved = _resolved(urllib.parse.urlsplit(forwarded).path)
+        assert resolved == "/v1/realtime" or resolved.startswith("/v1/realtime/"), (path, forwarded)
+    if not seen:
+        assert status in (400, 404), (path, status)
+
+
+async def test_rtreplay_serve_keeps_an_azure_client_s_api_key_out_of_its_output() -> None:
+    from ..conftest import CASSETTES
+    from .support import start_cli
+
+    key = "0123456789abcdef0123456789abcdef"
+    served = await start_cli("serve", str(CASSETTES / "text-response.jsonl"), "--match", "type")
+    try:
+        base = served.websocket_base_url.rsplit("/v1", 1)[0]
+        for path in ("/openai/realtime", "/openai/nowhere"):
+            url = f"{base}{path}?api-version=2025-04-01-preview&deployment=gpt-realtime&api-key={key}"
+            try:
+                async with connect(url, additional_headers={"api-key": key}, open_timeout=timeout(10)) as ws:
+                    await ws.recv()
+            except InvalidStatus:
+                pass
+        # The key percent-encoded, and in a path segment.
+        quoted = "".join(f"%{b:02X}" for b in key.encode())
+        with contextlib.suppress(InvalidStatus):
+            async with connect(f"{base}/openai/{key}/x?key={quoted}", additional_headers={"api-key": key},
+                               open_timeout=timeout(10)):
+                pass
+    finally:
+        code, out, err = await served.stop()
+    assert code == 0
+    assert "api-key=REDACTED" in err, err
+    assert key not in out + err and quoted not in out + err, err
+
+
+async def test_rtreplay_record_keeps_upstream_userinfo_out_of_its_output(tmp_path: Path) -> None:
+    from .support import start_cli
+
+    password = "Pa55word-For-The-Gateway-0123"
+    async with Capture() as up:
+        upstream = up.base.replace("ws://", f"ws://gateway:{password}@")
+        proc = await start_cli("record", "--out", str(tmp_path / "u.jsonl"), "--upstream", upstream,
+                               env={"OPENAI_API_KEY": ""})
+        try:
+            async with connect(proc.url + "?model=gpt-realtime", open_timeout=timeout(10)) as ws:
+                await ws.recv()
+        finally:
+            code, out, err = await proc.stop()
+        [request] = up.requests
+    assert code == 0
+    assert request.headers["Authorization"].startswith("Basic ")  # it did reach the upstream
+    assert password not in out + err, out + err
+    assert password not in (tmp_path / "u.jsonl").read_text()
+    assert request.headers["Authorization"].split()[1] not in (tmp_path / "u.jsonl").read_text()
