@@ -7,6 +7,10 @@ payload itself is read back with ``os.pread`` when the frame is due. Client fram
 their decoded event, except the audio of ``input_audio_buffer.append``, of which only the
 decoded length (and a running digest of the stream) is kept. An in-memory
 :class:`~rtreplay.cassette.Cassette` is indexed the same way, its payloads kept as bytes.
+
+A format-2 cassette keeps audio in files beside it: a server frame whose audio is there
+keeps where its JSON lies in the cassette and where its audio lies in the audio file, and
+the message is put together (the JSON around the audio's base64) when it is due.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import IO, Any
 
 import msgspec
 
+from .audiofiles import AudioStore, audio_position
 from .cassette import Cassette, Close, Frame, Header, Open, Reject
 from .codec import CassetteReader
 
@@ -155,7 +160,7 @@ def _server_info(raw: bytes | memoryview) -> tuple[str | None, tuple[str, ...]]:
 class ServerFrame:
     """A recorded server frame: when, what type, and where its payload is."""
 
-    __slots__ = ("data", "length", "pos", "t", "text", "type")
+    __slots__ = ("audio", "data", "length", "pos", "t", "text", "type")
 
     def __init__(
         self,
@@ -166,6 +171,7 @@ class ServerFrame:
         data: bytes | None = None,
         pos: int = -1,
         length: int = 0,
+        audio: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.t = t
         self.text = text
@@ -173,6 +179,8 @@ class ServerFrame:
         self.data = data
         self.pos = pos
         self.length = len(data) if data is not None else length
+        # Format 2: (audio file descriptor, offset, length, where the base64 goes in the JSON).
+        self.audio = audio
 
     def __repr__(self) -> str:
         return f"ServerFrame(t={self.t}, type={self.type!r}, {self.length} bytes)"
@@ -267,7 +275,10 @@ class IndexedConnection:
         if frame.type == "response.done":
             self._turn += 1
 
-    def _add_client(self, t: float, message: str | bytes | None, event: Any) -> None:
+    def _add_client(
+        self, t: float, message: str | bytes | None, event: Any, stored: tuple[int, bytes | None] | None = None
+    ) -> None:
+        """``stored``: the length of an append's audio kept in a file, and its bytes if needed."""
         audio: str | None = None
         if (
             isinstance(event, dict)
@@ -280,11 +291,14 @@ class IndexedConnection:
         self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
         if audio is not None:
             frame.is_append = True
-            frame.audio_len = audio_length(audio)
+            frame.audio_len = audio_length(audio) if stored is None else stored[0]
             self._audio += frame.audio_len
             frame.audio_end = self._audio
             if self.digests:
-                hash_audio(self._hash, audio)
+                if stored is None:
+                    hash_audio(self._hash, audio)
+                elif stored[1] is not None:
+                    self._hash.update(stored[1])
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT
@@ -344,6 +358,7 @@ class CassetteIndex:
         self.path = path
         self.warnings = warnings or []
         self._fd = fd
+        self._audio: AudioStore | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -388,19 +403,31 @@ class CassetteIndex:
         try:
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
-            with CassetteReader(tap, name=str(p)) as reader:  # type: ignore[arg-type]
+            reader = CassetteReader(tap, name=str(p), resolve_audio=False)  # type: ignore[arg-type]
+            store = reader.audio
+            try:
                 for record in reader:
                     if isinstance(record, Frame):
                         ic = by_conn[record.conn]
+                        ref = record.audio
                         if record.dir == "server" and record.json is not msgspec.UNSET:
                             line = tap.lines[reader.offset]
                             raw = bytes(record.json)
                             start = _raw_offset(line, raw)
                             info = _server_info(raw)
+                            stored = None
+                            if ref is not msgspec.UNSET:
+                                at = audio_position(raw, ref.field)
+                                assert at is not None  # the reader checked
+                                stored = (store.fd(ref.file), ref.offset, ref.length, at)
                             frame = ServerFrame(
-                                record.t, True, info[0], pos=reader.offset + start, length=len(raw)
+                                record.t, True, info[0], pos=reader.offset + start, length=len(raw), audio=stored
                             )
                             ic._add_server(frame, info[1])
+                        elif ref is not msgspec.UNSET and record.json is not msgspec.UNSET:
+                            event = _any_decoder.decode(record.json)
+                            data = store.read(ref) if digests else None
+                            ic._add_client(record.t, None, event, (ref.length, data))
                         else:
                             _index_frame(ic, record, None)
                     elif isinstance(record, Open):
@@ -412,12 +439,19 @@ class CassetteIndex:
                 assert reader.header is not None
                 header = reader.header
                 warnings = list(reader.warnings)
+            except BaseException:
+                store.close()
+                raise
+            finally:
+                reader.close()
             for ic in by_conn.values():
                 ic._finish()
             fd = os.dup(file.fileno())
         finally:
             file.close()
-        return cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index = cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index._audio = store
+        return index
 
     # -- reading payloads -------------------------------------------------------------
 
@@ -448,20 +482,34 @@ class CassetteIndex:
             buf = os.pread(fd, end - start, start)
             if len(buf) != end - start:
                 raise OSError(f"{self.path}: cassette changed on disk while being replayed")
-            if j == i + 1:
+            if j == i + 1 and first.audio is None:
                 yield first, buf
             else:
                 for k in range(i, j):
                     f = frames[k]
                     off = f.pos - start
-                    yield f, buf[off : off + f.length]
+                    if f.audio is None:
+                        yield f, buf[off : off + f.length]
+                    else:
+                        yield f, self._splice(f, buf[off : off + f.length])
             i = j
+
+    def _splice(self, frame: ServerFrame, raw: bytes) -> bytes:
+        assert frame.audio is not None
+        afd, offset, length, at = frame.audio
+        data = os.pread(afd, length, offset)
+        if len(data) != length:
+            raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
+        return b"".join((raw[:at], binascii.b2a_base64(data, newline=False), raw[at:]))
 
     def close(self) -> None:
         """Release the file (payloads of the in-memory cassette stay readable)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
 
     def __del__(self) -> None:
         self.close()
