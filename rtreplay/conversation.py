@@ -401,6 +401,10 @@ _SESSION_EVENTS = (
 )
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _b64(value: Any) -> bytes:
     if not isinstance(value, str):
         return b""
@@ -418,9 +422,9 @@ def _target(conn: Connection) -> str:
 def _formats(session: dict[str, Any], protocol: str) -> tuple[AudioFormat | None, AudioFormat | None]:
     if protocol == "beta" or "input_audio_format" in session or "output_audio_format" in session:
         return _format_of(session.get("input_audio_format")), _format_of(session.get("output_audio_format"))
-    audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
-    i = audio.get("input") if isinstance(audio.get("input"), dict) else {}
-    o = audio.get("output") if isinstance(audio.get("output"), dict) else {}
+    audio = _obj(session.get("audio"))
+    i = _obj(audio.get("input"))
+    o = _obj(audio.get("output"))
     return _format_of(i.get("format")), _format_of(o.get("format"))
 
 
@@ -683,7 +687,7 @@ class _Reader:
             self.attach_transcript(iid)
             return
         if kind == "error":
-            err = event.get("error") if isinstance(event.get("error"), dict) else {}
+            err = _obj(event.get("error"))
             culprit = err.get("event_id")
             self.add(
                 ErrorEvent(
@@ -700,14 +704,14 @@ class _Reader:
 
     def response_event(self, t: float, kind: str, event: dict[str, Any]) -> None:
         if kind == "response.created":
-            body = event.get("response") if isinstance(event.get("response"), dict) else {}
+            body = _obj(event.get("response"))
             rid = body.get("id") if isinstance(body.get("id"), str) else None
             trigger: tuple[float, str] | None = None
             if self.last_create is not None:
                 trigger, self.last_create = self.last_create, None
             elif self.last_commit is not None:
                 trigger, self.last_commit = self.last_commit, None
-            response = Response(
+            created = Response(
                 t,
                 id=rid,
                 trigger=trigger[1] if trigger else None,
@@ -715,19 +719,20 @@ class _Reader:
                 status=body.get("status") if isinstance(body.get("status"), str) else None,
             )
             if rid:
-                self.responses[rid] = response
-            self.current = response
-            self.add(response)
+                self.responses[rid] = created
+            self.current = created
+            self.add(created)
             return
         rid = event.get("response_id")
         response = self.responses.get(rid) if isinstance(rid, str) else self.current
         if kind == "response.done":
-            body = event.get("response") if isinstance(event.get("response"), dict) else {}
+            body = _obj(event.get("response"))
             rid = body.get("id")
-            response = self.responses.get(rid) if isinstance(rid, str) else self.current
-            if response is None:  # a recording that began mid-response
-                response = Response(t, id=rid if isinstance(rid, str) else None)
-                self.add(response)
+            found = self.responses.get(rid) if isinstance(rid, str) else self.current
+            if found is None:  # a recording that began mid-response
+                found = Response(t, id=rid if isinstance(rid, str) else None)
+                self.add(found)
+            response = found
             response.done = t
             response.status = body.get("status") if isinstance(body.get("status"), str) else response.status
             details = body.get("status_details")
@@ -880,9 +885,9 @@ def session_settings(session: dict[str, Any], protocol: str = "ga") -> dict[str,
     (``"none"`` for manual commits), ``transcription`` (the model).
     """
     out: dict[str, Any] = {}
-    audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
-    i = audio.get("input") if isinstance(audio.get("input"), dict) else {}
-    o = audio.get("output") if isinstance(audio.get("output"), dict) else {}
+    audio = _obj(session.get("audio"))
+    i = _obj(audio.get("input"))
+    o = _obj(audio.get("output"))
     for key in ("type", "model"):
         if isinstance(session.get(key), str):
             out[key] = session[key]
@@ -943,7 +948,9 @@ def lines(c: ConversationConnection) -> list[Line]:
         text = mask_ids(text)
         out.append(Line(turn, text, text))
 
-    q = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731
+    def q(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
     for e in c.entries:
         n = e.turn
         if isinstance(e, SessionUpdate):
@@ -1006,8 +1013,8 @@ def compare_lines(a: list[Line], b: list[Line], tolerance: float = 0.1) -> list[
     matcher = difflib.SequenceMatcher(None, [x.key for x in a], [x.key for x in b], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
-            for la, lb in zip(a[i1:i2], b[j1:j2]):
-                if all(abs(x - y) <= tolerance + 1e-9 for x, y in zip(la.durations, lb.durations)):
+            for la, lb in zip(a[i1:i2], b[j1:j2], strict=True):
+                if all(abs(x - y) <= tolerance + 1e-9 for x, y in zip(la.durations, lb.durations, strict=False)):
                     out.append(Change(" ", lb))
                 else:
                     out += [Change("-", la), Change("+", lb)]

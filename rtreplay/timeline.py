@@ -54,7 +54,8 @@ def _shown(event: Any, fmt: AudioFormat | None) -> Any:
     if not isinstance(event, dict):
         return event
     out = dict(event)
-    field = AUDIO_FIELDS.get(out.get("type")) if isinstance(out.get("type"), str) else None
+    kind = out.get("type")
+    field = AUDIO_FIELDS.get(kind) if isinstance(kind, str) else None
     if field and isinstance(out.get(field), str) and fmt is not None:
         n = len(out[field]) * 3 // 4
         out[field] = f"<{n:,} bytes of audio, {fmt.duration(n):.3f} s>"
@@ -114,7 +115,7 @@ def _connection(cassette: Cassette, c: ConversationConnection) -> dict[str, Any]
                         + (f", done in {e.duration * 1000:,.0f} ms" if e.duration is not None else ""),
                     }
                 )
-    end = max([c.duration, *(x["t1"] for x in clips)] or [0.0])
+    end = max([c.duration, *(x["t1"] for x in clips)])
     return {
         "conn": c.conn,
         "target": c.target,

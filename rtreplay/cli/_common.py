@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from ..cassette import Cassette
 from ..codec import load
@@ -37,7 +37,7 @@ def add_color_argument(parser: argparse.ArgumentParser) -> None:
 class Style:
     """ANSI colours when wanted (https://no-color.org: a non-empty NO_COLOR turns them off)."""
 
-    CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36"}
+    CODES: ClassVar[dict[str, str]] = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36"}
 
     def __init__(self, stream: TextIO, mode: str = "auto") -> None:
         if mode == "always":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 from typing import Any
-
 
 from ..audiofiles import write_cassette
 from ..cassette import AUDIO_FILES_FORMAT, Frame, Header, Record
@@ -39,10 +39,8 @@ def _describe(record: Record) -> str:
     conn = getattr(record, "conn", None)
     if isinstance(record, Frame):
         event = None
-        try:
+        with contextlib.suppress(ValueError):
             event = record.event()
-        except ValueError:
-            pass
         etype = event.get("type") if isinstance(event, dict) else None
         what = f"{record.dir} event {etype!r}" if isinstance(etype, str) else f"{record.dir} frame"
         return f"connection {conn}, {what}"
