@@ -60,6 +60,7 @@ from ._wsio import (
     offered_subprotocols,
     websockets_logger,
 )
+from .audiofiles import AudioMode
 from .cassette import Close, Open, Reject, utc_timestamp
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError
@@ -409,6 +410,8 @@ class Recorder(Service):
     ``close()`` closes live connections with 1001 and moves the finished cassette into place;
     after ``discard()`` it throws the recording away instead. :attr:`received` lists what
     the clients sent (``keep_received=False``: nothing, for a long-running proxy).
+    ``audio="files"`` finishes the cassette with its audio in files beside it (format 2,
+    see :mod:`rtreplay.audiofiles`); the default keeps it inline, in one file.
     """
 
     def __init__(
@@ -425,8 +428,10 @@ class Recorder(Service):
         ssl_context: ssl.SSLContext | None = None,
         upstream_ssl: ssl.SSLContext | None = None,
         keep_received: bool = True,
+        audio: AudioMode = "inline",
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
+        self.audio: AudioMode = audio
         if upstream is None:
             upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
@@ -470,7 +475,7 @@ class Recorder(Service):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _start(self) -> int:
-        self._writer = CassetteWriter(self.cassette_path, redactor=self.redactor)
+        self._writer = CassetteWriter(self.cassette_path, redactor=self.redactor, audio=self.audio)
         try:
             self._server = await serve(
                 self._handle,
@@ -833,6 +838,11 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_IDLE_TIMEOUT:g})",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no live status lines")
+    parser.add_argument(
+        "--audio", choices=("inline", "files"), default="inline",
+        help="inline: audio inside the cassette, one self-contained file (default); files: "
+        "audio in rtreplay-audio/ beside it (cassette format 2, a small readable diff)",
+    )
 
 
 def record_main(args: argparse.Namespace) -> int:
@@ -860,6 +870,7 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
         open_timeout=args.open_timeout,
         idle_timeout=args.idle_timeout or None,
         keep_received=False,  # nobody can look at it, and a long run would pile it up
+        audio=args.audio,
     )
     if not recorder.api_key:
         logger.warning("OPENAI_API_KEY is not set: each client must send its own key")

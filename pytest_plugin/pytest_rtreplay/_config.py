@@ -56,7 +56,9 @@ CONFIG_KEYS = (
     "record_mode",
     "upstream",
     "api_key",
+    "audio",
 )
+AUDIO_MODES = ("inline", "files")
 
 # Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
 # 255-byte file name limit of every common file system, with margin for multi-byte names.
@@ -83,6 +85,7 @@ class RealtimeSettings:
     record_mode: str = "none"
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
+    audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
     # setting name -> "marker" | "realtime_config" | "command line" | "environment" | "ini" | "default"
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -143,6 +146,10 @@ def _check(key: str, value: object, what: str) -> object:
                 f"{what} must be a ws:// or wss:// URL such as {DEFAULT_UPSTREAM}, not {value!r}"
             )
         return value.rstrip("/")
+    if key == "audio":
+        if value not in AUDIO_MODES:
+            raise RealtimeConfigError(f"{what} must be one of {', '.join(AUDIO_MODES)}, not {value!r}")
+        return value
     if key == "api_key":
         if value is not None and not isinstance(value, str):
             raise RealtimeConfigError(f"{what} must be a string, not {type(value).__name__}")
@@ -227,6 +234,7 @@ def resolve_settings(
         "record_mode": "none",
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
+        "audio": "inline",
     }
     for key, value in defaults.items():
         if key not in chosen:
@@ -258,6 +266,7 @@ def resolve_settings(
         record_mode=chosen["record_mode"],
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
+        audio=chosen["audio"],
         sources=sources,
     )
 

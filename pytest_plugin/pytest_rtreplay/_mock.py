@@ -156,7 +156,10 @@ class RealtimeMock:
 
                 settings.cassette.parent.mkdir(parents=True, exist_ok=True)
                 self._service = Recorder(
-                    settings.cassette, upstream=settings.upstream, api_key=settings.api_key
+                    settings.cassette,
+                    upstream=settings.upstream,
+                    api_key=settings.api_key,
+                    audio="files" if settings.audio == "files" else "inline",
                 )
             else:
                 from rtreplay.server import ReplayServer

@@ -61,6 +61,7 @@ _INI = {
     "realtime_strict": "strict",
     "realtime_allow_unplayed": "allow_unplayed",
     "realtime_upstream": "upstream",
+    "realtime_audio": "audio",
 }
 
 
@@ -110,6 +111,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "realtime_upstream", "where recordings are made (a ws:// or wss:// URL)", default=""
+    )
+    parser.addini(
+        "realtime_audio",
+        "how recordings keep their audio: inline (one self-contained file, the default) or "
+        "files (rtreplay-audio/ beside the cassette, cassette format 2)",
+        default="",
     )
 
 
@@ -167,7 +174,7 @@ def realtime_config() -> dict[str, Any]:
     """Settings for every ``realtime_mock`` in scope; override it in a ``conftest.py``.
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
-    ``allow_unplayed``, ``record_mode``, ``upstream``, ``api_key``. A marker on the test
+    ``allow_unplayed``, ``record_mode``, ``upstream``, ``api_key``, ``audio``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
     return {}
