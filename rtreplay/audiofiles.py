@@ -290,6 +290,7 @@ def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     size = 0
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
         raise CassetteWriteError(path, f"cannot be written: {exc.strerror or exc}") from None
