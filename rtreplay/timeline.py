@@ -147,14 +147,21 @@ def timeline_data(cassette: Cassette, conns: Iterable[int] | None = None) -> lis
     return [_connection(cassette, c) for c in conversation(cassette, conns)]
 
 
-def timeline_html(cassette: Cassette, *, title: str = "cassette", conns: Iterable[int] | None = None) -> str:
-    """The whole page, as text (UTF-8 when written)."""
-    data = json.dumps(timeline_data(cassette, conns), ensure_ascii=False, separators=(",", ":"))
-    data = data.replace("</", "<\\/").replace("<!--", "<\\!--")
-    return (
-        _PAGE.replace("__TITLE__", html.escape(title))
-        .replace("__DATA__", data)
-    )
+def timeline_html(
+    cassette: Cassette,
+    *,
+    title: str = "cassette",
+    conns: Iterable[int] | None = None,
+    data: list[dict[str, Any]] | None = None,
+) -> str:
+    """The whole page, as text (UTF-8 when written); ``data`` if :func:`timeline_data` was called."""
+    if data is None:
+        data = timeline_data(cassette, conns)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # "<" only occurs inside JSON strings, where \u003c means the same: no "</script>" or
+    # "<!--" can end the data block early.
+    text = text.replace("<", "\\u003c")
+    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", text)
 
 
 _PAGE = """<!DOCTYPE html>

@@ -103,6 +103,12 @@ class Page:
             except TimeoutError:
                 continue
 
+    def navigate(self, url: str) -> None:
+        """Load ``url`` and wait for its load event; the events kept start afresh."""
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired", 30)
+
     def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
         result = self.call(
             "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise
@@ -186,8 +192,7 @@ def open_page(executable: str, url: str) -> Iterator[Page]:
             page = Page(ws)
             for domain in ("Page", "Runtime", "Log", "Network"):
                 page.call(f"{domain}.enable")
-            page.call("Page.navigate", url=url)
-            page.wait_event("Page.loadEventFired", 30)
+            page.navigate(url)
             yield page
     finally:
         process.terminate()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..timeline import timeline_html
+from ..timeline import timeline_data, timeline_html
 from ._common import load_quietly
 
 __all__ = ["add_arguments", "run"]
@@ -20,13 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
-    html = timeline_html(cassette, title=args.cassette, conns=args.conn)
+    data = timeline_data(cassette, args.conn)
+    html = timeline_html(cassette, title=args.cassette, data=data)
     out = Path(args.out)
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as exc:
         print(f"rtreplay timeline: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    n = len(cassette.connections) if not args.conn else len(args.conn)
-    print(f"{out}: {n} connection{'s' if n != 1 else ''}, {len(html):,} bytes; open it in a browser")
+    n = len(data)
+    events = sum(len(c["events"]) for c in data)
+    clips = sum(len(c["clips"]) for c in data)
+    print(
+        f"{out}: {n} connection{'s' if n != 1 else ''}, {events} events, "
+        f"{clips} audio clip{'s' if clips != 1 else ''}; open it in a browser"
+    )
     return 0
