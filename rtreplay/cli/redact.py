@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ..audiofiles import write_cassette
-from ..cassette import AUDIO_FILES_FORMAT, Frame, Header, Record
+from ..cassette import AUDIO_FILES_FORMAT, AudioFile, Frame, Header, Record
 from ..codec import CassetteReader, encode_record
 from ..redact import REDACTED, Redactor
 
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             for record in reader:
                 if isinstance(record, Header):
                     fmt = record.format
+                if isinstance(record, (Header, AudioFile)):
                     records.append(record)
                     continue
                 clean = redactor.record(record)
