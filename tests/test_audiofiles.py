@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from rtreplay import audiofiles
-from rtreplay.audiofiles import AUDIO_DIR, convert, split_audio, splice_audio
+from rtreplay.audiofiles import AUDIO_DIR, convert, splice_audio, split_audio
 from rtreplay.cassette import Header
 from rtreplay.cli import main
 from rtreplay.codec import CassetteReader, CassetteWriter, load, save
