@@ -10,7 +10,8 @@ decoded length (and a running digest of the stream) is kept. An in-memory
 
 A format-2 cassette keeps audio in files beside it: a server frame whose audio is there
 keeps where its JSON lies in the cassette and where its audio lies in the audio file, and
-the message is put together (the JSON around the audio's base64) when it is due.
+the message is put together (the JSON around the audio's base64 text) when it is due, from
+one read of each file per run of frames: what an inline cassette costs.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class ServerFrame:
         data: bytes | None = None,
         pos: int = -1,
         length: int = 0,
-        audio: tuple[int, int, int, int] | None = None,
+        audio: tuple[int, int, int, bytes, bytes] | None = None,
     ) -> None:
         self.t = t
         self.text = text
@@ -179,7 +180,8 @@ class ServerFrame:
         self.data = data
         self.pos = pos
         self.length = len(data) if data is not None else length
-        # Format 2: (audio file descriptor, offset, length, where the base64 goes in the JSON).
+        # Format 2: (audio file descriptor, offset, length of its base64 text, the JSON
+        # before it, the JSON after it).
         self.audio = audio
 
     def __repr__(self) -> str:
@@ -275,10 +277,7 @@ class IndexedConnection:
         if frame.type == "response.done":
             self._turn += 1
 
-    def _add_client(
-        self, t: float, message: str | bytes | None, event: Any, stored: tuple[int, bytes | None] | None = None
-    ) -> None:
-        """``stored``: the length of an append's audio kept in a file, and its bytes if needed."""
+    def _add_client(self, t: float, message: str | bytes | None, event: Any) -> None:
         audio: str | None = None
         if (
             isinstance(event, dict)
@@ -291,14 +290,11 @@ class IndexedConnection:
         self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
         if audio is not None:
             frame.is_append = True
-            frame.audio_len = audio_length(audio) if stored is None else stored[0]
+            frame.audio_len = audio_length(audio)
             self._audio += frame.audio_len
             frame.audio_end = self._audio
             if self.digests:
-                if stored is None:
-                    hash_audio(self._hash, audio)
-                elif stored[1] is not None:
-                    self._hash.update(stored[1])
+                hash_audio(self._hash, audio)
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT
@@ -419,15 +415,15 @@ class CassetteIndex:
                             if ref is not msgspec.UNSET:
                                 at = audio_position(raw, ref.field)
                                 assert at is not None  # the reader checked
-                                stored = (store.fd(ref.file), ref.offset, ref.length, at)
+                                stored = (store.fd(ref.file), ref.offset, ref.length, raw[:at], raw[at:])
                             frame = ServerFrame(
                                 record.t, True, info[0], pos=reader.offset + start, length=len(raw), audio=stored
                             )
                             ic._add_server(frame, info[1])
                         elif ref is not msgspec.UNSET and record.json is not msgspec.UNSET:
                             event = _any_decoder.decode(record.json)
-                            data = store.read(ref) if digests else None
-                            ic._add_client(record.t, None, event, (ref.length, data))
+                            event[ref.field] = store.read(ref).decode()
+                            ic._add_client(record.t, None, event)
                         else:
                             _index_frame(ic, record, None)
                     elif isinstance(record, Open):
@@ -456,7 +452,12 @@ class CassetteIndex:
     # -- reading payloads -------------------------------------------------------------
 
     def payloads(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
-        """Each frame with its payload bytes, reading the file in spans of frames near each other."""
+        """Each frame with its payload bytes, reading the file in spans of frames near each other.
+
+        A frame whose audio is in a file (format 2) keeps its JSON around the audio in
+        memory (a few hundred bytes); its audio is read with that of the frames after it
+        that lie end to end in the same file.
+        """
         i, n = 0, len(frames)
         fd = self._fd
         while i < n:
@@ -465,6 +466,30 @@ class CassetteIndex:
                 yield first, first.data
                 i += 1
                 continue
+            if first.audio is not None:
+                afd, begin, length, head, tail = first.audio
+                end = begin + length
+                j = i + 1
+                while j < n:
+                    r = frames[j].audio
+                    if r is None or r[0] != afd or r[1] != end or end + r[2] - begin > READ_SPAN:
+                        break
+                    end += r[2]
+                    j += 1
+                audio = os.pread(afd, end - begin, begin)
+                if len(audio) != end - begin:
+                    raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
+                if j == i + 1:
+                    yield first, b"".join((head, audio, tail))
+                else:
+                    view = memoryview(audio)
+                    for k in range(i, j):
+                        f = frames[k]
+                        _fd, offset, length, head, tail = f.audio  # type: ignore[misc]
+                        a = offset - begin
+                        yield f, b"".join((head, view[a : a + length], tail))
+                i = j
+                continue
             if fd is None:
                 raise ValueError("the cassette index is closed")
             start = first.pos
@@ -472,7 +497,7 @@ class CassetteIndex:
             j = i + 1
             while j < n:
                 f = frames[j]
-                if f.data is not None or f.pos < end:
+                if f.data is not None or f.audio is not None or f.pos < end:
                     break
                 stop = f.pos + f.length
                 if stop - start > READ_SPAN:
@@ -482,25 +507,14 @@ class CassetteIndex:
             buf = os.pread(fd, end - start, start)
             if len(buf) != end - start:
                 raise OSError(f"{self.path}: cassette changed on disk while being replayed")
-            if j == i + 1 and first.audio is None:
+            if j == i + 1:
                 yield first, buf
             else:
                 for k in range(i, j):
                     f = frames[k]
                     off = f.pos - start
-                    if f.audio is None:
-                        yield f, buf[off : off + f.length]
-                    else:
-                        yield f, self._splice(f, buf[off : off + f.length])
+                    yield f, buf[off : off + f.length]
             i = j
-
-    def _splice(self, frame: ServerFrame, raw: bytes) -> bytes:
-        assert frame.audio is not None
-        afd, offset, length, at = frame.audio
-        data = os.pread(afd, length, offset)
-        if len(data) != length:
-            raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
-        return b"".join((raw[:at], binascii.b2a_base64(data, newline=False), raw[at:]))
 
     def close(self) -> None:
         """Release the file (payloads of the in-memory cassette stay readable)."""

@@ -304,7 +304,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cassette whose every command's output is far more than a pipe holds."""
     one = load(CASSETTES / "audio-server-vad.jsonl").connections[0]
     conns = []
-    for k in range(150):
+    for k in range(400):
         frames = [msgspec.structs.replace(f, conn=k) for f in one.frames]
         assert one.close is not None
         conns.append(Connection(msgspec.structs.replace(one.open, conn=k), frames, msgspec.structs.replace(one.close, conn=k)))
