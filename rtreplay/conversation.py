@@ -958,10 +958,11 @@ def lines(c: ConversationConnection) -> list[Line]:
             for key in sorted(session):
                 add(n, f"client: session.update {key} = {json.dumps(session[key], sort_keys=True, ensure_ascii=False)}")
         elif isinstance(e, UserText):
+            who = e.role if e.role == "user" else f"{e.role} (added by the client)"
             if e.audio:
-                out.append(_audio_line(n, e.role, e.duration or 0.0, e.text or None, " (item)"))
+                out.append(_audio_line(n, who, e.duration or 0.0, e.text or None, " (item)"))
             else:
-                add(n, f"{e.role}: {q(e.text)}")
+                add(n, f"{who}: {q(e.text)}")
         elif isinstance(e, UserAudio):
             extra = "" if e.status == "committed" else f" ({e.status})"
             out.append(_audio_line(n, "user", e.duration, e.transcript, extra))

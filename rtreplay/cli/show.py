@@ -97,9 +97,10 @@ def render(c: ConversationConnection, out: TextIO, style: Style) -> None:
 
 def _describe(e: Entry) -> tuple[str, str, list[str]]:
     if isinstance(e, UserText):
+        added = "" if e.role == "user" else " (added by the client)"
         if e.audio:
-            return e.role, "green", [f"audio {e.duration or 0:.2f} s (in a conversation item)" + (f": {_quote(e.text)}" if e.text else "")]
-        return e.role, "green", [_quote(e.text)]
+            return e.role, "green", [f"audio {e.duration or 0:.2f} s (in a conversation item){added}" + (f": {_quote(e.text)}" if e.text else "")]
+        return e.role, "green", [_quote(e.text) + added]
     if isinstance(e, UserAudio):
         detail = [f"from {e.t:.3f} s"]
         if e.speech is not None:
