@@ -45,6 +45,7 @@ __all__ = [
 
 _MOCK = pytest.StashKey[RealtimeMock]()
 _SECTION = pytest.StashKey[str]()
+_REFUSED = pytest.StashKey[str]()
 _RECORDED_PROPERTY = "rtreplay_recorded"
 
 MARKER_DOC = (
@@ -255,6 +256,11 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
 @pytest.fixture
 def realtime_openai(realtime_mock: RealtimeMock) -> Iterator[Any]:
     """An ``openai.OpenAI`` client pointed at ``realtime_mock`` (needs the openai package)."""
+    if realtime_mock._missing is not None:
+        # No cassette: the test fails when it starts, as with realtime_mock alone (not an
+        # error in this fixture's setup).
+        yield None
+        return
     client = realtime_mock.client()
     try:
         yield client
@@ -268,6 +274,8 @@ def realtime_async_openai(realtime_mock: RealtimeMock) -> Any:
 
     Realtime connections do not use its HTTP pool, so there is nothing to close.
     """
+    if realtime_mock._missing is not None:
+        return None  # the test fails when it starts, as with realtime_mock alone
     return realtime_mock.async_client()
 
 
@@ -279,10 +287,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     mock._check_before_call()
     try:
         result = yield
-    except BaseException:
-        section = mock._finish(test_failed=True)
+    except BaseException as exc:
+        section = mock._finish(test_failed=True, exception_text=str(exc))
         if section:
             item.stash[_SECTION] = section
+        if mock.recording and mock.refusals:
+            item.stash[_REFUSED] = "\n".join(mock.refusals)
         raise
     problem = mock._finish(test_failed=False)
     if mock.recorded is not None:
@@ -301,7 +311,29 @@ def pytest_runtest_makereport(
         section = item.stash.get(_SECTION, None)
         if section:
             report.sections.append(("rtreplay", section))
+        refused = item.stash.get(_REFUSED, None)
+        if refused and call.excinfo is not None and _from_a_client_library(call.excinfo.value):
+            # The client's exception (a websockets or openai traceback) only says "HTTP 401";
+            # the upstream said why.
+            exc = call.excinfo.value
+            report.longrepr = (
+                "rtreplay: recording failed: the upstream refused the connection.\n"
+                + "\n".join(f"  {line}" for line in refused.splitlines())
+                + f"\n  (the client then raised {type(exc).__module__}.{type(exc).__name__}: {exc})\n"
+                "  check OPENAI_API_KEY (or realtime_config['api_key']) and the upstream URL"
+            )
     return report
+
+
+def _from_a_client_library(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.split(".")[0] in ("websockets", "openai", "websocket", "agents"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class _RecordedSummary:
