@@ -91,6 +91,7 @@ def failure_text(
     headline: str,
     cassette: str,
     rerecord: str,
+    note: str = "",
     exception_text: str = "",
     allow_unplayed_hint: bool = False,
 ) -> str:
@@ -100,6 +101,8 @@ def failure_text(
     summary it contains (the client raised the mock's ``error`` event) is not said again.
     """
     lines = [f"rtreplay: {headline}", f"  cassette: {cassette}"]
+    if note:
+        lines.append(f"  {note}")
     mismatches = list(report.mismatches)
     for i, m in enumerate(mismatches, 1):
         lines.append("")

@@ -245,7 +245,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "cassette": "marker", "match": "marker", "speed": "marker",
                     "allow_unplayed": "realtime_config", "strict": "ini",
                     "upstream": "command line", "record_mode": "command line",
-                    "api_key": "default", "cassette_dir": "default",
+                    "api_key": "default", "cassette_dir": "default", "audio": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
                 assert s.record_mode == "none" and not realtime_mock.recording
@@ -274,7 +274,7 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
             "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
-            "api_key, cassette_dir, match, record_mode, speed, strict, upstream"
+            "api_key, audio, cassette_dir, match, record_mode, speed, strict, upstream"
         ]
     )
 

@@ -345,8 +345,9 @@ class RealtimeMock:
             return text("the replay matched the cassette; the test failed on its own.")
         if not report.ok:
             return text(
-                "the client's events did not match the cassette. The mock sent the client an "
-                "`error` event, which clients often swallow; so rtreplay fails the test here."
+                "the client's events did not match the cassette.",
+                note="The mock sent the client an `error` event, which clients often swallow; "
+                "so rtreplay fails the test here.",
             )
         if not report.complete and not self.settings.allow_unplayed:
             return text(
