@@ -27,14 +27,19 @@ NOTHING_CONNECTED = (
 
 def _mismatch(m: Any, index: int, total: int, already_shown: str = "") -> list[str]:
     head = f"mismatch {index} of {total}: {m.where}"
-    if already_shown and m.summary in already_shown:
+    shown = bool(already_shown) and m.summary in already_shown
+    if shown:
+        # The client raised the mock's error event, whose message is the summary (with up
+        # to 3 differences): the test's own failure already said it.
         head += " (the error above)"
-    lines = [head, f"  {m.message if not m.differences else _what(m)}"]
+        lines = [head]
+    else:
+        lines = [head, f"  {m.message if not m.differences else _what(m)}"]
     if m.after or m.last_sent:
         after = ", ".join(m.after) if m.after else "(nothing yet)"
         sent = f"; last server event sent: {m.last_sent}" if m.last_sent else ""
         lines.append(f"  after: {after}{sent}")
-    if m.differences:
+    if m.differences and not (shown and len(m.differences) <= 3):
         lines.append("  differences (masked fields left out):")
         lines.extend(f"    {d}" for d in m.differences[:20])
         if len(m.differences) > 20:
