@@ -241,3 +241,26 @@ def test_rtreplay_convert_reports_what_it_did(tmp_path: Path, capsys: pytest.Cap
     assert main(["convert", "--audio", "inline", str(target)]) == 0
     assert target.read_bytes() == (CASSETTES / "interruption.jsonl").read_bytes()
     assert main(["convert", str(target), str(target), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_recording_can_be_written_with_its_audio_in_files(upstream: Any, tmp_path: Path) -> None:
+    from websockets.sync.client import connect as sync_connect
+
+    from rtreplay.recorder import Recorder
+
+    path = tmp_path / "rec.jsonl"
+    append = json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 1600})
+    with Recorder(path, upstream=upstream.websocket_base_url, audio="files").in_thread() as rec:
+        with sync_connect(rec.url + "?model=gpt-realtime", open_timeout=timeout(10)) as ws:
+            ws.recv(timeout=timeout(10))
+            for _ in range(3):
+                ws.send(append)
+            ws.send(json.dumps({"type": "response.create"}))
+            while json.loads(ws.recv(timeout=timeout(10)))["type"] != "response.done":
+                pass
+    assert path.read_text().startswith('{"kind":"header","format":2')
+    assert validate_cassette(path) == []
+    assert not list(tmp_path.glob("*.partial")) and not list((tmp_path / AUDIO_DIR).glob(".*"))
+    frames = load(path).connections[0].frames
+    assert [f.payload() for f in frames if f.dir == "client"][:3] == [append] * 3
+    assert any('"response.output_audio.delta"' in str(f.payload()) for f in frames)
