@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_plugin import put_cassette, project  # noqa: F401 - the fixture
+from .test_plugin import project, put_cassette  # noqa: F401 - the fixture
 from .upstream import ScriptedUpstream
 
 pytest_plugins = ["pytester"]
