@@ -48,7 +48,7 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "or audio with its duration and transcript), assistant turns, function calls and "
         "their outputs, errors, cancellations, truncations, voice activity, and per "
         "response the time to its first delta and its duration.",
-        "rtreplay show cassettes/function-call.jsonl | less -R",
+        "rtreplay show cassettes/function-call.jsonl --color always | less -R",
         ".show",
     ),
     (
