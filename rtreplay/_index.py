@@ -12,6 +12,11 @@ While reading, each connection's events go through its endpoint profile's
 :class:`~rtreplay.protocol.CauseTracker`, so that every server frame knows the client event
 it waits for (its :class:`~rtreplay.protocol.Requirement`); its line in the file is kept
 for reports.
+
+A format-2 cassette keeps audio in files beside it: a server frame whose audio is there
+keeps where its JSON lies in the cassette and where its audio lies in the audio file, and
+the message is put together (the JSON around the audio's base64 text) when it is due, from
+one read of each file per run of frames: what an inline cassette costs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
+from .audiofiles import AudioStore, audio_position
 from .cassette import Cassette, Close, Frame, Header, Open, Reject
 from .codec import CassetteReader
 from .protocol import (
@@ -87,10 +93,11 @@ class ServerFrame:
     ``index`` is its position among the connection's server frames (``-1`` for a frame
     the replay made up, such as an injected fault), ``line`` its line in the cassette file
     (``0`` when not read from a file), ``requirement`` the client event it waits for (see
-    :class:`~rtreplay.protocol.Requirement`).
+    :class:`~rtreplay.protocol.Requirement`). ``audio`` (format 2): where its audio is, see
+    :meth:`CassetteIndex.payloads`.
     """
 
-    __slots__ = ("data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
+    __slots__ = ("audio", "data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
 
     def __init__(
         self,
@@ -104,6 +111,7 @@ class ServerFrame:
         index: int = -1,
         line: int = 0,
         requirement: Requirement = _NOT_RECORDED,
+        audio: tuple[int, int, int, bytes, bytes] | None = None,
     ) -> None:
         self.t = t
         self.text = text
@@ -114,6 +122,9 @@ class ServerFrame:
         self.index = index
         self.line = line
         self.requirement = requirement
+        # Format 2: (audio file descriptor, offset, length of its base64 text, the JSON
+        # before it, the JSON after it).
+        self.audio = audio
 
     def describe(self) -> str:
         return self.type or ("text frame" if self.text else "binary frame")
@@ -331,6 +342,7 @@ class CassetteIndex:
         self.path = path
         self.warnings = warnings or []
         self._fd = fd
+        self._audio: AudioStore | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -375,14 +387,22 @@ class CassetteIndex:
         try:
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
-            with CassetteReader(tap, name=str(p)) as reader:  # type: ignore[arg-type]
+            reader = CassetteReader(tap, name=str(p), resolve_audio=False)  # type: ignore[arg-type]
+            store = reader.audio
+            try:
                 for record in reader:
                     if isinstance(record, Frame):
                         ic = by_conn[record.conn]
+                        ref = record.audio
                         if record.dir == "server" and record.json is not msgspec.UNSET:
                             line = tap.lines[reader.offset]
                             raw = bytes(record.json)
                             start = _raw_offset(line, raw)
+                            stored = None
+                            if ref is not msgspec.UNSET:
+                                at = audio_position(raw, ref.field)
+                                assert at is not None  # the reader checked
+                                stored = (store.fd(ref.file), ref.offset, ref.length, raw[:at], raw[at:])
                             frame = ServerFrame(
                                 record.t,
                                 True,
@@ -390,8 +410,13 @@ class CassetteIndex:
                                 pos=reader.offset + start,
                                 length=len(raw),
                                 line=reader.line,
+                                audio=stored,
                             )
                             ic._add_server(frame, raw)
+                        elif ref is not msgspec.UNSET and record.json is not msgspec.UNSET:
+                            event = _any_decoder.decode(record.json)
+                            event[ref.field] = store.read(ref).decode()
+                            ic._add_client(record.t, None, event, reader.line)
                         else:
                             _index_frame(ic, record, None, reader.line)
                     elif isinstance(record, Open):
@@ -403,17 +428,29 @@ class CassetteIndex:
                 assert reader.header is not None
                 header = reader.header
                 warnings = list(reader.warnings)
+            except BaseException:
+                store.close()
+                raise
+            finally:
+                reader.close()
             for ic in by_conn.values():
                 ic._finish()
             fd = os.dup(file.fileno())
         finally:
             file.close()
-        return cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index = cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index._audio = store
+        return index
 
     # -- reading payloads -------------------------------------------------------------
 
     def payloads(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
-        """Each frame with its payload bytes, reading the file in spans of frames near each other."""
+        """Each frame with its payload bytes, reading the file in spans of frames near each other.
+
+        A frame whose audio is in a file (format 2) keeps its JSON around the audio in
+        memory (a few hundred bytes); its audio is read with that of the frames after it
+        that lie end to end in the same file.
+        """
         i, n = 0, len(frames)
         fd = self._fd
         while i < n:
@@ -422,6 +459,30 @@ class CassetteIndex:
                 yield first, first.data
                 i += 1
                 continue
+            if first.audio is not None:
+                afd, begin, length, head, tail = first.audio
+                end = begin + length
+                j = i + 1
+                while j < n:
+                    r = frames[j].audio
+                    if r is None or r[0] != afd or r[1] != end or end + r[2] - begin > READ_SPAN:
+                        break
+                    end += r[2]
+                    j += 1
+                audio = os.pread(afd, end - begin, begin)
+                if len(audio) != end - begin:
+                    raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
+                if j == i + 1:
+                    yield first, b"".join((head, audio, tail))
+                else:
+                    view = memoryview(audio)
+                    for k in range(i, j):
+                        f = frames[k]
+                        _fd, offset, length, head, tail = f.audio  # type: ignore[misc]
+                        a = offset - begin
+                        yield f, b"".join((head, view[a : a + length], tail))
+                i = j
+                continue
             if fd is None:
                 raise ValueError("the cassette index is closed")
             start = first.pos
@@ -429,7 +490,7 @@ class CassetteIndex:
             j = i + 1
             while j < n:
                 f = frames[j]
-                if f.data is not None or f.pos < end:
+                if f.data is not None or f.audio is not None or f.pos < end:
                     break
                 stop = f.pos + f.length
                 if stop - start > READ_SPAN:
@@ -453,6 +514,9 @@ class CassetteIndex:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
 
     def __del__(self) -> None:
         self.close()
