@@ -13,10 +13,11 @@ While reading, each connection's events go through its endpoint profile's
 it waits for (its :class:`~rtreplay.protocol.Requirement`); its line in the file is kept
 for reports.
 
-A format-2 cassette keeps audio in files beside it: a server frame whose audio is there
-keeps where its JSON lies in the cassette and where its audio lies in the audio file, and
-the message is put together (the JSON around the audio's base64 text) when it is due, from
-one read of each file per run of frames: what an inline cassette costs.
+A format-2 cassette keeps audio, decoded, in files beside it: a server frame whose audio is
+there keeps its JSON around the audio (a few hundred bytes) and where its audio lies in
+the audio file, and the message is put together (the JSON around the base64 of the audio)
+when it is due, from one read of the file per run of frames. A client append's audio is
+not even read unless audio content is compared: its length is in the reference.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from .audiofiles import AudioStore, audio_position
+from .audiofiles import AudioStore, audio_position, encode_audio
 from .cassette import Cassette, Close, Frame, Header, Open, Reject
 from .codec import CassetteReader
 from .protocol import (
@@ -122,8 +123,8 @@ class ServerFrame:
         self.index = index
         self.line = line
         self.requirement = requirement
-        # Format 2: (audio file descriptor, offset, length of its base64 text, the JSON
-        # before it, the JSON after it).
+        # Format 2: (audio file descriptor, offset and length of its audio bytes there,
+        # the JSON before its base64, the JSON after it).
         self.audio = audio
 
     def describe(self) -> str:
@@ -251,25 +252,40 @@ class IndexedConnection:
         if frame.type == self.profile.response_done:
             self._turn += 1
 
-    def _add_client(self, t: float, message: str | bytes | None, event: Any, line: int = 0) -> None:
+    def is_append(self, event: Any) -> bool:
+        """Whether ``event`` is this endpoint's client audio append."""
+        return isinstance(event, dict) and event.get("type") == self.profile.audio_append
+
+    def _add_client(
+        self,
+        t: float,
+        message: str | bytes | None,
+        event: Any,
+        line: int = 0,
+        stored: tuple[int, bytes | None] | None = None,
+    ) -> None:
+        # ``stored``: an append whose audio is in a file (format 2): its length in bytes,
+        # and the bytes themselves when they are digested.
         audio: str | None = None
-        append = self.profile.audio_append
-        if (
-            isinstance(event, dict)
-            and event.get("type") == append
-            and isinstance(event.get("audio"), str)
-        ):
+        if stored is not None:
+            event.pop("audio", None)
+        elif self.is_append(event) and isinstance(event.get("audio"), str):
             audio = event.pop("audio")
         frame = ClientFrame(len(self.clients), t, message, event, line, self.profile.echoed_ids)
         frame.turn = self._turn
         self.client_chosen.update(v for v in frame.ids if v not in self.introduced)
-        if audio is not None:
+        if audio is not None or stored is not None:
             frame.is_append = True
-            frame.audio_len = audio_length(audio)
+            if audio is not None:
+                frame.audio_len = audio_length(audio)
+                if self.digests:
+                    hash_audio(self._hash, audio)
+            elif stored is not None:
+                frame.audio_len = stored[0]
+                if self.digests and stored[1] is not None:
+                    self._hash.update(stored[1])
             self._audio += frame.audio_len
             frame.audio_end = self._audio
-            if self.digests:
-                hash_audio(self._hash, audio)
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT
@@ -415,8 +431,12 @@ class CassetteIndex:
                             ic._add_server(frame, raw)
                         elif ref is not msgspec.UNSET and record.json is not msgspec.UNSET:
                             event = _any_decoder.decode(record.json)
-                            event[ref.field] = store.read(ref).decode()
-                            ic._add_client(record.t, None, event, reader.line)
+                            if ic.is_append(event) and ref.field == "audio":
+                                data = store.read(ref) if ic.digests else None
+                                ic._add_client(record.t, None, event, reader.line, (ref.length, data))
+                            else:
+                                event[ref.field] = encode_audio(store.read(ref)).decode()
+                                ic._add_client(record.t, None, event, reader.line)
                         else:
                             _index_frame(ic, record, None, reader.line)
                     elif isinstance(record, Open):
@@ -449,7 +469,7 @@ class CassetteIndex:
 
         A frame whose audio is in a file (format 2) keeps its JSON around the audio in
         memory (a few hundred bytes); its audio is read with that of the frames after it
-        that lie end to end in the same file.
+        that lie end to end in the same file, and encoded to base64 as it is yielded.
         """
         i, n = 0, len(frames)
         fd = self._fd
@@ -473,14 +493,14 @@ class CassetteIndex:
                 if len(audio) != end - begin:
                     raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
                 if j == i + 1:
-                    yield first, b"".join((head, audio, tail))
+                    yield first, b"".join((head, encode_audio(audio), tail))
                 else:
                     view = memoryview(audio)
                     for k in range(i, j):
                         f = frames[k]
                         _fd, offset, length, head, tail = f.audio  # type: ignore[misc]
                         a = offset - begin
-                        yield f, b"".join((head, view[a : a + length], tail))
+                        yield f, b"".join((head, encode_audio(view[a : a + length]), tail))
                 i = j
                 continue
             if fd is None:

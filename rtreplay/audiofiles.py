@@ -1,23 +1,24 @@
 """Audio out of line (cassette format 2): content-addressed files beside the cassette.
 
 An hour of two-way audio is some 500 MB of base64 inside a JSON Lines cassette, and a
-reviewer sees only noise in its diff. In format 2 the base64 audio of each audio event
-is kept in a file of ``rtreplay-audio/`` beside the cassette, one file per connection and
-direction (the frames' base64 strings end to end), named by its SHA-256: the same input
-audio sent by many tests in one directory, in the same chunks, is stored once. The frame
-keeps its JSON with ``""`` where the audio was, and an :class:`~rtreplay.cassette.AudioRef`
-(file, field, offset, length); a reader puts the text back between the quotes, so a replay
-sends the recorded message byte for byte.
+reviewer sees only noise in its diff. In format 2 the audio of each audio event is kept,
+decoded, in a file of ``rtreplay-audio/`` beside the cassette, one file per connection and
+direction (the frames' audio bytes end to end: raw PCM16 or G.711, as the session sent
+it), named by its SHA-256: the same input audio sent by many tests in one directory is
+stored once. The frame keeps its JSON with ``""`` where the audio was, and an
+:class:`~rtreplay.cassette.AudioRef` (file, field, offset, length in audio bytes); a reader
+puts the base64 of those bytes back between the quotes, so a replay sends the recorded
+message byte for byte. Decoded audio takes 3/4 of the room its base64 text did.
 
-The files hold the base64 text, not the decoded audio: a replay then reads each message's
-audio with the same ``pread`` that reads an inline cassette, where decoded audio would
-have to be encoded again as each frame is sent (CPython encodes base64 at ~1 GB/s, which
-cost a replay of audio deltas about 40% of its throughput). Disk space is about what the
-inline cassette takes; what goes is the noise in the cassette's diff.
-
-Only base64 text (its alphabet, no escapes) of at least :data:`MIN_OUT_OF_LINE`
+Only canonical base64 (its alphabet, the padding it needs, no escapes, no line breaks:
+what encoding its bytes again gives back exactly) of at least :data:`MIN_OUT_OF_LINE`
 characters is moved out, and only when the message's bytes can be rebuilt exactly;
 anything else stays inline. A cassette in which nothing moved out is written in format 1.
+
+No compression on top: on real speech (``cassettes/audio-vad-real.jsonl``) zlib keeps 77%
+of the PCM, bz2 and lzma about 67% at 2 to 8 MB/s, and a compressed file could no longer
+be read frame by frame with ``pread``; git already deflates every blob it stores.
+docs/performance.md has the figures.
 
 Writing is ordered so that no crash leaves a cassette pointing at missing audio: each
 audio file is written, synced and renamed into ``rtreplay-audio/`` (and that directory
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+import pybase64
 
 from .cassette import (
     AUDIO_FILES_FORMAT,
@@ -51,12 +53,14 @@ from .errors import CassetteError, CassetteWriteError
 __all__ = [
     "AUDIO_DIR",
     "AUDIO_FIELDS",
+    "AUDIO_SUFFIX",
     "MIN_OUT_OF_LINE",
     "AudioMode",
     "AudioStore",
     "ConvertResult",
     "audio_position",
     "convert",
+    "encode_audio",
     "splice_audio",
     "split_audio",
     "write_cassette",
@@ -78,8 +82,11 @@ AUDIO_FIELDS: dict[str, str] = {
     "session.output_audio.delta": "delta",
 }
 
-#: Base64 shorter than this stays inline: a reference would not be much shorter.
+#: Base64 shorter than this (in characters) stays inline: a reference would not be much shorter.
 MIN_OUT_OF_LINE = 64
+
+#: The name of an audio file: ``<sha256 of its bytes><AUDIO_SUFFIX>`` (headerless audio).
+AUDIO_SUFFIX = ".raw"
 
 _READ_CHUNK = 1 << 20
 
@@ -91,7 +98,6 @@ class _AudioView(msgspec.Struct):
 
 
 _view = msgspec.json.Decoder(_AudioView)
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _positions: dict[str, re.Pattern[bytes]] = {}
 
 
@@ -112,22 +118,32 @@ def audio_position(raw: bytes, field_name: str) -> int | None:
     return found[0].end() - 1
 
 
-def splice_audio(raw: bytes, field_name: str, b64: bytes) -> bytes:
-    """The message of a format-2 frame: its JSON with the base64 text ``b64`` put back.
+def encode_audio(data: bytes | memoryview) -> bytes:
+    """Audio bytes as the base64 text a message carries (standard alphabet, padded, one line).
+
+    pybase64, not the stdlib: a replay encodes every audio delta it sends, and binascii's
+    ~1 GB/s made that the largest cost of a format-2 replay (docs/performance.md).
+    """
+    return pybase64.b64encode(data)
+
+
+def splice_audio(raw: bytes, field_name: str, audio: bytes | memoryview) -> bytes:
+    """The message of a format-2 frame: its JSON with the base64 of ``audio`` (bytes) put back.
 
     Raises ``ValueError`` when the JSON has no single ``"field": ""`` to put it in.
     """
     at = audio_position(raw, field_name)
     if at is None:
         raise ValueError(f'the frame\'s JSON has no single "{field_name}": "" to put its audio in')
-    return b"".join((raw[:at], b64, raw[at:]))
+    return b"".join((raw[:at], encode_audio(audio), raw[at:]))
 
 
 def split_audio(raw: bytes) -> tuple[bytes, str, bytes] | None:
-    """A JSON message's audio taken out: ``(json without it, field, its base64 text)``.
+    """A JSON message's audio taken out: ``(json without it, field, the decoded audio)``.
 
-    ``None`` when the message is not an audio event, its audio is short or not plain
-    base64 text, or the message could not be rebuilt byte for byte from the parts.
+    ``None`` when the message is not an audio event, its audio is short or not canonical
+    base64 (encoding the decoded bytes again must give the very same text), or the
+    message could not be rebuilt byte for byte from the parts.
     """
     try:
         view = _view.decode(raw)
@@ -140,8 +156,12 @@ def split_audio(raw: bytes) -> tuple[bytes, str, bytes] | None:
     if not isinstance(value, str) or len(value) < MIN_OUT_OF_LINE or not value.isascii():
         return None
     b64 = value.encode()
-    if _BASE64.fullmatch(b64) is None:
-        return None  # not base64 text
+    try:
+        data = pybase64.b64decode(b64, validate=True)
+    except ValueError:  # binascii.Error: not base64 at all
+        return None
+    if encode_audio(data) != b64:
+        return None  # not base64, or not what encoding gives (a line break, bits in the padding)
     needle = b'"' + b64 + b'"'
     start = raw.find(needle)
     if start < 0 or raw.find(needle, start + 1) >= 0:
@@ -149,7 +169,7 @@ def split_audio(raw: bytes) -> tuple[bytes, str, bytes] | None:
     stripped = raw[: start + 1] + raw[start + 1 + len(b64) :]
     if audio_position(stripped, field_name) != start + 1:
         return None
-    return stripped, field_name, b64
+    return stripped, field_name, data
 
 
 def _safe_relative(path: str) -> bool:
@@ -162,7 +182,8 @@ class AudioStore:
 
     ``base`` is the cassette's directory. :meth:`declare` checks a declaration (a safe
     relative path, the file there, of the declared size) and returns what is wrong in
-    words, or ``None``; :meth:`read` returns a reference's bytes.
+    words, or ``None``; :meth:`read` returns a reference's audio bytes, :meth:`resolve`
+    a frame with the base64 of its audio back in its JSON.
     """
 
     def __init__(self, base: Path) -> None:
@@ -430,7 +451,7 @@ def _finish_spools(
             os.close(spool.fd)
             spool.fd = -1
         hexdigest = spool.digest.hexdigest()
-        final = store / f"{hexdigest}.b64"
+        final = store / f"{hexdigest}{AUDIO_SUFFIX}"
         try:
             if final.exists() and final.stat().st_size == spool.size:
                 spool.path.unlink()  # the same audio is already stored

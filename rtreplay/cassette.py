@@ -9,8 +9,8 @@ Records of concurrent connections may interleave; each carries its connection nu
 
 Version 2 differs in one thing: the base64 audio of an audio event (``audio`` of
 ``input_audio_buffer.append``, ``delta`` of ``response.output_audio.delta``...) may be kept
-out of line, in a content-addressed file beside the cassette; the frame's JSON then holds
-``""`` in its place and an :class:`AudioRef` says where the text is.
+out of line, decoded, in a content-addressed file beside the cassette; the frame's JSON
+then holds ``""`` in its place and an :class:`AudioRef` says where its audio bytes are.
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ class Open(msgspec.Struct, frozen=True, tag="open", tag_field="kind"):
 class AudioFile(msgspec.Struct, frozen=True, tag="audio", tag_field="kind"):
     """Format 2: an audio file the cassette's frames refer to, declared after the header.
 
-    ``path`` is relative to the cassette's directory (``rtreplay-audio/<sha256>.b64``),
-    ``sha256`` the hex digest of its contents, ``bytes`` its size. It holds the base64
-    text of the frames' audio (one connection's, one direction's), end to end, exactly as
-    it was in the messages.
+    ``path`` is relative to the cassette's directory (``rtreplay-audio/<sha256>.raw``),
+    ``sha256`` the hex digest of its contents, ``bytes`` its size. It holds the frames'
+    audio (one connection's, one direction's), decoded from base64, end to end: headerless
+    audio in the session's format (PCM16 or G.711).
     """
 
     id: str
@@ -96,8 +96,9 @@ class AudioRef(msgspec.Struct, frozen=True):
     """Format 2: where a frame's audio is, out of line.
 
     The frame's JSON holds the empty string ``""`` as the value of its top-level ``field``;
-    the message is that JSON with the ``length`` bytes at ``offset`` of the file declared
-    as ``file`` (base64 text) put between those quotes.
+    the message is that JSON with the base64 (standard alphabet, padded, one line) of the
+    ``length`` audio bytes at ``offset`` of the file declared as ``file`` put between those
+    quotes.
     """
 
     file: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -9,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from rtreplay import audiofiles
+from rtreplay._index import CassetteIndex
 from rtreplay.audiofiles import AUDIO_DIR, convert, splice_audio, split_audio
 from rtreplay.cassette import Header
 from rtreplay.cli import main
@@ -72,7 +76,61 @@ def test_out_of_line_cassettes_are_small_readable_lines(name: str, tmp_path: Pat
             event = record["json"]
             assert event[record["audio"]["field"]] == "", "the JSON keeps an empty string where the audio was"
     stored = {p.name for p in (tmp_path / AUDIO_DIR).iterdir()}
-    assert all(len(n) == len("0" * 64 + ".b64") for n in stored)
+    assert all(len(n) == len("0" * 64 + ".raw") for n in stored)
+
+
+def test_the_audio_files_hold_the_decoded_audio_three_quarters_of_its_base64(tmp_path: Path) -> None:
+    name = "audio-vad-real.jsonl"
+    result = convert(CASSETTES / name, tmp_path / name, audio="files")
+    streams: dict[str, bytearray] = {}
+    text = frames = 0
+    for frame in load(CASSETTES / name).connections[0].frames:
+        event = frame.event()
+        field = audiofiles.AUDIO_FIELDS.get(event.get("type", "")) if isinstance(event, dict) else None
+        if field is not None:
+            streams.setdefault(frame.dir, bytearray()).extend(base64.b64decode(event[field], validate=True))
+            text += len(event[field])
+            frames += 1
+    stored = {p.read_bytes() for p in result.audio_files}
+    assert stored == {bytes(b) for b in streams.values()}, "each file is one direction's audio, end to end"
+    assert 0 <= text * 3 // 4 - sum(len(b) for b in stored) <= 2 * frames  # padding aside
+
+
+@given(audio=st.binary(min_size=48, max_size=3000), field=st.sampled_from(["delta", "audio"]))
+def test_any_audio_comes_back_as_the_very_same_base64(audio: bytes, field: str) -> None:
+    kind = "response.output_audio.delta" if field == "delta" else "input_audio_buffer.append"
+    message = json.dumps({"type": kind, field: base64.b64encode(audio).decode(), "event_id": "e"}).encode()
+    parts = split_audio(message)
+    assert parts is not None
+    stripped, got_field, data = parts
+    assert (got_field, data) == (field, audio)
+    assert splice_audio(stripped, field, data) == message
+
+
+@pytest.mark.parametrize("name", ["audio-vad-real.jsonl", "interruption.jsonl"])
+def test_the_replay_index_of_format_2_is_that_of_format_1(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = convert(CASSETTES / name, tmp_path / name, audio="files").path
+
+    def audio_of(index: CassetteIndex) -> list[tuple[int, int, int, bytes]]:
+        return [
+            (c.index, c.audio_len, c.audio_end, c.audio_digest)
+            for ic in index.connections
+            for c in ic.clients
+        ] + [(-1, ic.audio_total, 0, ic.tail_audio_digest) for ic in index.connections]
+
+    assert audio_of(CassetteIndex.load(path)) == audio_of(CassetteIndex.load(CASSETTES / name))
+    # Unless audio content is compared, a client's audio is not even read: its length is
+    # in the reference.
+    reads: list[object] = []
+    real_read = audiofiles.AudioStore.read
+    monkeypatch.setattr(audiofiles.AudioStore, "read", lambda self, ref: reads.append(ref) or real_read(self, ref))
+    lean = CassetteIndex.load(path, digests=False)
+    assert reads == []
+    assert [c.audio_end for ic in lean.connections for c in ic.clients] == [
+        c.audio_end for ic in CassetteIndex.load(CASSETTES / name).connections for c in ic.clients
+    ]
 
 
 def test_the_same_audio_is_stored_once_for_many_cassettes(tmp_path: Path) -> None:
@@ -113,6 +171,9 @@ def test_a_message_is_rebuilt_exactly_from_its_parts(message: bytes) -> None:
         b'{"type":"input_audio_buffer.append","audio":"' + b"QUJD" * 40 + b'\\n"}',  # an escape
         b'{"type":"input_audio_buffer.append","audio":"' + b"Q" * 160 + b'","x":{"audio":""}}',  # two places
         b'{"type":"conversation.item.create","audio":"' + b"QUJD" * 40 + b'"}',  # not an audio event
+        b'{"type":"input_audio_buffer.append","audio":"' + b"QUJD" * 40 + b'QR=="}',  # bits in the padding
+        b'{"type":"input_audio_buffer.append","audio":"' + b"QUJD" * 40 + b'QQ"}',  # padding left out
+        b'{"type":"input_audio_buffer.append","audio":"' + b"QUJD" * 40 + b'Q#=="}',  # not the alphabet
     ],
 )
 def test_audio_that_could_not_be_rebuilt_exactly_stays_inline(message: bytes) -> None:
@@ -137,7 +198,7 @@ def test_audio_is_on_disk_before_the_cassette_that_refers_to_it(
     monkeypatch.setattr(os, "fsync", fsync)
     convert(CASSETTES / "interruption.jsonl", tmp_path / "i.jsonl", audio="files")
     cassette_at = steps.index("rename i.jsonl")
-    audio_renames = [i for i, s in enumerate(steps) if s.endswith(".b64")]
+    audio_renames = [i for i, s in enumerate(steps) if s.endswith(".raw")]
     assert len(audio_renames) == 2 and max(audio_renames) < cassette_at
     # each audio file synced before its rename, the directory after them, the cassette before its own
     assert steps[audio_renames[0] - 1] == "fsync" and steps[max(audio_renames) + 1] == "fsync"
