@@ -296,20 +296,9 @@ class ConvertResult:
     cassette_bytes: int
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
+    from .codec import _fsync_dir
+
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     size = 0
     try:
@@ -442,6 +431,8 @@ def _finish_spools(
 ) -> tuple[list[AudioFile], list[Path]]:
     """Sync each stream, give it its content's name, and sync the directory: the audio is
     on the disk before any cassette refers to it."""
+    from .codec import _fsync_dir
+
     declarations: list[AudioFile] = []
     files: list[Path] = []
     for spool in spools.values():
