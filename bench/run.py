@@ -738,6 +738,139 @@ async def _concurrent(
     return list(got), delays, t0, now()
 
 
+def _on_disk(*paths: Path) -> int:
+    """Bytes the files take on the disk (allocated blocks, as ``du`` counts them)."""
+    return sum(p.stat().st_blocks * 512 for p in paths)
+
+
+def fig_audio_files(ctx: Context) -> None:
+    """Format 2 (audio in files beside the cassette): size on disk, and replay speed."""
+    if missing(ctx, "rtreplay.audiofiles", "audio out of line"):
+        return
+    from rtreplay.audiofiles import AUDIO_DIR, AUDIO_SUFFIX, convert
+
+    # Size on disk: the bundled audio cassettes, and an hour of two-way audio.
+    bundled = ["audio-server-vad", "audio-vad-real", "interruption", "transcription"]
+    inline_size = files_size = 0
+    store = ctx.tmp / "bundled"
+    speech: tuple[Path, ...] = ()
+    for name in bundled:
+        src = harness.REPO / "cassettes" / f"{name}.jsonl"
+        inline_size += _on_disk(src)
+        result = convert(src, store / f"{name}.jsonl", audio="files")
+        files_size += _on_disk(result.path)
+        if name == "audio-vad-real":
+            speech = result.audio_files
+    files_size += _on_disk(*(store / AUDIO_DIR).glob(f"*{AUDIO_SUFFIX}")) if (store / AUDIO_DIR).exists() else 0
+    ctx.rows.append(
+        Row(
+            "size on disk, the 4 bundled audio cassettes",
+            "audio in files (format 2): cassettes + rtreplay-audio/",
+            "audio inline, base64 (format 1)",
+            "KB",
+            [files_size / 1e3] * ctx.sizes.runs,
+            [inline_size / 1e3] * ctx.sizes.runs,
+            better="lower",
+            note="allocated blocks (du); " + ", ".join(bundled) + "; the audio files hold the "
+            "decoded audio (3/4 of its base64); audio-server-vad's 10-byte chunks stay inline"
+            + _compression_note(speech),
+        )
+    )
+    hour, _size, seconds = workloads.write_audio_hour(ctx.tmp / "hour-inline.jsonl", ctx.sizes.large_bytes)
+    t0 = time.perf_counter()
+    result = convert(hour, ctx.tmp / "hour" / "hour.jsonl", audio="files")
+    took = time.perf_counter() - t0
+    files = _on_disk(result.path, *set(result.audio_files))
+    ctx.rows.append(
+        Row(
+            "size on disk, an hour of two-way audio",
+            "audio in files (format 2)",
+            "audio inline, base64 (format 1)",
+            "MB",
+            [files / 1e6] * ctx.sizes.runs,
+            [_on_disk(hour) / 1e6] * ctx.sizes.runs,
+            better="lower",
+            note=(
+                f"{seconds / 60:.0f} min of PCM16 24 kHz each way; the cassette itself "
+                f"{_on_disk(result.path) / 1e6:.1f} MB, its {len(set(result.audio_files))} audio files "
+                f"{_on_disk(*set(result.audio_files)) / 1e6:.0f} MB; converted in {took:.1f} s"
+            ),
+        )
+    )
+    hour.unlink()
+    # Replay speed: the audio-delta stream of fig_replay, inline and out of line, and the
+    # bare server sending the same messages (the reference of the replay target), in one run.
+    s = ctx.sizes
+    inline = workloads.write_server_stream(ctx.tmp / "deltas-inline.jsonl", workloads.audio_deltas(s.audio))
+    out_of_line = convert(inline, ctx.tmp / "deltas" / "deltas.jsonl", audio="files").path
+    bare = ctx.server("send-deltas", "send", str(inline))
+    one = ctx.server("replay-deltas-inline", "replay", str(inline), "--repeat")
+    two = ctx.server("replay-deltas-files", "replay", str(out_of_line), "--repeat")
+    try:
+        cpu: dict[str, list[float]] = {}
+
+        def fps(server: ServerProc) -> Callable[[], float]:
+            def measure() -> float:
+                c0 = server.cpu_seconds()
+                frames, _size, sec = receive_all(server.url())
+                cpu.setdefault(server.name, []).append((server.cpu_seconds() - c0) / s.audio * 1e6)
+                if frames != s.audio:
+                    raise RuntimeError(f"{server.name}: {frames} frames of {s.audio}")
+                return frames / sec
+
+            return measure
+
+        res = interleaved(s.runs, [("bare", fps(bare)), ("inline", fps(one)), ("files", fps(two))], cpu)
+        profile_extra(ctx, two, "replay audio out of line", fps(two))
+    finally:
+        bare.stop()
+        one.stop()
+        two.stop()
+    subject = "ReplayServer, format 2 (audio bytes read from its file, encoded as sent)"
+    ctx.rows.append(
+        Row(
+            "replay throughput, audio deltas (~6.5 KB), audio out of line",
+            subject,
+            "bare websockets server",
+            "frames/s",
+            res["files"],
+            res["bare"],
+            target=0.9,
+            note=cpu_note(cpu, two.name, bare.name),
+        )
+    )
+    ctx.rows.append(
+        Row(
+            "replay throughput, audio deltas (~6.5 KB), audio out of line",
+            subject,
+            "ReplayServer, format 1 (base64 read from the cassette)",
+            "frames/s",
+            res["files"],
+            res["inline"],
+            note="the price of encoding each delta's base64 as it is sent. " + cpu_note(cpu, two.name, one.name),
+        )
+    )
+
+
+def _compression_note(files: tuple[Path, ...]) -> str:
+    """What the stdlib's compressors would keep of real speech (audio-vad-real's audio files),
+    and at what speed: why format 2 stores the audio uncompressed."""
+    import bz2
+    import lzma
+    import zlib
+
+    data = [p.read_bytes() for p in files]
+    raw = sum(len(d) for d in data)
+    if not raw:
+        return ""
+    kept = []
+    for name, fn in (("zlib", zlib.compress), ("bz2", bz2.compress), ("lzma", lzma.compress)):
+        t0 = time.perf_counter()
+        size = sum(len(fn(d)) for d in data)
+        kept.append(f"{size / raw:.0%} ({name}, {raw / (time.perf_counter() - t0) / 1e6:.0f} MB/s)")
+    return "; of the real speech (audio-vad-real) a compressor would keep " + ", ".join(kept)
+
+
 def fig_large(ctx: Context) -> None:
     """A 500 MB cassette of an hour of two-way audio, served and replayed: peak memory."""
     if missing(ctx, "rtreplay.server", "large cassette"):
@@ -856,6 +989,7 @@ def profile_extra(
 
 FIGURES: dict[str, Callable[[Context], None]] = {
     "replay": fig_replay,
+    "audio-files": fig_audio_files,
     "recorder": fig_recorder,
     "load": fig_load,
     "pytest": fig_pytest_cost,

@@ -12,6 +12,12 @@ While reading, each connection's events go through its endpoint profile's
 :class:`~rtreplay.protocol.CauseTracker`, so that every server frame knows the client event
 it waits for (its :class:`~rtreplay.protocol.Requirement`); its line in the file is kept
 for reports.
+
+A format-2 cassette keeps audio, decoded, in files beside it: a server frame whose audio is
+there keeps its JSON around the audio (a few hundred bytes) and where its audio lies in
+the audio file, and the message is put together (the JSON around the base64 of the audio)
+when it is due, from one read of the file per run of frames. A client append's audio is
+not even read unless audio content is compared: its length is in the reference.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
+from .audiofiles import AudioStore, audio_position, encode_audio
 from .cassette import Cassette, Close, Frame, Header, Open, Reject
 from .codec import CassetteReader
 from .protocol import (
@@ -128,10 +135,11 @@ class ServerFrame:
     ``index`` is its position among the connection's server frames (``-1`` for a frame
     the replay made up, such as an injected fault), ``line`` its line in the cassette file
     (``0`` when not read from a file), ``requirement`` the client event it waits for (see
-    :class:`~rtreplay.protocol.Requirement`).
+    :class:`~rtreplay.protocol.Requirement`). ``audio`` (format 2): where its audio is, see
+    :meth:`CassetteIndex.payloads`.
     """
 
-    __slots__ = ("data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
+    __slots__ = ("audio", "data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
 
     def __init__(
         self,
@@ -145,6 +153,7 @@ class ServerFrame:
         index: int = -1,
         line: int = 0,
         requirement: Requirement = _NOT_RECORDED,
+        audio: tuple[int, int, int, bytes, bytes] | None = None,
     ) -> None:
         self.t = t
         self.text = text
@@ -155,6 +164,9 @@ class ServerFrame:
         self.index = index
         self.line = line
         self.requirement = requirement
+        # Format 2: (audio file descriptor, offset and length of its audio bytes there,
+        # the JSON before its base64, the JSON after it).
+        self.audio = audio
 
     def describe(self) -> str:
         return self.type or ("text frame" if self.text else "binary frame")
@@ -308,14 +320,24 @@ class IndexedConnection:
         if frame.type == self.profile.response_done:
             self._turn += 1
 
-    def _add_client(self, t: float, message: str | bytes | None, event: Any, line: int = 0) -> None:
+    def is_append(self, event: Any) -> bool:
+        """Whether ``event`` is this endpoint's client audio append."""
+        return isinstance(event, dict) and event.get("type") == self.profile.audio_append
+
+    def _add_client(
+        self,
+        t: float,
+        message: str | bytes | None,
+        event: Any,
+        line: int = 0,
+        stored: tuple[int, bytes | None] | None = None,
+    ) -> None:
+        # ``stored``: an append whose audio is in a file (format 2): its length in bytes,
+        # and the bytes themselves when they are digested.
         audio: str | None = None
-        append = self.profile.audio_append
-        if (
-            isinstance(event, dict)
-            and event.get("type") == append
-            and isinstance(event.get("audio"), str)
-        ):
+        if stored is not None:
+            event.pop("audio", None)
+        elif self.is_append(event) and isinstance(event.get("audio"), str):
             audio = event.pop("audio")
         frame = ClientFrame(len(self.clients), t, message, event, line, self.profile.echoed_ids)
         frame.turn = self._turn
@@ -324,15 +346,20 @@ class IndexedConnection:
             if self.client_chosen is _NO_CHOSEN:
                 self.client_chosen = set()
             self.client_chosen.update(chosen)  # type: ignore[union-attr]
-        if audio is not None:
+        if audio is not None or stored is not None:
             frame.is_append = True
-            frame.audio_len = audio_length(audio)
+            if self.digests and self._hash is None:
+                self._hash = hashlib.blake2b(digest_size=16)
+            if audio is not None:
+                frame.audio_len = audio_length(audio)
+                if self.digests:
+                    hash_audio(self._hash, audio)
+            elif stored is not None:
+                frame.audio_len = stored[0]
+                if self.digests and stored[1] is not None:
+                    self._hash.update(stored[1])
             self._audio += frame.audio_len
             frame.audio_end = self._audio
-            if self.digests:
-                if self._hash is None:
-                    self._hash = hashlib.blake2b(digest_size=16)
-                hash_audio(self._hash, audio)
             if len(event) == 1:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
                 frame.event = _APPEND_EVENT
@@ -405,6 +432,7 @@ class CassetteIndex:
         self.path = path
         self.warnings = warnings or []
         self._fd = fd
+        self._audio: AudioStore | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -451,14 +479,22 @@ class CassetteIndex:
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
             shared: dict[bytes, Any] = {}  # client events decoded once for all connections
-            with CassetteReader(tap, name=str(p)) as reader:  # type: ignore[arg-type]
+            reader = CassetteReader(tap, name=str(p), resolve_audio=False)  # type: ignore[arg-type]
+            store = reader.audio
+            try:
                 for record in reader:
                     if isinstance(record, Frame):
                         ic = by_conn[record.conn]
+                        ref = record.audio
                         if record.dir == "server" and record.json is not msgspec.UNSET:
                             line = tap.lines[reader.offset]
                             raw = bytes(record.json)
                             start = _raw_offset(line, raw)
+                            stored = None
+                            if ref is not msgspec.UNSET:
+                                at = audio_position(raw, ref.field)
+                                assert at is not None  # the reader checked
+                                stored = (store.fd(ref.file), ref.offset, ref.length, raw[:at], raw[at:])
                             frame = ServerFrame(
                                 record.t,
                                 True,
@@ -466,8 +502,17 @@ class CassetteIndex:
                                 pos=reader.offset + start,
                                 length=len(raw),
                                 line=reader.line,
+                                audio=stored,
                             )
                             ic._add_server(frame, raw)
+                        elif ref is not msgspec.UNSET and record.json is not msgspec.UNSET:
+                            event = _any_decoder.decode(record.json)
+                            if ic.is_append(event) and ref.field == "audio":
+                                data = store.read(ref) if ic.digests else None
+                                ic._add_client(record.t, None, event, reader.line, (ref.length, data))
+                            else:
+                                event[ref.field] = encode_audio(store.read(ref)).decode()
+                                ic._add_client(record.t, None, event, reader.line)
                         else:
                             # Text and binary payloads are no larger in memory than in
                             # the file's JSON: kept, rather than located in the line.
@@ -486,18 +531,30 @@ class CassetteIndex:
                 assert reader.header is not None
                 header = reader.header
                 warnings = list(reader.warnings)
+            except BaseException:
+                store.close()
+                raise
+            finally:
+                reader.close()
             for ic in by_conn.values():
                 if ic.close is None and ic.reject is None:  # still open when recording stopped
                     ic._finish()
             fd = os.dup(file.fileno())
         finally:
             file.close()
-        return cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index = cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index._audio = store
+        return index
 
     # -- reading payloads -------------------------------------------------------------
 
     def payloads(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
-        """Each frame with its payload bytes, reading the file in spans of frames near each other."""
+        """Each frame with its payload bytes, reading the file in spans of frames near each other.
+
+        A frame whose audio is in a file (format 2) keeps its JSON around the audio in
+        memory (a few hundred bytes); its audio is read with that of the frames after it
+        that lie end to end in the same file, and encoded to base64 as it is yielded.
+        """
         i, n = 0, len(frames)
         fd = self._fd
         while i < n:
@@ -506,6 +563,30 @@ class CassetteIndex:
                 yield first, first.data
                 i += 1
                 continue
+            if first.audio is not None:
+                afd, begin, length, head, tail = first.audio
+                end = begin + length
+                j = i + 1
+                while j < n:
+                    r = frames[j].audio
+                    if r is None or r[0] != afd or r[1] != end or end + r[2] - begin > READ_SPAN:
+                        break
+                    end += r[2]
+                    j += 1
+                audio = os.pread(afd, end - begin, begin)
+                if len(audio) != end - begin:
+                    raise OSError(f"{self.path}: an audio file changed on disk while being replayed")
+                if j == i + 1:
+                    yield first, b"".join((head, encode_audio(audio), tail))
+                else:
+                    view = memoryview(audio)
+                    for k in range(i, j):
+                        f = frames[k]
+                        _fd, offset, length, head, tail = f.audio  # type: ignore[misc]
+                        a = offset - begin
+                        yield f, b"".join((head, encode_audio(view[a : a + length]), tail))
+                i = j
+                continue
             if fd is None:
                 raise ValueError("the cassette index is closed")
             start = first.pos
@@ -513,7 +594,7 @@ class CassetteIndex:
             j = i + 1
             while j < n:
                 f = frames[j]
-                if f.data is not None or f.pos < end:
+                if f.data is not None or f.audio is not None or f.pos < end:
                     break
                 stop = f.pos + f.length
                 if stop - start > READ_SPAN:
@@ -537,6 +618,9 @@ class CassetteIndex:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
 
     def __del__(self) -> None:
         self.close()

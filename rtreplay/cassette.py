@@ -1,10 +1,16 @@
-"""The cassette format, version 1: its records as msgspec Structs. No I/O here.
+"""The cassette format, versions 1 and 2: its records as msgspec Structs. No I/O here.
 
-A cassette is a JSON Lines file. Its first line is a :class:`Header`; then, for each
+A cassette is a JSON Lines file. Its first line is a :class:`Header`; in version 2, the
+:class:`AudioFile` records that declare the audio files its frames refer to; then, for each
 connection, an :class:`Open` record (the handshake), its :class:`Frame` records in order,
 and a :class:`Close` record, or a :class:`Reject` record when the handshake was refused.
 Records of concurrent connections may interleave; each carries its connection number
 ``conn``. ``docs/cassette-format.md`` is the full specification.
+
+Version 2 differs in one thing: the base64 audio of an audio event (``audio`` of
+``input_audio_buffer.append``, ``delta`` of ``response.output_audio.delta``...) may be kept
+out of line, decoded, in a content-addressed file beside the cassette; the frame's JSON
+then holds ``""`` in its place and an :class:`AudioRef` says where its audio bytes are.
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ import msgspec
 from ._version import __version__
 
 __all__ = [
+    "AUDIO_FILES_FORMAT",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
+    "AudioFile",
+    "AudioRef",
     "Cassette",
     "Close",
     "Connection",
@@ -34,7 +44,12 @@ __all__ = [
     "utc_timestamp",
 ]
 
+#: The format a cassette with its audio inline is written in (every format-1 reader reads it).
 FORMAT_VERSION = 1
+#: The format of a cassette whose audio lives in files beside it.
+AUDIO_FILES_FORMAT = 2
+#: Every format this rtreplay reads.
+FORMAT_VERSIONS = (1, 2)
 
 Direction = Literal["client", "server"]
 Protocol = Literal["ga", "beta"]
@@ -62,17 +77,50 @@ class Open(msgspec.Struct, frozen=True, tag="open", tag_field="kind"):
     started: str | None = None
 
 
+class AudioFile(msgspec.Struct, frozen=True, tag="audio", tag_field="kind"):
+    """Format 2: an audio file the cassette's frames refer to, declared after the header.
+
+    ``path`` is relative to the cassette's directory (``rtreplay-audio/<sha256>.raw``),
+    ``sha256`` the hex digest of its contents, ``bytes`` its size. It holds the frames'
+    audio (one connection's, one direction's), decoded from base64, end to end: headerless
+    audio in the session's format (PCM16 or G.711).
+    """
+
+    id: str
+    path: str
+    sha256: str
+    bytes: int
+
+
+class AudioRef(msgspec.Struct, frozen=True):
+    """Format 2: where a frame's audio is, out of line.
+
+    The frame's JSON holds the empty string ``""`` as the value of its top-level ``field``;
+    the message is that JSON with the base64 (standard alphabet, padded, one line) of the
+    ``length`` audio bytes at ``offset`` of the file declared as ``file`` put between those
+    quotes.
+    """
+
+    file: str
+    field: str
+    offset: int
+    length: int
+
+
 class Frame(msgspec.Struct, frozen=True, tag="frame", tag_field="kind"):
     """One WebSocket message, with exactly one of ``json``, ``text`` or ``binary`` set.
 
     ``json`` holds a text frame that was valid JSON, verbatim when it fitted on one line
     (so a replay is byte-identical) and re-encoded compactly otherwise. ``text`` holds any
-    other text frame; ``binary`` a binary frame (base64 in the file).
+    other text frame; ``binary`` a binary frame (base64 in the file). In format 2 a JSON
+    frame may keep its audio out of line (``audio``, see :class:`AudioRef`); the reader
+    puts it back unless asked not to, so ``payload()`` is always the message as it was sent.
     """
 
     conn: int
     t: float
     dir: Direction
+    audio: AudioRef | msgspec.UnsetType = msgspec.UNSET
     json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     text: str | msgspec.UnsetType = msgspec.UNSET
     binary: bytes | msgspec.UnsetType = msgspec.UNSET
@@ -141,7 +189,7 @@ class Reject(msgspec.Struct, frozen=True, tag="reject", tag_field="kind", omit_d
     body: str = ""
 
 
-Record = Header | Open | Frame | Close | Reject
+Record = Header | AudioFile | Open | Frame | Close | Reject
 
 
 def utc_timestamp(timespec: str = "seconds") -> str:

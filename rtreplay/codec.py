@@ -31,8 +31,12 @@ from typing import IO, Any
 
 import msgspec
 
+from .audiofiles import AudioMode, AudioStore, audio_position, convert
 from .cassette import (
+    AUDIO_FILES_FORMAT,
     FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    AudioFile,
     Cassette,
     Close,
     Connection,
@@ -139,7 +143,7 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
 _DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 # The record kinds by their tag, for describing a line that msgspec refused.
 _RECORD_KINDS: dict[str, type[msgspec.Struct]] = {
-    str(cls.__struct_config__.tag): cls for cls in (Header, Open, Frame, Close, Reject)
+    str(cls.__struct_config__.tag): cls for cls in (Header, AudioFile, Open, Frame, Close, Reject)
 }
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
@@ -290,9 +294,21 @@ class CassetteReader:
     Use as a context manager (or call ``close()``). After or during iteration, ``line`` and
     ``offset`` locate the last record read, ``header`` is the file's header and
     ``warnings`` lists what was tolerated (a truncated last line).
+
+    Format 2: the audio files an :class:`~rtreplay.cassette.AudioFile` record declares are
+    checked (there, of their size) as it is read; a frame's audio kept in one of them is
+    put back inline unless ``resolve_audio`` is false (then ``audio`` holds
+    :class:`~rtreplay.audiofiles.AudioStore`, to read it yourself). The ``AudioFile``
+    records themselves are yielded too.
     """
 
-    def __init__(self, source: str | os.PathLike[str] | IO[bytes], *, name: str | None = None):
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        name: str | None = None,
+        resolve_audio: bool = True,
+    ):
         if isinstance(source, (str, os.PathLike)):
             self.path = Path(source)
             try:
@@ -316,6 +332,8 @@ class CassetteReader:
         self.header: Header | None = None
         self.warnings: list[str] = []
         self._open: dict[int, bool] = {}  # conn -> still open
+        self.resolve_audio = resolve_audio
+        self.audio = AudioStore(self.path.parent)
 
     def __enter__(self) -> CassetteReader:
         return self
@@ -331,6 +349,8 @@ class CassetteReader:
     def close(self) -> None:
         if self._owned:
             self._file.close()
+        if self.resolve_audio:
+            self.audio.close()
 
     def _error(self, problem: str) -> CassetteFormatError:
         return CassetteFormatError(self.path, problem, self.line)
@@ -351,6 +371,8 @@ class CassetteReader:
                     record = self._decode(line, last)
                     if record is None:
                         return
+                    if self.resolve_audio and type(record) is Frame and record.audio is not msgspec.UNSET:
+                        record = self.audio.resolve(record)
                     yield record
                 line = following
         except OSError as exc:
@@ -397,9 +419,9 @@ class CassetteReader:
                 "not an rtreplay cassette: the first record must be a header "
                 '({"kind": "header", "format": 1, ...})'
             )
-        if probe.format != FORMAT_VERSION:
+        if probe.format not in FORMAT_VERSIONS or isinstance(probe.format, bool):
             writer = probe.rtreplay if isinstance(probe.rtreplay, str) else None
-            raise CassetteVersionError(self.path, probe.format, writer, FORMAT_VERSION)
+            raise CassetteVersionError(self.path, probe.format, writer, max(FORMAT_VERSIONS))
         try:
             header = msgspec.json.decode(line, type=Header)
         except _DecodeFailure:
@@ -410,6 +432,14 @@ class CassetteReader:
     def _check(self, record: Record) -> None:
         if isinstance(record, Header):
             raise self._error("a second header record (two cassettes concatenated?)")
+        if isinstance(record, AudioFile):
+            assert self.header is not None
+            if self.header.format < AUDIO_FILES_FORMAT:
+                raise self._error(f"an audio record in a format {self.header.format} cassette (audio files need format 2)")
+            problem = self.audio.declare(record)
+            if problem is not None:
+                raise self._error(problem)
+            return
         conn = record.conn
         if conn < 0:
             raise self._error(f"connection number {conn} is negative")
@@ -433,12 +463,27 @@ class CassetteReader:
                 raise self._error(
                     f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {set_fields})"
                 )
+            if record.audio is not unset:
+                self._check_audio(record)
             return
         # Close or Reject end the connection; a replay must be able to send either.
         problem = _close_problem(record) if isinstance(record, Close) else _reject_problem(record)
         if problem is not None:
             raise self._error(problem)
         self._open[conn] = False
+
+
+    def _check_audio(self, frame: Frame) -> None:
+        assert self.header is not None and frame.audio is not msgspec.UNSET
+        if self.header.format < AUDIO_FILES_FORMAT:
+            raise self._error(f"a frame with its audio in a file, in a format {self.header.format} cassette (that needs format 2)")
+        if frame.json is msgspec.UNSET:
+            raise self._error("a frame's audio can be out of line only in a 'json' frame")
+        problem = self.audio.check_ref(frame.audio)
+        if problem is None and audio_position(bytes(frame.json), frame.audio.field) is None:
+            problem = f'the frame\'s JSON has no single "{frame.audio.field}": "" to put its audio in'
+        if problem is not None:
+            raise self._error(problem)
 
 
 def load(path: str | os.PathLike[str]) -> Cassette:
@@ -458,9 +503,19 @@ def load(path: str | os.PathLike[str]) -> Cassette:
         return Cassette(reader.header, list(by_conn.values()), str(path), reader.warnings)
 
 
-def save(cassette: Cassette, path: str | os.PathLike[str], redactor: Redactor | None = None) -> Path:
-    """Write a whole cassette atomically (redacted like any recording)."""
-    with CassetteWriter(path, header=cassette.header, redactor=redactor) as writer:
+def save(
+    cassette: Cassette,
+    path: str | os.PathLike[str],
+    redactor: Redactor | None = None,
+    *,
+    audio: AudioMode = "inline",
+) -> Path:
+    """Write a whole cassette atomically (redacted like any recording).
+
+    ``audio``: ``"inline"`` (format 1, one self-contained file) or ``"files"`` (format 2,
+    audio in ``rtreplay-audio/`` beside it; see :mod:`rtreplay.audiofiles`).
+    """
+    with CassetteWriter(path, header=cassette.header, redactor=redactor, audio=audio) as writer:
         writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
     return writer.path
 
@@ -473,6 +528,10 @@ class CassetteWriter:
     ``close()`` finishes the file (fsync, credential check, atomic rename); ``abort()``
     removes it and leaves any existing cassette as it was. As a context manager, an
     exception inside the block aborts.
+
+    ``audio="files"`` finishes the cassette in format 2, its audio in files beside it
+    (:func:`rtreplay.audiofiles.write_cassette`): the partial file is written as usual
+    (self-contained, so a crash loses nothing), and ``close()`` moves its audio out.
     """
 
     def __init__(
@@ -481,7 +540,11 @@ class CassetteWriter:
         *,
         redactor: Redactor | None = None,
         header: Header | None = None,
+        audio: AudioMode = "inline",
     ) -> None:
+        if audio not in ("inline", "files"):
+            raise ValueError(f"audio must be 'inline' or 'files', not {audio!r}")
+        self.audio: AudioMode = audio
         self.path = Path(path)
         self.redactor = redactor if redactor is not None else Redactor()
         self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
@@ -728,6 +791,12 @@ class CassetteWriter:
         if self.redactor.file_contains_secret(self.partial_path):
             self.partial_path.unlink(missing_ok=True)
             raise SecretLeakError(str(self.path), "the recording was discarded")
+        if self.audio == "files":
+            try:
+                convert(self.partial_path, self.path, audio="files")
+            finally:
+                self.partial_path.unlink(missing_ok=True)
+            return self.path
         try:
             os.replace(self.partial_path, self.path)
             _fsync_dir(self.path.parent)

@@ -66,6 +66,7 @@ from ._wsio import (
     offered_subprotocols,
     websockets_logger,
 )
+from .audiofiles import AudioMode
 from .cassette import Close, Open, Reject, utc_timestamp
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError, UpstreamError
@@ -451,6 +452,8 @@ class Recorder(Service):
     ``close()`` closes live connections with 1001 and moves the finished cassette into place;
     after ``discard()`` it throws the recording away instead. :attr:`received` lists what
     the clients sent (``keep_received=False``: nothing, for a long-running proxy).
+    ``audio="files"`` finishes the cassette with its audio in files beside it (format 2,
+    see :mod:`rtreplay.audiofiles`); the default keeps it inline, in one file.
     """
 
     def __init__(
@@ -467,8 +470,10 @@ class Recorder(Service):
         ssl_context: ssl.SSLContext | None = None,
         upstream_ssl: ssl.SSLContext | None = None,
         keep_received: bool = True,
+        audio: AudioMode = "inline",
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
+        self.audio: AudioMode = audio
         if upstream is None:
             upstream = os.environ.get("RTREPLAY_UPSTREAM") or DEFAULT_UPSTREAM
         parsed = urllib.parse.urlsplit(upstream)
@@ -506,6 +511,8 @@ class Recorder(Service):
         self.refused = 0
         #: Each time the upstream could not be reached (502) or did not answer (504).
         self.upstream_errors: list[UpstreamError] = []
+        #: Each time the upstream refused a handshake: what it answered (status, body), redacted.
+        self.refusals: list[str] = []
         self.stats: list[ConnectionStats] = []
         #: Whether :attr:`received` keeps the clients' messages (``rtreplay record``, which
         #: nobody can ask, does not).
@@ -552,7 +559,7 @@ class Recorder(Service):
     async def _start(self) -> int:
         self._lock.acquire()
         try:
-            self._writer = CassetteWriter(self._target, redactor=self.redactor)
+            self._writer = CassetteWriter(self._target, redactor=self.redactor, audio=self.audio)
         except BaseException:
             self._lock.release()
             raise
@@ -946,11 +953,12 @@ class Recorder(Service):
             self.refused += 1
         # Redacted whole, then cut: a key cut in two would be a key no rule recognises.
         snippet = " ".join(self.redactor.text(text).split())[:200]
-        logger.warning(
-            "conn %d: upstream refused %s with HTTP %d %s%s",
-            conn, target, response.status_code, self.redactor.text(response.reason_phrase),
-            f": {snippet}" if snippet else "",
+        refusal = (
+            f"upstream refused {target} with HTTP {response.status_code} "
+            f"{self.redactor.text(response.reason_phrase)}" + (f": {snippet}" if snippet else "")
         )
+        self.refusals.append(refusal)
+        logger.warning("conn %d: %s", conn, refusal)
         out = Headers()
         for name, value in headers.items():
             out[name] = value
@@ -1162,6 +1170,11 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_IDLE_TIMEOUT:g})",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no live status lines")
+    parser.add_argument(
+        "--audio", choices=("inline", "files"), default="inline",
+        help="inline: audio inside the cassette, one self-contained file (default); files: "
+        "audio in rtreplay-audio/ beside it (cassette format 2, a small readable diff)",
+    )
 
 
 def record_main(args: argparse.Namespace) -> int:
@@ -1190,6 +1203,7 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
             open_timeout=args.open_timeout,
             idle_timeout=args.idle_timeout or None,
             keep_received=False,  # nobody can look at it, and a long run would pile it up
+            audio=args.audio,
         )
     except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM)
         print(f"rtreplay record: error: {exc}", file=sys.stderr, flush=True)

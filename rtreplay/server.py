@@ -514,19 +514,28 @@ def _on_the_wire(value: str) -> str:
     return value
 
 
+# Set on the log records that say a mismatch, which the report says too (the pytest plugin
+# leaves them out of a test's captured log).
+_MISMATCH_MARK = "rtreplay_mismatch"
+
+
 def _log_mismatch(player: Player, mismatch: Any, state: _Connection) -> None:
+    mark = {_MISMATCH_MARK: True}
     state.logged += 1
     if state.logged > _LOGGED_MISMATCHES:
         if state.logged == _LOGGED_MISMATCHES + 1:
             logger.warning(
-                "conn %d: more mismatches; not logged one by one (the report counts them)", player.conn
+                "conn %d: more mismatches; not logged one by one (the report counts them)",
+                player.conn,
+                extra=mark,
             )
         return
     if mismatch.held is not None:
         # A stall: the whole explanation, which is all an `rtreplay serve` user gets.
-        logger.warning("conn %d: %s", player.conn, "; ".join(x.strip() for x in str(mismatch).splitlines()))
+        text = "; ".join(x.strip() for x in str(mismatch).splitlines())
+        logger.warning("conn %d: %s", player.conn, text, extra=mark)
     else:
-        logger.warning("mismatch: %s", mismatch.summary)
+        logger.warning("mismatch: %s", mismatch.summary, extra=mark)
 
 
 def _peer(connection: ServerConnection) -> str:
@@ -603,6 +612,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="when stopped, write the replay report there as JSON (mismatches, unplayed events)",
+    )
+    parser.add_argument(
+        "--fail-on-mismatch",
+        action="store_true",
+        help="exit 1 when stopped if any client event did not match, or a recorded one never came",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -657,12 +676,46 @@ def serve_main(args: argparse.Namespace) -> int:
     root.propagate = False
     quiet.setLevel(logging.WARNING)
     try:
-        return asyncio.run(_serve(server))
+        status = asyncio.run(_serve(server))
+        if status == 0:
+            status = _finish_report(server, args.report, args.fail_on_mismatch)
+        return status
     finally:
         root.removeHandler(handler)
         root.setLevel(saved[0])
         quiet.setLevel(saved[1])
         root.propagate = saved[2]
+
+
+def _finish_report(server: ReplayServer, path: str | None, fail: bool) -> int:
+    """Write the JSON report if asked; the exit status ``--fail-on-mismatch`` asks for."""
+    report = server.report
+    if path:
+        import json
+
+        from .failure import report_json
+
+        target = os.path.abspath(path)
+        partial = f"{target}.{os.getpid()}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                json.dump(report_json(report), f, indent=1, ensure_ascii=False)
+                f.write("\n")
+            os.replace(partial, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            return _error(f"cannot write the report to {path}: {exc.strerror or exc}")
+    if fail and not (report.ok and report.complete):
+        n = len(report.mismatches)
+        print(
+            f"rtreplay serve: failing: {n} mismatch{'es' if n != 1 else ''}, "
+            f"{len(report.unplayed)} connection(s) not played to the end",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    return 0
 
 
 async def _serve(server: ReplayServer) -> int:

@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .cassette import Close, Direction, Frame, Open, Protocol, Record, Reject
+from .cassette import AudioFile, Close, Direction, Frame, Open, Protocol, Record, Reject
 from .codec import CassetteReader
 from .errors import CassetteError, CassetteTruncatedWarning
 
@@ -122,13 +122,15 @@ class Problem:
 
     path: str
     line: int | None
-    conn: int
+    conn: int | None  # None: a problem of the file (a damaged audio file)
     direction: Direction
     event_type: str | None
     message: str
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        if self.conn is None:
+            return f"{where}: {self.message}"
         kind = repr(self.event_type) if self.event_type is not None else "(no type)"
         return f"{where}: connection {self.conn}, {self.direction} event {kind}: {self.message}"
 
@@ -188,17 +190,33 @@ def validate_records(records: Iterable[tuple[int | None, Record]], path: str = "
 def validate_cassette(path: str | Path) -> list[Problem]:
     """Every problem in the cassette at ``path``, in file order.
 
-    Raises :class:`~rtreplay.errors.CassetteError` when the file is not a readable cassette.
-    A last line cut short is tolerated, as the reader tolerates it.
+    Raises :class:`~rtreplay.errors.CassetteError` when the file is not a readable cassette
+    (in format 2: also when an audio file it refers to is missing or of the wrong size).
+    A damaged audio file (its SHA-256 differs) is a problem. A last line cut short is
+    tolerated, as the reader tolerates it.
     """
+    declared: dict[str, int] = {}
+
+    def records(reader: CassetteReader) -> Iterator[tuple[int | None, Record]]:
+        for record in reader:
+            if isinstance(record, AudioFile):
+                declared[record.id] = reader.line
+            yield reader.line, record
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CassetteTruncatedWarning)
-        with CassetteReader(path) as reader:
-            problems = sorted(
-                validate_records(((reader.line, record) for record in reader), str(path)),
-                key=lambda p: p.line or 0,
-            )
-    return problems
+        # Audio stays in its files: the events are checked as the file holds them, and
+        # each audio file once, whole, against its SHA-256.
+        reader = CassetteReader(path, resolve_audio=False)
+        try:
+            problems = list(validate_records(records(reader), str(path)))
+            for file_id, line in declared.items():
+                damage = reader.audio.verify(file_id)
+                if damage is not None:
+                    problems.append(Problem(str(path), line, None, "client", None, damage))
+        finally:
+            reader.audio.close()
+    return sorted(problems, key=lambda p: p.line or 0)
 
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:

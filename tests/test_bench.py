@@ -33,6 +33,8 @@ def test_quick_bench_writes_its_page_and_plot(tmp_path: Path) -> None:
         "cassette load",
         "per-test cost of `realtime_mock`",
         "large cassette: server peak memory",
+        "size on disk, an hour of two-way audio",
+        "replay throughput, audio deltas (~6.5 KB), audio out of line",
     ):
         assert f"| {figure}" in page, f"no row for {figure!r} in:\n{page}"
     assert "## Concurrency" in page

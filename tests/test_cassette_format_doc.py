@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_documented_sample_cassette_is_valid(tmp_path: Path) -> None:
-    (sample,) = code_blocks("cassette-format.md", "json")
+    sample = code_blocks("cassette-format.md", "json")[0]
     path = tmp_path / "sample.jsonl"
     path.write_text(sample)
     cassette = load(path)
@@ -52,3 +52,15 @@ def test_the_field_tables_match_the_structs() -> None:
     for kind, struct in structs.items():
         fields = set(re.findall(r"^\| `(\w+)` \|", documented[kind], flags=re.M))
         assert fields == set(struct.__struct_fields__), kind
+
+
+def test_the_documented_version_2_sample_names_the_fields_of_the_structs() -> None:
+    from rtreplay.cassette import AudioFile, AudioRef
+
+    v2 = code_blocks("cassette-format.md", "json")[1]
+    records = [json.loads(line) for line in v2.splitlines()]
+    assert records[0] == {**records[0], "kind": "header", "format": 2}
+    assert set(records[1]) - {"kind"} == set(AudioFile.__struct_fields__)
+    frame = records[-1]
+    assert set(frame["audio"]) == set(AudioRef.__struct_fields__)
+    assert frame["json"][frame["audio"]["field"]] == ""

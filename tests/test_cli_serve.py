@@ -106,8 +106,9 @@ def test_ctrl_c_closes_cleanly_and_shows_the_mismatches(served: Served) -> None:
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
 
 
-def test_a_stalled_client_is_cut_and_the_log_says_why() -> None:
-    served = Served(str(TEXT), "--port", "0", "--stall-timeout", "1")
+def test_a_stalled_client_is_cut_and_the_log_says_why(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    served = Served(str(TEXT), "--port", "0", "--stall-timeout", "1", "--report", str(report))
     try:
         with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
             ws.recv()  # session.created
@@ -134,6 +135,9 @@ def test_a_stalled_client_is_cut_and_the_log_says_why() -> None:
     assert "silent for the stall timeout, 1 s (last sent: session.update)" in line
     assert "conn 0: closed by the replay (code 1008)" in err
     assert "mismatch 1 of 1 (stall)" in err  # the report at exit
+    [stall] = json.loads(report.read_text())["stalls"]
+    assert stall["kind"] == "stall" and stall["held"].startswith("conversation.item.added (server event 3 of 17")
+    assert stall["last_received"] == "session.update"
 
 
 def test_missing_cassette_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,3 +271,45 @@ def test_bad_certificate_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert err.startswith(f"rtreplay serve: error: cannot load the TLS certificate {junk}:")
     assert err.count("\n") == 1
+
+
+def test_serve_writes_its_report_as_json_and_fails_a_node_style_suite(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    served = Served(str(TEXT), "--port", "0", "--report", str(report), "--fail-on-mismatch")
+    try:
+        with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
+            ws.recv()
+            ws.send('{"type":"session.update","session":{"type":"realtime","output_modalities":["audio"]}}')
+            assert json.loads(ws.recv())["type"] == "error"
+        code, err = served.stop(signal.SIGTERM)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.communicate()
+    assert code == 1, err
+    assert "rtreplay serve: failing: 1 mismatch, 1 connection(s) not played to the end" in err
+    doc = json.loads(report.read_text())
+    assert doc["ok"] is False and doc["complete"] is False
+    (mismatch,) = doc["mismatches"]
+    assert mismatch["kind"] == "content" and mismatch["differences"][0]["path"] == "session.output_modalities[0]"
+    assert doc["loosening"] == (
+        '@pytest.mark.realtime(match=MatchPolicy.default(ignore={"session.update": '
+        '["session.output_modalities[0]", "session.instructions"]}))  # from rtreplay import MatchPolicy'
+    )
+    assert doc["unplayed"][0]["missing_client_events"] == 2
+
+
+def test_serve_with_a_clean_replay_exits_0_and_says_so_in_its_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    served = Served(str(TEXT), "--port", "0", "--report", str(report), "--fail-on-mismatch")
+    try:
+        plan = clients.script(TEXT)
+        assert clients.websocket_client(served.base_url + "/realtime", plan) == clients.server_events(TEXT)
+        code, err = served.stop(signal.SIGTERM)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.communicate()
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert (doc["ok"], doc["complete"], doc["mismatches"], doc["unplayed"]) == (True, True, [], [])

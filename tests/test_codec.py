@@ -288,11 +288,11 @@ def test_the_messages_are_the_same_whatever_msgspec_says(
 
 
 def test_a_future_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "future.jsonl", '{"kind":"header","format":2,"rtreplay":"9.0.0","new":1}')
+    path = write_lines(tmp_path / "future.jsonl", '{"kind":"header","format":3,"rtreplay":"9.0.0","new":1}')
     with pytest.raises(CassetteVersionError) as info:
         load(path)
     message = str(info.value)
-    assert "format 2" in message and "rtreplay 9.0.0" in message
+    assert "format 3" in message and "rtreplay 9.0.0" in message
     assert "install a newer rtreplay" in message
     assert info.value.line == 1
 

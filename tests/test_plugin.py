@@ -246,7 +246,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "cassette": "marker", "match": "marker", "speed": "marker",
                     "allow_unplayed": "realtime_config", "strict": "ini",
                     "upstream": "command line", "record_mode": "command line",
-                    "api_key": "default", "cassette_dir": "default",
+                    "api_key": "default", "cassette_dir": "default", "audio": "default",
                     "stall_timeout": "default", "audio_tolerance": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
@@ -276,8 +276,8 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
             "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
-            "api_key, audio_tolerance, cassette_dir, match, record_mode, speed, stall_timeout, "
-            "strict, upstream"
+            "api_key, audio, audio_tolerance, cassette_dir, match, record_mode, speed, "
+            "stall_timeout, strict, upstream"
         ]
     )
 
@@ -712,13 +712,16 @@ def test_a_deadlocked_client_fails_within_the_stall_timeout_without_pytest_timeo
             "nothing for 1 s, then closed the connection (1008) so the test would not hang.",
             "  cassette: cassettes/test_deadlock/test_waits_forever.jsonl",
             "mismatch 1 of 1 (stall): connection 0 (recorded connection 0), turn 1, client event "
-            "2 of 3: stall: the replay holds conversation.item.added (server event 3 of 17, *) "
+            "2 of 3",
+            "  stall: the replay holds conversation.item.added (server event 3 of 17, *) "
             "until the client sends conversation.item.create (client event 2 of 3, *), and the "
             "client has been silent for the stall timeout, 1 s (last sent: session.update)",
             "  holds:    conversation.item.added*",
             '  awaits:   {"type": "conversation.item.create"*',
             "  last received from the client: session.update",
             "*If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30)*",
+            "If the new conversation is right, re-record this test:",
+            "    pytest --realtime-record-mode=all test_deadlock.py::test_waits_forever",
         ]
     )
     # Each client was woken within the stall timeout plus a second (scaled for slow machines).

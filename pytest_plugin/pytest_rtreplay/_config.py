@@ -67,7 +67,9 @@ CONFIG_KEYS = (
     "audio_tolerance",
     "upstream",
     "api_key",
+    "audio",
 )
+AUDIO_MODES = ("inline", "files")
 
 #: The replay's own defaults (``rtreplay.player``), repeated here so that the plugin's
 #: import stays free of rtreplay until a test uses the mock; a test keeps them equal.
@@ -103,6 +105,7 @@ class RealtimeSettings:
     audio_tolerance: float = DEFAULT_AUDIO_TOLERANCE
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
+    audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
     # setting name -> "marker" | "realtime_config" | "command line" | "environment" | "ini" | "default"
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -180,6 +183,10 @@ def _check(key: str, value: object, what: str) -> object:
                 f"{what} must be a ws:// or wss:// URL such as {DEFAULT_UPSTREAM}, not {value!r}"
             )
         return value.rstrip("/")
+    if key == "audio":
+        if value not in AUDIO_MODES:
+            raise RealtimeConfigError(f"{what} must be one of {', '.join(AUDIO_MODES)}, not {value!r}")
+        return value
     if key == "api_key":
         if value is not None and not isinstance(value, str):
             raise RealtimeConfigError(f"{what} must be a string, not {type(value).__name__}")
@@ -266,6 +273,7 @@ def resolve_settings(
         "audio_tolerance": DEFAULT_AUDIO_TOLERANCE,
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
+        "audio": "inline",
     }
     for key, value in defaults.items():
         if key not in chosen:
@@ -299,6 +307,7 @@ def resolve_settings(
         audio_tolerance=chosen["audio_tolerance"],
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
+        audio=chosen["audio"],
         sources=sources,
     )
 

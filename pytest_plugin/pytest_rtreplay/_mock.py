@@ -7,8 +7,10 @@ installing the plugin costs a test session nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,36 @@ __all__ = ["RealtimeMock"]
 # What the replaying client presents: a key that is obviously not one, so that a replay
 # never needs, and can never leak, a real credential.
 REPLAY_API_KEY = "rtreplay-replay-key"
+
+
+class _Quiet(logging.Filter):
+    """Keeps a test's captured log to what the failure text does not already say.
+
+    The mock's own mismatch lines are dropped: the failure text gives the whole report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # rtreplay.server._MISMATCH_MARK, not imported: the plugin stays cheap.
+        return not getattr(record, "rtreplay_mismatch", False)
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """While a mock runs: websockets' INFO lines off (unless the user set a level), and _Quiet."""
+    quiet = _Quiet()
+    chatty = [logging.getLogger(f"rtreplay.{side}.websockets") for side in ("server", "recorder")]
+    saved = [log.level for log in chatty]
+    for log in chatty:
+        if log.level in (logging.NOTSET, logging.INFO):
+            log.setLevel(logging.WARNING)
+    server = logging.getLogger("rtreplay.server")
+    server.addFilter(quiet)
+    try:
+        yield
+    finally:
+        server.removeFilter(quiet)
+        for log, level in zip(chatty, saved, strict=True):
+            log.setLevel(level)
 
 
 class RealtimeMock:
@@ -151,13 +183,17 @@ class RealtimeMock:
             self._missing = self._missing_text()
             return
         stack = contextlib.ExitStack()
+        stack.enter_context(_quiet_logs())
         try:
             if self.recording:
                 from rtreplay.recorder import Recorder
 
                 settings.cassette.parent.mkdir(parents=True, exist_ok=True)
                 self._service = Recorder(
-                    settings.cassette, upstream=settings.upstream, api_key=settings.api_key
+                    settings.cassette,
+                    upstream=settings.upstream,
+                    api_key=settings.api_key,
+                    audio="files" if settings.audio == "files" else "inline",
                 )
             else:
                 from rtreplay.server import ReplayServer
@@ -204,7 +240,14 @@ class RealtimeMock:
             f"    {self._record_command}"
         )
 
-    def _finish(self, *, test_failed: bool) -> str | None:
+    @property
+    def refusals(self) -> list[str]:
+        """While recording: what the upstream answered each connection it refused."""
+        if self.recording and self._service is not None:
+            return list(self._service.refusals)  # type: ignore[union-attr]
+        return []
+
+    def _finish(self, *, test_failed: bool, exception_text: str = "") -> str | None:
         """Stop the server; return the problem to fail the test with, if any.
 
         A recording of a failed test is thrown away, so a flaky live run never replaces a
@@ -217,7 +260,7 @@ class RealtimeMock:
             return None
         # Checked before stopping, while pytest-recording's block is still in place.
         hint = self._blocked_hint() if test_failed else None
-        text = self._stop(test_failed=test_failed)
+        text = self._stop(test_failed=test_failed, exception_text=exception_text)
         if hint is not None:
             return f"{hint}\n\n{text}" if text else hint
         return text
@@ -243,7 +286,7 @@ class RealtimeMock:
             f"  allow the mock's address{also}: pytest --block-network --allowed-hosts=127.0.0.1"
         )
 
-    def _stop(self, *, test_failed: bool) -> str | None:
+    def _stop(self, *, test_failed: bool, exception_text: str = "") -> str | None:
         assert self._running is not None
         from rtreplay.errors import RtreplayError
 
@@ -291,65 +334,54 @@ class RealtimeMock:
             return problem
         report = self.report
         assert report is not None
-        stalls = report.stalls
-        if stalls:
+        from rtreplay.failure import failure_text
+
+        def text(headline: str, **extra: Any) -> str:
+            return failure_text(
+                report,
+                headline=headline,
+                cassette=self._display_path,
+                rerecord=self._rerecord_command,
+                exception_text=exception_text,
+                **extra,
+            )
+
+        if report.stalls:
             # Whether the client then failed or not, the stall is the story: say it first.
-            return (
-                f"rtreplay: the replay stalled: it held server events for a client that had "
-                f"sent nothing for {self.settings.stall_timeout:g} s, then closed the connection "
-                f"(1008) so the test would not hang.\n  cassette: {self._display_path}\n\n"
-                f"{_body(report)}\n\n"
-                "If the client waits for an event the recording has after one it has not sent, "
-                "send it first (or re-record).\n"
-                "If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30), or "
-                "realtime_stall_timeout in the ini file (0 turns it off)."
+            return text(
+                "the replay stalled: it held server events for a client that had sent nothing "
+                f"for {self.settings.stall_timeout:g} s, then closed the connection (1008) so "
+                "the test would not hang.",
+                advice=(
+                    "If the client waits for an event the recording has after one it has not "
+                    "sent, send it first.",
+                    "If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30), "
+                    "or realtime_stall_timeout in the ini file (0 turns it off).",
+                ),
             )
         if test_failed:
             if not report.ok:
-                return (
-                    "rtreplay: the client's events also did not match the cassette, "
-                    f"which may be why the test failed.\n  cassette: {self._display_path}\n\n"
-                    f"{_body(report)}"
-                )
+                return text("the client's events also did not match the cassette, which may be why the test failed.")
             if not report.complete:
                 # Often why a test waits in vain: the replay holds back the server events
                 # recorded after client events that never came.
-                return (
-                    "rtreplay: when the test failed, the replay was still waiting for client "
-                    "events; the server events recorded after them were not sent.\n"
-                    f"  cassette: {self._display_path}\n\n"
-                    f"{_body(report)}"
+                return text(
+                    "when the test failed, the replay was still waiting for client events; "
+                    "the server events recorded after them were not sent."
                 )
-            return None
+            return text("the replay matched the cassette; the test failed on its own.")
         if not report.ok:
-            return (
-                "rtreplay: the client's events did not match the cassette.\n"
-                f"  cassette: {self._display_path}\n"
-                "  The mock sent the client an `error` event, which clients often swallow; "
-                "so rtreplay fails the test here.\n\n"
-                f"{_body(report)}\n\n"
-                "If the new conversation is right, re-record this test:\n"
-                f"    {self._rerecord_command}\n"
-                'Or loosen matching for it: @pytest.mark.realtime(match="type")'
+            return text(
+                "the client's events did not match the cassette.",
+                note="The mock sent the client an `error` event, which clients often swallow; "
+                "so rtreplay fails the test here.",
             )
         if not report.complete and not self.settings.allow_unplayed:
-            return (
-                "rtreplay: the test ended before the client sent every event recorded in "
-                f"the cassette.\n  cassette: {self._display_path}\n\n"
-                f"{_body(report)}\n\n"
-                "If the test stops early on purpose: @pytest.mark.realtime(allow_unplayed=True)\n"
-                f"If the conversation changed, re-record it: {self._rerecord_command}"
+            return text(
+                "the test ended before the client sent every event recorded in the cassette.",
+                allow_unplayed_hint=True,
             )
         return None
-
-
-def _body(report: object) -> str:
-    """The replay report without its headline, which repeats what the plugin's first lines say."""
-    text = str(report).strip("\n")
-    head, sep, rest = text.partition("\n")
-    if head.startswith("rtreplay: replay") and sep:
-        return rest.strip("\n")
-    return text
 
 
 def _import_openai() -> Any:

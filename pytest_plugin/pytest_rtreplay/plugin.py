@@ -46,6 +46,7 @@ __all__ = [
 
 _MOCK = pytest.StashKey[RealtimeMock]()
 _SECTION = pytest.StashKey[str]()
+_REFUSED = pytest.StashKey[str]()
 _RECORDED_PROPERTY = "rtreplay_recorded"
 _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the old one kept
 
@@ -65,6 +66,7 @@ _INI = {
     "realtime_stall_timeout": "stall_timeout",
     "realtime_audio_tolerance": "audio_tolerance",
     "realtime_upstream": "upstream",
+    "realtime_audio": "audio",
 }
 
 
@@ -126,6 +128,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "realtime_upstream", "where recordings are made (a ws:// or wss:// URL)", default=""
     )
+    parser.addini(
+        "realtime_audio",
+        "how recordings keep their audio: inline (one self-contained file, the default) or "
+        "files (rtreplay-audio/ beside the cassette, cassette format 2)",
+        default="",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -183,7 +191,7 @@ def realtime_config() -> dict[str, Any]:
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
     ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
-    ``upstream``, ``api_key``. A marker on the test
+    ``upstream``, ``api_key``, ``audio``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
     return {}
@@ -278,6 +286,11 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
 @pytest.fixture
 def realtime_openai(realtime_mock: RealtimeMock) -> Iterator[Any]:
     """An ``openai.OpenAI`` client pointed at ``realtime_mock`` (needs the openai package)."""
+    if realtime_mock._missing is not None:
+        # No cassette: the test fails when it starts, as with realtime_mock alone (not an
+        # error in this fixture's setup).
+        yield None
+        return
     client = realtime_mock.client()
     try:
         yield client
@@ -291,6 +304,8 @@ def realtime_async_openai(realtime_mock: RealtimeMock) -> Any:
 
     Realtime connections do not use its HTTP pool, so there is nothing to close.
     """
+    if realtime_mock._missing is not None:
+        return None  # the test fails when it starts, as with realtime_mock alone
     return realtime_mock.async_client()
 
 
@@ -302,10 +317,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     mock._check_before_call()
     try:
         result = yield
-    except BaseException:
-        section = mock._finish(test_failed=True)
+    except BaseException as exc:
+        section = mock._finish(test_failed=True, exception_text=str(exc))
         if section:
             item.stash[_SECTION] = section
+        if mock.recording and mock.refusals:
+            item.stash[_REFUSED] = "\n".join(mock.refusals)
         raise
     problem = mock._finish(test_failed=False)
     if mock.recorded is not None:
@@ -326,7 +343,29 @@ def pytest_runtest_makereport(
         section = item.stash.get(_SECTION, None)
         if section:
             report.sections.append(("rtreplay", section))
+        refused = item.stash.get(_REFUSED, None)
+        if refused and call.excinfo is not None and _from_a_client_library(call.excinfo.value):
+            # The client's exception (a websockets or openai traceback) only says "HTTP 401";
+            # the upstream said why.
+            exc = call.excinfo.value
+            report.longrepr = (
+                "rtreplay: recording failed: the upstream refused the connection.\n"
+                + "\n".join(f"  {line}" for line in refused.splitlines())
+                + f"\n  (the client then raised {type(exc).__module__}.{type(exc).__name__}: {exc})\n"
+                "  check OPENAI_API_KEY (or realtime_config['api_key']) and the upstream URL"
+            )
     return report
+
+
+def _from_a_client_library(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.split(".")[0] in ("websockets", "openai", "websocket", "agents"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class _RecordedSummary:

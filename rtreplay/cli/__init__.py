@@ -1,0 +1,170 @@
+"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``...
+
+``main(argv=None) -> int`` is the whole command; ``python -m rtreplay`` and the console
+script call it, and so do the tests. Each subcommand is a module with
+``add_arguments(parser)`` and ``run(args) -> int`` that reuses the library (``serve``,
+``record`` and ``validate`` live beside the module they drive). Exit codes: 0 success,
+1 the subcommand's own finding (mismatches, invalid events, a difference), 2 bad usage or
+an unusable cassette. Every command behaves in a pipe: ``rtreplay show x | head`` stops
+quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._version import __version__
+from ..errors import RtreplayError
+
+__all__ = ["build_parser", "main"]
+
+# name, one-line help, description, example, where add_arguments/run live
+_COMMANDS: list[tuple[str, str, str, str, str]] = [
+    (
+        "serve",
+        "replay a cassette from a local mock Realtime server",
+        "Replay a cassette from a local mock Realtime server: any client pointed at the "
+        "printed websocket_base_url gets the recorded session, with no key and no network.",
+        "rtreplay serve cassettes/text-response.jsonl --port 0 --report report.json --fail-on-mismatch",
+        "..server:add_serve_arguments:serve_main",
+    ),
+    (
+        "record",
+        "record live sessions through a proxy into a cassette",
+        "Record live Realtime sessions through a local proxy into a cassette; keys and "
+        "secrets never reach the disk.",
+        "OPENAI_API_KEY=sk-... rtreplay record --out cassettes/hello.jsonl --port 8765",
+        "..recorder:add_record_arguments:record_main",
+    ),
+    (
+        "show",
+        "the conversation of a cassette: turns, transcripts, calls, errors, timings",
+        "Print a cassette as a conversation, per connection and in order: user turns (text, "
+        "or audio with its duration and transcript), assistant turns, function calls and "
+        "their outputs, errors, cancellations, truncations, voice activity, and per "
+        "response the time to its first delta and its duration.",
+        "rtreplay show cassettes/function-call.jsonl --color always | less -R",
+        ".show",
+    ),
+    (
+        "diff",
+        "what changed between two recordings of the same test, turn by turn",
+        "Compare two cassettes as conversations: what was said, called and answered, turn "
+        "by turn, ignoring IDs, timestamps, event IDs and audio bytes (audio is compared by "
+        "duration). Exit status 0 when they say the same, 1 when they differ, 2 on an error.",
+        "rtreplay diff <(git show main:cassettes/test_x.jsonl) cassettes/test_x.jsonl",
+        ".diff",
+    ),
+    (
+        "audio",
+        "WAV files of what the user sent and the assistant said, per turn",
+        "Write the audio of a cassette as WAV files, one per user turn and per assistant "
+        "message, in the session's format (PCM16 24 kHz, or G.711 at 8 kHz), named "
+        "conn<K>-turn<NN>-<who>.wav.",
+        "rtreplay audio cassettes/interruption.jsonl --out /tmp/interruption-audio",
+        ".audio",
+    ),
+    (
+        "timeline",
+        "one HTML page showing the session in time, with audio you can play",
+        "Write one self-contained HTML page (no network) showing each connection in time: "
+        "client and server lanes, every event (its JSON on hover or click), the audio as "
+        "waveforms that play in the page, and each response's latency.",
+        "rtreplay timeline cassettes/interruption.jsonl --out /tmp/interruption.html",
+        ".timeline",
+    ),
+    (
+        "inspect",
+        "summarise a cassette: connections, event counts, closes",
+        "Summarise a cassette: for each connection its path, protocol, frames and bytes "
+        "each way, the event types each side sent, and how it closed.",
+        "rtreplay inspect cassettes/function-call.jsonl",
+        ".inspect",
+    ),
+    (
+        "validate",
+        "check a cassette's events (and its audio files) against the Realtime schema",
+        "Check every event of each cassette against the Realtime API schema of its "
+        "protocol (known type for its direction, required top-level fields), and that every "
+        "audio file a cassette refers to is there and intact.",
+        "rtreplay validate cassettes/*.jsonl",
+        "..validate:add_validate_arguments:validate_main",
+    ),
+    (
+        "redact",
+        "apply today's redaction rules (and yours) to existing cassettes, in place",
+        "Rewrite cassettes with today's redaction rules and your own, in place and "
+        "atomically, and report what changed: for cassettes recorded before a rule existed.",
+        "rtreplay redact cassettes/*.jsonl --json-path 'item.content.*.text' --dry-run",
+        ".redact",
+    ),
+    (
+        "convert",
+        "move a cassette's audio into files beside it (format 2), or back inline",
+        "Rewrite cassettes with their audio out of line, in content-addressed files under "
+        "rtreplay-audio/ beside them (format 2), or back inline (format 1). A replay of the "
+        "result sends the same bytes.",
+        "rtreplay convert --audio files cassettes/*.jsonl",
+        ".convert",
+    ),
+]
+
+
+def _load(where: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]:
+    module_name, _, names = where.partition(":")
+    module = importlib.import_module(module_name, __name__)
+    if names:
+        add, run = names.split(":")
+        return getattr(module, add), getattr(module, run)
+    return module.add_arguments, module.run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtreplay",
+        description="Record and replay OpenAI Realtime API WebSocket sessions.",
+    )
+    parser.add_argument("--version", action="version", version=f"rtreplay {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text, description, example, where in _COMMANDS:
+        add_arguments, run = _load(where)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_arguments(p)
+        # add_arguments may set its own description; ours is the one --help shows.
+        p.description = description
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = int(args.run(args))
+        sys.stdout.flush()
+        return status
+    except RtreplayError as exc:
+        print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`rtreplay show x | head`): stop quietly, as Unix tools do,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+            pass
+        return 141
+    except KeyboardInterrupt:
+        return 130
