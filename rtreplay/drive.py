@@ -18,8 +18,10 @@ them. :class:`Drive` keeps, on request, what was exchanged (``rtreplay verify
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +47,17 @@ from .expect import ServerPolicy, resolve_server_policy
 from .report import DriveReport
 
 if TYPE_CHECKING:
-    from .cassette import Cassette
+    from .cassette import Cassette, Open
 
-__all__ = ["Drive", "Exchange", "drive", "drive_async", "run_connection"]
+__all__ = [
+    "Drive",
+    "Exchange",
+    "add_drive_arguments",
+    "drive",
+    "drive_async",
+    "drive_main",
+    "run_connection",
+]
 
 #: Largest server message accepted (audio deltas are far smaller; the API's own cap).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -57,7 +67,8 @@ T = TypeVar("T")
 @dataclass
 class Exchange:
     """What one driven connection exchanged, for a new recording: ``(t, direction,
-    message)`` in order, ``t`` in seconds since the connection opened; how it closed."""
+    message)`` in order, ``t`` in seconds since the connection opened (``direction``
+    ``"beyond"``: a server message past the recording's end); how it closed."""
 
     script: Script
     handshake: ClientHandshake
@@ -135,9 +146,11 @@ async def run_connection(
         try:
             async for message in ws:
                 now = loop.time()
+                beyond = driver.beyond
                 driver.receive(message, now)
                 if messages is not None:
-                    messages.append((now - opened, "server", message))
+                    direction = "server" if driver.beyond == beyond else "beyond"
+                    messages.append((now - opened, direction, message))
                 wake.set()
         except ConnectionClosed:
             pass
@@ -194,7 +207,8 @@ class Drive:
     :class:`~rtreplay.expect.ServerPolicy`. ``speed``, ``audio_speed``, ``timeout``: see
     :class:`~rtreplay.driver.Driver`. ``api_key`` is sent where the recording sent a
     credential (cassettes never hold one). ``keep_exchange``: keep what was exchanged
-    (:attr:`exchanges`). Raises the cassette errors of :func:`rtreplay.load`, and
+    (:attr:`exchanges`). ``url_for`` gives each recorded connection its own URL (from its
+    :class:`~rtreplay.cassette.Open` record) instead of ``url``. Raises the cassette errors of :func:`rtreplay.load`, and
     :class:`ValueError` for bad options or a URL that is not ``ws://``/``wss://``.
     """
 
@@ -210,6 +224,7 @@ class Drive:
         api_key: str | None = None,
         keep_exchange: bool = False,
         conn_offset: int = 0,
+        url_for: Callable[[Open], str] | None = None,
     ) -> None:
         self.speed, self.audio_speed, self.timeout = check_drive_options(speed, audio_speed, timeout)
         self.policy = resolve_server_policy(match)
@@ -219,7 +234,9 @@ class Drive:
             self.scripts = scripts(cassette)  # type: ignore[arg-type]
         self.api_key = api_key
         self.url = url
-        self.handshakes = [client_handshake(s.open, url, api_key) for s in self.scripts]
+        self.handshakes = [
+            client_handshake(s.open, url_for(s.open) if url_for else url, api_key) for s in self.scripts
+        ]
         source = self.scripts[0].source if self.scripts else None
         self.report = DriveReport(source, self.handshakes[0].url if self.handshakes else url, self.policy.name)
         self.keep_exchange = keep_exchange
@@ -297,3 +314,137 @@ async def drive_async(
 def drive(cassette: str | os.PathLike[str] | Cassette, url: str, **options: Any) -> DriveReport:
     """:func:`drive_async` from synchronous code."""
     return Drive(cassette, url, **options).run_sync()
+
+
+# -- rtreplay drive -------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pacing, bound and credential options ``drive`` and ``verify`` share."""
+    parser.add_argument(
+        "--speed",
+        type=_seconds,
+        default=1.0,
+        help="pacing of client events: 1 as recorded (default), 2 twice as fast, 0 as soon "
+        "as the server events they follow have come",
+    )
+    parser.add_argument(
+        "--audio-speed",
+        type=_seconds,
+        default=1.0,
+        metavar="SPEED",
+        help="pacing of audio appends: 1 real time (default), 4 four times faster, 0 at once",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long the server may stay silent while a recorded event is awaited "
+        f"(default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the key sent where the recording sent a "
+        "credential (default OPENAI_API_KEY; cassettes never hold one)",
+    )
+
+
+def api_key_from(args: argparse.Namespace) -> str | None:
+    return os.environ.get(args.api_key_env) or None
+
+
+def add_drive_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``rtreplay drive``."""
+    parser.add_argument("cassette", help="the cassette whose recorded client to play (.jsonl)")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="the server under test: ws://HOST:PORT[/PATH] (without a path, the recorded one)",
+    )
+    parser.add_argument(
+        "--match",
+        choices=("type", "structure", "exact"),
+        default="type",
+        help="how server events are compared: type only (default), structure (fields and "
+        "their JSON types), exact (every value but IDs, timestamps, usage, rate limits)",
+    )
+    add_timing_arguments(parser)
+    parser.add_argument(
+        "--concurrency", type=_whole, default=1, metavar="N", help="run N sessions at once (load)"
+    )
+    parser.add_argument(
+        "--repeat", type=_whole, default=1, metavar="M", help="each of them M times in a row (load)"
+    )
+    parser.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+
+
+def drive_main(args: argparse.Namespace) -> int:
+    """Run ``rtreplay drive``: 0 as recorded, 1 mismatches, 2 bad input or no connection."""
+    import json
+
+    key = api_key_from(args)
+    try:
+        if args.concurrency > 1 or args.repeat > 1:
+            from .load import load
+
+            result: Any = asyncio.run(
+                load(
+                    args.cassette,
+                    args.url,
+                    concurrency=args.concurrency,
+                    repeat=args.repeat,
+                    match=args.match,
+                    speed=args.speed,
+                    audio_speed=args.audio_speed,
+                    timeout=args.timeout,
+                    api_key=key,
+                )
+            )
+            mismatches = [] if result.first_failure is None else result.first_failure.mismatches
+        else:
+            result = Drive(
+                args.cassette,
+                args.url,
+                match=args.match,
+                speed=args.speed,
+                audio_speed=args.audio_speed,
+                timeout=args.timeout,
+                api_key=key,
+            ).run_sync()
+            mismatches = result.mismatches
+    except ValueError as exc:
+        print(f"rtreplay drive: error: {exc}", file=sys.stderr)
+        return 2
+    print(result)
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(result.to_dict(), f, indent=1, default=str)
+            f.write("\n")
+    if any(m.kind == "unreachable" for m in mismatches):
+        return 2
+    return 0 if result.ok else 1

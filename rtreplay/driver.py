@@ -500,6 +500,7 @@ class Driver:
         self._last_types: list[str] = []
         self._last_sent: str | None = None
         self._close_sent = False
+        self.beyond = 0  # server messages past the recording's end, so far
         self._stopped = False
         self._last_activity = 0.0
         self.finished = False
@@ -998,6 +999,7 @@ class Driver:
         unfinished = self.script.unfinished
         if live_ids & self._beyond or any(self._l2r.get(v) in unfinished for v in live_ids):
             self._beyond.update(live_ids)
+            self.beyond += 1
             self.report.add_beyond(self.conn, kind)
             return
         what = kind
