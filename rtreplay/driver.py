@@ -284,8 +284,14 @@ def scripts(cassette: str | os.PathLike[str] | Cassette) -> list[Script]:
     from .cassette import Cassette as CassetteType
     from .codec import load
 
-    loaded = cassette if isinstance(cassette, CassetteType) else load(cassette)
-    index = CassetteIndex.from_cassette(loaded, digests=False)
+    if isinstance(cassette, CassetteType):
+        loaded = cassette
+        index = CassetteIndex.from_cassette(loaded, digests=False)
+    else:
+        loaded = load(cassette)
+        # Read again for what the index keeps and a whole load does not: each frame's line.
+        index = CassetteIndex.from_path(cassette, digests=False)
+        index.close()
     out = []
     for conn, ic in zip(loaded.connections, index.connections, strict=True):
         out.append(_script(conn.frames, ic, loaded.path))
@@ -298,9 +304,11 @@ def _script(frames: Sequence[Any], ic: IndexedConnection, source: str | None) ->
     before: list[int] = []
     servers = 0
     payloads: list[str | bytes] = []
+    server_data: list[bytes] = []
     for f in frames:
         if f.dir == "server":
             servers += 1
+            server_data.append(f.payload_bytes())
         else:
             before.append(servers)
             payloads.append(f.payload())
@@ -312,8 +320,7 @@ def _script(frames: Sequence[Any], ic: IndexedConnection, source: str | None) ->
     done_responses: set[str] = set()
     created_responses: set[str] = set()
     turn = 1
-    for sf in ic.server:
-        data = sf.data if sf.data is not None else b""
+    for sf, data in zip(ic.server, server_data, strict=True):
         kind = sf.type
         if is_stream(kind):
             found = delta_key(data)
