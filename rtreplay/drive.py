@@ -5,11 +5,12 @@ connections (as the recorded client did: path, query, subprotocol, headers, and 
 user's key where the recording had a credential), feeds the driver what the server sends,
 sleeps until its next deadline or the next message, and sends what is due::
 
-    report = rtreplay.drive("cassettes/function-call.jsonl", "ws://127.0.0.1:9000/v1/realtime")
+    from rtreplay.drive import drive, drive_async
+
+    report = drive("cassettes/function-call.jsonl", "ws://127.0.0.1:9000/v1/realtime")
     assert report.ok, report
 
-    async with ...:
-        report = await rtreplay.drive_async(cassette, url, match="structure")
+    report = await drive_async(cassette, url, match="structure")  # in async code
 
 The recorded connections are driven one after the other, as the recorded client opened
 them. :class:`Drive` keeps, on request, what was exchanged (``rtreplay verify
@@ -57,6 +58,7 @@ __all__ = [
     "drive_async",
     "drive_main",
     "run_connection",
+    "run_connection_blocking",
 ]
 
 #: Largest server message accepted (audio deltas are far smaller; the API's own cap).
@@ -199,6 +201,65 @@ async def run_connection(
             exchange.close = (loop.time() - opened, code, reason, by)
 
 
+def run_connection_blocking(driver: Driver, handshake: ClientHandshake, *, open_timeout: float = DEFAULT_TIMEOUT) -> None:
+    """:func:`run_connection` with websockets' synchronous client, for code without an event
+    loop (a Locust user under gevent, a thread). The same driver, another thin shell."""
+    import time
+
+    from websockets.sync.client import connect as connect_sync
+
+    started = time.monotonic()
+    extra = [(k, v) for k, v in handshake.headers if k != "user-agent"]
+    try:
+        ws = connect_sync(
+            handshake.url,
+            additional_headers=extra,
+            user_agent_header=handshake.user_agent,
+            subprotocols=list(handshake.subprotocols) or None,  # type: ignore[arg-type]
+            compression=None,
+            max_size=MAX_MESSAGE_SIZE,
+            open_timeout=open_timeout,
+            close_timeout=open_timeout,
+        )
+    except InvalidStatus as exc:
+        response = exc.response
+        body = bytes(response.body or b"").decode("utf-8", "replace")
+        driver.refused(response.status_code, body, _hint(handshake, response.status_code))
+        return
+    except TimeoutError:
+        driver.unreachable(f"{handshake.url}: no handshake within {open_timeout:g} s")
+        return
+    except (OSError, InvalidHandshake, InvalidURI) as exc:
+        driver.unreachable(f"{handshake.url}: {_reason(exc)}")
+        return
+    opened = time.monotonic()
+    driver.connect(opened, opened - started)
+    closed_by_us = False
+    try:
+        while True:
+            for action in driver.poll(time.monotonic()):
+                if type(action) is Send:
+                    for m in action.messages:
+                        ws.send(m)
+                elif type(action) is Close:
+                    closed_by_us = True
+                    ws.close(action.code, action.reason)
+            if closed_by_us:
+                break
+            deadline = driver.next_deadline()
+            wait = open_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                message = ws.recv(timeout=wait)
+            except TimeoutError:
+                continue
+            driver.receive(message, time.monotonic())
+    except ConnectionClosed:
+        pass
+    finally:
+        ws.close()
+        driver.disconnect(time.monotonic(), ws.close_code, ws.close_reason or "")
+
+
 class Drive:
     """Drive the server at ``url`` with every recorded connection of ``cassette``.
 
@@ -262,6 +323,12 @@ class Drive:
             await run_connection(self.driver(i), handshake, exchange=exchange, open_timeout=self.timeout)
             if exchange is not None:
                 self.exchanges.append(exchange)
+        return self.report
+
+    def run_blocking(self) -> DriveReport:
+        """Every recorded connection with the synchronous shell (no event loop at all)."""
+        for i, handshake in enumerate(self.handshakes):
+            run_connection_blocking(self.driver(i), handshake, open_timeout=self.timeout)
         return self.report
 
     def run_sync(self) -> DriveReport:
@@ -410,7 +477,7 @@ def drive_main(args: argparse.Namespace) -> int:
     key = api_key_from(args)
     try:
         if args.concurrency > 1 or args.repeat > 1:
-            from .load import load
+            from .loadtest import load
 
             result: Any = asyncio.run(
                 load(
