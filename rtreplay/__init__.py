@@ -26,11 +26,11 @@ from .errors import (
     SecretLeakError,
     UpstreamError,
 )
+from .expect import ServerPolicy
 from .match import MatchPolicy
 from .player import Player
 from .redact import Redactor
 from .replay import ReplaySession
-from .expect import ServerPolicy
 from .report import DriveReport, Mismatch, ReplayReport
 from .timeline import Timeline
 

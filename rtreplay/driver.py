@@ -71,7 +71,8 @@ from .redact import REDACTED
 from .report import DriveMismatch, DriveMismatchKind, DriveProgress, DriveReport, ResponseTiming
 
 if TYPE_CHECKING:
-    from .cassette import Cassette, Close as CloseRecord, Open, Reject
+    from .cassette import Cassette, Open, Reject
+    from .cassette import Close as CloseRecord
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -908,9 +909,9 @@ class Driver:
                 break
             if fallback is None or (same_code and _error_code(fallback[0].event) != code):
                 fallback = (e, differences)
-        differences: list[Difference] = []
+        found: list[Difference] = []
         if chosen is None and fallback is not None:
-            chosen, differences = fallback
+            chosen, found = fallback
         if chosen is None:
             self._unmatched_event(kind, roles, event, now)
             return
@@ -918,8 +919,8 @@ class Driver:
         self._learn(chosen.event, event)
         self._settle(chosen.index, _MATCHED, now)
         self._check_opener(chosen, kind, roles)
-        if differences:
-            self._content(chosen, event, differences)
+        if found:
+            self._content(chosen, event, found)
         live_response = roles.get("response_id")
         if kind == profile.response_created and live_response is not None:
             after = chosen.requirement.after

@@ -43,7 +43,7 @@ __all__ = ["RealtimeUser"]
 _SCRIPTS: dict[str, list[Script]] = {}
 
 
-class RealtimeUser(User):  # type: ignore[misc]  # locust is untyped
+class RealtimeUser(User):  # type: ignore[misc, unused-ignore]  # User is Any without the extra
     """A Locust user that plays ``cassette``'s recorded client against the host, again and again.
 
     Set on a subclass: ``cassette`` (a path), ``match`` (``"type"``, ``"structure"``,

@@ -151,8 +151,8 @@ def _errors(events: Iterable[Any]) -> dict[Any, str]:
 
 def compare(recorded: list[Any], live: list[Any]) -> list[Drift]:
     """The drift between recorded server events and live ones (decoded JSON)."""
-    rec_types = Counter(e.get("type") for e in recorded if isinstance(e, dict) and isinstance(e.get("type"), str))
-    live_types = Counter(e.get("type") for e in live if isinstance(e, dict) and isinstance(e.get("type"), str))
+    rec_types = Counter(_types(recorded))
+    live_types = Counter(_types(live))
     rec_schema, live_schema = schema(recorded), schema(live)
     gone = [t for t in rec_types if t not in live_types]
     new = [t for t in live_types if t not in rec_types]
@@ -187,6 +187,13 @@ def compare(recorded: list[Any], live: list[Any]) -> list[Drift]:
         if code not in rec_errors:
             out.append(Drift("refusal", "error", detail=f"error {code!r}: {message}"))
     return out
+
+
+def _types(events: Iterable[Any]) -> Iterator[str]:
+    for e in events:
+        kind = e.get("type") if isinstance(e, dict) else None
+        if isinstance(kind, str):
+            yield kind
 
 
 def _parent_gone(path: str, have: Schema, other: Schema) -> bool:

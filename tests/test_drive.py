@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from rtreplay.cli import main
 from rtreplay.cassette import Close, Frame, Header, Open
+from rtreplay.cli import main
 from rtreplay.codec import CassetteWriter, load
 from rtreplay.drive import Drive, drive
 from rtreplay.driver import scripts

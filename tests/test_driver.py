@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from rtreplay.cassette import Cassette, Close as CloseRecord, Connection, Frame, Header, Open, Reject
+from rtreplay.cassette import Cassette, Connection, Frame, Header, Open, Reject
+from rtreplay.cassette import Close as CloseRecord
 from rtreplay.driver import Close, Driver, Send, client_handshake, scripts
 from rtreplay.expect import ServerPolicy, shape_differences
 
