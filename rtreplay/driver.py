@@ -625,6 +625,8 @@ class Driver:
                 due = self._due(step)
                 if due > now:
                     break
+                if due > -math.inf and now - due > self.progress.late:
+                    self.progress.late = now - due
                 batch.append(self._message(step))
                 labels.append(step.label)
                 self._sent_at.append(now)

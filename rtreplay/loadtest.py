@@ -68,6 +68,7 @@ class LoadReport:
     first_event: list[float] = field(default_factory=list)
     first_delta: list[float] = field(default_factory=list)
     response: list[float] = field(default_factory=list)
+    late: list[float] = field(default_factory=list)
     frames_received: int = 0
     client_events: int = 0
     mismatches: Counter[str] = field(default_factory=Counter)
@@ -92,6 +93,7 @@ class LoadReport:
             if p.first_event is not None:
                 self.first_event.append(p.first_event)
             self.frames_received += p.received
+            self.late.append(p.late)
             self.client_events += p.clients_sent
             for r in p.responses:
                 if r.first_delta is not None:
@@ -107,6 +109,7 @@ class LoadReport:
             ("first_event", self.first_event),
             ("first_delta", self.first_delta),
             ("response", self.response),
+            ("late", self.late),
         ):
             out[name] = {
                 "count": float(len(values)),
@@ -138,6 +141,7 @@ class LoadReport:
             "first_event": "first server event",
             "first_delta": "first delta of a response",
             "response": "whole response",
+            "late": "driver behind its pace",
         }
         for key, stats in self.latency().items():
             cells = "".join(f"{_ms(stats[k]):>9}" for k in ("p50", "p90", "p99", "max"))

@@ -510,7 +510,9 @@ class DriveProgress:
     """How far one driven connection got: written by its driver as the drive goes.
 
     Times are seconds: ``connect`` the opening handshake, ``first_event`` from the
-    connection's opening to the server's first event.
+    connection's opening to the server's first event, ``late`` the most a client event
+    went out after its recorded pace made it due (the driver falling behind: a loaded
+    machine, not the server).
     """
 
     conn: int
@@ -524,6 +526,7 @@ class DriveProgress:
     first_event: float | None = None
     refused: int | None = None
     closed: str = ""
+    late: float = 0.0
     responses: list[ResponseTiming] = field(default_factory=list)
 
     def __str__(self) -> str:
