@@ -1,6 +1,7 @@
 """The Locust user class: a local master and two workers on 127.0.0.1 play a cassette's
 recorded client against a server, and Locust's statistics hold each session's result and
-the latencies a user feels. Slow: three Locust processes start (gevent, Flask...)."""
+the latencies a user feels. The locustfile is docs/driving.md's. Slow: three Locust
+processes start (gevent, Flask...)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,12 @@ from .conftest import CASSETTES, timeout
 
 pytestmark = pytest.mark.slow
 
-LOCUSTFILE = '''
-from locust import constant
+def doc_locustfile() -> str:
+    """The locustfile docs/driving.md shows."""
+    from .test_driving_doc import doc_file
 
-from rtreplay.locust import RealtimeUser
+    return doc_file("locustfile.py")
 
-
-class Caller(RealtimeUser):
-    cassette = {cassette!r}
-    speed = 0
-    wait_time = constant(0.05)
-'''
 
 
 def free_port() -> int:
@@ -43,7 +39,9 @@ def run_locust(tmp_path: Path, cassette: Path, host: str, seconds: int = 4) -> d
     if importlib.util.find_spec("locust") is None:
         pytest.skip("the Locust user needs rtreplay[locust]: pip install -e '.[locust]'")
     locustfile = tmp_path / "locustfile.py"
-    locustfile.write_text(LOCUSTFILE.format(cassette=str(cassette)))
+    text = doc_locustfile()
+    assert 'cassette = "cassettes/function-call.jsonl"' in text
+    locustfile.write_text(text.replace('"cassettes/function-call.jsonl"', repr(str(cassette))))
     port = free_port()
     locust = [sys.executable, "-m", "locust", "-f", str(locustfile)]
     log = open(tmp_path / "master.log", "w")  # noqa: SIM115 - closed below
