@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import Row, Series, median, percentile
-
 from rtreplay.codec import load
 from rtreplay.drive import Drive
 from rtreplay.driver import scripts
 from rtreplay.loadtest import load as load_test
+
+from harness import Row, Series, median, percentile
 
 #: The session driven: a recorded tool call and its answer (2 responses, 41 server events,
 #: 1.4 s at the recorded pace).

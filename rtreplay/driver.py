@@ -254,6 +254,7 @@ class Script:
     unfinished: frozenset[str]
     openers: dict[str, int] = field(default_factory=dict)  # recorded response -> its created
     source: str | None = None
+    recorded_open: Open | None = None  # the whole handshake record (the index keeps less)
 
     @property
     def number(self) -> int:
@@ -261,7 +262,7 @@ class Script:
 
     @property
     def open(self) -> Open:
-        return self.connection.open
+        return self.recorded_open if self.recorded_open is not None else self.connection.open
 
     @property
     def reject(self) -> Reject | None:
@@ -295,7 +296,9 @@ def scripts(cassette: str | os.PathLike[str] | Cassette) -> list[Script]:
         index.close()
     out = []
     for conn, ic in zip(loaded.connections, index.connections, strict=True):
-        out.append(_script(conn.frames, ic, loaded.path))
+        script = _script(conn.frames, ic, loaded.path)
+        script.recorded_open = conn.open
+        out.append(script)
     return out
 
 

@@ -128,7 +128,7 @@ def test_the_sandwich_recipe_runs_as_written(tmp_path: Path, processes: list[sub
     done = subprocess.run(command(drive_line, ports), cwd=tmp_path, env=offline, capture_output=True, text=True, timeout=timeout(60))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(exact strictness): every recorded server event came as recorded" in done.stdout
-    buggy = command(relay_line, ports) + ["--drop", "response.output_text.done", "--port", str(free_port())]
+    buggy = [*command(relay_line, ports), "--drop", "response.output_text.done", "--port", str(free_port())]
     port = int(buggy[-1])
     relay2 = subprocess.Popen(buggy, cwd=tmp_path, env=offline)
     processes.append(relay2)
