@@ -108,16 +108,21 @@ class VerifyReport:
     drift: list[Drift] = field(default_factory=list)
     drive: DriveReport | None = None
     written: Path | None = None
+    errors: list[str] = field(default_factory=list)  # connections that could not be made
 
     @property
     def ok(self) -> bool:
-        return not self.drift
+        """No drift, and every recorded connection could be tried."""
+        return not self.drift and not self.errors
 
     def __str__(self) -> str:
         name = f" of {self.source}" if self.source else ""
         n = len(self.drift)
         head = f"rtreplay: verify{name} against {self.target}: "
-        if not n:
+        if self.errors:
+            lines = [head + "could not verify: " + "; ".join(self.errors)]
+            lines.extend(f"  {d}" for d in self.drift)
+        elif not n:
             lines = [head + "no drift: the API still sends what the recording has"]
         else:
             lines = [head + f"{n} difference{'s' if n != 1 else ''} from the recording"]
@@ -136,6 +141,7 @@ class VerifyReport:
                 for d in self.drift
             ],
             "written": str(self.written) if self.written else None,
+            "errors": list(self.errors),
         }
 
 
@@ -269,7 +275,9 @@ async def verify(
     report = await d.run()
     result = VerifyReport(report.source, report.target, drive=report)
     for m in report.mismatches:
-        if m.kind in ("refused", "unreachable", "handshake"):
+        if m.kind == "unreachable":
+            result.errors.append(m.message)
+        elif m.kind in ("refused", "handshake"):
             result.drift.append(Drift("refusal", "handshake", detail=m.message))
     result.drift.extend(compare(list(_recorded_events(d)), list(_live_events(d.exchanges))))
     if record_to is not None:
@@ -344,23 +352,26 @@ def verify_main(args: argparse.Namespace) -> int:
     from .drive import api_key_from
 
     key = api_key_from(args)
-    report = asyncio.run(
-        verify(
-            args.cassette,
-            args.upstream,
-            api_key=key,
-            speed=args.speed,
-            audio_speed=args.audio_speed,
-            timeout=args.timeout,
-            record_to=args.record_to,
+    try:
+        report = asyncio.run(
+            verify(
+                args.cassette,
+                args.upstream,
+                api_key=key,
+                speed=args.speed,
+                audio_speed=args.audio_speed,
+                timeout=args.timeout,
+                record_to=args.record_to,
+            )
         )
-    )
+    except ValueError as exc:
+        print(f"rtreplay verify: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(report)
-    drive = report.drive
-    if drive is not None and any(m.kind == "unreachable" for m in drive.mismatches):
+    if report.errors:
         return 2
     return 0 if report.ok else 1

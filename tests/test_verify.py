@@ -110,3 +110,14 @@ def test_the_command_writes_a_new_cassette_when_asked_and_prints_json(tmp_path: 
     # The scripted API's shapes are not the bundled cassette's (no obfuscation, fewer usage details).
     assert status == 1 and any(d["kind"] == "field removed" for d in doc["drift"])
     assert KEY not in new.read_text()
+
+
+def test_an_endpoint_that_cannot_be_reached_is_not_drift_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedUpstream().in_thread() as api:
+        base = api.websocket_base_url  # a port nothing listens on once it stops
+    status = main(["verify", str(CASSETTES / "text-response.jsonl"), "--upstream", base])
+    out = capsys.readouterr().out
+    assert status == 2
+    assert ": could not verify: cannot connect: " in out and "difference" not in out
+    assert main(["verify", str(CASSETTES / "text-response.jsonl"), "--timeout", "0"]) == 2
+    assert "timeout must be a number of seconds > 0" in capsys.readouterr().err
