@@ -119,5 +119,5 @@ def test_an_endpoint_that_cannot_be_reached_is_not_drift_and_exits_2(capsys: pyt
     out = capsys.readouterr().out
     assert status == 2
     assert ": could not verify: cannot connect: " in out and "difference" not in out
-    assert main(["verify", str(CASSETTES / "text-response.jsonl"), "--timeout", "0"]) == 2
+    assert main(["verify", str(CASSETTES / "text-response.jsonl"), "--upstream", base, "--timeout", "0"]) == 2
     assert "timeout must be a number of seconds > 0" in capsys.readouterr().err
