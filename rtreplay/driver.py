@@ -253,6 +253,7 @@ class Script:
     introduced: frozenset[str]
     unfinished: frozenset[str]
     openers: dict[str, int] = field(default_factory=dict)  # recorded response -> its created
+    by_response: dict[str, list[int]] = field(default_factory=dict)  # its expectations
     source: str | None = None
     recorded_open: Open | None = None  # the whole handshake record (the index keeps less)
 
@@ -391,6 +392,10 @@ def _script(frames: Sequence[Any], ic: IndexedConnection, source: str | None) ->
             carried = []
         previous_append = c.is_append
         steps.append(step)
+    by_response: dict[str, list[int]] = {}
+    for e in expectations:
+        if e.response is not None:
+            by_response.setdefault(e.response, []).append(e.index)
     return Script(
         ic,
         steps,
@@ -399,6 +404,7 @@ def _script(frames: Sequence[Any], ic: IndexedConnection, source: str | None) ->
         introduced,
         frozenset(created_responses - done_responses),
         openers,
+        by_response,
         source,
     )
 
@@ -499,6 +505,7 @@ class Driver:
         self._l2r: dict[str, str] = {}
         self._r2l: dict[str, str] = {}
         self._streams: dict[StreamKey, int] = {}  # live stream key -> expectation (-1: none)
+        self._first_open: dict[str | None, int] = {}  # per type: where candidates start
         self._pieces: dict[int, list[str]] = {}  # exact: a stream's live deltas
         self._beyond: set[str] = set()  # live IDs of events past the recording's end
         self._done_live: set[str] = set()  # live responses whose response.done came
@@ -853,9 +860,16 @@ class Driver:
 
     def _candidates(self, kind: str | None, stream: bool) -> Iterator[Expectation]:
         exps = self.script.expectations
-        for i in self.script.by_type.get(kind, ()):
+        indexes = self.script.by_type.get(kind, ())
+        state = self._state
+        # Those before the first still expected are settled for good: start past them.
+        k = self._first_open.get(kind, 0)
+        while k < len(indexes) and state[indexes[k]] != _UNMATCHED:
+            k += 1
+        self._first_open[kind] = k
+        for i in indexes[k:]:
             e = exps[i]
-            if self._state[i] == _UNMATCHED and e.stream == stream and self._allowed(e):
+            if state[i] == _UNMATCHED and e.stream == stream and self._allowed(e):
                 yield e
 
     def _on_delta(self, key: StreamKey, roles: dict[str, str], message: str, now: float) -> None:
@@ -962,9 +976,9 @@ class Driver:
     def _end_response(self, response: str, now: float) -> None:
         """``response.done`` came: what the recording has of that response is due by now."""
         profile = self.script.connection.profile
-        for e in self.script.expectations:
-            if e.response != response:
-                continue
+        exps = self.script.expectations
+        for i in self.script.by_response.get(response, ()):
+            e = exps[i]
             if self._state[e.index] == _UNMATCHED and e.type not in profile.per_response:
                 self._mismatch(
                     "missing",
