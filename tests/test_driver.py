@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtreplay.cassette import Cassette, Connection, Frame, Header, Open, Reject
 from rtreplay.cassette import Close as CloseRecord
@@ -334,3 +336,54 @@ def test_the_handshake_is_the_recorded_one_with_the_users_key() -> None:
 def test_bad_options_are_refused(option: str, value: Any) -> None:
     with pytest.raises(ValueError, match=option):
         Driver(scripts(cassette(*TEXT_TURN))[0], **{option: value})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=6),
+    st.data(),
+    st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789", min_size=4, max_size=12),
+    st.booleans(),
+)
+def test_the_same_answer_in_any_pieces_with_fresh_ids_drives_clean_at_exact_strictness(
+    recorded: list[str], data: st.DataObject, fresh: str, limits_first: bool
+) -> None:
+    """A server that says what the recording says, cut into other pieces, under IDs of its
+    own, with its rate limits early or late, matches exactly; the client's echo of the
+    call ID carries the server's."""
+    text = "".join(recorded)
+    where = {"response_id": "resp_R1", "item_id": "item_I1", "output_index": 0, "content_index": 0}
+    steps: list[tuple[str, float, Any]] = [
+        ("s", 0.0, ev("session.created", session={})),
+        ("c", 0.01, ev("response.create")),
+        ("s", 0.02, ev("response.created", response={"id": "resp_R1"})),
+        ("s", 0.03, ev("response.output_item.added", response_id="resp_R1", item={"id": "item_I1", "type": "function_call", "call_id": "call_R"})),
+    ]
+    steps += [("s", 0.04, ev("response.function_call_arguments.delta", **where, call_id="call_R", delta=p)) for p in recorded]
+    steps += [
+        ("s", 0.05, ev("response.function_call_arguments.done", **where, call_id="call_R", arguments=text)),
+        ("s", 0.06, ev("response.done", response={"id": "resp_R1"})),
+        ("s", 0.07, ev("rate_limits.updated", rate_limits=[])),
+        ("c", 0.08, ev("conversation.item.create", item={"type": "function_call_output", "call_id": "call_R", "output": "{}"})),
+    ]
+    d = driver(cassette(*steps), policy="exact")
+    d.connect(0.0)
+    answer(d, 0.0, s("session.created", session={}))
+    d.poll(0.0)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(text) - 1), max_size=8))) if len(text) > 1 else []
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    live = {"response_id": f"resp_{fresh}", "item_id": f"item_{fresh}", "output_index": 0, "content_index": 0}
+    out = [
+        s("response.created", response={"id": f"resp_{fresh}"}),
+        s("response.output_item.added", response_id=f"resp_{fresh}", item={"id": f"item_{fresh}", "type": "function_call", "call_id": f"call_{fresh}"}),
+        *(s("response.function_call_arguments.delta", **live, call_id=f"call_{fresh}", delta=p) for p in pieces),
+        s("response.function_call_arguments.done", **live, call_id=f"call_{fresh}", arguments=text),
+        s("response.done", response={"id": f"resp_{fresh}"}),
+    ]
+    limits = s("rate_limits.updated", rate_limits=[])
+    answer(d, 0.1, *([limits, *out] if limits_first else [*out, limits]))
+    (echo,) = sent(d.poll(0.2))
+    assert echo["item"]["call_id"] == f"call_{fresh}"
+    d.poll(0.3)
+    d.disconnect(0.4, 1000)
+    assert d.report.ok, d.report
