@@ -300,6 +300,8 @@ class Drive:
         ]
         source = self.scripts[0].source if self.scripts else None
         self.report = DriveReport(source, self.handshakes[0].url if self.handshakes else url, self.policy.name)
+        for warning in self.scripts[0].warnings if self.scripts else ():
+            self.report.add_note(f"the cassette: {warning}")
         self.keep_exchange = keep_exchange
         self.exchanges: list[Exchange] = []
         self.conn_offset = conn_offset
@@ -472,6 +474,17 @@ def add_drive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def drive_main(args: argparse.Namespace) -> int:
     """Run ``rtreplay drive``: 0 as recorded, 1 mismatches, 2 bad input or no connection."""
+    import warnings
+
+    from .errors import CassetteTruncatedWarning
+
+    with warnings.catch_warnings():
+        # Said once, in the report's notes, rather than as a Python warning with a source line.
+        warnings.simplefilter("ignore", CassetteTruncatedWarning)
+        return _drive_main(args)
+
+
+def _drive_main(args: argparse.Namespace) -> int:
     import json
 
     key = api_key_from(args)

@@ -256,6 +256,7 @@ class Script:
     by_response: dict[str, list[int]] = field(default_factory=dict)  # its expectations
     source: str | None = None
     recorded_open: Open | None = None  # the whole handshake record (the index keeps less)
+    warnings: tuple[str, ...] = ()  # what reading the cassette found (a last line cut short)
 
     @property
     def number(self) -> int:
@@ -292,13 +293,21 @@ def scripts(cassette: str | os.PathLike[str] | Cassette) -> list[Script]:
         index = CassetteIndex.from_cassette(loaded, digests=False)
     else:
         loaded = load(cassette)
-        # Read again for what the index keeps and a whole load does not: each frame's line.
-        index = CassetteIndex.from_path(cassette, digests=False)
+        # Read again for what the index keeps and a whole load does not: each frame's line
+        # (a last line cut short was already warned about once).
+        import warnings
+
+        from .errors import CassetteTruncatedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CassetteTruncatedWarning)
+            index = CassetteIndex.from_path(cassette, digests=False)
         index.close()
     out = []
     for conn, ic in zip(loaded.connections, index.connections, strict=True):
         script = _script(conn.frames, ic, loaded.path)
         script.recorded_open = conn.open
+        script.warnings = tuple(loaded.warnings)
         out.append(script)
     return out
 
