@@ -20,9 +20,7 @@ what was exchanged as a new cassette, credentials removed as the recorder remove
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -40,7 +38,7 @@ from .report import DriveReport
 if TYPE_CHECKING:
     from .cassette import Cassette, Open
 
-__all__ = ["Drift", "VerifyReport", "add_verify_arguments", "schema", "verify", "verify_main"]
+__all__ = ["DEFAULT_UPSTREAM", "Drift", "VerifyReport", "compare", "schema", "verify"]
 
 #: Where ``rtreplay verify`` goes without ``--upstream`` (as ``rtreplay record`` does).
 DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
@@ -319,59 +317,3 @@ def write_exchanges(d: Drive, path: str | os.PathLike[str], api_key: str | None)
                 t, code, reason, by = ex.close
                 writer.write(Close(conn, round(t, 6), code if code is not None else 1006, reason, by))  # type: ignore[arg-type]
     return Path(path)
-
-
-# -- rtreplay verify ------------------------------------------------------------------
-
-
-def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``rtreplay verify``."""
-    from .drive import add_timing_arguments
-
-    parser.add_argument("cassette", help="the cassette whose recorded client to play (.jsonl)")
-    parser.add_argument(
-        "--upstream",
-        default=DEFAULT_UPSTREAM,
-        metavar="URL",
-        help=f"the live endpoint's base URL, as rtreplay record takes it (default {DEFAULT_UPSTREAM})",
-    )
-    parser.add_argument(
-        "--record-to",
-        metavar="NEW.jsonl",
-        help="also write what was exchanged as a new cassette (nothing is written without it)",
-    )
-    add_timing_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the drift as JSON")
-
-
-def verify_main(args: argparse.Namespace) -> int:
-    """Run ``rtreplay verify``: 0 no drift, 1 drift, 2 unusable input or no connection."""
-    import asyncio
-    import json
-
-    from .drive import api_key_from
-
-    key = api_key_from(args)
-    try:
-        report = asyncio.run(
-            verify(
-                args.cassette,
-                args.upstream,
-                api_key=key,
-                speed=args.speed,
-                audio_speed=args.audio_speed,
-                timeout=args.timeout,
-                record_to=args.record_to,
-            )
-        )
-    except ValueError as exc:
-        print(f"rtreplay verify: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(report)
-    if report.errors:
-        return 2
-    return 0 if report.ok else 1

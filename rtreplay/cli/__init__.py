@@ -105,7 +105,7 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "user would feel. Exit status 0 as recorded, 1 a mismatch, 2 bad input or no "
         "connection.",
         "rtreplay drive cassettes/function-call.jsonl --url ws://127.0.0.1:9000/v1/realtime",
-        "..drive:add_drive_arguments:drive_main",
+        ".drive",
     ),
     (
         "verify",
@@ -115,7 +115,7 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "added, removed or changed in type, refusals; never wording. Nothing is written "
         "unless --record-to. Exit status 0 no drift, 1 drift, 2 bad input or no connection.",
         "OPENAI_API_KEY=sk-... rtreplay verify cassettes/function-call.jsonl --record-to /tmp/new.jsonl",
-        "..verify:add_verify_arguments:verify_main",
+        ".verify",
     ),
     (
         "redact",
