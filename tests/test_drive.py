@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,17 @@ def test_a_non_json_server_frame_is_compared_as_a_frame(tmp_path: Path) -> None:
 
     report = asyncio.run(run())
     assert report.ok, report
+
+
+async def test_a_cassette_with_its_audio_in_files_drives_the_same(tmp_path: Path) -> None:
+    """Format 2 (audio out of line, ``rtreplay convert --audio files``) sends the same audio."""
+    path = tmp_path / "audio-vad-real.jsonl"
+    shutil.copyfile(CASSETTES / "audio-vad-real.jsonl", path)
+    assert main(["convert", "--audio", "files", str(path)]) == 0
+    assert (tmp_path / "rtreplay-audio").is_dir()
+    async with ScriptedUpstream() as api:
+        report = await Drive(path, api.url, api_key=KEY, audio_speed=4, timeout=timeout(5)).run()
+        received = [r.raw for r in api.received]
+    assert report.ok, report
+    recorded = [f.payload() for f in load(CASSETTES / "audio-vad-real.jsonl").connections[0].client_frames()]
+    assert received == recorded
