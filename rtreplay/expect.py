@@ -25,7 +25,8 @@ replay's client-side matching, in four ways:
 
 A :class:`ServerPolicy` sets the **strictness**: ``"type"`` compares event types only;
 ``"structure"`` also the fields each event has and their JSON types (a field added,
-removed, or changed from a string to a number); ``"exact"`` also every value outside the
+removed, or changed from a string to a number; inside a volatile field, such as
+``usage``, only its own type); ``"exact"`` also every value outside the
 volatile fields (a live model never says the same words twice: use it for a relay in
 front of a replay).
 """
@@ -192,16 +193,19 @@ def _masked(value: Any, ignore: frozenset[str]) -> Any:
     return value
 
 
-def shape_differences(expected: Any, got: Any, path: str = "") -> list[Difference]:
+def shape_differences(
+    expected: Any, got: Any, path: str = "", ignore: frozenset[str] = frozenset()
+) -> list[Difference]:
     """How two events differ in structure: fields present on one side only, and fields
     whose JSON type differs (``null`` matches any type: fields are nullable run to run).
-    List elements are compared pairwise, as far as the shorter list goes."""
+    List elements are compared pairwise, as far as the shorter list goes. Inside a field
+    named in ``ignore`` (the volatile ones: ``usage``...) only its own type counts."""
     out: list[Difference] = []
-    _shape(expected, got, path, out)
+    _shape(expected, got, path, out, ignore)
     return out
 
 
-def _shape(expected: Any, got: Any, path: str, out: list[Difference]) -> None:
+def _shape(expected: Any, got: Any, path: str, out: list[Difference], ignore: frozenset[str] = frozenset()) -> None:
     if expected is None or got is None:
         return
     ek, gk = json_kind(expected), json_kind(got)
@@ -212,7 +216,11 @@ def _shape(expected: Any, got: Any, path: str, out: list[Difference]) -> None:
         for key, value in expected.items():
             sub = f"{path}.{key}" if path else key
             if key in got:
-                _shape(value, got[key], sub, out)
+                if key in ignore:
+                    if value is not None and got[key] is not None and json_kind(value) != json_kind(got[key]):
+                        out.append(Difference(sub, value, got[key], f"was {json_kind(value)}, now {json_kind(got[key])}"))
+                    continue
+                _shape(value, got[key], sub, out, ignore)
             else:
                 out.append(Difference(sub, value, MISSING, f"field removed (was {json_kind(value)})"))
         for key, value in got.items():
@@ -221,7 +229,7 @@ def _shape(expected: Any, got: Any, path: str, out: list[Difference]) -> None:
                 out.append(Difference(sub, MISSING, value, f"field added ({json_kind(value)})"))
     elif isinstance(expected, list):
         for i in range(min(len(expected), len(got))):
-            _shape(expected[i], got[i], f"{path}[{i}]", out)
+            _shape(expected[i], got[i], f"{path}[{i}]", out, ignore)
 
 
 class ServerPolicy:
@@ -259,7 +267,7 @@ class ServerPolicy:
         if self.strictness == "type":
             return []
         if self.strictness == "structure":
-            return shape_differences(expected, got)
+            return shape_differences(expected, got, ignore=self.ignore)
         return diff(self.masked(expected), self.masked(got))
 
 
