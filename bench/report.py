@@ -86,12 +86,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def series_table(series: list[Series]) -> str:
+def series_table(series: list[Series], key: str = "clients") -> str:
     if not series:
         return ""
     keys = list(series[0].values)
     out = [
-        "| clients | "
+        f"| {key} | "
         + " | ".join(f"{s.figure.split(': ', 1)[-1]} ({s.unit})" for s in series)
         + " |",
         "| ---: |" + " ---: |" * len(series),
@@ -207,7 +207,9 @@ def write(
     notes = [f"- **{r.figure}** vs {r.reference}: {r.note}" for r in rows if r.note]
     if notes:
         lines += ["Details per row:", "", *notes, ""]
-    if series:
+    driving = [s for s in series if s.figure.startswith("drive ")]
+    replaying = [s for s in series if s not in driving]
+    if replaying:
         lines += [
             "## Concurrency",
             "",
@@ -215,7 +217,18 @@ def write(
             "the same session at once, spread over up to 4 client processes: every client "
             "connects first, then all start together.",
             "",
-            series_table(series),
+            series_table(replaying),
+            "",
+        ]
+    if driving:
+        lines += [
+            "## Driving: paced sessions at once",
+            "",
+            "`rtreplay drive --concurrency N` in one process (`rtreplay.loadtest.load`), "
+            "against a bare websockets server answering each client event with the frames "
+            "recorded after it.",
+            "",
+            series_table(driving, "sessions at once"),
             "",
         ]
     if problems:

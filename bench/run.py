@@ -995,6 +995,7 @@ FIGURES: dict[str, Callable[[Context], None]] = {
     "pytest": fig_pytest_cost,
     "concurrency": fig_concurrency,
     "large": fig_large,
+    "drive": lambda ctx: __import__("drivebench").fig_drive(ctx),
 }
 
 

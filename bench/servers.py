@@ -13,6 +13,10 @@ Kinds:
   sink                 counts what a client sends until {"type":"bench.done"}, answers
                        {"type":"bench.ok"} (client->server throughput)
   echo                 sends every message back (round-trip latency)
+  answer CASSETTE      bare echo-style Realtime server: the cassette's server frames recorded
+                       before the first client message on connect, then those recorded
+                       after the k-th client message when it arrives, pre-encoded (what
+                       `rtreplay drive` and a bare client are measured against)
   relay UPSTREAM       minimal bare relay: forwards frames both ways, records nothing
   replay CASSETTE      rtreplay.ReplayServer, instant mode (add --repeat)
   record CASSETTE UPSTREAM   rtreplay.Recorder to UPSTREAM (ws://.../v1)
@@ -41,6 +45,21 @@ class _Line(msgspec.Struct):
     json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
+def answer_groups(path: str) -> list[list[bytes]]:
+    """The server payloads of connection 0 grouped by the client message they follow."""
+    decoder = msgspec.json.Decoder(_Line)
+    groups: list[list[bytes]] = [[]]
+    with open(path, "rb") as f:
+        for r in map(decoder.decode, f):
+            if r.kind != "frame" or r.json is msgspec.UNSET:
+                continue
+            if r.dir == "client":
+                groups.append([])
+            else:
+                groups[-1].append(bytes(r.json))
+    return groups
+
+
 def server_payloads(path: str) -> list[bytes]:
     decoder = msgspec.json.Decoder(_Line)
     with open(path, "rb") as f:
@@ -53,6 +72,21 @@ def server_payloads(path: str) -> list[bytes]:
 
 async def bare(kind: str, args: list[str], stop: asyncio.Event) -> None:
     payloads = server_payloads(args[0]) if kind in ("send", "send-batched") else []
+    groups = answer_groups(args[0]) if kind == "answer" else []
+
+    async def write(ws: ServerConnection, frames: list[bytes]) -> None:
+        if frames:
+            async with ws.send_context():  # type: ignore[attr-defined]
+                for q in frames:
+                    ws.protocol.send_text(q)
+
+    async def answer(ws: ServerConnection) -> None:
+        await write(ws, groups[0])
+        k = 1
+        async for _ in ws:
+            if k < len(groups):
+                await write(ws, groups[k])
+            k += 1
 
     async def send(ws: ServerConnection) -> None:
         for p in payloads:
@@ -92,7 +126,7 @@ async def bare(kind: str, args: list[str], stop: asyncio.Event) -> None:
         async for message in ws:
             await ws.send(message)
 
-    handler = {"send": send, "send-batched": send_batched, "sink": sink, "echo": echo}[kind]
+    handler = {"send": send, "send-batched": send_batched, "sink": sink, "echo": echo, "answer": answer}[kind]
     async with serve(handler, "127.0.0.1", 0, **OPTS) as server:
         announce(server)
         await stop.wait()
@@ -153,7 +187,7 @@ async def main(argv: list[str]) -> None:
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    if kind in ("send", "send-batched", "sink", "echo"):
+    if kind in ("send", "send-batched", "sink", "echo", "answer"):
         await bare(kind, args, stop)
     elif kind == "relay":
         await relay(args[0], stop)

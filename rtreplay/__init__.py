@@ -10,6 +10,7 @@ from typing import Any as _Any
 from ._version import __version__
 from .cassette import FORMAT_VERSION, Cassette, Close, Connection, Frame, Header, Open, Reject
 from .codec import CassetteReader, CassetteWriter, load, save
+from .driver import Driver
 from .errors import (
     CassetteError,
     CassetteFormatError,
@@ -17,6 +18,7 @@ from .errors import (
     CassetteTruncatedWarning,
     CassetteVersionError,
     CassetteWriteError,
+    DriveError,
     MismatchError,
     RecordError,
     ReplayError,
@@ -24,20 +26,27 @@ from .errors import (
     SecretLeakError,
     UpstreamError,
 )
+from .expect import ServerPolicy
 from .match import MatchPolicy
 from .player import Player
 from .redact import Redactor
 from .replay import ReplaySession
-from .report import Mismatch, ReplayReport
+from .report import DriveReport, Mismatch, ReplayReport
 from .timeline import Timeline
 
 if _TYPE_CHECKING:
+    from .drive import Drive
     from .recorder import Recorder
     from .server import ReceivedEvent, ReplayServer
 
 # The servers pull in websockets: imported on first use, so ``import rtreplay`` (and the
 # pytest plugin, which imports it in every test session) stays cheap.
-_LAZY = {"ReceivedEvent": ".server", "Recorder": ".recorder", "ReplayServer": ".server"}
+_LAZY = {
+    "Drive": ".drive",
+    "ReceivedEvent": ".server",
+    "Recorder": ".recorder",
+    "ReplayServer": ".server",
+}
 
 
 def __getattr__(name: str) -> _Any:
@@ -64,6 +73,10 @@ __all__ = [
     "CassetteWriter",
     "Close",
     "Connection",
+    "Drive",
+    "DriveError",
+    "DriveReport",
+    "Driver",
     "Frame",
     "Header",
     "MatchPolicy",
@@ -82,6 +95,7 @@ __all__ = [
     "ReplaySession",
     "RtreplayError",
     "SecretLeakError",
+    "ServerPolicy",
     "Timeline",
     "UpstreamError",
     "__version__",

@@ -12,6 +12,7 @@
     ├── SecretLeakError               a live credential would have reached the disk
     ├── ReplayError                   the mock server cannot serve what was asked
     │   └── MismatchError             client events did not match the recording (carries the report)
+    ├── DriveError                    a driven server did not answer as recorded (carries the report)
     └── RecordError                   the recording proxy failed
         └── UpstreamError             the upstream Realtime API could not be reached (502, 504)
 
@@ -43,6 +44,7 @@ __all__ = [
     "CassetteTruncatedWarning",
     "CassetteVersionError",
     "CassetteWriteError",
+    "DriveError",
     "MismatchError",
     "RecordError",
     "ReplayError",
@@ -141,6 +143,21 @@ class MismatchError(ReplayError):
     """Client events did not match the recording.
 
     ``report`` is the replay's mismatch report (its ``str`` is the readable text).
+    """
+
+    def __init__(self, report: Any) -> None:
+        super().__init__(report)
+        self.report = report
+
+    def __str__(self) -> str:
+        return str(self.report)
+
+
+class DriveError(RtreplayError):
+    """A server driven with a recorded client (``rtreplay drive``) did not answer as recorded.
+
+    ``report`` is the drive's :class:`~rtreplay.report.DriveReport` (its ``str`` is the
+    readable text).
     """
 
     def __init__(self, report: Any) -> None:

@@ -32,11 +32,16 @@ __all__ = [
     "KEPT",
     "AudioDifference",
     "ConnectionProgress",
+    "DriveMismatch",
+    "DriveMismatchKind",
+    "DriveProgress",
+    "DriveReport",
     "Failure",
     "Mismatch",
     "MismatchKind",
     "Reordering",
     "ReplayReport",
+    "ResponseTiming",
     "Unplayed",
 ]
 
@@ -399,3 +404,279 @@ class ReplayReport:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+# -- the drive report: a server under test, driven with the recorded client -------------------
+
+#: What went wrong when driving a server. ``"missing"``: a recorded server event never
+#: came (the wait for it ran out, its response ended without it, or the session ended);
+#: ``"unexpected"``: the server sent an event the recording has no counterpart for;
+#: ``"content"``: the expected type, other content at the chosen strictness; ``"order"``:
+#: an event came before the event that opens its response, or after the response ended;
+#: ``"timeout"``: the server sent nothing for the timeout while the driver waited;
+#: ``"closed"``: the server closed the connection before the recording's end; ``"close"``:
+#: the recording's server closed and this one did not, or with another code;
+#: ``"refused"``: the server refused a handshake the recording's accepted (or with another
+#: status); ``"handshake"``: it accepted one the recording's refused; ``"unreachable"``:
+#: no connection could be made.
+DriveMismatchKind = Literal[
+    "missing",
+    "unexpected",
+    "content",
+    "order",
+    "timeout",
+    "closed",
+    "close",
+    "refused",
+    "handshake",
+    "unreachable",
+]
+
+
+@dataclass(frozen=True)
+class DriveMismatch:
+    """A server event that did not answer as recorded, and where in the conversation.
+
+    ``conn`` is the driven connection (from 0), ``recorded_conn`` the recorded one it
+    plays; ``index`` the recorded server event (0-based among the connection's server
+    frames) of ``total``, at cassette line ``line`` of ``source``; ``expected`` and ``got``
+    the events, volatile fields left out; ``sent`` the last client event sent before it,
+    ``after`` the last server events received.
+    """
+
+    kind: DriveMismatchKind
+    conn: int
+    recorded_conn: int
+    turn: int
+    message: str
+    expected: Any = None
+    got: Any = None
+    differences: tuple[Difference, ...] = ()
+    index: int | None = None
+    total: int = 0
+    line: int = 0
+    source: str | None = None
+    sent: str | None = None
+    after: tuple[str, ...] = ()
+
+    @property
+    def where(self) -> str:
+        at = f"connection {self.conn} (recorded connection {self.recorded_conn}), turn {self.turn}"
+        if self.index is not None:
+            at += f", server event {self.index + 1} of {self.total}"
+            if self.source and self.line:
+                at += f" ({self.source}:{self.line})"
+        return at
+
+    @property
+    def summary(self) -> str:
+        return f"{self.where}: {self.message}"
+
+    def __str__(self) -> str:
+        lines = [self.summary]
+        if self.sent or self.after:
+            sent = self.sent or "(nothing yet)"
+            last = ", ".join(self.after) if self.after else "(nothing yet)"
+            lines.append(f"  last client event sent: {sent}; last server events: {last}")
+        if self.kind in ("missing", "unexpected", "content", "order", "timeout"):
+            lines.append(f"  expected: {_show_event(self.expected)}")
+            lines.append(f"  got:      {_show_event(self.got)}")
+        if self.differences:
+            lines.append("  differences (volatile fields left out):")
+            lines.extend(f"    {d}" for d in self.differences[:20])
+            if len(self.differences) > 20:
+                lines.append(f"    ... and {len(self.differences) - 20} more")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ResponseTiming:
+    """How long one response took, as the client felt it (seconds).
+
+    ``first_event``: from the client event that asked for it (or the audio that ended the
+    turn) to ``response.created``; ``first_delta``: to its first delta (text, audio,
+    transcript or arguments), ``None`` when none came; ``duration``: to ``response.done``.
+    """
+
+    conn: int
+    turn: int
+    first_event: float
+    first_delta: float | None = None
+    duration: float | None = None
+
+
+@dataclass
+class DriveProgress:
+    """How far one driven connection got: written by its driver as the drive goes.
+
+    Times are seconds: ``connect`` the opening handshake, ``first_event`` from the
+    connection's opening to the server's first event, ``late`` the most a client event
+    went out after its recorded pace made it due (the driver falling behind: a loaded
+    machine, not the server).
+    """
+
+    conn: int
+    recorded_conn: int
+    clients_total: int
+    expected_total: int
+    clients_sent: int = 0
+    matched: int = 0
+    received: int = 0
+    connect: float | None = None
+    first_event: float | None = None
+    refused: int | None = None
+    closed: str = ""
+    late: float = 0.0
+    responses: list[ResponseTiming] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"connection {self.conn} (recorded connection {self.recorded_conn})"
+        if self.refused is not None:
+            return f"{head}: refused with HTTP {self.refused}"
+        parts = [
+            f"{self.clients_sent}/{self.clients_total} client events sent",
+            f"{self.matched}/{self.expected_total} recorded server events matched "
+            f"({self.received} frames received)",
+        ]
+        if self.first_event is not None:
+            parts.append(f"first server event after {self.first_event * 1000:,.0f} ms")
+        deltas = [r.first_delta for r in self.responses if r.first_delta is not None]
+        if deltas:
+            shown = ", ".join(f"{d * 1000:,.0f}" for d in deltas[:8])
+            parts.append(f"first delta of each response after {shown} ms")
+        if self.closed:
+            parts.append(self.closed)
+        return f"{head}: " + "; ".join(parts)
+
+
+class DriveReport:
+    """Everything a drive found: mismatches, events past the recording's end, progress.
+
+    ``source`` names the cassette, ``target`` the server driven, ``strictness`` how content
+    was compared. Written by the drivers through ``add_*``; read by anyone.
+    """
+
+    def __init__(self, source: str | None = None, target: str = "", strictness: str = "type") -> None:
+        self.source = source
+        self.target = target
+        self.strictness = strictness
+        self.mismatches: list[DriveMismatch] = []
+        self.beyond: list[tuple[int, str]] = []  # (connection, event type) past the recording
+        self.connections: list[DriveProgress] = []
+        self.notes: list[str] = []
+
+    def add_mismatch(self, mismatch: DriveMismatch) -> None:
+        self.mismatches.append(mismatch)
+
+    def add_connection(self, progress: DriveProgress) -> None:
+        self.connections.append(progress)
+
+    def add_beyond(self, conn: int, kind: str) -> None:
+        self.beyond.append((conn, kind))
+
+    def add_note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    @property
+    def ok(self) -> bool:
+        """No mismatch."""
+        return not self.mismatches
+
+    @property
+    def responses(self) -> list[ResponseTiming]:
+        return [r for p in self.connections for r in p.responses]
+
+    def __str__(self) -> str:
+        name = f" of {self.source}" if self.source else ""
+        target = f" against {self.target}" if self.target else ""
+        head = f"rtreplay: drive{name}{target} ({self.strictness} strictness)"
+        n = len(self.mismatches)
+        if not n:
+            lines = [f"{head}: every recorded server event came as recorded"]
+        else:
+            lines = [f"{head}: {n} mismatch{'es' if n != 1 else ''}"]
+        for i, m in enumerate(self.mismatches, 1):
+            lines.append("")
+            lines.append(f"mismatch {i} of {n} ({m.kind}): {m}")
+        if self.connections:
+            lines.append("")
+            lines.extend(str(p) for p in self.connections)
+        if self.beyond:
+            lines.append("")
+            lines.append(
+                "past the recording's end (its client closed mid-response), not compared:"
+            )
+            by_conn: dict[int, list[str]] = {}
+            for conn, kind in self.beyond:
+                by_conn.setdefault(conn, []).append(kind)
+            for conn, kinds in by_conn.items():
+                lines.append(f"  connection {conn}: {', '.join(group_names(kinds))}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able data (``rtreplay drive --report FILE``)."""
+        return {
+            "source": self.source,
+            "target": self.target,
+            "strictness": self.strictness,
+            "ok": self.ok,
+            "mismatches": [
+                {
+                    "kind": m.kind,
+                    "connection": m.conn,
+                    "recorded_connection": m.recorded_conn,
+                    "turn": m.turn,
+                    "server_event": None if m.index is None else m.index + 1,
+                    "line": m.line or None,
+                    "message": m.message,
+                    "expected": m.expected,
+                    "got": m.got,
+                    "differences": [str(d) for d in m.differences],
+                }
+                for m in self.mismatches
+            ],
+            "connections": [
+                {
+                    "connection": p.conn,
+                    "recorded_connection": p.recorded_conn,
+                    "client_events_sent": p.clients_sent,
+                    "client_events": p.clients_total,
+                    "server_events_matched": p.matched,
+                    "server_events_expected": p.expected_total,
+                    "frames_received": p.received,
+                    "connect_s": p.connect,
+                    "first_event_s": p.first_event,
+                    "refused": p.refused,
+                    "responses": [
+                        {
+                            "turn": r.turn,
+                            "first_event_s": r.first_event,
+                            "first_delta_s": r.first_delta,
+                            "duration_s": r.duration,
+                        }
+                        for r in p.responses
+                    ],
+                }
+                for p in self.connections
+            ],
+            "beyond_recording": [{"connection": c, "type": k} for c, k in self.beyond],
+            "notes": list(self.notes),
+        }
+
+
+def group_names(kinds: Iterable[str]) -> list[str]:
+    """Event types as a report lists them: runs of one type counted."""
+    out: list[str] = []
+    run: list[str] = []
+    for k in [*kinds, ""]:
+        if run and k != run[0]:
+            out.append(run[0] if len(run) == 1 else f"{run[0]} x{len(run)}")
+            run = []
+        if k:
+            run.append(k)
+    return out

@@ -35,6 +35,7 @@ def test_quick_bench_writes_its_page_and_plot(tmp_path: Path) -> None:
         "large cassette: server peak memory",
         "size on disk, an hour of two-way audio",
         "replay throughput, audio deltas (~6.5 KB), audio out of line",
+        "drive: per-event cost",
     ):
         assert f"| {figure}" in page, f"no row for {figure!r} in:\n{page}"
     assert "## Concurrency" in page

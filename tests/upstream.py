@@ -19,7 +19,19 @@ It listens on 127.0.0.1 (port 0 by default) and answers like the real Realtime A
   ``openai-beta.realtime-v1`` subprotocol);
 - scripted faults: :class:`Refusal` (the handshake answered with an HTTP status and body)
   and :class:`Fault` (drop the TCP connection, stall, or close with a code, right after the
-  n-th server event of a type).
+  n-th server event of a type); :class:`Expiry` (the session's maximum duration:
+  ``session_expired``, then the close);
+- input transcription when the session asks for it (deltas of ``transcript``, then
+  ``completed``); transcription sessions (``session.type: "transcription"``) never respond;
+- ``response.cancel`` finishes the open content part and item (``.done`` events) before a
+  ``cancelled`` ``response.done``, as the API does;
+- GA ``session.update`` refuses parameters the GA session does not have
+  (``unknown_parameter``, as the API answers a beta-shaped update);
+- ``vad="pauses"`` for cassettes whose audio is a placeholder: any append is speech, and an
+  append after a pause of ``silence_duration_ms`` ends the turn;
+- :class:`Drift`: the API changing under a cassette (a field added to an event type, an
+  event type no longer sent, an event renamed), and ``text``/``words_per_delta``: the same
+  session said in other words and other pieces.
 
 Everything it saw is kept: ``handshakes`` (path, query, headers, subprotocols, protocol
 of each connection) and ``received`` (every client message). Waiting is event-driven::
@@ -57,6 +69,8 @@ from websockets.http11 import Request, Response
 from rtreplay._service import Service
 
 __all__ = [
+    "Drift",
+    "Expiry",
     "Fault",
     "Handshake",
     "Received",
@@ -141,6 +155,47 @@ class Fault:
     conn: int | None = None
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """End connection ``conn`` (``None``: every one) ``after`` seconds as the API ends a
+    session at its maximum duration: an ``error`` ``session_expired``, then a close with
+    ``code`` (CHANGES.md: 1001)."""
+
+    after: float
+    code: int = 1001
+    conn: int | None = None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The API as it may change under a cassette: ``add_fields`` adds fields to events of a
+    type (``"*"``: every type), ``drop_types`` are no longer sent, ``rename_types`` go out
+    under a new name."""
+
+    add_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drop_types: frozenset[str] = frozenset()
+    rename_types: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind in self.drop_types:
+            return None
+        extra = {**self.add_fields.get("*", {}), **self.add_fields.get(kind, {})}
+        if extra:
+            event = {**event, **extra}
+        if kind in self.rename_types:
+            event = {**event, "type": self.rename_types[kind]}
+        return event
+
+
+#: Fields of a GA session object (the API refuses others in session.update).
+GA_SESSION_FIELDS = frozenset({
+    "type", "object", "id", "model", "output_modalities", "instructions", "audio", "include",
+    "tracing", "tools", "tool_choice", "temperature", "max_output_tokens", "truncation",
+    "prompt", "expires_at", "reasoning", "parallel_tool_calls",
+})
+
+
 _ERROR_BODIES = {
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
@@ -166,7 +221,10 @@ class ScriptedUpstream(Service):
     the only models accepted (others get 404 ``model_not_found``). ``text``: what responses
     say. ``audio_deltas``/``audio_delta_bytes``: the shape of audio responses (4,800 PCM
     bytes make ~6.5 KB frames). ``delay``: seconds between the frames of a response.
-    Attributes may be changed between connections.
+    ``transcript``: what input transcription hears. ``words_per_delta``: how many words
+    each text or transcript delta carries. ``vad``: ``"energy"`` (loud PCM16 is speech)
+    or ``"pauses"`` (see the module docstring). ``expiry``: see :class:`Expiry`;
+    ``drift``: see :class:`Drift`. Attributes may be changed between connections.
     """
 
     def __init__(
@@ -184,6 +242,11 @@ class ScriptedUpstream(Service):
         audio_delta_bytes: int = 4_800,
         delay: float = 0.0,
         ssl_context: Any = None,
+        transcript: str = "Hello, can you hear me?",
+        words_per_delta: int = 1,
+        vad: Literal["energy", "pauses"] = "energy",
+        expiry: Expiry | None = None,
+        drift: Drift | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.api_key = api_key
@@ -195,6 +258,11 @@ class ScriptedUpstream(Service):
         self.audio_deltas = audio_deltas
         self.audio_delta_bytes = audio_delta_bytes
         self.delay = delay
+        self.transcript = transcript
+        self.words_per_delta = words_per_delta
+        self.vad = vad
+        self.expiry = expiry
+        self.drift = drift
         self.handshakes: list[Handshake] = []
         self.received: list[Received] = []
         self.closes: dict[int, tuple[int | None, str]] = {}  # conn -> close code/reason seen
@@ -402,6 +470,9 @@ class _Session:
         self.cursor_ms = 0
         self.speech_item: str | None = None
         self.silence_ms = 0
+        self.last_append: float | None = None
+        self.partial: dict[str, Any] | None = None  # the content part being streamed
+        self.expiry = up.expiry if up.expiry is not None and up.expiry.conn in (None, conn) else None
 
     def next_id(self, prefix: str) -> str:
         self.n += 1
@@ -441,7 +512,9 @@ class _Session:
             raise _Stop
         kind = event["type"]
         event = {"type": kind, "event_id": self.next_id("event"), **{k: v for k, v in event.items() if k != "type"}}
-        await self.ws.send(json.dumps(event))
+        drifted = self.up.drift.apply(event) if self.up.drift is not None else event
+        if drifted is not None:
+            await self.ws.send(json.dumps(drifted))
         self.sent_counts[kind] = self.sent_counts.get(kind, 0) + 1
         fault = self.fault
         if fault is not None and fault.after == kind and self.sent_counts[kind] == fault.occurrence:
@@ -460,7 +533,14 @@ class _Session:
 
     # -- input ----------------------------------------------------------------------------
 
+    async def expire(self, expiry: Expiry) -> None:
+        await asyncio.sleep(expiry.after)
+        with contextlib.suppress(_Stop, ConnectionClosed):
+            await self.error("session_expired", "Your session hit the maximum duration of 60 minutes.")
+            await self.ws.close(expiry.code, "")
+
     async def run(self) -> None:
+        expiring = asyncio.create_task(self.expire(self.expiry)) if self.expiry is not None else None
         try:
             await self.emit({"type": "session.created", "session": self.session})
             async for message in self.ws:
@@ -471,6 +551,10 @@ class _Session:
         except (_Stop, ConnectionClosed):
             pass
         finally:
+            if expiring is not None:
+                expiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiring
             if self.stalled:
                 with contextlib.suppress(ConnectionClosed):
                     await self.ws.wait_closed()
@@ -516,6 +600,11 @@ class _Session:
         if not self.beta and "type" not in update:
             await self.error("missing_required_parameter", "Missing required parameter: 'session.type'.",
                              event, "session.type")
+            return
+        unknown = [k for k in update if k not in GA_SESSION_FIELDS] if not self.beta else []
+        if unknown:
+            await self.error("unknown_parameter", f"Unknown parameter: 'session.{unknown[0]}'.",
+                             event, f"session.{unknown[0]}")
             return
         _merge(self.session, update)
         await self.emit({"type": "session.updated", "session": self.session})
@@ -571,6 +660,18 @@ class _Session:
             return
         ms = len(pcm) // BYTES_PER_MS
         loud = any(abs(s) >= SPEECH_AMPLITUDE for (s,) in struct.iter_unpack("<h", pcm[: len(pcm) // 2 * 2]))
+        now = asyncio.get_running_loop().time()
+        paused = self.last_append is not None and now - self.last_append
+        self.last_append = now
+        if self.up.vad == "pauses":
+            # A placeholder's bytes say nothing: every append is speech, and one that
+            # follows a pause as long as the silence duration ends the turn.
+            vad = self.turn_detection
+            quiet = vad is not None and self.speech_item is not None and paused is not False and (
+                paused * 1000 >= int(vad.get("silence_duration_ms", 200)))
+            loud = not quiet
+            if quiet:
+                ms = max(ms, int(vad.get("silence_duration_ms", 200)) if vad else 0)
         start = self.cursor_ms
         self.cursor_ms += ms
         self.buffer_ms += ms
@@ -591,7 +692,7 @@ class _Session:
                 await self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.cursor_ms,
                                  "item_id": item_id})
                 await self.commit(item_id)
-                if vad.get("create_response", True):
+                if vad.get("create_response", True) and self.session.get("type") != "transcription":
                     await self.on_response_create({"type": "response.create"})
 
     async def commit(self, item_id: str) -> None:
@@ -601,6 +702,28 @@ class _Session:
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
         await self.add_item({"id": item_id, "type": "message", "role": "user",
                              "content": [{"type": "input_audio", "transcript": None}]})
+        if self.transcribing:
+            await self.transcribe(item_id)
+
+    @property
+    def transcribing(self) -> bool:
+        if self.beta:
+            return bool(self.session.get("input_audio_transcription"))
+        return bool(self.session.get("audio", {}).get("input", {}).get("transcription"))
+
+    def pieces(self, text: str) -> list[str]:
+        words = re.findall(r"\S+\s*", text) or [text]
+        n = max(1, self.up.words_per_delta)
+        return ["".join(words[i:i + n]) for i in range(0, len(words), n)]
+
+    async def transcribe(self, item_id: str) -> None:
+        text = self.up.transcript
+        for piece in self.pieces(text):
+            await self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
+                             "content_index": 0, "delta": piece})
+        await self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                         "content_index": 0, "transcript": text,
+                         "usage": {"type": "tokens", "total_tokens": 24, "input_tokens": 16, "output_tokens": 8}})
 
     async def on_commit(self, event: dict[str, Any]) -> None:
         if self.buffer_ms < 100:
@@ -639,8 +762,30 @@ class _Session:
         self.active.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.active
+        output: list[Any] = []
+        partial, self.partial = self.partial, None
+        if partial is not None:
+            # The API finishes what it was saying, cut short, before the cancelled response.done.
+            where, item, audio, said = partial["where"], partial["item"], partial["audio"], partial["said"]
+            if audio:
+                names = (("response.audio_transcript", "response.audio") if self.beta
+                         else ("response.output_audio_transcript", "response.output_audio"))
+                await self.emit({"type": f"{names[1]}.done", **where})
+                await self.emit({"type": f"{names[0]}.done", **where, "transcript": said})
+                part = {"type": "audio", "transcript": said}
+                content = {"type": "audio" if self.beta else "output_audio", "transcript": said}
+            else:
+                name = "response.text" if self.beta else "response.output_text"
+                await self.emit({"type": f"{name}.done", **where, "text": said})
+                part = {"type": "text", "text": said}
+                content = {"type": "text" if self.beta else "output_text", "text": said}
+            await self.emit({"type": "response.content_part.done", **where, "part": part})
+            done = {**item, "status": "incomplete", "content": [content]}
+            await self.finish_item(where["response_id"], done)
+            output = [done]
         await self.emit({"type": "response.done", "response": self.response_object(
-            self.active_id or "", "cancelled", [], {"type": "cancelled", "reason": "client_cancelled"})})
+            self.active_id or "", "cancelled", output, {"type": "cancelled", "reason": "client_cancelled"})})
+        await self.rate_limits()
 
     def modalities(self, options: dict[str, Any]) -> list[str]:
         key = "modalities" if self.beta else "output_modalities"
@@ -674,6 +819,13 @@ class _Session:
             words = [w for w in str(tool.get("name", "")).lower().split("_") if w not in _VERBS]
             if words and any(re.search(rf"\b{re.escape(w)}", text) for w in words):
                 return tool
+        # A question about a place goes to the first tool that takes an argument.
+        original = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict))
+        if re.search(r"\bin [A-Z]\w+", original):
+            for tool in tools:
+                if isinstance(tool, dict) and tool.get("type") == "function" and (
+                        tool.get("parameters") or {}).get("required"):
+                    return tool
         return None
 
     def answer_text(self) -> str:
@@ -694,6 +846,9 @@ class _Session:
         await self.pause()
         await self.emit({"type": "response.done",
                          "response": self.response_object(resp_id, "completed", [item], options=options)})
+        await self.rate_limits()
+
+    async def rate_limits(self) -> None:
         await self.emit({"type": "rate_limits.updated", "rate_limits": [
             {"name": "tokens", "limit": 40000, "remaining": 38490, "reset_seconds": 2.265}]})
 
@@ -719,7 +874,7 @@ class _Session:
         params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
         last = self.items[-1]
         text = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict))
-        place = re.search(r"\bin ([A-Z][\w ]*\w)", text)
+        place = re.search(r"\bin ([A-Z]\w*(?: [A-Z]\w*)*)", text)
         args = {name: (place.group(1) if place else "somewhere") for name in params.get("required", [])}
         arguments = json.dumps(args)
         item = {"id": item_id, "type": "function_call", "status": "in_progress", "name": tool["name"],
@@ -741,12 +896,13 @@ class _Session:
         audio = "audio" in self.modalities(options)
         item_id = self.next_id("item")
         text = self.answer_text()
-        words = re.findall(r"\S+\s*", text) or [text]
+        words = self.pieces(text)
         item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         await self.start_item(resp_id, item)
         where = {"response_id": resp_id, "item_id": item_id, "output_index": 0, "content_index": 0}
         part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
         await self.emit({"type": "response.content_part.added", **where, "part": part})
+        self.partial = partial = {"where": where, "item": item, "audio": audio, "said": ""}
         if audio:
             names = (("response.audio_transcript", "response.audio") if self.beta
                      else ("response.output_audio_transcript", "response.output_audio"))
@@ -755,6 +911,7 @@ class _Session:
                 await self.pause()
                 if i < len(words):
                     await self.emit({"type": f"{names[0]}.delta", **where, "delta": words[i]})
+                    partial["said"] += words[i]
                 if i < self.up.audio_deltas:
                     await self.emit({"type": f"{names[1]}.delta", **where, "delta": chunk})
             await self.emit({"type": f"{names[1]}.done", **where})
@@ -766,9 +923,11 @@ class _Session:
             for word in words:
                 await self.pause()
                 await self.emit({"type": f"{name}.delta", **where, "delta": word})
+                partial["said"] += word
             await self.emit({"type": f"{name}.done", **where, "text": text})
             final_part = {"type": "text", "text": text}
             content = {"type": "text" if self.beta else "output_text", "text": text}
+        self.partial = None
         await self.emit({"type": "response.content_part.done", **where, "part": final_part})
         done = {**item, "status": "completed", "content": [content]}
         await self.finish_item(resp_id, done)

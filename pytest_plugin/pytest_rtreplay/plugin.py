@@ -40,6 +40,7 @@ __all__ = [
     "pytest_runtest_makereport",
     "realtime_async_openai",
     "realtime_config",
+    "realtime_drive",
     "realtime_mock",
     "realtime_openai",
 ]
@@ -281,6 +282,66 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
         # ran (another fixture failed), which counts as a failure: nothing is recorded.
         mock._finish(test_failed=True)
         del item.stash[_MOCK]
+
+
+class RealtimeDrive:
+    """Drives a server under test with a cassette's recorded client (``realtime_drive``).
+
+    Call it from a sync test, or await :meth:`run` from an async one, with the server's
+    ``ws://`` URL. ``cassette`` is this test's cassette unless named (relative to the test
+    file); ``options`` are :class:`rtreplay.drive.Drive`'s (``match``, ``speed``,
+    ``audio_speed``, ``timeout``, ``api_key``). A mismatch fails the test with the drive's
+    report; the report is returned otherwise.
+    """
+
+    def __init__(self, item: pytest.Item, realtime_config: Any) -> None:
+        self._item = item
+        self._config = realtime_config
+
+    def _cassette(self, cassette: str | os.PathLike[str] | None) -> Path:
+        if cassette is None:
+            try:
+                path = Path(_settings_for(self._item, self._config).cassette)
+            except RealtimeConfigError as exc:
+                problem = str(exc)
+            else:
+                problem = ""
+            if problem:
+                pytest.fail(f"rtreplay: {problem}", pytrace=False)
+        else:
+            path = Path(self._item.path).parent / cassette
+        if not path.is_file():
+            pytest.fail(
+                f"rtreplay: no cassette to drive with at {path}: record the session once "
+                f"(docs/driving.md, 'The sandwich')",
+                pytrace=False,
+            )
+        return path
+
+    def _checked(self, report: Any) -> Any:
+        if not report.ok:
+            pytest.fail(str(report), pytrace=False)
+        return report
+
+    def __call__(self, url: str, *, cassette: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        from rtreplay.drive import Drive
+
+        return self._checked(Drive(self._cassette(cassette), url, **options).run_sync())
+
+    async def run(self, url: str, *, cassette: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        from rtreplay.drive import Drive
+
+        return self._checked(await Drive(self._cassette(cassette), url, **options).run())
+
+
+@pytest.fixture
+def realtime_drive(request: pytest.FixtureRequest, realtime_config: Any) -> RealtimeDrive:
+    """Drive your server (a relay, a proxy, your own Realtime server) with a recorded client.
+
+    ``realtime_drive(url)`` plays this test's cassette's client side to ``url`` and fails
+    the test if what comes back differs from the recorded server side; see docs/driving.md.
+    """
+    return RealtimeDrive(request.node, realtime_config)
 
 
 @pytest.fixture

@@ -96,6 +96,28 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "..validate:add_validate_arguments:validate_main",
     ),
     (
+        "drive",
+        "drive your server with a cassette's recorded client, and check its answers",
+        "Play a cassette's recorded client side to a server under test (a relay, a proxy, "
+        "your own Realtime server) and compare what it sends with the recorded server side: "
+        "streams whole, independent events in any order, IDs learned, volatile fields "
+        "masked. With --concurrency and --repeat, many sessions at once and the latency a "
+        "user would feel. Exit status 0 as recorded, 1 a mismatch, 2 bad input or no "
+        "connection.",
+        "rtreplay drive cassettes/function-call.jsonl --url ws://127.0.0.1:9000/v1/realtime",
+        ".drive",
+    ),
+    (
+        "verify",
+        "play a cassette's client against the live API and report the drift",
+        "Play a cassette's recorded client against the live Realtime API (or --upstream) "
+        "and report drift: event types that appeared, disappeared or were renamed, fields "
+        "added, removed or changed in type, refusals; never wording. Nothing is written "
+        "unless --record-to. Exit status 0 no drift, 1 drift, 2 bad input or no connection.",
+        "OPENAI_API_KEY=sk-... rtreplay verify cassettes/function-call.jsonl --record-to /tmp/new.jsonl",
+        ".verify",
+    ),
+    (
         "redact",
         "apply today's redaction rules (and yours) to existing cassettes, in place",
         "Rewrite cassettes with today's redaction rules and your own, in place and "
