@@ -135,6 +135,9 @@ def _recorder(cassette: Path, up: ScriptedUpstream) -> Any:
 
 
 async def test_translation_keys_and_calls_the_cassette_never_saw(tmp_path: Path) -> None:
+    from .test_endpoints import needs_sdk_translations
+
+    needs_sdk_translations()
     cassette = tmp_path / "translation-key.jsonl"
     async with ScriptedUpstream(api_key=UPSTREAM_KEY) as up, _recorder(cassette, up) as rec:
         recorded = await backend_mints_a_key(rec.base_url, translation=True)
