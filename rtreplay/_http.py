@@ -315,9 +315,10 @@ def _send(
         response = connection.getresponse()
         data = response.read(MAX_BODY + 1)[: MAX_BODY]
         json, text = http_body(data)
+        # The body is read as it came: no content encoding was asked for, none is claimed.
         out = HttpResponse(
             response.status,
-            {name.lower(): value for name, value in response.getheaders()},
+            {name.lower(): value for name, value in response.getheaders() if name.lower() != "content-encoding"},
             json=json,
             text=text,
         )

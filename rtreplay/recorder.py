@@ -763,10 +763,11 @@ class Recorder(Service):
         if url is None:  # its dot segments lead out of the Realtime endpoint
             logger.warning("refused %s %s: its dot segments lead out of the Realtime endpoint", request.method, target)
             return HttpResponse(400, text="rtreplay record: the path leaves the Realtime endpoint once its '..' segments are resolved; refused\n")
+        # The body is recorded as JSON text: ask for it uncompressed (the SDKs offer gzip).
         headers = [
             (n, v)
             for n, v in request.headers.items()
-            if n not in HOP_BY_HOP and n not in ("host", "origin", "content-length")
+            if n not in HOP_BY_HOP and n not in ("host", "origin", "content-length", "accept-encoding")
         ]
         if not any(n in _CREDENTIAL_HEADERS for n, _ in headers) and self.api_key:
             headers.append(("authorization", f"Bearer {self.api_key}"))

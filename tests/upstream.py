@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import http
 import json
 import re
@@ -531,9 +532,12 @@ class _PostingConnection(ServerConnection):
         path = urllib.parse.urlsplit(lines[0].split(" ")[1]).path
         status, answer = type(self).answer(path, headers, body)
         data_out = json.dumps(answer).encode()
+        encoding = ""
+        if "gzip" in headers.get("accept-encoding", ""):  # as the API does, when offered
+            data_out, encoding = gzip.compress(data_out), "content-encoding: gzip\r\n"
         phrase = http.HTTPStatus(status).phrase
         self.transport.write(
-            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n{encoding}"
             f"content-length: {len(data_out)}\r\nx-request-id: req_upstream\r\nconnection: close\r\n\r\n".encode()
             + data_out
         )
