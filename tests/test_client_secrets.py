@@ -229,3 +229,71 @@ def test_the_placeholder_replaces_every_form_of_the_secret() -> None:
     body, found = with_placeholder(b'{"client_secret":{"value":"ek_beta","expires_at":1}}')
     assert found == ["ek_beta"] and json.loads(body)["client_secret"]["value"] == PLACEHOLDER
     assert with_placeholder(b"not json") == (b"not json", [])
+
+
+# -- a real browser ------------------------------------------------------------------------------------
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>ephemeral key</title>
+<script>
+// The page a test drives: it gets its ephemeral key (here straight from the server under
+// test, which answers browsers with CORS headers), then connects with the key in a
+// subprotocol, as a browser must, and asks one question.
+async function talk(httpBase, wsBase, apiKey) {
+  const answer = await fetch(httpBase + "/realtime/client_secrets", {
+    method: "POST",
+    headers: {"Authorization": "Bearer " + apiKey, "Content-Type": "application/json"},
+    body: JSON.stringify({session: {type: "realtime", model: "gpt-realtime", output_modalities: ["text"]}}),
+  });
+  const secret = await answer.json();
+  const ws = new WebSocket(wsBase + "/realtime?model=gpt-realtime", ["realtime", "openai-insecure-api-key." + secret.value]);
+  const events = [];
+  await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("no connection")); });
+  const done = new Promise(ok => {
+    ws.onmessage = m => { const e = JSON.parse(m.data); events.push(e); if (e.type === "response.done") ok(); };
+  });
+  ws.send(JSON.stringify({type: "conversation.item.create", item: {type: "message", role: "user",
+    content: [{type: "input_text", text: "Hello from the page!"}]}}));
+  ws.send(JSON.stringify({type: "response.create"}));
+  await done;
+  ws.close();
+  return {key: secret.value, expires_at: secret.expires_at, subprotocol: ws.protocol, events};
+}
+</script>"""
+
+
+def test_a_browser_page_records_the_key_flow_and_replays_it_offline(tmp_path: Path) -> None:
+    import os
+
+    from rtreplay.recorder import Recorder
+
+    from .browser import chromium_path, open_page
+
+    chromium = chromium_path()
+    if chromium is None:
+        assert not os.environ.get("RTREPLAY_REQUIRE_CHROMIUM"), "RTREPLAY_REQUIRE_CHROMIUM is set, and no chromium is on the PATH"
+        pytest.skip("no Chromium: apt-get install -y chromium (or set RTREPLAY_CHROMIUM); .ci/run installs it")
+    page = tmp_path / "page.html"
+    page.write_text(PAGE)
+    cassette = tmp_path / "page.jsonl"
+
+    def talk(browser: Any, service: Any) -> dict[str, Any]:
+        call = f"talk({json.dumps(service.base_url)}, {json.dumps(service.websocket_base_url)}, {json.dumps(BACKEND_KEY)})"
+        result: dict[str, Any] = browser.evaluate(call, await_promise=True)
+        return result
+
+    with open_page(chromium, page.as_uri()) as browser:
+        with ScriptedUpstream(api_key=UPSTREAM_KEY).in_thread() as up, \
+                Recorder(cassette, upstream=up.websocket_base_url).in_thread() as rec:
+            recorded = talk(browser, rec)
+        assert recorded["key"] in up.issued and recorded["subprotocol"] == "realtime"
+        text = cassette.read_text()
+        assert BACKEND_KEY not in text and recorded["key"] not in text and PLACEHOLDER in text
+
+        with ReplayServer(cassette).in_thread() as server:  # offline: no upstream at all
+            replayed = talk(browser, server)
+            errors = browser.errors()
+    assert replayed["key"].startswith("ek_") and replayed["key"] != recorded["key"]
+    assert replayed["expires_at"] > time.time()
+    assert timeless(replayed["events"]) == timeless(recorded["events"])
+    assert server.report.ok and server.report.complete, str(server.report)
+    assert errors == []
