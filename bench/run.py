@@ -332,7 +332,6 @@ def fig_replay(ctx: Context) -> None:
                 "frames/s",
                 res["rtreplay"],
                 res["kept"],
-                target=0.9,
                 note="what moving time fields to replay time (the default) costs a replay whose "
                 "frames hold none: it looks at a frame only when it holds one. "
                 + cpu_note(cpu, ours.name, kept.name),
