@@ -117,6 +117,8 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "unless --record-to. Exit status 0 no drift, 1 drift, 2 bad input or no connection.",
         "OPENAI_API_KEY=sk-... rtreplay verify cassettes/function-call.jsonl --record-to /tmp/new.jsonl",
         ".verify",
+    ),
+    (
         "migrate",
         "rewrite beta cassettes in the GA shapes, for a GA client",
         "Rewrite the beta connections of cassettes (recorded with OpenAI-Beta: realtime=v1, "
