@@ -9,7 +9,8 @@ It listens on 127.0.0.1 (port 0 by default) and answers like the real Realtime A
 - ``response.create`` -> the whole response lifecycle: text deltas, or audio + transcript
   deltas when the output modalities include audio, or a function call when a tool is
   declared and the user's last message names it (``get_weather`` is asked for by any text
-  containing "weather"); after a ``function_call_output`` the answer quotes the output;
+  containing "weather"), one call per place named (``in Paris, Tokyo and Lima``: three,
+  parallel tool calls); after a ``function_call_output`` the answer quotes the output;
 - ``input_audio_buffer.append`` with server VAD on (the default, as in the API): loud PCM16
   starts speech, 200 ms of silence stops it, then commit, user item, and a response;
   with ``turn_detection: null``: ``commit``/``clear`` by hand;
@@ -1008,54 +1009,63 @@ class _Session:
         await self.emit({"type": "response.created",
                          "response": self.response_object(resp_id, "in_progress", [], options=options)})
         tool = self.wanted_tool(options)
-        item = await (self.function_call(resp_id, tool) if tool is not None else self.message(resp_id, options))
+        if tool is not None:
+            # One call per place the user named (parallel tool calls: "in Paris, Tokyo and Lima").
+            items = [await self.function_call(resp_id, tool, place, index)
+                     for index, place in enumerate(self.places())]
+        else:
+            items = [await self.message(resp_id, options)]
         await self.pause()
         await self.emit({"type": "response.done",
-                         "response": self.response_object(resp_id, "completed", [item], options=options)})
+                         "response": self.response_object(resp_id, "completed", items, options=options)})
         await self.rate_limits()
 
     async def rate_limits(self) -> None:
         await self.emit({"type": "rate_limits.updated", "rate_limits": [
             {"name": "tokens", "limit": 40000, "remaining": 38490, "reset_seconds": 2.265}]})
 
-    async def start_item(self, resp_id: str, item: dict[str, Any]) -> None:
+    async def start_item(self, resp_id: str, item: dict[str, Any], index: int = 0) -> None:
         previous = self.items[-1]["id"] if self.items else None
-        await self.emit({"type": "response.output_item.added", "response_id": resp_id, "output_index": 0,
+        await self.emit({"type": "response.output_item.added", "response_id": resp_id, "output_index": index,
                          "item": item})
         if self.beta:
             await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
         else:
             await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
 
-    async def finish_item(self, resp_id: str, item: dict[str, Any]) -> None:
+    async def finish_item(self, resp_id: str, item: dict[str, Any], index: int = 0) -> None:
         previous = self.items[-1]["id"] if self.items else None
         self.items.append(item)
-        await self.emit({"type": "response.output_item.done", "response_id": resp_id, "output_index": 0,
+        await self.emit({"type": "response.output_item.done", "response_id": resp_id, "output_index": index,
                          "item": item})
         if not self.beta:
             await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
 
-    async def function_call(self, resp_id: str, tool: dict[str, Any]) -> dict[str, Any]:
-        item_id, call_id = self.next_id("item"), self.next_id("call")
-        params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
+    def places(self) -> list[str]:
+        """The places the user's last message asks about ("in Paris", "in Paris, Tokyo and Lima")."""
         last = self.items[-1]
         text = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict))
-        place = re.search(r"\bin ([A-Z]\w*(?: [A-Z]\w*)*)", text)
-        args = {name: (place.group(1) if place else "somewhere") for name in params.get("required", [])}
+        found = re.search(r"\bin ([A-Z]\w*(?: [A-Z]\w*)*(?:(?:, | and )[A-Z]\w*(?: [A-Z]\w*)*)*)", text)
+        return re.split(r", | and ", found.group(1)) if found else ["somewhere"]
+
+    async def function_call(self, resp_id: str, tool: dict[str, Any], place: str, index: int = 0) -> dict[str, Any]:
+        item_id, call_id = self.next_id("item"), self.next_id("call")
+        params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
+        args = {name: place for name in params.get("required", [])}
         arguments = json.dumps(args)
         item = {"id": item_id, "type": "function_call", "status": "in_progress", "name": tool["name"],
                 "call_id": call_id, "arguments": ""}
-        await self.start_item(resp_id, item)
+        await self.start_item(resp_id, item, index)
         half = len(arguments) // 2
         for part in (arguments[:half], arguments[half:]):
             await self.pause()
             await self.emit({"type": "response.function_call_arguments.delta", "response_id": resp_id,
-                             "item_id": item_id, "output_index": 0, "call_id": call_id, "delta": part})
+                             "item_id": item_id, "output_index": index, "call_id": call_id, "delta": part})
         await self.emit({"type": "response.function_call_arguments.done", "response_id": resp_id,
-                         "item_id": item_id, "output_index": 0, "call_id": call_id, "name": tool["name"],
+                         "item_id": item_id, "output_index": index, "call_id": call_id, "name": tool["name"],
                          "arguments": arguments})
         done = {**item, "status": "completed", "arguments": arguments}
-        await self.finish_item(resp_id, done)
+        await self.finish_item(resp_id, done, index)
         return done
 
     async def message(self, resp_id: str, options: dict[str, Any]) -> dict[str, Any]:
