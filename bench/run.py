@@ -252,6 +252,9 @@ def fig_replay(ctx: Context) -> None:
         bare = ctx.server(f"send-{key}", "send", str(cassette))
         batched = ctx.server(f"send-batched-{key}", "send-batched", str(cassette))
         ours = ctx.server(f"replay-{key}", "replay", str(cassette), "--repeat")
+        # The same replay sending the recorded times and IDs untouched, and with fresh IDs.
+        kept = ctx.server(f"replay-kept-{key}", "replay", str(cassette), "--repeat", "--keep-times")
+        fresh = ctx.server(f"replay-fresh-{key}", "replay", str(cassette), "--repeat", "--fresh-ids")
         try:
             sizes: dict[str, int] = {}
             cpu: dict[str, list[float]] = {}
@@ -279,7 +282,8 @@ def fig_replay(ctx: Context) -> None:
 
             res = interleaved(
                 s.runs,
-                [("bare", fps(bare)), ("rtreplay", fps(ours)), ("batched", fps(batched))],
+                [("bare", fps(bare)), ("rtreplay", fps(ours)), ("batched", fps(batched)),
+                 ("kept", fps(kept)), ("fresh", fps(fresh))],
                 cpu,
             )
             profile_extra(ctx, ours, f"replay {key}", fps(ours))
@@ -287,6 +291,8 @@ def fig_replay(ctx: Context) -> None:
             bare.stop()
             batched.stop()
             ours.stop()
+            kept.stop()
+            fresh.stop()
         mb = sizes[bare.name] / expected / 1e6
         ctx.rows.append(
             Row(
@@ -316,6 +322,31 @@ def fig_replay(ctx: Context) -> None:
                     "send_context, as ReplayServer writes them: the most websockets can send. "
                     + cpu_note(cpu, ours.name, batched.name)
                 ),
+            )
+        )
+        ctx.rows.append(
+            Row(
+                f"replay throughput, {label}",
+                "ReplayServer, default (times moved to replay time)",
+                "ReplayServer, times kept as recorded",
+                "frames/s",
+                res["rtreplay"],
+                res["kept"],
+                note="what moving time fields to replay time (the default) costs a replay whose "
+                "frames hold none: it looks at a frame only when it holds one. "
+                + cpu_note(cpu, ours.name, kept.name),
+            )
+        )
+        ctx.rows.append(
+            Row(
+                f"replay throughput, {label}",
+                "ReplayServer, fresh IDs",
+                "ReplayServer, default",
+                "frames/s",
+                res["fresh"],
+                res["rtreplay"],
+                note="fresh IDs (off by default) rewrite every frame that carries an ID. "
+                + cpu_note(cpu, fresh.name, ours.name),
             )
         )
 

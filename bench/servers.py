@@ -18,7 +18,7 @@ Kinds:
                        after the k-th client message when it arrives, pre-encoded (what
                        `rtreplay drive` and a bare client are measured against)
   relay UPSTREAM       minimal bare relay: forwards frames both ways, records nothing
-  replay CASSETTE      rtreplay.ReplayServer, instant mode (add --repeat)
+  replay CASSETTE      rtreplay.ReplayServer, instant mode (add --repeat, --keep-times, --fresh-ids)
   record CASSETTE UPSTREAM   rtreplay.Recorder to UPSTREAM (ws://.../v1)
 """
 
@@ -159,7 +159,9 @@ async def relay(upstream: str, stop: asyncio.Event) -> None:
 async def replay(args: list[str], stop: asyncio.Event) -> None:
     from rtreplay.server import ReplayServer
 
-    async with ReplayServer(args[0], repeat="--repeat" in args) as server:
+    async with ReplayServer(
+        args[0], repeat="--repeat" in args, shift_times="--keep-times" not in args, fresh_ids="--fresh-ids" in args
+    ) as server:
         print(f"PORT {server.port}", flush=True)
         await stop.wait()
 

@@ -95,7 +95,9 @@ def audio_appends(n: int, seed: int = 3) -> list[bytes]:
 
 
 def _open(conn: int = 0) -> Open:
-    return Open(conn, query={"model": "gpt-realtime"}, headers={"authorization": "Bearer REDACTED"})
+    # With its start time, as every recording has it: the replay then moves time fields.
+    return Open(conn, query={"model": "gpt-realtime"}, headers={"authorization": "Bearer REDACTED"},
+                started="2026-11-20T09:00:00.000Z")
 
 
 def write_server_stream(path: Path, payloads: list[bytes]) -> Path:

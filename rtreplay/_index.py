@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from .audiofiles import AudioStore, audio_position, encode_audio
-from .cassette import Cassette, Close, Frame, Header, Open, Reject
+from .cassette import Cassette, Close, Frame, Header, HttpExchange, Open, Reject
 from .codec import CassetteReader
 from .protocol import (
     AUDIO_APPEND,
@@ -43,12 +43,12 @@ from .protocol import (
     Profile,
     Requirement,
     ServerInfo,
-    audio_format,
     audio_length,
     echoed_ids,
-    profile_for_path,
+    profile_for,
     server_info,
 )
+from .volatile import has_time_fields, parse_wall_clock
 
 if TYPE_CHECKING:
     from .timeline import Timeline
@@ -85,7 +85,7 @@ def hash_audio(digest: Any, b64: str) -> None:
         digest.update(b64.encode())
 
 
-_APPEND_EVENT: dict[str, Any] = {"type": AUDIO_APPEND}
+_APPEND_EVENTS: dict[str, dict[str, Any]] = {AUDIO_APPEND: {"type": AUDIO_APPEND}}
 _any_decoder = msgspec.json.Decoder()
 _EMPTY_DIGEST = hashlib.blake2b(digest_size=16).digest()
 # Shared until a connection has its own (never written to).
@@ -135,11 +135,24 @@ class ServerFrame:
     ``index`` is its position among the connection's server frames (``-1`` for a frame
     the replay made up, such as an injected fault), ``line`` its line in the cassette file
     (``0`` when not read from a file), ``requirement`` the client event it waits for (see
-    :class:`~rtreplay.protocol.Requirement`). ``audio`` (format 2): where its audio is, see
-    :meth:`CassetteIndex.payloads`.
+    :class:`~rtreplay.protocol.Requirement`), ``times`` whether its payload holds a time
+    field a replay may move (:mod:`rtreplay.volatile`). ``audio`` (format 2): where its
+    audio is, see :meth:`CassetteIndex.payloads`.
     """
 
-    __slots__ = ("audio", "data", "index", "length", "line", "pos", "requirement", "t", "text", "type")
+    __slots__ = (
+        "audio",
+        "data",
+        "index",
+        "length",
+        "line",
+        "pos",
+        "requirement",
+        "t",
+        "text",
+        "times",
+        "type",
+    )
 
     def __init__(
         self,
@@ -167,6 +180,7 @@ class ServerFrame:
         # Format 2: (audio file descriptor, offset and length of its audio bytes there,
         # the JSON before its base64, the JSON after it).
         self.audio = audio
+        self.times = False
 
     def describe(self) -> str:
         return self.type or ("text frame" if self.text else "binary frame")
@@ -258,16 +272,20 @@ class IndexedConnection:
         "introduced",
         "open",
         "profile",
+        "recorded_at",
         "reject",
         "server",
         "tail_audio_digest",
     )
 
     def __init__(self, open: Open, digests: bool = True, profile: Profile | None = None) -> None:
+        # When it was recorded (unix seconds), where replay-time shifting measures from
+        # (unknown for a hand-written connection without ``started``: its times are kept).
+        self.recorded_at = parse_wall_clock(open.started)
         # What a replay needs of the handshake (not its headers), its parts shared.
         self.open = _slim(open)
         self.digests = digests
-        self.profile = profile or profile_for_path(open.path) or REALTIME
+        self.profile = profile or profile_for(open.path, open.query) or REALTIME
         self.reject: Reject | None = None
         self.close: Close | None = None
         self.clients: list[ClientFrame] = []
@@ -292,6 +310,13 @@ class IndexedConnection:
         return self.open.conn
 
     @property
+    def warning(self) -> str | None:
+        """What to tell the user about this connection's endpoint (an unknown one), if anything."""
+        if self.profile.warning is None:
+            return None
+        return f"connection {self.number}: " + self.profile.warning.format(path=self.open.path)
+
+    @property
     def protocol(self) -> str:
         return self.open.protocol
 
@@ -310,19 +335,23 @@ class IndexedConnection:
         frame.index = len(self.server)
         frame.type = _intern(info.type) if info.type is not None else None
         frame.requirement = self._causes.server(info)
+        if raw is not None and info.type is not None:
+            frame.times = has_time_fields(bytes(raw), self.profile.time_fields)
         if info.ids:
             if self.introduced is _NO_IDS:
                 self.introduced = {}
             for v in info.ids:
                 self.introduced.setdefault(v, frame.index)
-        self._declare_format(info.input_format)
+        if info.session is not None:
+            self._declare_format(self.profile.audio_format(info.session))
         self.server.append(frame)
-        if frame.type == self.profile.response_done:
+        if frame.type is not None and frame.type == self.profile.response_done:
             self._turn += 1
 
     def is_append(self, event: Any) -> bool:
         """Whether ``event`` is this endpoint's client audio append."""
-        return isinstance(event, dict) and event.get("type") == self.profile.audio_append
+        append = self.profile.audio_append
+        return append is not None and isinstance(event, dict) and event.get("type") == append
 
     def _add_client(
         self,
@@ -360,15 +389,16 @@ class IndexedConnection:
                     self._hash.update(stored[1])
             self._audio += frame.audio_len
             frame.audio_end = self._audio
-            if len(event) == 1:
+            kind = self.profile.audio_append
+            if len(event) == 1 and kind is not None:
                 # Thousands of appends: one shared {"type": ...} instead of one dict each.
-                frame.event = _APPEND_EVENT
+                frame.event = _APPEND_EVENTS.setdefault(kind, {"type": kind})
         else:
             frame.audio_before = self._audio
             frame.audio_digest = self._hash.digest() if self._hash is not None else _EMPTY_DIGEST
             self._hash = None
             if isinstance(event, dict):
-                self._declare_format(audio_format(event.get("session")))
+                self._declare_format(self.profile.audio_format(event.get("session")))
         self._causes.client(frame.index, event)
         self.clients.append(frame)
 
@@ -426,9 +456,11 @@ class CassetteIndex:
         path: str | None = None,
         warnings: list[str] | None = None,
         fd: int | None = None,
+        exchanges: list[HttpExchange] | None = None,
     ) -> None:
         self.header = header
         self.connections = connections
+        self.exchanges: list[HttpExchange] = exchanges or []
         self.path = path
         self.warnings = warnings or []
         self._fd = fd
@@ -463,8 +495,13 @@ class CassetteIndex:
                 _index_frame(ic, frame, frame.payload_bytes() if frame.dir == "server" else None, shared)
             ic._finish()
             connections.append(ic)
+        warnings = list(cassette.warnings) + [w for ic in connections if (w := ic.warning)]
         return cls(
-            cassette.header, connections, path=cassette.path, warnings=list(cassette.warnings)
+            cassette.header,
+            connections,
+            path=cassette.path,
+            warnings=warnings,
+            exchanges=list(cassette.exchanges),
         )
 
     @classmethod
@@ -479,11 +516,14 @@ class CassetteIndex:
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
             shared: dict[bytes, Any] = {}  # client events decoded once for all connections
+            exchanges: list[HttpExchange] = []
             reader = CassetteReader(tap, name=str(p), resolve_audio=False)  # type: ignore[arg-type]
             store = reader.audio
             try:
                 for record in reader:
-                    if isinstance(record, Frame):
+                    if isinstance(record, HttpExchange):
+                        exchanges.append(record)
+                    elif isinstance(record, Frame):
                         ic = by_conn[record.conn]
                         ref = record.audio
                         if record.dir == "server" and record.json is not msgspec.UNSET:
@@ -539,10 +579,14 @@ class CassetteIndex:
             for ic in by_conn.values():
                 if ic.close is None and ic.reject is None:  # still open when recording stopped
                     ic._finish()
+                if ic.warning is not None:
+                    warnings.append(ic.warning)
             fd = os.dup(file.fileno())
         finally:
             file.close()
-        index = cls(header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd)
+        index = cls(
+            header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd, exchanges=exchanges
+        )
         index._audio = store
         return index
 

@@ -26,19 +26,22 @@ class ReceivedEvent:
     memory on long audio sessions, the ``input_audio_buffer.append`` messages past the
     server's ``received_audio_budget`` are kept without their audio: ``raw`` is ``None``,
     ``event`` is ``{"type": "input_audio_buffer.append", "audio": None}`` and ``elided``
-    the size of the message that was dropped.
+    the size of the message that was dropped (``kind`` names the append event of the
+    endpoint: ``session.input_audio_buffer.append`` on the translation endpoint).
     """
 
     __slots__ = ("_event", "_raw", "_wire", "conn", "elided")
 
-    def __init__(self, conn: int, raw: str | bytes | None, elided: int = 0) -> None:
+    def __init__(
+        self, conn: int, raw: str | bytes | None, elided: int = 0, kind: str = AUDIO_APPEND
+    ) -> None:
         self.conn = conn
         self._raw = raw
         self._wire: bytes | None = None  # a text message's UTF-8, decoded when first asked
         self.elided = elided
         self._event: Any = _UNSET
         if elided:
-            self._event = {"type": AUDIO_APPEND, "audio": None}
+            self._event = {"type": kind, "audio": None}
 
     @classmethod
     def from_wire(cls, conn: int, data: bytes, text: bool) -> ReceivedEvent:

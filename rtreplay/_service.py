@@ -5,7 +5,9 @@ with ``await service.close()`` (safe to call twice), and used from synchronous c
 ``with service.in_thread():``, which runs it on an event loop of its own in a daemon
 thread. Once started, ``host``, ``port``, ``websocket_base_url`` (what
 ``openai.OpenAI(websocket_base_url=...)`` takes) and ``url`` (the full ``/v1/realtime``
-URL, what ``openai-agents`` takes) tell a client where to connect.
+URL, what ``openai-agents`` takes) tell a client where to connect; ``base_url``
+(``http://HOST:PORT/v1``, what ``openai.OpenAI(base_url=...)`` takes) is where a backend
+asks for an ephemeral key (``POST /v1/realtime/client_secrets``) on the same port.
 """
 
 from __future__ import annotations
@@ -136,3 +138,10 @@ class Service:
     def url(self) -> str:
         """``ws://HOST:PORT/v1/realtime``: the full URL, for clients that take one."""
         return f"{self.websocket_base_url}/realtime"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1``: the HTTP base (``openai.OpenAI(base_url=...)``), where
+        ``POST /v1/realtime/client_secrets`` mints an ephemeral key."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.netloc}/v1"

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -42,10 +42,12 @@ import pybase64
 from .cassette import (
     AUDIO_FILES_FORMAT,
     FORMAT_VERSION,
+    HTTP_FORMAT,
     AudioFile,
     AudioRef,
     Frame,
     Header,
+    HttpExchange,
     Record,
 )
 from .errors import CassetteError, CassetteWriteError
@@ -296,7 +298,12 @@ class ConvertResult:
     cassette_bytes: int
 
 
-def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
+def _write_atomically(
+    path: Path, chunks: Iterable[bytes], header: Callable[[], bytes | None] | None = None
+) -> int:
+    """Write ``chunks`` beside ``path``, then move them over it. ``header``, called once
+    everything is written, may give a first line to write over the first one (of the same
+    length): the format the records turned out to need."""
     from .codec import _fsync_dir
 
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
@@ -313,6 +320,9 @@ def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
                 n = os.write(fd, view)
                 view = view[n:]
                 size += n
+        first = header() if header is not None else None
+        if first is not None:
+            os.pwrite(fd, first, 0)
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -351,6 +361,7 @@ def write_cassette(
     header: Header | None = None
     body: list[bytes] = []
     moved = 0
+    http = False  # an HttpExchange record needs format 2 too
     try:
         for record in records:
             if isinstance(record, Header):
@@ -358,6 +369,8 @@ def write_cassette(
                 continue
             if isinstance(record, AudioFile):
                 continue
+            if isinstance(record, HttpExchange):
+                http = True
             if isinstance(record, Frame):
                 if record.audio is not msgspec.UNSET:
                     raise ValueError("write_cassette() takes frames with their audio inline")
@@ -387,7 +400,7 @@ def write_cassette(
         raise
     if header is None:
         header = Header()
-    version = AUDIO_FILES_FORMAT if declarations else FORMAT_VERSION
+    version = AUDIO_FILES_FORMAT if declarations or http else FORMAT_VERSION
     head = Header(version, header.rtreplay, header.created)
     lines = [encode_record(head), *(encode_record(d) for d in declarations)]
     size = _write_atomically(target, [b"".join(lines), *body])
@@ -397,12 +410,16 @@ def write_cassette(
 def _write_inline(records: Iterable[Record], target: Path) -> ConvertResult:
     from .codec import encode_record
 
+    written: list[Header] = []
+    http: list[bool] = []
+
     def lines() -> Iterator[bytes]:
         first = True
         for record in records:
             if first:
                 header = record if isinstance(record, Header) else Header()
-                yield encode_record(Header(FORMAT_VERSION, header.rtreplay, header.created))
+                written.append(Header(FORMAT_VERSION, header.rtreplay, header.created))
+                yield encode_record(written[0])
                 first = False
                 if isinstance(record, Header):
                     continue
@@ -410,10 +427,18 @@ def _write_inline(records: Iterable[Record], target: Path) -> ConvertResult:
                 continue
             if isinstance(record, Frame) and record.audio is not msgspec.UNSET:
                 raise ValueError("write_cassette() takes frames with their audio inline")
+            if isinstance(record, HttpExchange) and not http:
+                http.append(True)
             yield encode_record(record)
 
-    size = _write_atomically(target, lines())
-    return ConvertResult(target, FORMAT_VERSION, (), 0, size)
+    def header() -> bytes | None:
+        # HTTP exchanges need format 2: say so in the header (a line of the same length).
+        if not http or not written:
+            return None
+        return encode_record(msgspec.structs.replace(written[0], format=HTTP_FORMAT))
+
+    size = _write_atomically(target, lines(), header)
+    return ConvertResult(target, HTTP_FORMAT if http else FORMAT_VERSION, (), 0, size)
 
 
 def _open_spool(store: Path, stream: str) -> _Spool:

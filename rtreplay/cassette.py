@@ -7,10 +7,13 @@ and a :class:`Close` record, or a :class:`Reject` record when the handshake was 
 Records of concurrent connections may interleave; each carries its connection number
 ``conn``. ``docs/cassette-format.md`` is the full specification.
 
-Version 2 differs in one thing: the base64 audio of an audio event (``audio`` of
+Version 2 differs in two things. The base64 audio of an audio event (``audio`` of
 ``input_audio_buffer.append``, ``delta`` of ``response.output_audio.delta``...) may be kept
 out of line, decoded, in a content-addressed file beside the cassette; the frame's JSON
 then holds ``""`` in its place and an :class:`AudioRef` says where its audio bytes are.
+And :class:`HttpExchange` records may come anywhere after the header: the HTTP calls a
+Realtime app makes beside its WebSocket connections (``POST /v1/realtime/client_secrets``).
+A cassette declares the lowest format that holds its records.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "AUDIO_FILES_FORMAT",
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
+    "HTTP_FORMAT",
     "AudioFile",
     "AudioRef",
     "Cassette",
@@ -36,10 +40,14 @@ __all__ = [
     "Direction",
     "Frame",
     "Header",
+    "HttpExchange",
+    "HttpRequest",
+    "HttpResponse",
     "Open",
     "Protocol",
     "Record",
     "Reject",
+    "http_body",
     "json_raw",
     "utc_timestamp",
 ]
@@ -48,6 +56,10 @@ __all__ = [
 FORMAT_VERSION = 1
 #: The format of a cassette whose audio lives in files beside it.
 AUDIO_FILES_FORMAT = 2
+#: The format a cassette holding :class:`HttpExchange` records declares: format 2 is format 1
+#: plus out-of-line audio and HTTP exchanges (a reader of format 1 refuses it with its
+#: version error instead of meeting an unknown record).
+HTTP_FORMAT = 2
 #: Every format this rtreplay reads.
 FORMAT_VERSIONS = (1, 2)
 
@@ -189,7 +201,69 @@ class Reject(msgspec.Struct, frozen=True, tag="reject", tag_field="kind", omit_d
     body: str = ""
 
 
-Record = Header | AudioFile | Open | Frame | Close | Reject
+class HttpRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An HTTP request: the live one a server answers, or a recorded one (credentials
+    redacted). ``json`` holds a body that was JSON (compact, one line), ``text`` any other."""
+
+    method: str
+    path: str
+    query: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    text: str | msgspec.UnsetType = msgspec.UNSET
+
+    def body(self) -> bytes:
+        """The body's bytes (empty when there is none)."""
+        return _body(self.json, self.text)
+
+
+class HttpResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An HTTP response; its body as in :class:`HttpRequest`."""
+
+    status: int
+    headers: dict[str, str] = {}
+    json: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    text: str | msgspec.UnsetType = msgspec.UNSET
+
+    def body(self) -> bytes:
+        """The body's bytes (empty when there is none)."""
+        return _body(self.json, self.text)
+
+
+def _body(json: msgspec.Raw | msgspec.UnsetType, text: str | msgspec.UnsetType) -> bytes:
+    if json is not msgspec.UNSET:
+        return bytes(json)
+    if text is not msgspec.UNSET:
+        return text.encode()
+    return b""
+
+
+def http_body(data: bytes) -> tuple[msgspec.Raw | msgspec.UnsetType, str | msgspec.UnsetType]:
+    """The ``(json, text)`` fields for a body as it came off the wire (both unset when empty)."""
+    if not data:
+        return msgspec.UNSET, msgspec.UNSET
+    text = data.decode("utf-8", "replace")
+    raw = json_raw(text)
+    return (raw, msgspec.UNSET) if raw is not None else (msgspec.UNSET, text)
+
+
+class HttpExchange(msgspec.Struct, frozen=True, tag="http", tag_field="kind"):
+    """Format 2: an HTTP call beside the WebSocket connections, and its answer.
+
+    ``n`` numbers the cassette's exchanges from 0, in order; ``started`` is the wall-clock
+    time it was made (ISO 8601 UTC), from which a replay moves the response's time fields
+    (``expires_at``); ``duration`` how long the upstream took (seconds). The response of a
+    ``client_secrets`` call holds a placeholder (``ek_REDACTED``) where the secret was.
+    """
+
+    n: int
+    request: HttpRequest
+    response: HttpResponse
+    started: str | None = None
+    duration: float = 0.0
+
+
+Record = Header | AudioFile | Open | Frame | Close | Reject | HttpExchange
 
 
 def utc_timestamp(timespec: str = "seconds") -> str:
@@ -242,10 +316,13 @@ class Cassette:
     connections: list[Connection] = field(default_factory=list)
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    exchanges: list[HttpExchange] = field(default_factory=list)
 
     def records(self) -> Iterator[Record]:
-        """The records to write for this cassette, connection after connection."""
+        """The records to write for this cassette: the HTTP exchanges (which come before
+        the connections they open), then connection after connection."""
         yield self.header
+        yield from self.exchanges
         for conn in self.connections:
             yield conn.open
             if conn.reject is not None:

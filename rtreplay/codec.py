@@ -36,6 +36,7 @@ from .cassette import (
     AUDIO_FILES_FORMAT,
     FORMAT_VERSION,
     FORMAT_VERSIONS,
+    HTTP_FORMAT,
     AudioFile,
     Cassette,
     Close,
@@ -43,6 +44,7 @@ from .cassette import (
     Direction,
     Frame,
     Header,
+    HttpExchange,
     Open,
     Record,
     Reject,
@@ -143,7 +145,7 @@ def decode_records(data: bytes, name: str = "<bytes>") -> list[Record]:
 _DecodeFailure = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 # The record kinds by their tag, for describing a line that msgspec refused.
 _RECORD_KINDS: dict[str, type[msgspec.Struct]] = {
-    str(cls.__struct_config__.tag): cls for cls in (Header, AudioFile, Open, Frame, Close, Reject)
+    str(cls.__struct_config__.tag): cls for cls in (Header, AudioFile, Open, Frame, Close, Reject, HttpExchange)
 }
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
@@ -440,6 +442,16 @@ class CassetteReader:
             if problem is not None:
                 raise self._error(problem)
             return
+        if isinstance(record, HttpExchange):
+            assert self.header is not None
+            if self.header.format < HTTP_FORMAT:
+                raise self._error(
+                    f"an http record in a format {self.header.format} cassette (HTTP exchanges "
+                    f"need format {HTTP_FORMAT}: set the header's \"format\" to {HTTP_FORMAT})"
+                )
+            if record.n < 0:
+                raise self._error(f"http exchange number {record.n} is negative")
+            return
         conn = record.conn
         if conn < 0:
             raise self._error(f"connection number {conn} is negative")
@@ -489,9 +501,12 @@ class CassetteReader:
 def load(path: str | os.PathLike[str]) -> Cassette:
     """Read a whole cassette into memory, connections in the order they were opened."""
     by_conn: dict[int, Connection] = {}
+    exchanges: list[HttpExchange] = []
     with CassetteReader(path) as reader:
         for record in reader:
-            if isinstance(record, Open):
+            if isinstance(record, HttpExchange):
+                exchanges.append(record)
+            elif isinstance(record, Open):
                 by_conn[record.conn] = Connection(record)
             elif isinstance(record, Frame):
                 by_conn[record.conn].frames.append(record)
@@ -500,7 +515,9 @@ def load(path: str | os.PathLike[str]) -> Cassette:
             elif isinstance(record, Reject):
                 by_conn[record.conn].reject = record
         assert reader.header is not None
-        return Cassette(reader.header, list(by_conn.values()), str(path), reader.warnings)
+        return Cassette(
+            reader.header, list(by_conn.values()), str(path), reader.warnings, exchanges
+        )
 
 
 def save(
@@ -569,7 +586,8 @@ class CassetteWriter:
         self._dropped = 0  # and dropped from memory up to here
         if header is None:
             header = Header(created=utc_timestamp())
-        self.write(Header(FORMAT_VERSION, header.rtreplay, header.created or utc_timestamp()))
+        self._header = Header(FORMAT_VERSION, header.rtreplay, header.created or utc_timestamp())
+        self.write(self._header)
 
     def __enter__(self) -> CassetteWriter:
         return self
@@ -590,6 +608,8 @@ class CassetteWriter:
         return self._fd is None
 
     def _append(self, record: Record, *, proved_clean: bool = False) -> None:
+        if type(record) is HttpExchange and self._header.format < HTTP_FORMAT:
+            self._declare_format(HTTP_FORMAT)
         if not proved_clean:
             record = self.redactor.record(record)
         line = _encoder.encode(record)
@@ -600,6 +620,24 @@ class CassetteWriter:
             )
         self._pending += (line, b"\n")
         self.records_written += 1
+
+    def _declare_format(self, version: int) -> None:
+        """Make the header say ``version``, in place: the first record this format needs is
+        about to be written, and a reader must meet the version before the record (a
+        reader of an older format then refuses the file with its version error). The new
+        header line has the length of the old one, so it is written over it."""
+        assert self._fd is not None
+        self.flush()
+        old = _encoder.encode(self._header)
+        header = msgspec.structs.replace(self._header, format=version)
+        new = _encoder.encode(header)
+        if len(new) != len(old):  # pragma: no cover - a one-digit version for years to come
+            raise CassetteWriteError(self.path, f"cannot declare format {version} in place")
+        try:
+            os.pwrite(self._fd, new, 0)
+        except OSError as exc:
+            raise CassetteWriteError(self.partial_path, f"write failed: {exc.strerror or exc}") from None
+        self._header = header
 
     def write(self, record: Record, *, flush: bool = True) -> None:
         """Append one record (redacted), and flush it unless ``flush`` is false."""

@@ -45,6 +45,7 @@ __all__ = [
     "OtherFrame",
     "Response",
     "SessionUpdate",
+    "Translation",
     "Truncate",
     "UserAudio",
     "UserText",
@@ -296,6 +297,25 @@ class Response(Entry):
 
 
 @dataclass
+class Translation(Entry):
+    """What a translation session (``/v1/realtime/translations``) said back: the translated
+    transcript and audio, and the source transcript, of one stretch of the client's audio."""
+
+    text: str = ""
+    source: str = ""
+    audio: bytes = b""
+    format: AudioFormat = field(default_factory=lambda: PCM16)
+    duration: float = 0.0
+    end: float = 0.0  # its last delta
+    kind = "translation"
+
+    @property
+    def at(self) -> float:
+        """Its place: once it is complete (the last delta), after the speech it translates."""
+        return self.end
+
+
+@dataclass
 class FunctionOutput(Entry):
     """The client's answer to a function call (a ``function_call_output`` item)."""
 
@@ -420,6 +440,12 @@ def _target(conn: Connection) -> str:
 
 
 def _formats(session: dict[str, Any], protocol: str) -> tuple[AudioFormat | None, AudioFormat | None]:
+    rate = session.get("input_audio_sampling_rate")
+    if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
+        # Azure Voice Live: PCM16 at 8, 16 or 24 kHz (``input_audio_format`` defaults to pcm16).
+        given = _format_of(session.get("input_audio_format")) or PCM16
+        fin = AudioFormat(given.name, rate, given.width) if given.width == 2 else given
+        return fin, _format_of(session.get("output_audio_format"))
     if protocol == "beta" or "input_audio_format" in session or "output_audio_format" in session:
         return _format_of(session.get("input_audio_format")), _format_of(session.get("output_audio_format"))
     audio = _obj(session.get("audio"))
@@ -455,6 +481,7 @@ class _Reader:
         self.last_create: tuple[float, str] | None = None
         self.last_commit: tuple[float, str] | None = None
         self.current: Response | None = None
+        self.translation: Translation | None = None  # what a translation session said
 
     @property
     def in_format(self) -> AudioFormat:
@@ -532,7 +559,7 @@ class _Reader:
         event_id = event.get("event_id")
         if isinstance(event_id, str):
             self.client_events[event_id] = kind
-        if kind == "input_audio_buffer.append":
+        if kind in ("input_audio_buffer.append", "session.input_audio_buffer.append"):
             data = _b64(event.get("audio"))
             self.append_offsets.append(len(self.stream))
             self.append_times.append(t)
@@ -550,6 +577,10 @@ class _Reader:
                     self.input_format = fi or self.input_format
                     self.output_format = fo or self.output_format
             self.add(SessionUpdate(t, session=session))
+        elif kind == "session.close":  # the translation endpoint: the end of the speech
+            turn = self.cut_turn(t, len(self.stream), "closed")
+            if turn is not None and self.translation is not None:
+                turn.transcript = self.translation.source or turn.transcript
         elif kind == "conversation.item.create":
             self.item_create(t, event.get("item"))
         elif kind == "response.create":
@@ -669,6 +700,24 @@ class _Reader:
                 self.cut_turn(t, len(self.stream), "committed", iid)
             return
         if kind == "input_audio_buffer.cleared":
+            return
+        if kind in ("session.input_transcript.delta", "session.output_transcript.delta", "session.output_audio.delta"):
+            out = self.translation
+            if out is None:
+                out = self.translation = Translation(t, format=self.out_format)
+                self.add(out)
+            delta = event.get("delta")
+            out.end = t
+            if kind == "session.output_audio.delta":
+                out.audio += _b64(delta)
+                out.duration = out.format.duration(len(out.audio))
+            elif isinstance(delta, str):
+                if kind == "session.input_transcript.delta":
+                    out.source += delta
+                else:
+                    out.text += delta
+            return
+        if kind == "session.closed":
             return
         if kind.startswith("conversation.item.input_audio_transcription."):
             iid = event.get("item_id")
@@ -977,6 +1026,10 @@ def lines(c: ConversationConnection) -> list[Line]:
                         out.append(_audio_line(n, "assistant", o.duration, o.transcript or None))
                     if o.text:
                         add(n, f"assistant: {q(o.text)}")
+        elif isinstance(e, Translation):
+            out.append(_audio_line(n, "translation", e.duration, e.text or None))
+            if e.source:
+                add(n, f"translation: source {q(e.source)}")
         elif isinstance(e, FunctionOutput):
             add(n, f"client: function output {e.name or '?'}: {_canonical_json(e.output)}")
         elif isinstance(e, ErrorEvent):

@@ -127,6 +127,13 @@ class IdContext(Protocol):
     def bound_to(self, received_id: str) -> str | None:
         """The recorded ID this received ID already stands for, if any."""
 
+    def sent_as(self, recorded_id: str) -> str:
+        """The ID the client was given for a recorded one (itself, unless IDs are fresh)."""
+
+    def origin(self, received_id: str) -> str | None:
+        """Where a received ID that is not the expected one came from, in words, if known
+        (the recording, another connection of the replay: a stale echo)."""
+
 
 class _NoIds:
     def handed_out(self, recorded_id: str) -> bool:
@@ -136,6 +143,12 @@ class _NoIds:
         return None
 
     def bound_to(self, received_id: str) -> str | None:
+        return None
+
+    def sent_as(self, recorded_id: str) -> str:
+        return recorded_id
+
+    def origin(self, received_id: str) -> str | None:
         return None
 
 
@@ -314,10 +327,10 @@ class MatchPolicy:
             paths.extend(self.ignore.get(kind, ()))
         return [_split(p) for p in paths]
 
-    def _id_paths(self, kind: str | None) -> list[Pattern]:
+    def _id_paths(self, kind: str | None, echoed: Mapping[str, tuple[str, ...]] = ECHOED_IDS) -> list[Pattern]:
         if not self.map_ids or kind is None:
             return []
-        return [_split(p) for p in ECHOED_IDS.get(kind, ())]
+        return [_split(p) for p in echoed.get(kind, ())]
 
     def masked(self, event: Any) -> Any:
         """The event as the report shows it: masked and ignored fields left out."""
@@ -326,8 +339,19 @@ class MatchPolicy:
         kind = event.get("type")
         return _strip(event, self._hidden(kind if isinstance(kind, str) else None))
 
-    def compare(self, expected: Any, got: Any, ids: IdContext | None = None) -> Verdict:
-        """Compare a received event (``got``) with a recorded one (``expected``)."""
+    def compare(
+        self,
+        expected: Any,
+        got: Any,
+        ids: IdContext | None = None,
+        echoed: Mapping[str, tuple[str, ...]] = ECHOED_IDS,
+    ) -> Verdict:
+        """Compare a received event (``got``) with a recorded one (``expected``).
+
+        ``echoed`` names, per event type, the fields where a client echoes an ID: the
+        endpoint's (:attr:`rtreplay.protocol.Profile.echoed_ids`; the conversation
+        endpoint's by default).
+        """
         if not (isinstance(expected, dict) and isinstance(got, dict)):
             differences = diff(expected, got)
             if not differences:
@@ -348,28 +372,35 @@ class MatchPolicy:
                 return Verdict("match")
             if decision is False or isinstance(decision, str):
                 reason = decision if isinstance(decision, str) else f"the rule for {kind} said no"
-                return Verdict("rule", tuple(self._differences(expected, got, skind)), reason)
+                return Verdict("rule", tuple(self._differences(expected, got, skind, echoed)), reason)
         if not self.content:
             return Verdict("match")
-        differences = self._differences(expected, got, skind)
-        id_diffs, bindings = self._check_ids(expected, got, skind, ids or _NoIds())
+        differences = self._differences(expected, got, skind, echoed)
+        id_diffs, bindings = self._check_ids(expected, got, skind, ids or _NoIds(), echoed)
         if id_diffs:
             return Verdict("id", tuple(id_diffs + differences), bindings=bindings)
         if differences:
             return Verdict("content", tuple(differences), bindings=bindings)
         return Verdict("match", bindings=bindings)
 
-    def _differences(self, expected: Any, got: Any, kind: str | None) -> list[Difference]:
-        hidden = self._hidden(kind) + self._id_paths(kind)
+    def _differences(
+        self, expected: Any, got: Any, kind: str | None, echoed: Mapping[str, tuple[str, ...]] = ECHOED_IDS
+    ) -> list[Difference]:
+        hidden = self._hidden(kind) + self._id_paths(kind, echoed)
         return diff(_strip(expected, hidden), _strip(got, hidden))
 
     def _check_ids(
-        self, expected: Any, got: Any, kind: str | None, ids: IdContext
+        self,
+        expected: Any,
+        got: Any,
+        kind: str | None,
+        ids: IdContext,
+        echoed: Mapping[str, tuple[str, ...]] = ECHOED_IDS,
     ) -> tuple[list[Difference], dict[str, str]]:
         out: list[Difference] = []
         bindings: dict[str, str] = {}
         hidden = self._hidden(kind)
-        for pattern in self._id_paths(kind):
+        for pattern in self._id_paths(kind, echoed):
             if any(pattern[: len(h)] == h for h in hidden):
                 continue
             want = dict(_values_at(expected, pattern))
@@ -381,13 +412,19 @@ class MatchPolicy:
                         out.append(Difference(path, e, g))
                     continue
                 if ids.handed_out(e):
-                    if g != e:
+                    # (IdContexts written before fresh IDs existed lack the last two methods.)
+                    sent_as = getattr(ids, "sent_as", None)
+                    sent = sent_as(e) if sent_as is not None else e
+                    if g != sent:
+                        origin_of = getattr(ids, "origin", None)
+                        origin = origin_of(g) if origin_of is not None else None
                         out.append(
                             Difference(
                                 path,
-                                e,
+                                sent,
                                 g,
-                                f"expected {e!r}, the ID the replay handed out, got {g!r}",
+                                f"expected {sent!r}, the ID the replay handed out, got {g!r}"
+                                + (f" ({origin})" if origin else ""),
                             )
                         )
                     continue

@@ -54,8 +54,9 @@ import json
 import math
 import os
 import re
+import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,7 @@ from .report import (
     Unplayed,
 )
 from .timeline import Cue, Timeline
+from .volatile import Rewriter
 
 if TYPE_CHECKING:
     from ._index import CassetteIndex
@@ -132,11 +134,15 @@ class Send:
 
     ``echo``: what this run's client chose in place of recorded values (its own item IDs,
     ``event_id``, ``response.metadata``); the frames carry it back, as the API would have.
+    ``rewrite``, when set, changes the payloads of recorded text frames before they go out
+    (times moved to replay time, fresh IDs: :mod:`rtreplay.volatile`); :meth:`payloads`
+    applies it.
     """
 
     frames: Sequence[ServerFrame]
     source: CassetteIndex | None = None  # where the payloads of recorded frames are read
     echo: ClientEcho | None = None
+    rewrite: Rewriter | None = None
 
     def payloads(self) -> Iterator[tuple[ServerFrame, bytes]]:
         """Each frame with the payload to send, read from the cassette as needed."""
@@ -144,9 +150,17 @@ class Send:
             pairs: Iterator[tuple[ServerFrame, bytes]] = self.source.payloads(self.frames)
         else:
             pairs = _in_memory(self.frames)
-        echo = self.echo
+        echo, rewrite = self.echo, self.rewrite
+        if echo is None and rewrite is None:
+            yield from pairs
+            return
         for frame, data in pairs:
-            yield frame, echo.apply(data) if echo is not None and frame.text else data
+            if frame.text:
+                if echo is not None:
+                    data = echo.apply(data)
+                if rewrite is not None and frame.index >= 0:
+                    data = rewrite.apply(data, times=frame.times)
+            yield frame, data
 
     def messages(self) -> Iterator[tuple[bytes, bool]]:
         """``(payload, is_text)`` per frame, read from the cassette as needed."""
@@ -352,7 +366,13 @@ class Player:
     accepted. ``conn`` numbers the live connection in the report; ``report`` is the
     :class:`ReplayReport` to write to (a new one by default); ``timeline`` replaces the
     recorded schedule (:meth:`Timeline.of`); ``source`` reads payloads of frames kept in
-    the cassette file. Bad options raise :class:`ValueError`.
+    the cassette file. ``shift_times`` (on by default) moves the recorded time fields
+    (``expires_at``...) to replay time, keeping their offset from the recording's start;
+    ``fresh_ids`` gives this connection its own IDs in place of the recorded ones
+    (:mod:`rtreplay.volatile`), and ``issued`` (fresh ID -> live connection number, shared
+    by the connections of one replay) lets a stale echo name where it came from; ``clock``
+    is the wall clock (unix seconds) times are shifted to. Bad options raise
+    :class:`ValueError`.
     """
 
     def __init__(
@@ -368,10 +388,19 @@ class Player:
         report: ReplayReport | None = None,
         timeline: Timeline | None = None,
         source: CassetteIndex | None = None,
+        shift_times: bool = True,
+        fresh_ids: bool = False,
+        issued: dict[str, int] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.speed, self.stall_timeout, self.audio_tolerance = check_options(
             speed, stall_timeout, audio_tolerance
         )
+        self.shift_times = shift_times
+        self.fresh_ids = fresh_ids
+        self.clock = clock
+        self._issued = issued if issued is not None else {}
+        self.rewriter = Rewriter()  # made for the live connection by connect()
         self.connection = connection
         self.policy = policy if policy is not None else MatchPolicy.default()
         self.strict = strict
@@ -451,6 +480,30 @@ class Player:
 
     # -- the IdContext the match policy asks ------------------------------------------
 
+    def _rewrite(self, frames: Sequence[ServerFrame]) -> Rewriter | None:
+        """The rewriter for these frames, if it changes any of them: fresh IDs touch every
+        frame, moved times only the frames that hold a time field (few: session events)."""
+        rewriter = self.rewriter
+        if rewriter.ids or (rewriter.shift and any(f.times for f in frames)):
+            return rewriter
+        return None
+
+    def sent_as(self, recorded_id: str) -> str:
+        return self.rewriter.sent_as(recorded_id)
+
+    def origin(self, received_id: str) -> str | None:
+        if not self.fresh_ids:
+            return None
+        if received_id in self.connection.introduced:
+            return (
+                "the recording's ID: with fresh IDs the client must echo the one this replay "
+                "sent, so it kept an ID from another session"
+            )
+        other = self._issued.get(received_id)
+        if other is not None and other != self.conn:
+            return f"the ID live connection {other} was given: a stale ID from another session"
+        return None
+
     def handed_out(self, recorded_id: str) -> bool:
         if recorded_id in self.connection.client_chosen:
             return False
@@ -467,6 +520,19 @@ class Player:
 
     def connect(self, now: float) -> None:
         """The client is connected (``now``: the clock, in seconds)."""
+        ic = self.connection
+        if self.shift_times or self.fresh_ids:
+            ids = (
+                [v for v in ic.introduced if v not in ic.client_chosen] if self.fresh_ids else ()
+            )
+            self.rewriter = Rewriter.for_connection(
+                recorded_at=ic.recorded_at if self.shift_times else None,
+                now=self.clock() if self.shift_times else None,
+                ids=ids,
+                time_fields=ic.profile.time_fields,
+            )
+            for fresh in self.rewriter.ids.values():
+                self._issued[fresh] = self.conn
         self._activity = now
         self._schedule(now)
 
@@ -489,7 +555,8 @@ class Player:
         kind = event.get("type") if isinstance(event, dict) else None
         self.last_type = kind if isinstance(kind, str) else None
         self._last_desc = self.last_type or _describe_message(message, event)
-        if kind == self.connection.profile.audio_append and isinstance(event.get("audio"), str):
+        append = self.connection.profile.audio_append
+        if kind is not None and kind == append and isinstance(event.get("audio"), str):
             if self._previous_append:
                 self._gap_max = max(self._gap_max, gap)
             self._previous_append = True
@@ -544,7 +611,7 @@ class Player:
                         j += 1
                 if j > i:
                     chunk = frames if i == 0 and j == n else frames[i:j]
-                    actions.append(Send(chunk, self.source, self._echo))
+                    actions.append(Send(chunk, self.source, self._echo, self._rewrite(chunk)))
                     last = frames[j - 1]
                     if p.recorded:
                         self.progress.sent += j - i
@@ -629,6 +696,8 @@ class Player:
     # -- the schedule -----------------------------------------------------------------
 
     def _satisfied(self, req: Requirement) -> bool:
+        if req.also and not all(self._matched[i] for i in req.also):
+            return False
         after = req.after
         if after < 0:
             return True
@@ -664,6 +733,10 @@ class Player:
         req = cue.requirement
         if self._satisfied(req):
             return None
+        main = Requirement(req.after, req.every, req.rule)
+        if req.also and self._satisfied(main):
+            # Only some of the events it also waits for (tool outputs) are missing.
+            return cue, next(i for i in req.also if not self._matched[i])
         return cue, (self._first if req.every else req.after)
 
     def _covered(self) -> int:
@@ -865,7 +938,7 @@ class Player:
             return Verdict(kind, (Difference("", c.message, message),))
         if event is None:
             return Verdict("type", (Difference("", c.event, message, "not a JSON event"),))
-        return self.policy.compare(c.event, event, self)
+        return self.policy.compare(c.event, event, self, self.connection.profile.echoed_ids)
 
     def _depends_on_held_frames(self, c: ClientFrame) -> bool:
         introduced = self.connection.introduced
@@ -935,7 +1008,10 @@ class Player:
                 best = (j, verdict)
         if chosen is not None:
             j, verdict = chosen
-            if j != expected_j:
+            if j != expected_j and not (
+                self._tool_output(clients[j]) and self._tool_output(clients[expected_j])
+            ):
+                # (Tool outputs come back in any order: that is no reordering worth a note.)
                 r = Reordering(
                     self.conn,
                     self.connection.number,
@@ -976,6 +1052,12 @@ class Player:
             event,
             now,
         )
+
+    def _tool_output(self, c: ClientFrame) -> bool:
+        """Whether a recorded client event sends a tool's output (a parallel tool call's)."""
+        kind = self.connection.profile.tool_output
+        item = c.event.get("item") if isinstance(c.event, dict) else None
+        return kind is not None and isinstance(item, dict) and item.get("type") == kind
 
     def _accept(self, j: int, expected_j: int, verdict: Verdict, now: float, event: Any) -> None:
         for recorded, received in verdict.bindings.items():

@@ -1,9 +1,30 @@
 """What rtreplay knows of the Realtime API, in one place: endpoints, causes, echoed IDs, audio.
 
 Everything else in rtreplay treats events as opaque JSON; the facts it needs about the
-protocol live here, grouped in a :class:`Profile` per endpoint, so that another endpoint
-(live translation, Azure Voice Live...) is a new profile rather than a change to the
-player. :data:`REALTIME` is the conversation endpoint (``/v1/realtime``, GA and beta).
+protocol live here, grouped in a :class:`Profile` per endpoint, plain data that the
+recorder, the replay and ``rtreplay validate`` read. :func:`profile_for` chooses one from a
+request's path and query:
+
+- :data:`REALTIME` (named ``conversation``): ``/v1/realtime`` (GA and beta), Azure
+  OpenAI's ``/openai/realtime``, ``/openai/v1/realtime`` and
+  ``/openai/deployments/<name>/realtime``;
+- :data:`SIDEBAND`: the same paths with ``?call_id=``, a control socket attached to a SIP
+  or WebRTC call (no audio travels on it; the call's audio events arrive unprompted);
+- :data:`TRANSLATION`: ``/v1/realtime/translations``, live speech translation: client
+  audio in ``session.input_audio_buffer.append``, ``session.close`` answered by
+  ``session.closed``, translated transcript and audio streamed as the audio comes, no
+  ``response.create``;
+- :data:`VOICE_LIVE`: Azure Voice Live, ``/voice-live/realtime?api-version=...&model=...``:
+  the conversation events (with the beta names) plus Azure's own (avatar, animation,
+  word timestamps) and session options (``input_audio_sampling_rate``);
+- :data:`GENERIC`: any other path with a ``realtime`` segment: recorded and replayed in
+  recorded order (every server event waits for every client event recorded before it), no
+  audio stream, and a warning naming the endpoint.
+
+Sources: the OpenAI Realtime API reference and openai/openai-openapi (``RealtimeClientEvent*``,
+``RealtimeServerEvent*``, ``RealtimeTranslation*``), Azure's VoiceLive 2025-10-01 spec
+(Azure/azure-rest-api-specs, ``specification/ai/data-plane/VoiceLive``), and the recordings
+in ``cassettes/``.
 
 **Causes.** Most server events answer a client event: ``session.updated`` follows
 ``session.update``, ``response.created`` follows ``response.create``... A replay releases
@@ -23,6 +44,11 @@ each server event a :class:`Requirement`:
 - a ``response.created`` with no ``response.create`` to answer follows the last
   ``input_audio_buffer.committed`` (server VAD with ``create_response``);
 - ``rate_limits.updated`` follows the response it reports on;
+- parallel tool calls: the ``response.created`` that answers a ``response.create`` also
+  waits for every ``function_call_output`` the client sent since the previous response
+  (in any order: a client may send them back as its tools finish);
+- an answer that names the item a client created (its ``item.id`` or ``item.call_id``)
+  answers that client event;
 - everything else (``session.created``, voice activity events, which the audio causes,
   events nobody can tell apart) keeps today's rule: it needs **every** client event
   recorded before it (its *position*).
@@ -34,27 +60,34 @@ server event").
 **Audio arithmetic.** Input audio is base64 in ``input_audio_buffer.append``; its
 decoded length says how much audio it holds: 24 kHz 16-bit mono PCM (``pcm16``,
 ``audio/pcm``) is 48 bytes per millisecond, G.711 (``g711_ulaw``/``audio/pcmu``,
-``g711_alaw``/``audio/pcma``, 8 kHz) 8 bytes per millisecond.
+``g711_alaw``/``audio/pcma``, 8 kHz) 8 bytes per millisecond. Azure Voice Live also takes
+PCM16 at 8 or 16 kHz (``input_audio_sampling_rate``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
 __all__ = [
     "AUDIO_APPEND",
+    "CONVERSATION",
     "ECHOED_IDS",
     "G711_ALAW",
     "G711_ULAW",
+    "GENERIC",
     "METADATA_PATHS",
     "PCM16",
     "PROFILES",
     "REALTIME",
+    "SIDEBAND",
+    "TIME_FIELDS",
+    "TRANSLATION",
+    "VOICE_LIVE",
     "AudioFormat",
     "CauseTracker",
     "Profile",
@@ -63,8 +96,11 @@ __all__ = [
     "audio_format",
     "audio_length",
     "echoed_ids",
+    "has_realtime_segment",
+    "profile_for",
     "profile_for_path",
     "server_info",
+    "voice_live_audio_format",
 ]
 
 AUDIO_APPEND = "input_audio_buffer.append"
@@ -122,6 +158,20 @@ def audio_format(session: Any) -> AudioFormat | None:
     return None
 
 
+def voice_live_audio_format(session: Any) -> AudioFormat | None:
+    """The input format of an Azure Voice Live session: :func:`audio_format`, at its
+    ``input_audio_sampling_rate`` (PCM16 at 8, 16 or 24 kHz; VoiceLive spec, ``RequestSession``)."""
+    fmt = audio_format(session)
+    if not isinstance(session, dict):
+        return fmt
+    rate = session.get("input_audio_sampling_rate")
+    if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
+        base = fmt or PCM16  # ``input_audio_format`` defaults to pcm16
+        if base.sample_bytes == 2:
+            return base if rate == base.rate else AudioFormat(base.name, base.mime, rate, 2)
+    return fmt
+
+
 def audio_length(b64: str) -> int:
     """Decoded length of a base64 string, computed from its length (no decoding)."""
     n = len(b64)
@@ -142,12 +192,27 @@ ECHOED_IDS: dict[str, tuple[str, ...]] = {
     "conversation.item.truncate": ("item_id",),
     "conversation.item.retrieve": ("item_id",),
     "conversation.item.delete": ("item_id",),
-    "conversation.item.create": ("previous_item_id", "item.id", "item.call_id"),
+    # An MCP approval answers the server's ``mcp_approval_request`` item by its ID.
+    "conversation.item.create": (
+        "previous_item_id",
+        "item.id",
+        "item.call_id",
+        "item.approval_request_id",
+    ),
     "response.cancel": ("response_id",),
-    "response.create": ("response.input.*.id", "response.input.*.call_id", "response.metadata.*"),
+    "response.create": (
+        "response.input.*.id",
+        "response.input.*.call_id",
+        "response.input.*.approval_request_id",
+        "response.metadata.*",
+    ),
 }
 #: Echoed fields whose values only ``response`` objects carry back (not IDs to replace anywhere).
 METADATA_PATHS = frozenset({"response.metadata.*"})
+
+#: Server fields that hold a time (unix seconds), which a replay may move to replay time:
+#: a session's ``expires_at``, a client secret's ``expires_at``, a SIP event's ``received_at``.
+TIME_FIELDS: tuple[str, ...] = ("expires_at", "received_at", "created_at")
 
 
 def _path_values(value: Any, parts: Sequence[str]) -> Iterator[Any]:
@@ -192,6 +257,8 @@ class _ItemView(msgspec.Struct):
 
 class _ResponseView(msgspec.Struct):
     id: object = None
+    conversation_id: object = None
+
 
 
 class _ErrorView(msgspec.Struct):
@@ -219,11 +286,11 @@ class ServerInfo:
     """A server event as the cause table reads it (no payload beyond this)."""
 
     type: str | None = None
-    ids: tuple[str, ...] = ()  # every ID it carries (item_id, response_id, call_id, ...)
+    ids: tuple[str, ...] = ()  # every ID it carries (item_id, response_id, call_id, session.id...)
     response_id: str | None = None  # ``response_id``, or ``response.id``
     item_id: str | None = None  # ``item_id``, or ``item.id``
     error_event_id: str | None = None  # an ``error``'s ``error.event_id``
-    input_format: AudioFormat | None = None  # a session event's input audio format
+    session: dict[str, Any] | None = None  # a session event's session object
 
 
 _NOTHING = ServerInfo()
@@ -247,9 +314,14 @@ def server_info(raw: bytes | memoryview | str) -> ServerInfo:
                 ids.append(v)
         if item_id is None and isinstance(view.item.id, str):
             item_id = view.item.id
-    if view.response is not None and isinstance(view.response.id, str):
-        ids.append(view.response.id)
-        response_id = response_id or view.response.id
+    if view.response is not None:
+        if isinstance(view.response.id, str):
+            ids.append(view.response.id)
+            response_id = response_id or view.response.id
+        if isinstance(view.response.conversation_id, str):
+            ids.append(view.response.conversation_id)
+    if isinstance(view.session, dict) and isinstance(view.session.get("id"), str):
+        ids.append(view.session["id"])
     error_event_id = None
     if view.error is not None and isinstance(view.error.event_id, str):
         error_event_id = view.error.event_id
@@ -260,7 +332,7 @@ def server_info(raw: bytes | memoryview | str) -> ServerInfo:
         response_id,
         item_id,
         error_event_id,
-        audio_format(view.session) if view.session is not None else None,
+        view.session if isinstance(view.session, dict) else None,
     )
 
 
@@ -271,19 +343,40 @@ def server_info(raw: bytes | memoryview | str) -> ServerInfo:
 class Profile:
     """What rtreplay knows of one Realtime endpoint (see the module docstring).
 
-    ``answers`` maps a server event type to the client event types it answers (the
-    *cause table*); ``response_*`` name the events of a response's life;
-    ``item_events`` are the server events about a conversation item, which follow the
-    event that introduced the item once one did; ``audio_events`` come from the input
-    audio itself (voice activity), ``per_response`` events follow the latest response.
+    Plain data, read by the recorder, the replay and ``rtreplay validate``:
+
+    - ``name`` (``"conversation"``, ``"translation"``...) and ``title`` (for messages);
+    - ``paths``: the request paths it serves, without query; a ``{...}`` segment stands for
+      any one segment (``/openai/deployments/{deployment}/realtime``); ``query``: a query
+      parameter a request must carry to be this endpoint's (``call_id`` for the sideband);
+    - ``handshake_keys``: query parameters that choose the session (compared on replay);
+    - ``audio_append``: the client event that carries input audio, matched as one stream
+      by its amount (``None``: no audio stream, every event matched on its own);
+      ``audio_format`` reads a session object's input format, ``input_format`` holds
+      until a session declares one;
+    - the *cause table*: ``answers`` maps a server event type to the client event types it
+      answers; ``response_*`` name the events of a response's life; ``item_events`` are
+      the server events about a conversation item (they follow the event that introduced
+      the item); ``audio_events`` come from the input audio (voice activity, streamed
+      translation); ``per_response`` events follow the latest response;
+      ``tool_output`` is the item type a client answers a function call with;
+    - ``unprompted``: server events that come from the server's own clock or the call's
+      audio, not from a client event (they keep their recorded position);
+    - ``echoed_ids``: per client event type, the fields where a client copies back an ID;
+    - ``time_fields``: server fields holding unix times, moved to replay time on replay;
+    - ``client_secrets``: the HTTP path (``POST``) that mints ephemeral keys for it;
+    - ``schema``: which reduced event schema ``rtreplay validate`` checks it against
+      (``None``: none); ``warning``: said whenever a connection uses this profile.
     """
 
     name: str
+    title: str
     paths: tuple[str, ...]
     handshake_keys: tuple[str, ...]
-    audio_append: str
+    audio_append: str | None
     answers: Mapping[str, tuple[str, ...]]
     echoed_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    query: str | None = None
     response_created: str | None = None
     response_done: str | None = None
     response_cancel: str | None = None
@@ -291,38 +384,80 @@ class Profile:
     item_events: frozenset[str] = frozenset()
     audio_events: frozenset[str] = frozenset()
     per_response: frozenset[str] = frozenset()
+    unprompted: frozenset[str] = frozenset()
+    tool_output: str | None = None
     error: str = "error"
     input_format: AudioFormat = PCM16  # until a session says otherwise
+    audio_format: Callable[[Any], AudioFormat | None] = audio_format
+    time_fields: tuple[str, ...] = TIME_FIELDS
+    client_secrets: str | None = None
+    schema: str | None = None
+    warning: str | None = None
 
-    def serves(self, path: str) -> bool:
-        """Whether a request path (without its query) is this endpoint's."""
-        return (path.rstrip("/") or "/") in self.paths
+    def serves(self, path: str, query: Mapping[str, str] | None = None) -> bool:
+        """Whether a request path (without its query) and query are this endpoint's."""
+        if self.query is not None and (query is None or self.query not in query):
+            return False
+        segments = _segments(path)
+        return any(_path_matches(segments, pattern) for pattern in self._patterns)
+
+    @property
+    def _patterns(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(_segments(p) for p in self.paths)
 
     def causes(self) -> CauseTracker:
         """A fresh tracker for one recorded connection."""
         return CauseTracker(self)
 
+    def variant(self, **changes: Any) -> Profile:
+        """A copy of this profile with some fields changed (a new endpoint like this one)."""
+        return replace(self, **changes)
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(s for s in path.split("/") if s)
+
+
+def _path_matches(segments: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if len(segments) != len(pattern):
+        return False
+    return all(p == s or (p.startswith("{") and p.endswith("}")) for s, p in zip(segments, pattern, strict=True))
+
+
+def has_realtime_segment(path: str) -> bool:
+    """Whether a path has a ``realtime`` segment: what any Realtime endpoint's path has."""
+    return "realtime" in _segments(path)
+
+
+_CONVERSATION_ANSWERS: Mapping[str, tuple[str, ...]] = {
+    "session.updated": ("session.update",),
+    "transcription_session.updated": ("transcription_session.update",),
+    "conversation.item.created": ("conversation.item.create",),
+    "conversation.item.added": ("conversation.item.create",),
+    "conversation.item.done": ("conversation.item.create",),
+    "conversation.item.retrieved": ("conversation.item.retrieve",),
+    "conversation.item.truncated": ("conversation.item.truncate",),
+    "conversation.item.deleted": ("conversation.item.delete",),
+    "input_audio_buffer.committed": ("input_audio_buffer.commit",),
+    "input_audio_buffer.cleared": ("input_audio_buffer.clear",),
+    "output_audio_buffer.cleared": ("output_audio_buffer.clear",),
+    "response.created": ("response.create",),
+}
 
 #: The conversation endpoint: OpenAI's ``/v1/realtime`` (GA and beta) and Azure OpenAI's.
 REALTIME = Profile(
-    name="realtime",
-    paths=("/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime"),
+    name="conversation",
+    title="the Realtime conversation endpoint",
+    paths=(
+        "/v1/realtime",
+        "/realtime",
+        "/openai/realtime",
+        "/openai/v1/realtime",
+        "/openai/deployments/{deployment}/realtime",
+    ),
     handshake_keys=("model", "deployment", "intent", "call_id"),
     audio_append=AUDIO_APPEND,
-    answers={
-        "session.updated": ("session.update",),
-        "transcription_session.updated": ("transcription_session.update",),
-        "conversation.item.created": ("conversation.item.create",),
-        "conversation.item.added": ("conversation.item.create",),
-        "conversation.item.done": ("conversation.item.create",),
-        "conversation.item.retrieved": ("conversation.item.retrieve",),
-        "conversation.item.truncated": ("conversation.item.truncate",),
-        "conversation.item.deleted": ("conversation.item.delete",),
-        "input_audio_buffer.committed": ("input_audio_buffer.commit",),
-        "input_audio_buffer.cleared": ("input_audio_buffer.clear",),
-        "output_audio_buffer.cleared": ("output_audio_buffer.clear",),
-        "response.created": ("response.create",),
-    },
+    answers=_CONVERSATION_ANSWERS,
     echoed_ids=ECHOED_IDS,
     response_created="response.created",
     response_done="response.done",
@@ -340,15 +475,108 @@ REALTIME = Profile(
         }
     ),
     per_response=frozenset({"rate_limits.updated"}),
+    unprompted=frozenset(
+        {"session.created", "input_audio_buffer.timeout_triggered", "rate_limits.updated"}
+    ),
+    tool_output="function_call_output",
+    client_secrets="/v1/realtime/client_secrets",
+    schema="conversation",
+)
+CONVERSATION = REALTIME
+
+#: A sideband connection (``?call_id=``): the control socket of a SIP or WebRTC call. The
+#: call's audio never travels on it, so voice activity, the output audio buffer's events and
+#: DTMF digits arrive unprompted (``input_audio_buffer.dtmf_event_received`` has no
+#: ``event_id``).
+SIDEBAND = REALTIME.variant(
+    name="sideband",
+    title="a Realtime sideband connection (call_id)",
+    query="call_id",
+    unprompted=REALTIME.unprompted
+    | REALTIME.audio_events
+    | {"output_audio_buffer.started", "output_audio_buffer.stopped"},
 )
 
-PROFILES: tuple[Profile, ...] = (REALTIME,)
+#: Live speech translation (``/v1/realtime/translations``, ``RealtimeTranslation*`` events).
+TRANSLATION = Profile(
+    name="translation",
+    title="the Realtime translation endpoint",
+    paths=("/v1/realtime/translations", "/realtime/translations", "/openai/v1/realtime/translations"),
+    handshake_keys=("model",),
+    audio_append="session.input_audio_buffer.append",
+    answers={"session.updated": ("session.update",), "session.closed": ("session.close",)},
+    # Translated transcript and audio come as the input audio does: released by its amount.
+    audio_events=frozenset(
+        {
+            "session.input_transcript.delta",
+            "session.output_transcript.delta",
+            "session.output_audio.delta",
+        }
+    ),
+    unprompted=frozenset({"session.created"}),
+    client_secrets="/v1/realtime/translations/client_secrets",
+    schema="translation",
+)
+
+_VOICE_LIVE_EVENTS = frozenset(
+    {
+        # Azure extensions of a response (VoiceLive spec, ServerEventResponse*): they carry
+        # their response_id, so they follow the response like its other events.
+        "response.animation_blendshapes.delta",
+        "response.animation_blendshapes.done",
+        "response.animation_viseme.delta",
+        "response.animation_viseme.done",
+        "response.audio_timestamp.delta",
+        "response.audio_timestamp.done",
+    }
+)
+
+#: Azure Voice Live (``/voice-live/realtime?api-version=...&model=...``): the conversation
+#: events, with the beta event names, plus Azure's avatar and animation events and its own
+#: session options (``input_audio_sampling_rate``: PCM16 at 8, 16 or 24 kHz).
+VOICE_LIVE = REALTIME.variant(
+    name="voice-live",
+    title="Azure Voice Live",
+    paths=("/voice-live/realtime",),
+    handshake_keys=("model", "agent_id", "project_id"),
+    answers={**_CONVERSATION_ANSWERS, "session.avatar.connecting": ("session.avatar.connect",)},
+    audio_format=voice_live_audio_format,
+    client_secrets=None,
+    schema="voice-live",
+)
+
+#: Any other path with a ``realtime`` segment: an endpoint rtreplay does not know yet.
+GENERIC = Profile(
+    name="generic",
+    title="an unknown Realtime endpoint",
+    paths=(),
+    handshake_keys=("model",),
+    audio_append=None,
+    answers={},
+    warning=(
+        "{path} is not an endpoint rtreplay knows: its events are recorded and replayed in "
+        "recorded order (every server event waits for every client event recorded before "
+        "it), with no audio stream and no echoed IDs; see docs/replay.md, 'Endpoints'"
+    ),
+)
+
+#: The known endpoints, in the order :func:`profile_for` tries them.
+PROFILES: tuple[Profile, ...] = (SIDEBAND, REALTIME, TRANSLATION, VOICE_LIVE)
+
+
+def profile_for(path: str, query: Mapping[str, str] | None = None) -> Profile | None:
+    """The profile of the endpoint a request names: a known one, :data:`GENERIC` for another
+    path with a ``realtime`` segment, ``None`` for a path that is no Realtime endpoint."""
+    for profile in PROFILES:
+        if profile.serves(path, query):
+            return profile
+    return GENERIC if has_realtime_segment(path) else None
 
 
 def profile_for_path(path: str) -> Profile | None:
-    """The profile of the endpoint a request path (without its query) names, if any."""
+    """The known profile whose paths include ``path`` (query not considered), if any."""
     for profile in PROFILES:
-        if profile.serves(path):
+        if profile.query is None and profile.serves(path):
             return profile
     return None
 
@@ -362,19 +590,30 @@ class Requirement:
 
     ``after`` is a recorded client event (0-based, in the connection's order; ``-1``:
     nothing). ``every``: every client event up to ``after`` must have been received (the
-    event's position in the recording); otherwise ``after`` alone, its cause. ``rule``
-    says which line of the cause table decided, for reports.
+    event's position in the recording); otherwise ``after`` alone, its cause. ``also``:
+    more client events that must have been received, in any order (the
+    ``function_call_output`` items a response waits for). ``rule`` says which line of the
+    cause table decided, for reports.
     """
 
     after: int = -1
     every: bool = True
     rule: str = "position"
+    also: tuple[int, ...] = ()
 
     def later(self, other: Requirement) -> Requirement:
         """The stronger of two requirements (the one that waits for the later event)."""
         if other.after > self.after or (other.after == self.after and other.every):
-            return other
-        return self
+            stronger, weaker = other, self
+        else:
+            stronger, weaker = self, other
+        if weaker.also and not set(weaker.also) <= set(stronger.also):
+            return replace(stronger, also=tuple(sorted({*stronger.also, *weaker.also})))
+        return stronger
+
+    def waits_for(self) -> tuple[int, ...]:
+        """Every client event this requirement names (``after`` and ``also``)."""
+        return (*self.also, self.after) if self.after >= 0 else self.also
 
 
 _CONNECT = Requirement(-1, True, "connect")
@@ -409,13 +648,17 @@ class CauseTracker:
         self._last_response: _Response | None = None
         self._open_responses: list[str] = []  # created, not yet done (newest last)
         self._committed: Requirement | None = None  # the last input_audio_buffer.committed
+        # Tool outputs the client sent since the last response began (parallel tool calls).
+        self._outputs: list[int] = []
+        # Client events that created an item, by the item's ID or call ID.
+        self._created: dict[str, int] = {}
 
     def client(self, index: int, event: Any) -> None:
         """A recorded client event (``index``: its position among the client events)."""
         self._last_client = index
         kind = event.get("type") if isinstance(event, dict) else None
         kind = kind if isinstance(kind, str) else None
-        if kind == self.profile.audio_append:
+        if kind is not None and kind == self.profile.audio_append:
             return  # audio is answered by nothing: voice activity follows its position
         event_id = event.get("event_id") if isinstance(event, dict) else None
         if isinstance(event_id, str):
@@ -423,6 +666,14 @@ class CauseTracker:
         self._unanswered[index] = kind
         if kind is not None:
             self._pending.setdefault(kind, deque()).append(index)
+        item = event.get("item") if isinstance(event, dict) else None
+        if isinstance(item, dict):
+            for key in ("id", "call_id"):
+                value = item.get(key)
+                if isinstance(value, str) and value:
+                    self._created.setdefault(value, index)
+            if self.profile.tool_output is not None and item.get("type") == self.profile.tool_output:
+                self._outputs.append(index)
         if kind is not None and kind == self.profile.response_cancel:
             target = event.get("response_id") if isinstance(event, dict) else None
             if not isinstance(target, str) or target not in self._responses:
@@ -486,17 +737,35 @@ class CauseTracker:
             self._items[info.item_id] = owner
         return req
 
+    def _named(self, kinds: Sequence[str], info: ServerInfo) -> int | None:
+        """The unanswered client event of ``kinds`` that created an item this event names."""
+        for v in info.ids:
+            index = self._created.get(v)
+            if index is not None and self._unanswered.get(index, "") in kinds:
+                return index
+        return None
+
     def _root(self, kind: str, info: ServerInfo, position: Requirement) -> Requirement:
         p = self.profile
-        index = self._earliest(p.answers[kind])
+        kinds = p.answers[kind]
+        index = self._named(kinds, info) if info.ids else None
+        if index is None:
+            index = self._earliest(kinds)
         if index is not None:
             self._answer(index)
-            req = Requirement(index, False, f"answers {p.answers[kind][0]}")
+            req = Requirement(index, False, f"answers {kinds[0]}")
         elif kind == p.response_created and self._committed is not None:
             # Server VAD (create_response) created it after committing the audio.
             req, self._committed = self._committed, None
         else:
             req = position
+        if kind == p.response_created and self._outputs:
+            # Parallel tool calls: the response waits for every tool output, in any order.
+            waiting = tuple(i for i in self._outputs if i != req.after)
+            self._outputs = []
+            if waiting:
+                rule = f"{req.rule}, after every {p.tool_output}"
+                req = replace(req, rule=rule, also=waiting)
         if kind == p.audio_committed:
             self._committed = req
         if kind == p.response_created and info.response_id is not None:

@@ -47,6 +47,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+import msgspec
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -56,6 +57,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from ._http import UpstreamFailure, forward, http_url, with_http
 from ._received import APPEND_TYPE_BYTES, RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
 from ._wsio import (
@@ -67,9 +69,20 @@ from ._wsio import (
     websockets_logger,
 )
 from .audiofiles import AudioMode
-from .cassette import Close, Open, Reject, utc_timestamp
+from .cassette import (
+    Close,
+    HttpExchange,
+    HttpRequest,
+    HttpResponse,
+    Open,
+    Reject,
+    http_body,
+    utc_timestamp,
+)
+from .client_secrets import endpoint_of, with_placeholder
 from .codec import CassetteWriter
 from .errors import RecordError, RtreplayError, UpstreamError
+from .protocol import profile_for
 from .redact import Redactor, credentials_in_handshake
 
 __all__ = [
@@ -85,6 +98,9 @@ __all__ = [
 logger = logging.getLogger("rtreplay.recorder")
 
 DEFAULT_UPSTREAM = "wss://api.openai.com/v1"
+# The close code the API ends a beta client with, after an ``error`` with code
+# ``beta_api_shape_disabled`` (CHANGES.md, "Beta sunset").
+BETA_REFUSED = 4000
 MAX_SIZE = 16 * 1024 * 1024  # the API accepts 15 MiB audio appends; base64 and JSON add a little
 DEFAULT_IDLE_TIMEOUT = 300.0
 CLOSE_TIMEOUT = 5.0  # how long a closing handshake may take before the connection is dropped
@@ -508,6 +524,7 @@ class Recorder(Service):
         self.idle_timeout = idle_timeout
         self.upstream_ssl = upstream_ssl
         self.connections = 0  # connections recorded (accepted or refused by the upstream)
+        self.exchanges = 0  # HTTP calls recorded (client secrets)
         self.refused = 0
         #: Each time the upstream could not be reached (502) or did not answer (504).
         self.upstream_errors: list[UpstreamError] = []
@@ -570,7 +587,7 @@ class Recorder(Service):
                 self._handle,
                 self.host,
                 self.port,
-                create_connection=TapServerConnection,
+                create_connection=with_http(TapServerConnection, self._http_exchange),
                 process_request=self._process_request,
                 select_subprotocol=self._select_subprotocol,
                 # permessage-deflate is accepted only when the upstream accepted it too
@@ -632,7 +649,7 @@ class Recorder(Service):
             writer.abort()
             logger.info("recording discarded; %s left as it was", path)
             return
-        if self.connections == 0:
+        if self.connections == 0 and self.exchanges == 0:
             writer.abort()
             state = "left as it was" if path.exists() else "not written"
             logger.warning("no connection was recorded; %s %s", path, state)
@@ -652,7 +669,8 @@ class Recorder(Service):
             raise RecordError(f"{exc}{note}") from None
         if writer.relinked:
             logger.warning("the directory of %s was removed while recording: made it again", path)
-        logger.info("wrote %s: %d connection(s)", path, self.connections)
+        http = f" and {self.exchanges} HTTP exchange(s)" if self.exchanges else ""
+        logger.info("wrote %s: %d connection(s)%s", path, self.connections, http)
 
     @property
     def received(self) -> list[ReceivedEvent]:
@@ -712,6 +730,85 @@ class Recorder(Service):
         if self._write_error is not None:
             logger.warning("the cassette can be written again: accepting connections")
             self._write_error = None
+
+    # -- HTTP beside the connections (client secrets) --------------------------------------
+
+    async def _http_exchange(self, request: HttpRequest) -> HttpResponse:
+        """Relay a ``client_secrets`` call to the upstream and record it, the secret it
+        returns replaced by a placeholder (:mod:`rtreplay.client_secrets`)."""
+        started = time.monotonic()
+        wall = utc_timestamp("milliseconds")
+        # Secrets first, as for a handshake: the backend's key, a key in the query.
+        self.redactor.add_handshake(request.headers)
+        for name, value in request.query.items():
+            if name.lower() in self.redactor.secret_query:
+                self.redactor.add_secret(value)
+        target = self.redactor.target(request.path)
+        if self._stopping:
+            return HttpResponse(503, text="rtreplay recorder is shutting down\n")
+        if self._write_error is not None:
+            problem = self._cannot_write_now()
+            if problem is not None:
+                logger.warning("refused %s %s: the cassette cannot be written (%s); answered 503", request.method, target, problem)
+                return HttpResponse(503, {"retry-after": "5"}, text=f"rtreplay record cannot write its cassette now ({problem})\n")
+            self._write_works()
+        if request.method != "POST" or endpoint_of(request.path) is None:
+            logger.warning("refused %s %s: not a client_secrets call; answered 404", request.method, target)
+            return HttpResponse(
+                404,
+                text=f"rtreplay record relays Realtime WebSocket sessions and POST "
+                f".../realtime/client_secrets only, not {request.method} {target}\n",
+            )
+        url = upstream_url(self.upstream, request.path, urllib.parse.urlencode(request.query))
+        if url is None:  # its dot segments lead out of the Realtime endpoint
+            logger.warning("refused %s %s: its dot segments lead out of the Realtime endpoint", request.method, target)
+            return HttpResponse(400, text="rtreplay record: the path leaves the Realtime endpoint once its '..' segments are resolved; refused\n")
+        # The body is recorded as JSON text: ask for it uncompressed (the SDKs offer gzip).
+        headers = [
+            (n, v)
+            for n, v in request.headers.items()
+            if n not in HOP_BY_HOP and n not in ("host", "origin", "content-length", "accept-encoding")
+        ]
+        if not any(n in _CREDENTIAL_HEADERS for n, _ in headers) and self.api_key:
+            headers.append(("authorization", f"Bearer {self.api_key}"))
+        try:
+            response, _reason = await forward(
+                http_url(url), request, headers, timeout=self.open_timeout, context=self.upstream_ssl
+            )
+        except UpstreamFailure as exc:
+            logger.warning("%s %s: upstream %s: %s; answered %d", request.method, target, _public(url), exc.reason, exc.status)
+            self.upstream_errors.append(UpstreamError(_public(url), exc.status, exc.reason))
+            return HttpResponse(exc.status, text=f"rtreplay: the upstream {_public(url)}: {exc.reason}\n")
+        body, found = with_placeholder(response.body())
+        for secret in found:
+            self.redactor.add_secret(secret)
+        kept = {
+            name: value
+            for name, value in response.headers.items()
+            if name in _REFUSAL_HEADERS or name.startswith(_REFUSAL_PREFIXES)
+        }
+        recorded_request = msgspec.structs.replace(
+            request,
+            headers={n: v for n, v in request.headers.items() if n not in HOP_BY_HOP and not _UNRECORDED.match(n)},
+        )
+        exchange = HttpExchange(
+            self.exchanges,
+            recorded_request,
+            HttpResponse(response.status, kept, *http_body(body)),
+            started=wall,
+            duration=round(time.monotonic() - started, 6),
+        )
+        try:
+            self._writer.write(exchange)
+        except RtreplayError as exc:
+            self._write_failed(exc, None)
+            return HttpResponse(503, {"retry-after": "5"}, text=f"rtreplay record cannot write its cassette now ({exc})\n")
+        self.exchanges += 1
+        logger.info(
+            "http %d: %s %s -> HTTP %d%s", exchange.n, request.method, target, response.status,
+            " (its ephemeral key recorded as a placeholder)" if found else "",
+        )
+        return response
 
     # -- handshake ------------------------------------------------------------------------
 
@@ -980,6 +1077,10 @@ class Recorder(Service):
         self.stats.append(relay.stats)
         self._relays.add(relay)
         logger.info("conn %d: %s -> %s (%s protocol)", conn, target, _public(url), protocol.upper())
+        parsed_target = urllib.parse.urlsplit(client.request.path)
+        profile = profile_for(parsed_target.path, dict(urllib.parse.parse_qsl(parsed_target.query)))
+        if profile is not None and profile.warning is not None:
+            logger.warning("conn %d: %s", conn, profile.warning.format(path=parsed_target.path))
         try:
             await relay.run()
         finally:
@@ -990,6 +1091,13 @@ class Recorder(Service):
             with contextlib.suppress(Exception):
                 await asyncio.gather(client.close(1001), upstream.close(1001))
             logger.info("%s", relay.stats.summary())
+            if protocol == "beta" and close.code == BETA_REFUSED:
+                logger.warning(
+                    "conn %d: the API closed a beta client with %d (its error, beta_api_shape_disabled, "
+                    "is in the cassette): beta sessions can no longer be recorded; record with a GA client "
+                    "(no OpenAI-Beta header), or move a beta cassette to GA with `rtreplay migrate`",
+                    conn, close.code,
+                )
 
 
 class _CassetteLock:

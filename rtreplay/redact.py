@@ -32,7 +32,19 @@ from typing import Any
 
 import msgspec
 
-from .cassette import Close, Direction, Frame, Header, Open, Record, Reject, json_raw
+from .cassette import (
+    Close,
+    Direction,
+    Frame,
+    Header,
+    HttpExchange,
+    HttpRequest,
+    HttpResponse,
+    Open,
+    Record,
+    Reject,
+    json_raw,
+)
 
 __all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "credentials_in_handshake"]
 
@@ -366,8 +378,26 @@ class Redactor:
             )
         if isinstance(record, Close):
             return msgspec.structs.replace(record, reason=self.text(record.reason))
+        if isinstance(record, HttpExchange):
+            return msgspec.structs.replace(
+                record,
+                request=self._http(record.request, "client"),
+                response=self._http(record.response, "server"),
+            )
         assert isinstance(record, Header)
         return record
+
+    def _http(self, part: HttpRequest | HttpResponse, direction: Direction) -> Any:
+        """An HTTP request or response with credentials removed, its body as a frame's."""
+        changes: dict[str, Any] = {"headers": self.headers(part.headers)}
+        if isinstance(part, HttpRequest):
+            changes.update(path=self.text(part.path), query=self.query(part.query))
+        if part.json is not msgspec.UNSET:
+            body = self.frame(Frame(0, 0.0, direction, json=part.json))
+            changes.update(json=body.json, text=body.text)
+        elif part.text is not msgspec.UNSET:
+            changes["text"] = self.text(part.text)
+        return msgspec.structs.replace(part, **changes)
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -5,14 +5,17 @@ As websockets' ``ServerProtocol.accept()`` decides a handshake from values, a
 protocol and whether it carries a credential) what the server answers:
 
 - :meth:`ReplaySession.screen` refuses what no cassette can serve (HTTP 404 for a path
-  that is not a Realtime endpoint, 401 without a credential under ``require_auth``);
+  that is not a Realtime endpoint, 401 without a credential under ``require_auth``, 401 for
+  an ephemeral key the replay did not issue when the cassette recorded how keys are made);
 - :meth:`ReplaySession.accept` picks the recorded connection (:func:`choose_connection`)
   and returns an :class:`Accept` carrying the :class:`~rtreplay.player.Player` to run, or a
   :class:`Refuse`: 409 when every recorded connection was replayed, 400 for the wrong
   protocol, or the recorded refusal itself.
 
-The server shell (:mod:`rtreplay.server`) only turns HTTP requests into handshakes and
-refusals into responses. Everything is written to :attr:`ReplaySession.report`.
+:meth:`ReplaySession.answer_http` answers the HTTP calls beside the connections (an
+ephemeral key from ``client_secrets``: :mod:`rtreplay.client_secrets`). The server shell
+(:mod:`rtreplay.server`) only turns HTTP requests into handshakes and refusals into
+responses. Everything is written to :attr:`ReplaySession.report`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._index import CassetteIndex, IndexedConnection
+from .cassette import HttpRequest, HttpResponse
+from .client_secrets import HttpReplay
 from .match import MatchPolicy, resolve_policy
 from .player import DEFAULT_AUDIO_TOLERANCE, DEFAULT_STALL_TIMEOUT, Player, check_options
-from .protocol import PROFILES, REALTIME
+from .protocol import GENERIC, REALTIME, Profile, profile_for
 from .report import ConnectionProgress, Mismatch, ReplayReport
 
 if TYPE_CHECKING:
@@ -53,13 +58,16 @@ class Handshake:
 
     ``path`` without its query; ``query`` its parameters; ``protocol`` ``"ga"`` or
     ``"beta"`` (see :func:`rtreplay._wsio.handshake_protocol`); ``credential``: it carries
-    an API key in any of the forms clients use.
+    an API key in any of the forms clients use; ``ephemeral_key``: the ``ek_...`` key it
+    carries, if one (checked against those the replay issued).
     """
 
     path: str = "/v1/realtime"
     query: Mapping[str, str] = field(default_factory=dict)
     protocol: Protocol = "ga"
     credential: bool = True
+    #: The ephemeral key (``ek_...``) the request carries, if any (never shown).
+    ephemeral_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,16 @@ def handshake_differences(
     return out
 
 
+def endpoint_key(profile: Profile, path: str) -> tuple[str, ...]:
+    """What makes two connections the same endpoint: the paths of a known profile (Azure's
+    and OpenAI's are one endpoint), the path itself for an unknown one."""
+    return (path.rstrip("/") or "/",) if profile is GENERIC or not profile.paths else profile.paths
+
+
+def _describe_endpoint(profile: Profile, path: str) -> str:
+    return f"{path} ({profile.title})"
+
+
 def choose_connection(
     connections: Sequence[IndexedConnection],
     used: Collection[int],
@@ -112,10 +130,23 @@ def choose_connection(
     """The recorded connection a handshake gets, or ``(HTTP status, why not)``.
 
     The first connection not ``used`` yet (any, with ``repeat``) of the handshake's
-    protocol, preferring one whose session-choosing query (``model``, ``intent``,
-    ``call_id``, ``deployment``) is the same; 409 when none is left, 400 when none speaks
-    the protocol. ``live`` numbers the request (from 0) for the message.
+    endpoint (:func:`~rtreplay.protocol.profile_for` of its path and query) and protocol,
+    preferring one whose session-choosing query (``model``, ``intent``, ``call_id``,
+    ``deployment``...) is the same; 404 when the cassette recorded no connection to that
+    endpoint, 409 when none is left, 400 when none speaks the protocol. ``live`` numbers
+    the request (from 0) for the message.
     """
+    profile = profile_for(handshake.path, handshake.query) or REALTIME
+    key = endpoint_key(profile, handshake.path)
+    here = [c for c in connections if endpoint_key(c.profile, c.open.path) == key]
+    if not here and connections:
+        recorded_at = sorted({_describe_endpoint(c.profile, c.open.path) for c in connections})
+        return 404, (
+            f"the cassette recorded no connection to {_describe_endpoint(profile, handshake.path)}; "
+            f"it recorded {', '.join(recorded_at)}. Record this endpoint, or point the client "
+            f"at the recorded one"
+        )
+    connections = here
     recorded = len(connections)
     pool = list(connections) if repeat else [c for c in connections if c.number not in used]
     if not pool:
@@ -156,6 +187,8 @@ class ReplaySession:
         repeat: bool = False,
         require_auth: bool = False,
         base_url: str | None = None,
+        shift_times: bool = True,
+        fresh_ids: bool = False,
     ) -> None:
         self.policy = resolve_policy(match)
         self.speed, self.stall_timeout, self.audio_tolerance = check_options(
@@ -165,11 +198,22 @@ class ReplaySession:
         self.repeat = repeat
         self.require_auth = require_auth
         self.base_url = base_url
+        self.shift_times = shift_times
+        self.fresh_ids = fresh_ids
+        # Fresh IDs handed out so far, by the live connection they went to: a client that
+        # echoes one on another connection is told where it came from.
+        self.issued: dict[str, int] = {}
         self.index = CassetteIndex.load(cassette)
         self.report = ReplayReport(self.index.path, self.index.connections)
         # What a recording proxy accepted (any path ending in a realtime segment, such as
         # Azure's /openai/deployments/<name>/realtime) is served too.
         self._recorded_paths = {ic.open.path.rstrip("/") or "/" for ic in self.index.connections}
+        self.http = HttpReplay(self.index.exchanges, repeat=repeat, shift_times=shift_times)
+        self.report.exchanges = [
+            f"{e.request.method} {e.request.path} (recorded exchange {e.n})"
+            for e in self.index.exchanges
+        ]
+        self._requests = 0
         self._used: set[int] = set()
         self._next = 0
 
@@ -218,20 +262,44 @@ class ReplaySession:
             conn=conn,
             report=self.report,
             source=self.index,
+            shift_times=self.shift_times,
+            fresh_ids=self.fresh_ids,
+            issued=self.issued,
         )
 
     def screen(self, handshake: Handshake) -> Refuse | None:
-        """What no recording can serve: an unknown path (404), no credential (401).
-
-        A path is known when an endpoint profile serves it or the cassette recorded it.
+        """What no recording can serve: a path that is no Realtime endpoint (no ``realtime``
+        segment) and that the cassette never recorded (404), no credential (401), an
+        ephemeral key this replay did not issue (401).
         """
         recorded = (handshake.path.rstrip("/") or "/") in self._recorded_paths
-        if not recorded and not any(profile.serves(handshake.path) for profile in PROFILES):
+        if not recorded and profile_for(handshake.path, handshake.query) is None:
             where = f" (websocket_base_url {self.base_url})" if self.base_url else ""
             return Refuse(
                 404,
                 f"rtreplay: no Realtime endpoint at {handshake.path}; connect to /v1/realtime{where}\n",
                 reason="not a Realtime endpoint",
+            )
+        key = handshake.ephemeral_key
+        if key is not None and self.http.exchanges and not self.http.accepts(key):
+            issued = len(self.http.issued)
+            message = (
+                "the client connected with an ephemeral key (ek_...) this replay did not issue"
+                + (
+                    f" (it issued {issued}: connect with the last one its client_secrets "
+                    "call returned)"
+                    if issued
+                    else "; no client_secrets call came first: fetch the key from this server "
+                    "(POST .../realtime/client_secrets), as the recording did"
+                )
+            )
+            self.report.add_mismatch(
+                Mismatch("handshake", self._next, None, 1, None, 0, None, None, message)
+            )
+            return Refuse(
+                401,
+                f"rtreplay: {message}\n",
+                reason="an ephemeral key this replay did not issue",
             )
         if self.require_auth and not handshake.credential:
             return Refuse(
@@ -241,6 +309,33 @@ class ReplaySession:
                 reason="no credential",
             )
         return None
+
+    def answer_http(self, request: HttpRequest) -> HttpResponse:
+        """The response to an HTTP call (``POST .../realtime/client_secrets``): the next
+        recorded exchange that fits, with a fresh ephemeral key and its times moved; a
+        call the cassette cannot answer, or whose body differs, is a ``"http"`` mismatch."""
+        live = self._requests
+        self._requests += 1
+        answer = self.http.answer(request)
+        recorded = answer.recorded
+        if recorded is not None:
+            self.report.exchanges_served.add(self.index.exchanges.index(recorded))
+        if answer.problem is not None:
+            self.report.add_mismatch(
+                Mismatch(
+                    "http",
+                    live,
+                    recorded.n if recorded is not None else None,
+                    1,
+                    None,
+                    0,
+                    None,
+                    None,
+                    answer.problem,
+                    tuple(answer.differences),
+                )
+            )
+        return answer.response
 
     def accept(self, handshake: Handshake) -> Accept | Refuse:
         """Decide a valid upgrade request: which recorded connection it gets, or why none."""

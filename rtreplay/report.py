@@ -51,7 +51,9 @@ __all__ = [
 #: audio tolerance) or content of audio; ``"after_end"``: the recording has no more client
 #: events; ``"stall"``: the replay held server events for a client that sent nothing for
 #: the stall timeout; ``"handshake"``: the connection request differs;
-#: ``"no_connection"``: more connections than recorded (or none of the right protocol).
+#: ``"no_connection"``: more connections than recorded (or none of the right protocol);
+#: ``"http"``: an HTTP call (``POST /v1/realtime/client_secrets``) the cassette cannot
+#: answer, or whose body differs from the recorded one.
 MismatchKind = Literal[
     "unexpected",
     "content",
@@ -62,6 +64,7 @@ MismatchKind = Literal[
     "stall",
     "handshake",
     "no_connection",
+    "http",
 ]
 
 
@@ -95,6 +98,9 @@ class Mismatch:
 
     @property
     def where(self) -> str:
+        if self.kind == "http":
+            rec = "" if self.recorded_conn is None else f" (recorded exchange {self.recorded_conn})"
+            return f"HTTP request {self.conn}{rec}"
         rec = "" if self.recorded_conn is None else f" (recorded connection {self.recorded_conn})"
         at = f"connection {self.conn}{rec}, turn {self.turn}"
         if self.index is not None:
@@ -117,7 +123,7 @@ class Mismatch:
         if self.kind == "stall" or (self.kind == "audio" and self.held is not None):
             lines.append(f"  awaits:   {_show_event(self.expected)}")
             lines.append(f"  last received from the client: {self.last_received or '(nothing)'}")
-        elif self.kind not in ("audio", "handshake", "no_connection"):
+        elif self.kind not in ("audio", "handshake", "no_connection", "http"):
             lines.append(f"  expected: {_show_event(self.expected)}")
             lines.append(f"  got:      {_show_event(self.got)}")
         if self.differences:
@@ -281,7 +287,8 @@ class ConnectionProgress:
 
 
 class ReplayReport:
-    """Everything a replay found, live: mismatches, audio differences, reorderings, progress.
+    """Everything a replay found, live: mismatches, audio differences, reorderings, progress,
+    and warnings about the recording (a connection to an endpoint rtreplay does not know).
 
     ``source`` names the cassette; ``recorded`` are the cassette's connections, so that
     those no client ever opened are listed as unplayed.
@@ -300,6 +307,11 @@ class ReplayReport:
         self.mismatches_not_kept = 0
         self.others_not_kept = 0  # audio differences and reorderings
         self._recorded = list(recorded)
+        #: What the replay says about the recording itself (an endpoint rtreplay does not know).
+        self.warnings: list[str] = [w for ic in self._recorded if (w := ic.warning)]
+        #: Recorded HTTP exchanges (client secrets), and those a request asked for.
+        self.exchanges: list[str] = []
+        self.exchanges_served: set[int] = set()
 
     # -- written by the replay core ------------------------------------------------------
 
@@ -350,9 +362,15 @@ class ReplayReport:
         return not self.mismatches and not self.failures
 
     @property
+    def unrequested(self) -> list[str]:
+        """The recorded HTTP exchanges no request asked for, described."""
+        return [e for n, e in enumerate(self.exchanges) if n not in self.exchanges_served]
+
+    @property
     def complete(self) -> bool:
-        """Every recorded client event was received (on every recorded connection)."""
-        return not self.unplayed
+        """Every recorded client event was received (on every recorded connection), and
+        every recorded HTTP exchange was asked for."""
+        return not self.unplayed and not self.unrequested
 
     @property
     def stalls(self) -> list[Mismatch]:
@@ -362,17 +380,19 @@ class ReplayReport:
 
     def __str__(self) -> str:
         unplayed = self.unplayed
+        unrequested = self.unrequested
         mismatches = list(self.mismatches)
         failures = list(self.failures)
         name = f" of {self.source}" if self.source else ""
         n = len(mismatches) + self.mismatches_not_kept
-        if not mismatches and not unplayed and not failures:
+        if not mismatches and not unplayed and not failures and not unrequested:
             lines = [f"rtreplay: replay{name}: every client event matched the recording"]
         else:
             lines = [
                 f"rtreplay: replay{name}: {n} mismatch{'es' if n != 1 else ''}"
                 + (f", {len(failures)} failure(s)" if failures else "")
                 + (f", {len(unplayed)} connection(s) not played to the end" if unplayed else "")
+                + (f", {len(unrequested)} HTTP exchange(s) never requested" if unrequested else "")
             ]
         if failures:
             lines.append("")
@@ -391,6 +411,10 @@ class ReplayReport:
             lines.append("")
             lines.append("unplayed:")
             lines.extend(f"  {u}" for u in unplayed)
+        if unrequested:
+            lines.append("")
+            lines.append("recorded HTTP exchanges no request asked for:")
+            lines.extend(f"  {e}" for e in unrequested)
         if self.audio:
             lines.append("")
             lines.append("audio accepted within the tolerance:")
@@ -401,6 +425,10 @@ class ReplayReport:
             lines.extend(f"  {r}" for r in self.reorderings)
         if self.others_not_kept:
             lines.append(f"  ... and {self.others_not_kept:,} more, counted but not kept")
+        if self.warnings:
+            lines.append("")
+            lines.append("warnings:")
+            lines.extend(f"  {w}" for w in self.warnings)
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from ._http import with_http
 from ._index import CassetteIndex
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, is_loopback
@@ -46,7 +47,7 @@ from ._wsio import (
     send_many,
     websockets_logger,
 )
-from .cassette import Cassette
+from .cassette import Cassette, HttpRequest, HttpResponse
 from .errors import MismatchError
 from .match import MatchPolicy
 from .player import (
@@ -58,7 +59,7 @@ from .player import (
     SendError,
 )
 from .protocol import REALTIME
-from .redact import Redactor
+from .redact import Redactor, credentials_in_handshake
 from .replay import Accept, Handshake, Refuse, ReplaySession
 from .report import Failure, ReplayReport
 
@@ -112,6 +113,12 @@ def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
     return "realtime" if "realtime" in offered else None
 
 
+def _ephemeral_key(request: Request, offered: Iterable[str]) -> str | None:
+    """The ``ek_...`` key a handshake carries (bearer token or browser subprotocol), if any."""
+    found = credentials_in_handshake({"authorization": request.headers.get("Authorization", "")}, offered)
+    return next((k for k in found if k.startswith("ek_")), None)
+
+
 def _handshake(request: Request) -> Handshake:
     url = urlsplit(request.path)
     offered = offered_subprotocols(request.headers)
@@ -120,6 +127,7 @@ def _handshake(request: Request) -> Handshake:
         query=dict(parse_qsl(url.query)),
         protocol=handshake_protocol(request.headers, offered),
         credential=_has_credential(request, offered),
+        ephemeral_key=_ephemeral_key(request, offered),
     )
 
 
@@ -154,7 +162,11 @@ class ReplayServer(Service):
     credential at all. ``repeat``: every client gets the first (or the matching) recorded
     connection again, instead of the k-th client getting the k-th connection.
     ``keep_received=False``: keep nothing in :attr:`received` (a long-running server nobody
-    asks). Bad options raise :class:`ValueError`; a cassette that cannot be read, a
+    asks). ``shift_times`` (on by default): time fields such as ``session.expires_at`` are
+    moved to replay time, keeping their offset from the recording's start; ``False`` sends
+    them as recorded. ``fresh_ids``: each connection gets its own IDs instead of the
+    recorded ones, and a client that echoes a stale one is told (see
+    :mod:`rtreplay.volatile`). Bad options raise :class:`ValueError`; a cassette that cannot be read, a
     :class:`~rtreplay.errors.CassetteError`.
 
     Memory is bounded whatever the clients send: the report keeps the first 1,000
@@ -181,6 +193,8 @@ class ReplayServer(Service):
         repeat: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         keep_received: bool = True,
+        shift_times: bool = True,
+        fresh_ids: bool = False,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.session = ReplaySession(
@@ -192,6 +206,8 @@ class ReplayServer(Service):
             audio_tolerance=audio_tolerance,
             repeat=repeat,
             require_auth=require_auth,
+            shift_times=shift_times,
+            fresh_ids=fresh_ids,
         )
         self.policy = self.session.policy
         self.speed = self.session.speed
@@ -225,7 +241,7 @@ class ReplayServer(Service):
             self.port,
             compression=None,
             max_size=MAX_MESSAGE_SIZE,
-            create_connection=AnsweringServerConnection,
+            create_connection=with_http(AnsweringServerConnection, self._http),
             process_request=self._process_request,
             process_response=self._process_response,
             select_subprotocol=_select_subprotocol,
@@ -266,6 +282,14 @@ class ReplayServer(Service):
         """
         if not self.report.ok or (complete and not self.report.complete):
             raise MismatchError(self.report)
+
+    # -- HTTP beside the connections (client secrets) ----------------------------------
+
+    async def _http(self, request: HttpRequest) -> HttpResponse:
+        response = self.session.answer_http(request)
+        level = logging.INFO if response.status < 400 else logging.WARNING
+        logger.log(level, "%s %s: HTTP %d", request.method, request.path, response.status)
+        return response
 
     # -- handshake --------------------------------------------------------------------
 
@@ -332,6 +356,8 @@ class ReplayServer(Service):
             len(ic.clients),
             ic.server_count,
         )
+        if ic.warning is not None:
+            logger.warning("conn %d: %s", decision.conn, ic.warning)
         if decision.differences and self.policy.content:
             logger.warning(
                 "conn %d: mismatch: the connection request differs from recorded connection "
@@ -374,10 +400,10 @@ class ReplayServer(Service):
                     wake.set()
                 if not self.keep_received:
                     continue
-                if player.last_type == append:
+                if append is not None and player.last_type == append:
                     self._received_audio += len(message)
                     if self._received_audio > self.received_audio_budget:
-                        received.append(ReceivedEvent(live, None, len(message)))
+                        received.append(ReceivedEvent(live, None, len(message), append))
                         continue
                 received.append(ReceivedEvent(live, message))
         except ConnectionClosed:
@@ -624,6 +650,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refuse handshakes without any credential (any key is accepted)",
     )
+    parser.add_argument(
+        "--keep-times",
+        action="store_true",
+        help="send time fields (session.expires_at...) as recorded instead of moving them to "
+        "replay time",
+    )
+    parser.add_argument(
+        "--fresh-ids",
+        action="store_true",
+        help="give each connection its own IDs instead of the recorded ones (catches clients "
+        "that reuse IDs from another session)",
+    )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     parser.add_argument(
@@ -677,6 +715,8 @@ def serve_main(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         ssl_context=context,
         keep_received=False,  # nobody can look at it, and a long run would pile it up
+        shift_times=not args.keep_times,
+        fresh_ids=args.fresh_ids,
     )
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.

@@ -77,7 +77,7 @@ class Timeline:
         req: Requirement | None = None
         for frame in connection.server:
             r = frame.requirement
-            if req is not None and (r.after != req.after or r.every != req.every):
+            if req is not None and (r.after, r.every, r.also) != (req.after, req.every, req.also):
                 cues.append(Cue(run, req, clients[req.after].t if req.after >= 0 else 0.0))
                 run = []
             if not run:

@@ -29,10 +29,13 @@ import random
 import sys
 from array import array
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rtreplay.cassette import Close, Frame, Header, Open
+import msgspec
+
+from rtreplay.cassette import Close, Frame, Header, HttpExchange, HttpRequest, HttpResponse, Open
 from rtreplay.codec import CassetteWriter
 
 RATE = 24_000
@@ -149,6 +152,17 @@ def duration_ms(pcm: bytes) -> int:
     return len(pcm) // BYTES_PER_MS
 
 
+def iso(wall: float) -> str:
+    """A wall-clock time as the cassette writes it (ISO 8601 UTC, milliseconds)."""
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def resample_16k(pcm: bytes) -> bytes:
+    """24 kHz PCM16 as 16 kHz (every third sample of two kept): Voice Live's input rate."""
+    samples = array("h", pcm)
+    return array("h", (samples[i * 3 // 2] for i in range(len(samples) * 2 // 3))).tobytes()
+
+
 # --------------------------------------------------------------------------- IDs and text
 
 
@@ -227,6 +241,7 @@ class Conn:
         self.last_item: str | None = None
         self.tokens_left = 40000
         self.input_audio_ms = 0  # audio the server has received on this connection
+        self.compact = False  # client frames as JSON.stringify writes them (browsers)
         out.writer.write(open_, flush=False)
 
     @property
@@ -244,8 +259,9 @@ class Conn:
 
     def client(self, event: dict[str, Any], dt: float = 0.003) -> None:
         self.t += dt
-        # Exactly what openai-python sends: json.dumps of the event, default separators.
-        text = json.dumps(event)
+        # Exactly what openai-python sends: json.dumps of the event, default separators
+        # (a page's JSON.stringify, compact, for a browser).
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False) if self.compact else json.dumps(event)
         self.out.writer.write(Frame.from_message(self.conn, self.t, "client", text), flush=False)
 
     def close(self, *, by: str = "client", code: int = 1000, reason: str = "", dt: float = 0.05) -> None:
@@ -431,16 +447,38 @@ class Builder:
         self.wall = float(EPOCH + seed * 3600)
         self.writer = CassetteWriter(path, header=Header(created=CREATED))
         self.conns = 0
+        self.exchanges = 0
 
-    def open(self, *, query: dict[str, str] | None = None, beta: bool = False, headers: dict[str, str] | None = None) -> Conn:
+    def open(self, *, query: dict[str, str] | None = None, beta: bool = False, headers: dict[str, str] | None = None,
+             path: str = "/v1/realtime", subprotocol: str | None = None, protocol: str | None = None) -> Conn:
+        """A new connection; ``beta``: beta event names (and, unless ``protocol`` says
+        otherwise, the beta protocol: Azure Voice Live has the names without the header)."""
         hdrs = dict(headers or PY_HEADERS)
-        if beta:
+        protocol = protocol or ("beta" if beta else "ga")
+        if protocol == "beta":
             hdrs["openai-beta"] = "realtime=v1"
         query = {"model": BETA_MODEL if beta else GA_MODEL} if query is None else query
-        open_ = Open(conn=self.conns, path="/v1/realtime", query=query, protocol="beta" if beta else "ga", headers=hdrs)
+        open_ = Open(conn=self.conns, path=path, query=query, protocol=protocol, subprotocol=subprotocol,  # type: ignore[arg-type]
+                     headers=hdrs, started=iso(self.wall))
         conn = Conn(self, self.conns, open_, beta=beta)
         self.conns += 1
         return conn
+
+    def http(self, request: dict[str, Any], response: dict[str, Any], headers: dict[str, str],
+             path: str = "/v1/realtime/client_secrets", duration: float = 0.35) -> None:
+        """An HTTP exchange (a client secret minted), before the connections it opens."""
+        n = self.exchanges
+        self.exchanges += 1
+        exchange = HttpExchange(
+            n,
+            HttpRequest("POST", path, headers=headers, json=msgspec.Raw(json.dumps(request, separators=(",", ":")).encode())),
+            HttpResponse(200, {"content-type": "application/json", "x-request-id": f"req_{self.ids.token(24)}"},
+                         json=msgspec.Raw(json.dumps(response, separators=(",", ":")).encode())),
+            started=iso(self.wall),
+            duration=duration,
+        )
+        self.writer.write(exchange, flush=False)
+        self.wall += duration + 0.5
 
     def finish(self) -> Path:
         return self.writer.close()
@@ -588,6 +626,56 @@ def tool_call(b: Builder) -> None:
     c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
     c.last_item = out_id
     c.text_response("Yes, take an umbrella: it's 14°C with light rain in Paris.", text_in=245)
+    c.close(dt=0.1)
+
+
+def parallel_tools(b: Builder) -> None:
+    """A response with three function calls (parallel tool calls); the client sends the
+    three outputs back, then one response.create."""
+    c = b.open()
+    c.session_created(ga_session(c))
+    tool = {"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    update = {"type": "realtime", "output_modalities": ["text"], "tools": [tool], "tool_choice": "auto"}
+    send(c, {"type": "session.update", "session": update})
+    question = "What's the weather in Paris, Tokyo and Lima right now?"
+    send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
+    send(c, {"type": "response.create"})
+    c.session_updated(update)
+    c.user_text(question)
+    rid = c.start_response(["text"])
+    calls = []
+    for index, city in enumerate(("Paris", "Tokyo", "Lima")):
+        item_id, call_id = c.ids.new("item", c.wall), c.ids.call_id()
+        prev = c.last_item
+        item = c.ga_item(item_id, "function_call", "in_progress", name="get_weather", call_id=call_id, arguments="")
+        c.add_output_item(rid, item, index=index, dt=0.3 if index == 0 else 0.02)
+        c.last_item = item_id
+        arguments = json.dumps({"city": city}, separators=(",", ":"))
+        for piece in ('{"', 'city', '":"', city, '"}'):
+            c.server("response.function_call_arguments.delta", dt=0.01, response_id=rid, item_id=item_id, output_index=index, call_id=call_id, delta=piece)
+        c.server("response.function_call_arguments.done", dt=0.01, response_id=rid, item_id=item_id, output_index=index, call_id=call_id, name="get_weather", arguments=arguments)
+        done = dict(item, status="completed", arguments=arguments)
+        c.finish_output_item(rid, done, prev, index=index)
+        calls.append((call_id, city, done))
+    usage = c.usage(230, 0, 51, 0)
+    c.server("response.done", dt=0.001, response=c.response_obj(rid, "completed", ["text"], [d for _, _, d in calls], usage))
+    c.rate_limits(usage["total_tokens"])
+    weather = {"Paris": ("light rain", 14), "Tokyo": ("clear", 22), "Lima": ("overcast", 19)}
+    outputs = []
+    for call_id, city, _ in calls:
+        sky, temp = weather[city]
+        output = json.dumps({"city": city, "sky": sky, "temp_c": temp})
+        send(c, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}, dt=0.02)
+        outputs.append((call_id, output))
+    send(c, {"type": "response.create"})
+    for call_id, output in outputs:
+        out_id = c.ids.new("item", c.wall)
+        out_item = {"id": out_id, "type": "function_call_output", "call_id": call_id, "output": output}
+        c.server("conversation.item.added", dt=0.03, previous_item_id=c.last_item, item=out_item)
+        c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
+        c.last_item = out_id
+    c.text_response("Paris: 14°C and light rain. Tokyo: 22°C and clear. Lima: 19°C and overcast.", text_in=310)
     c.close(dt=0.1)
 
 
@@ -806,6 +894,179 @@ def reconnect(b: Builder) -> None:
     c2.close(dt=0.1)
 
 
+# --------------------------------------------------------------------------- other endpoints
+# Written into cassettes/endpoints/: sessions other than a plain conversation, which the
+# conversation suites (SDK drivers over every cassette) do not play.
+
+BROWSER_HEADERS = {
+    "origin": "http://localhost:5173",
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "sec-websocket-protocol": "realtime, openai-insecure-api-key.REDACTED",
+}
+
+
+def ephemeral_key(b: Builder) -> None:
+    """A backend mints an ephemeral key; a page connects with it and chats."""
+    config = {"type": "realtime", "model": GA_MODEL, "output_modalities": ["text"],
+              "instructions": "You are a cheerful assistant on a web page. Answer in one sentence."}
+    expires = int(b.wall) + 600
+    minted = {**config, "object": "realtime.session", "id": b.ids.new("sess", b.wall), "tools": [], "tool_choice": "auto",
+              "max_output_tokens": "inf", "tracing": None, "truncation": "auto", "prompt": None, "expires_at": 0,
+              "audio": ga_audio_config(turn_detection=server_vad()), "include": None}
+    b.http(
+        {"expires_after": {"anchor": "created_at", "seconds": 600}, "session": config},
+        {"value": "ek_REDACTED", "expires_at": expires, "session": minted},
+        {"authorization": "Bearer REDACTED", "content-type": "application/json", "user-agent": "OpenAI/Python 3.52.0"},
+    )
+    c = b.open(headers=dict(BROWSER_HEADERS), subprotocol="realtime")
+    c.compact = True
+    c.session_created(dict(minted, id=c.ids.new("sess", c.wall), expires_at=int(c.wall) + 3600))
+    question = "What can you do?"
+    send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
+    send(c, {"type": "response.create"})
+    c.user_text(question)
+    c.text_response("I can answer questions, explain things and help you plan your day.", text_in=60)
+    c.close(dt=0.2)
+
+
+SOURCE_WORDS = ["Good", " morning,", " where", " is", " the", " train", " station?"]
+TARGET_WORDS = ["Buenos", " días,", " ¿dónde", " está", " la", " estación", " de tren?"]
+
+
+def translation(b: Builder) -> None:
+    """Live translation: English speech in, Spanish transcript and speech out, per 200 ms
+    frame of speech; ended with session.close."""
+    c = b.open(path="/v1/realtime/translations", query={"model": "gpt-realtime-translate"})
+    c.session_created({"id": c.ids.new("sess", c.wall), "type": "translation", "model": "gpt-realtime-translate",
+                       "expires_at": int(c.wall) + 1800,
+                       "audio": {"input": {"transcription": None, "noise_reduction": None}, "output": {"language": "es"}}})
+    update = {"audio": {"input": {"transcription": {"model": "gpt-realtime-whisper"}}, "output": {"language": "es"}}}
+    send(c, {"type": "session.update", "session": update})
+    c.session_updated(update)
+    utter = speech(7, 61)
+    pcm = room_tone(200, 62) + utter + room_tone(400, 63)
+    voice = speech(7, 64, f0=190.0, rate=1.1)
+    frame = 200 * BYTES_PER_MS
+    frames_with_speech = [i for i in range(len(pcm) // frame) if 200 <= i * 200 < 200 + duration_ms(utter)]
+    said = 0
+    out = 0
+    for chunk in chunks(pcm):
+        c.client({"type": "session.input_audio_buffer.append", "audio": b64(chunk)}, dt=CHUNK_MS / 1000)
+        c.input_audio_ms += duration_ms(chunk)
+        if c.input_audio_ms % 200 or c.input_audio_ms // 200 - 1 not in frames_with_speech:
+            continue
+        elapsed = c.input_audio_ms
+        if said < len(SOURCE_WORDS):
+            c.server("session.input_transcript.delta", dt=0.05, delta=SOURCE_WORDS[said], elapsed_ms=elapsed)
+            c.server("session.output_transcript.delta", dt=0.01, delta=TARGET_WORDS[said], elapsed_ms=elapsed)
+            said += 1
+        piece = voice[out : out + frame]
+        out += frame
+        if piece:
+            c.server("session.output_audio.delta", dt=0.01, delta=b64(piece), sample_rate=24000, channels=1, format="pcm16",
+                     elapsed_ms=elapsed)
+    send(c, {"type": "session.close"}, dt=0.05)
+    while said < len(SOURCE_WORDS):  # the rest is flushed before the session closes
+        c.server("session.output_transcript.delta", dt=0.02, delta=TARGET_WORDS[said], elapsed_ms=c.input_audio_ms)
+        said += 1
+    c.server("session.output_audio.delta", dt=0.01, delta=b64(voice[out : out + frame]), sample_rate=24000, channels=1,
+             format="pcm16", elapsed_ms=c.input_audio_ms)
+    c.server("session.closed", dt=0.05)
+    c.close(by="server", code=1000, dt=0.01)
+
+
+def voice_live(b: Builder) -> None:
+    """Azure Voice Live: 16 kHz input (input_audio_sampling_rate), Azure semantic VAD, an
+    Azure voice, word timestamps; the conversation events with their beta names."""
+    headers = {"api-key": "REDACTED", "user-agent": "azsdk-python-ai-voicelive/1.0.0 Python/3.12.3 (Linux)"}
+    c = b.open(path="/voice-live/realtime", query={"api-version": "2025-10-01", "model": GA_MODEL}, beta=True,
+               protocol="ga", headers=headers)
+    vad = {"type": "azure_semantic_vad", "threshold": 0.3, "prefix_padding_ms": 200, "silence_duration_ms": 500,
+           "create_response": True, "interrupt_response": True, "remove_filler_words": False}
+    c.session_created({
+        "id": c.ids.new("sess", c.wall), "object": "realtime.session", "model": GA_MODEL, "modalities": ["text", "audio"],
+        "instructions": "", "voice": {"name": "en-US-Ava:DragonHDLatestNeural", "type": "azure-standard", "temperature": 0.8},
+        "input_audio_format": "pcm16", "input_audio_sampling_rate": 24000, "output_audio_format": "pcm16",
+        "input_audio_noise_reduction": None, "input_audio_echo_cancellation": None, "input_audio_transcription": None,
+        "turn_detection": vad, "tools": [], "tool_choice": "auto", "temperature": 0.8, "max_response_output_tokens": "inf",
+        "expires_at": int(c.wall) + 1800,
+    })
+    update = {"instructions": "You are a concise voice assistant.", "input_audio_sampling_rate": 16000,
+              "input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"},
+              "turn_detection": {**vad, "silence_duration_ms": 500}, "output_audio_timestamp_types": ["word"]}
+    send(c, {"type": "session.update", "session": update})
+    c.session_updated(update)
+    rate = 32  # bytes per ms at 16 kHz
+    utter = resample_16k(speech(5, 71))
+    pcm = resample_16k(room_tone(300, 72)) + utter + resample_16k(room_tone(800, 73))
+    item_id = c.ids.new("item", c.wall)
+    start_ms, stop_ms = 300, 300 + len(utter) // rate
+    state = "silent"
+    sent_ms = 0
+    for i in range(0, len(pcm), 100 * rate):
+        chunk = pcm[i : i + 100 * rate]
+        c.client({"type": "input_audio_buffer.append", "audio": b64(chunk)}, dt=0.1)
+        sent_ms += len(chunk) // rate
+        if state == "silent" and sent_ms >= start_ms + 100:
+            c.server("input_audio_buffer.speech_started", dt=0.02, audio_start_ms=start_ms - 200, item_id=item_id)
+            state = "speaking"
+        elif state == "speaking" and sent_ms >= stop_ms + 500:
+            c.server("input_audio_buffer.speech_stopped", dt=0.02, audio_end_ms=stop_ms + 100, item_id=item_id)
+            c.server("input_audio_buffer.committed", dt=0.01, previous_item_id=c.last_item, item_id=item_id)
+            user = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
+                    "content": [{"type": "input_audio", "transcript": None}]}
+            c.server("conversation.item.created", dt=0.001, previous_item_id=c.last_item, item=user)
+            c.last_item = item_id
+            state = "answered"
+            _voice_live_answer(c)
+    c.close(dt=0.3)
+
+
+def _voice_live_answer(c: Conn) -> None:
+    rid = c.ids.new("resp", c.wall)
+
+    def response(status: str, output: list[Any], usage: Any) -> dict[str, Any]:
+        return {"id": rid, "object": "realtime.response", "status": status, "status_details": None, "output": output,
+                "conversation_id": c.conversation, "modalities": ["audio", "text"],
+                "voice": {"name": "en-US-Ava:DragonHDLatestNeural", "type": "azure-standard", "temperature": 0.8},
+                "output_audio_format": "pcm16", "temperature": 0.8, "max_output_tokens": "inf", "usage": usage}
+
+    c.server("response.created", dt=0.03, response=response("in_progress", [], None))
+    item_id = c.ids.new("item", c.wall)
+    item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+    c.server("response.output_item.added", dt=0.2, response_id=rid, output_index=0, item=item)
+    c.server("conversation.item.created", dt=0.001, previous_item_id=c.last_item, item=item)
+    common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+    c.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+    text = "Sure, it opens at nine tomorrow."
+    pcm = speech(6, 74, f0=210.0)
+    offset = 0
+    for n, piece in enumerate(words(text)):
+        c.server("response.audio_transcript.delta", dt=0.005, **common, delta=piece)
+        c.server("response.audio_timestamp.delta", dt=0.001, **common, audio_offset_ms=offset, audio_duration_ms=240,
+                 text=piece.strip(), timestamp_type="word")
+        offset += 260
+        if n % 2 == 0:
+            c.server("response.audio.delta", dt=0.02, **common, delta=b64(pcm[n * 7200 : (n + 2) * 7200]))
+    c.server("response.audio.done", dt=0.01, **common)
+    c.server("response.audio_timestamp.done", dt=0.001, **common)
+    c.server("response.audio_transcript.done", dt=0.001, **common, transcript=text)
+    c.server("response.content_part.done", dt=0.001, **common, part={"type": "audio", "transcript": text})
+    done = dict(item, status="completed", content=[{"type": "audio", "transcript": text}])
+    c.server("response.output_item.done", dt=0.001, response_id=rid, output_index=0, item=done)
+    usage = {"total_tokens": 212, "input_tokens": 150, "output_tokens": 62,
+             "input_token_details": {"text_tokens": 120, "audio_tokens": 30, "cached_tokens": 0},
+             "output_token_details": {"text_tokens": 12, "audio_tokens": 50}}
+    c.server("response.done", dt=0.001, response=response("completed", [done], usage))
+    c.last_item = item_id
+
+
+ENDPOINT_SCENARIOS = {
+    "ephemeral-key": ephemeral_key,
+    "translation": translation,
+    "voice-live": voice_live,
+}
+
 SCENARIOS = {
     "text-chat": text_chat,
     "audio-vad-real": audio_vad,
@@ -815,16 +1076,21 @@ SCENARIOS = {
     "transcription": transcription,
     "beta-text": beta_text,
     "reconnect": reconnect,
+    "parallel-tools": parallel_tools,
 }
 
 
 def generate(out: Path, names: list[str] | None = None) -> list[Path]:
-    """Write the named cassettes (all by default) into ``out``; return their paths."""
+    """Write the named cassettes (all by default) into ``out`` (those of other endpoints
+    into ``out/endpoints``); return their paths."""
     written = []
-    for seed, (name, scenario) in enumerate(SCENARIOS.items(), start=1):
+    everything = [(name, scenario, out) for name, scenario in SCENARIOS.items()] + [
+        (name, scenario, out / "endpoints") for name, scenario in ENDPOINT_SCENARIOS.items()
+    ]
+    for seed, (name, scenario, where) in enumerate(everything, start=1):
         if names and name not in names:
             continue
-        builder = Builder(out / f"{name}.jsonl", seed)
+        builder = Builder(where / f"{name}.jsonl", seed)
         try:
             scenario(builder)
         except BaseException:
@@ -837,11 +1103,12 @@ def generate(out: Path, names: list[str] | None = None) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "cassettes")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"only these cassettes: {', '.join(SCENARIOS)}")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"only these cassettes: {', '.join([*SCENARIOS, *ENDPOINT_SCENARIOS])}")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(SCENARIOS))
+    known = [*SCENARIOS, *ENDPOINT_SCENARIOS]
+    unknown = sorted(set(args.names) - set(known))
     if unknown:
-        parser.error(f"unknown cassette {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        parser.error(f"unknown cassette {', '.join(unknown)}; choose from {', '.join(known)}")
     for path in generate(args.out, args.names):
         print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0

@@ -7,7 +7,9 @@ arrived). When the recording's server closed the connection, the driver then wai
 that close; otherwise it closes the connection itself, as the recorded client did.
 
 ``ScriptStep`` lists come from :func:`script`; each driver returns the server events it
-received, decoded, to compare with :func:`server_events`.
+received, decoded, to compare with :func:`server_events`. Both sides pass through
+:func:`timeless`: a replay moves time fields to replay time (``rtreplay.volatile``), which
+``tests/test_volatile.py`` checks on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from rtreplay.cassette import Cassette
 from rtreplay.codec import load
+from rtreplay.protocol import TIME_FIELDS
 
 from .conftest import timeout
 
@@ -61,6 +64,24 @@ class Script:
         return sum(1 for s in self.steps if s.send is None)
 
 
+TIME = "<time>"
+
+
+def timeless(value: Any) -> Any:
+    """``value`` with every time field (``expires_at``...) holding a unix time replaced by
+    ``"<time>"``: what stays the same between a recording and its replay."""
+    if isinstance(value, dict):
+        return {
+            k: TIME
+            if k in TIME_FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1e9
+            else timeless(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
+
+
 def _cassette(source: str | Path | Cassette) -> Cassette:
     return source if isinstance(source, Cassette) else load(source)
 
@@ -92,7 +113,7 @@ def connection_count(source: str | Path | Cassette) -> int:
 def server_events(source: str | Path | Cassette, conn: int = 0) -> list[Any]:
     """The recorded server events of connection ``conn``, decoded."""
     connection = _cassette(source).connections[conn]
-    return [f.event() for f in connection.frames if f.dir == "server"]
+    return timeless([f.event() for f in connection.frames if f.dir == "server"])
 
 
 def client_events(source: str | Path | Cassette, conn: int = 0) -> list[Any]:
@@ -134,7 +155,7 @@ async def openai_async(base_url: str, plan: Script) -> list[Any]:
 
     await asyncio.wait_for(run(), timeout(20))
     await client.close()
-    return received
+    return timeless(received)
 
 
 async def _wait_closed_async(conn: Any) -> None:
@@ -170,7 +191,7 @@ def openai_sync(base_url: str, plan: Script) -> list[Any]:
                     pass
                 else:
                     raise AssertionError(f"expected the replay to close, got {extra[:200]!r}")
-    return received
+    return timeless(received)
 
 
 # -- websocket-client: the synchronous script users write by hand --------------------
@@ -197,7 +218,7 @@ def websocket_client(url: str, plan: Script) -> list[Any]:
         ws.close()
         # close() does nothing once the peer's close frame was read; shutdown() frees the socket.
         ws.shutdown()
-    return received
+    return timeless(received)
 
 
 # -- websockets (asyncio client), raw ------------------------------------------------
@@ -225,7 +246,7 @@ async def websockets_raw(url: str, plan: Script, **connect_options: Any) -> list
                 raise AssertionError(f"expected the replay to close, got {extra[:200]!r}")
 
     await asyncio.wait_for(run(), timeout(20))
-    return received
+    return timeless(received)
 
 
 # -- openai-agents ---------------------------------------------------------------------
@@ -266,7 +287,7 @@ async def openai_agents(
             await enough.wait()
 
     await asyncio.wait_for(run(), timeout(30))
-    return received
+    return timeless(received)
 
 
 # -- a careful client: each event, then its answer ---------------------------------------
@@ -284,6 +305,7 @@ FIRST_ANSWER = {
     "input_audio_buffer.clear": {"input_audio_buffer.cleared"},
     "response.create": {"response.created"},
     "response.cancel": {"response.done"},
+    "session.close": {"session.closed"},  # the translation endpoint
 }
 
 
@@ -302,7 +324,7 @@ async def careful(send: Any, recv: Any, source: str | Path | Cassette, conn: int
                 break
     while len(received) < expected:
         received.append(await recv())
-    return received
+    return timeless(received)
 
 
 async def careful_openai_async(base_url: str, source: str | Path | Cassette, conn: int = 0) -> list[Any]:

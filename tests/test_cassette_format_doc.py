@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_documented_sample_cassette_is_valid(tmp_path: Path) -> None:
-    sample = code_blocks("cassette-format.md", "json")[0]
+    blocks = code_blocks("cassette-format.md", "json")
+    sample = blocks[0]
+    [http] = [b for b in blocks if '"kind":"http"' in b]
     path = tmp_path / "sample.jsonl"
     path.write_text(sample)
     cassette = load(path)
@@ -28,6 +30,11 @@ def test_the_documented_sample_cassette_is_valid(tmp_path: Path) -> None:
     assert conn.close is not None and conn.close.by == "client"
     for line in sample.splitlines():
         json.loads(line)
+    # The http record, in a format-2 cassette.
+    path.write_text(sample.replace('"format":1', '"format":2', 1) + http)
+    [exchange] = load(path).exchanges
+    assert (exchange.request.method, exchange.response.status) == ("POST", 200)
+    assert json.loads(exchange.response.body())["value"] == "ek_REDACTED"
 
 
 def test_the_documented_python_runs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,15 +44,16 @@ def test_the_documented_python_runs(capsys: pytest.CaptureFixture[str], monkeypa
     out = capsys.readouterr().out
     assert "/v1/realtime {'model': 'gpt-realtime'}" in out
     assert "1 Header" in out and "Frame" in out
+    assert "POST /v1/realtime/client_secrets 200" in out
 
 
 def test_the_field_tables_match_the_structs() -> None:
     import re
 
-    from rtreplay.cassette import Close, Header, Open, Reject
+    from rtreplay.cassette import Close, Header, HttpExchange, Open, Reject
 
     text = (REPO / "docs" / "cassette-format.md").read_text()
-    structs = {"header": Header, "open": Open, "frame": Frame, "close": Close, "reject": Reject}
+    structs = {"header": Header, "open": Open, "frame": Frame, "close": Close, "reject": Reject, "http": HttpExchange}
     sections = re.split(r"^### `(\w+)`", text, flags=re.M)
     documented = {sections[i]: sections[i + 1] for i in range(1, len(sections), 2)}
     assert set(documented) == set(structs)
@@ -57,7 +65,7 @@ def test_the_field_tables_match_the_structs() -> None:
 def test_the_documented_version_2_sample_names_the_fields_of_the_structs() -> None:
     from rtreplay.cassette import AudioFile, AudioRef
 
-    v2 = code_blocks("cassette-format.md", "json")[1]
+    [v2] = [b for b in code_blocks("cassette-format.md", "json") if '"kind":"audio"' in b]
     records = [json.loads(line) for line in v2.splitlines()]
     assert records[0] == {**records[0], "kind": "header", "format": 2}
     assert set(records[1]) - {"kind"} == set(AudioFile.__struct_fields__)

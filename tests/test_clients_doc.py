@@ -80,3 +80,23 @@ async def test_the_agents_validation_check_catches_a_malformed_server_event(
             Target(server), plans.cassette_plan(path), skip_first_update=True, raw_socket=True, rejected=rejected
         )
     assert len(rejected) == 1, rejected
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        ("ephemeral-key", "I can answer questions, explain things and help you plan your day.\n"),
+        ("translation", "Buenos días, ¿dónde está la estación de tren?\n"),
+        ("voice-live", "0 Sure,\n260 it\n520 opens\n780 at\n1040 nine\n1300 tomo\n1560 rrow.\n"),
+    ],
+)
+def test_the_endpoint_examples_run_against_their_bundled_cassettes(
+    name: str, printed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if name == "translation":
+        from .test_endpoints import needs_sdk_translations
+
+        needs_sdk_translations()
+    monkeypatch.chdir(REPO)
+    exec(compile(examples()[name], f"docs/clients.md#{name}", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == printed

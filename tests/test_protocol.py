@@ -11,13 +11,18 @@ import pytest
 from rtreplay.protocol import (
     G711_ALAW,
     G711_ULAW,
+    GENERIC,
     PCM16,
+    PROFILES,
     REALTIME,
+    TRANSLATION,
+    VOICE_LIVE,
     CauseTracker,
     Requirement,
     audio_format,
     audio_length,
     echoed_ids,
+    profile_for,
     profile_for_path,
     server_info,
 )
@@ -174,7 +179,7 @@ def test_server_info_reads_types_ids_and_formats_without_decoding_payloads() -> 
     created = server_info(
         b'{"type":"session.created","session":{"audio":{"input":{"format":{"type":"audio/pcma"}}}}}'
     )
-    assert created.input_format is G711_ALAW
+    assert REALTIME.audio_format(created.session) is G711_ALAW
     assert server_info(b"[1]").type is None
 
 
@@ -233,3 +238,83 @@ def test_the_realtime_endpoint_serves_openai_and_azure_paths(path: str) -> None:
 @pytest.mark.parametrize("path", ["/", "/v1", "/v2/realtime", "/v1/realtime/calls", "/v1/responses"])
 def test_other_paths_have_no_profile(path: str) -> None:
     assert profile_for_path(path) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/v1/realtime", {"model": "gpt-realtime"}, "conversation"),
+        ("/openai/realtime", {"api-version": "2025-04-01-preview", "deployment": "gpt-realtime"}, "conversation"),
+        ("/openai/v1/realtime", {"model": "my-deployment"}, "conversation"),
+        ("/openai/deployments/my-deployment/realtime", {"api-version": "2025-04-01-preview"}, "conversation"),
+        ("/v1/realtime", {"call_id": "rtc_123"}, "sideband"),
+        ("/v1/realtime/translations", {"model": "gpt-realtime-translate"}, "translation"),
+        ("/v1/realtime/translations/", {}, "translation"),
+        ("/voice-live/realtime", {"api-version": "2025-10-01", "model": "gpt-realtime"}, "voice-live"),
+        ("/v2/realtime", {}, "generic"),
+        ("/v1/realtime/future", {"model": "x"}, "generic"),
+        ("/api/realtime/ws", {}, "generic"),
+    ],
+)
+def test_the_profile_is_chosen_from_the_path_and_query(path: str, query: dict[str, str], name: str) -> None:
+    profile = profile_for(path, query)
+    assert profile is not None and profile.name == name
+
+
+@pytest.mark.parametrize("path", ["/", "/v1", "/v1/responses", "/v1/chat/completions"])
+def test_a_path_without_a_realtime_segment_is_no_endpoint(path: str) -> None:
+    assert profile_for(path, {}) is None
+
+
+def test_only_the_generic_profile_warns_and_it_names_the_endpoint() -> None:
+    assert [p.name for p in (*PROFILES, GENERIC) if p.warning] == ["generic"]
+    assert GENERIC.audio_append is None and not GENERIC.answers and not GENERIC.echoed_ids
+    assert GENERIC.warning is not None and "/v9/realtime/x" in GENERIC.warning.format(path="/v9/realtime/x")
+
+
+def test_a_generic_connection_keeps_the_recorded_order() -> None:
+    tracker = GENERIC.causes()
+    tracker.client(0, {"type": "session.update", "session": {}})
+    tracker.client(1, {"type": "input_audio_buffer.append", "audio": "AAAA"})
+    req = tracker.server(server_info(b'{"type":"session.updated","session":{}}'))
+    assert (req.after, req.every) == (1, True)
+
+
+def test_the_translation_profile() -> None:
+    tracker = TRANSLATION.causes()
+    tracker.client(0, {"type": "session.update", "session": {}})
+    tracker.client(1, {"type": "session.input_audio_buffer.append", "audio": "AAAA"})
+    tracker.client(2, {"type": "session.close"})
+    assert answered(tracker.server(server_info(b'{"type":"session.updated","session":{}}')), 0)
+    # Translated output comes from the audio: it keeps its position after the audio.
+    delta = tracker.server(server_info(b'{"type":"session.output_audio.delta","delta":"AAAA"}'))
+    assert (delta.after, delta.every) == (2, True)
+    assert answered(tracker.server(server_info(b'{"type":"session.closed"}')), 2)
+    assert TRANSLATION.audio_append == "session.input_audio_buffer.append"
+    assert TRANSLATION.response_created is None and "response.create" not in str(TRANSLATION.answers)
+
+
+def test_voice_live_audio_is_measured_at_its_sampling_rate() -> None:
+    fmt = VOICE_LIVE.audio_format({"input_audio_sampling_rate": 16000})
+    assert fmt is not None and fmt.bytes_per_second == 32_000 and fmt.ms(3_200) == 100
+    assert VOICE_LIVE.audio_format({"input_audio_format": "pcm16"}) is PCM16
+    assert VOICE_LIVE.audio_format({"input_audio_format": "g711_ulaw", "input_audio_sampling_rate": 8000}) is G711_ULAW
+    assert REALTIME.audio_format({"input_audio_sampling_rate": 16000}) is None  # an Azure option only
+
+
+def test_mcp_approval_echoes_the_request_id() -> None:
+    approval = {"type": "conversation.item.create",
+                "item": {"type": "mcp_approval_response", "approval_request_id": "mcpr_123", "approve": True}}
+    assert echoed_ids(approval) == ("mcpr_123",)
+    create = {"type": "response.create",
+              "response": {"input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_9"}]}}
+    assert echoed_ids(create) == ("mcpr_9",)
+
+
+def test_an_answer_naming_the_item_a_client_created_answers_that_event() -> None:
+    walk = Walk()
+    first = walk.client("conversation.item.create", item={"type": "function_call_output", "call_id": "call_A"})
+    second = walk.client("conversation.item.create", item={"type": "function_call_output", "call_id": "call_B"})
+    # The server answered B first: its answer follows B, not the earliest create.
+    assert answered(walk.server("conversation.item.added", item={"id": "item_2", "call_id": "call_B"}), second)
+    assert answered(walk.server("conversation.item.added", item={"id": "item_1", "call_id": "call_A"}), first)

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import openai
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rtreplay import Cassette, Close, Connection, Frame, Header, Open, Reject
+from rtreplay import Cassette, Close, Connection, Frame, Header, Open, Reject, load
 from rtreplay.errors import CassetteNotFoundError, MismatchError
 from rtreplay.match import MatchPolicy
 from rtreplay.server import ReplayServer
@@ -96,7 +97,7 @@ async def test_frames_go_out_byte_for_byte_as_text() -> None:
     ]
     plan = clients.script(name)
     raw: list[Any] = []
-    async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
+    async with ReplayServer(name, shift_times=False) as server, connect(server.url + "?model=gpt-realtime") as ws:
         for step in plan.steps:
             if step.send is not None:
                 await ws.send(step.send)
@@ -790,8 +791,10 @@ def test_replay_doc_examples_run() -> None:
 
     python = code_blocks("replay.md", "python")
     outputs = code_blocks("replay.md", "text")
-    assert len(python) == 5 and len(outputs) == 3
-    for code in python[:2]:
+    assert len(python) == 6 and len(outputs) == 3
+    [times] = [code for code in python if "fresh_ids=True" in code]
+    python.remove(times)
+    for code in [*python[:2], times]:
         assert _run_example(code) == ""
     # The mismatch report, the stall report, the core driven by hand: each prints its block.
     for code, printed in zip(python[2:], outputs, strict=True):
@@ -989,7 +992,7 @@ async def test_voice_with_a_little_less_or_more_trailing_audio_replays(
         else:
             got = await _voice_openai(server.websocket_base_url, update, _rechunk(chunks, extra_ms))
     until_done = server_events[: [e["type"] for e in server_events].index("response.done") + 1]
-    assert got[: len(until_done)] == until_done
+    assert clients.timeless(got[: len(until_done)]) == until_done
     assert server.report.ok, str(server.report)
     assert server.report.complete, str(server.report)
     [note] = server.report.audio
@@ -1007,3 +1010,102 @@ async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts
     assert m.kind == "audio"
     assert "the client's audio stopped 1,000 ms short" in m.message
     assert "until 2,428 ms of audio have arrived" in m.message and "1,428 ms have" in m.message
+
+
+# -- parallel tool calls -----------------------------------------------------------------------------
+
+
+async def _until(ws: Any, got: list[Any], kind: str) -> None:
+    while True:
+        got.append(json.loads(await ws.recv()))
+        if got[-1]["type"] == kind:
+            return
+
+
+async def test_parallel_tool_outputs_replay_in_every_order_to_a_raw_client() -> None:
+    """A response with three function calls; the client answers them in each of the six
+    orders, the way a client running its tools concurrently does."""
+    import itertools
+
+    cassette = sample("parallel-tools.jsonl")
+    client_events = clients.client_events(cassette)
+    outputs = [e for e in client_events if e.get("item", {}).get("type") == "function_call_output"]
+    before = client_events[: client_events.index(outputs[0])]
+    recorded = clients.server_events(cassette)
+    async with ReplayServer(cassette, repeat=True) as server:
+        for order in itertools.permutations(outputs):
+            async with connect(server.url + "?model=gpt-realtime") as ws:
+                got: list[Any] = []
+                for event in before:
+                    await ws.send(json.dumps(event))
+                await _until(ws, got, "rate_limits.updated")
+                # Each output echoes the call_id of a function call the client received.
+                calls = {e["item"]["call_id"] for e in got if e["type"] == "response.output_item.done"}
+                assert calls == {o["item"]["call_id"] for o in order}
+                for output in order:
+                    await ws.send(json.dumps(output))
+                await ws.send(json.dumps({"type": "response.create"}))
+                await asyncio.wait_for(_until(ws, got, "rate_limits.updated"), timeout(10))
+            assert clients.timeless(got) == recorded
+    assert server.report.ok and server.report.reorderings == [], str(server.report)
+    assert len(server.report.connections) == 6
+
+
+# -- time and IDs ---------------------------------------------------------------------------------------
+
+
+async def test_times_move_to_replay_time_and_keep_their_offset_by_default() -> None:
+    import time
+
+    cassette = load(sample("text-chat.jsonl"))
+    recorded = json.loads(next(cassette.connections[0].server_frames()).payload())
+    started = msgspec.convert(cassette.connections[0].open.started, str)
+    from rtreplay.volatile import parse_wall_clock
+
+    offset = recorded["session"]["expires_at"] - (parse_wall_clock(started) or 0)
+    for shift, check in ((True, lambda got: abs(got - (time.time() + offset)) < 5), (False, lambda got: got == recorded["session"]["expires_at"])):
+        async with ReplayServer(cassette, shift_times=shift) as server, connect(server.url + "?model=gpt-realtime") as ws:
+            got = json.loads(await ws.recv())
+        assert check(got["session"]["expires_at"]), (shift, got["session"]["expires_at"])
+        assert {k: v for k, v in got["session"].items() if k != "expires_at"} == {
+            k: v for k, v in recorded["session"].items() if k != "expires_at"
+        }
+
+
+async def test_fresh_ids_differ_per_connection_and_a_stale_echo_is_reported() -> None:
+    cassette = sample("interruption.jsonl")
+    plan = clients.script(cassette)
+    async with ReplayServer(cassette, fresh_ids=True, repeat=True) as server:
+        first = await clients.websockets_raw(server.url, plan)  # echoes what the recording echoed
+        assert server.report.mismatches, "the recorded IDs are stale on a replay with fresh IDs"
+    stale = [m for m in server.report.mismatches if m.kind == "id"]
+    assert stale and "the recording's ID" in str(stale[0])
+    ids = {e["item_id"] for e in first if isinstance(e, dict) and "item_id" in e}
+    recorded = {e["item_id"] for e in clients.server_events(cassette) if "item_id" in e}
+    assert ids and not ids & recorded  # every item ID this connection saw is its own
+
+
+async def test_fresh_ids_echoed_back_as_handed_out_match() -> None:
+    cassette = sample("tool-call.jsonl")
+    async with ReplayServer(cassette, fresh_ids=True) as server:
+        client = openai.AsyncOpenAI(api_key="sk-test", websocket_base_url=server.websocket_base_url)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = clients.client_events(cassette)
+            await conn.send(events[0])
+            await conn.send(events[1])
+            await conn.send(events[2])
+            call_id = None
+            async for event in conn:
+                if event.type == "response.function_call_arguments.done":
+                    call_id = event.call_id
+                if event.type == "rate_limits.updated":
+                    break
+            assert call_id is not None and call_id not in json.dumps(events)
+            output = dict(events[3], item=dict(events[3]["item"], call_id=call_id))
+            await conn.send(output)
+            await conn.send(events[4])
+            async for event in conn:
+                if event.type == "rate_limits.updated":
+                    break
+        await client.close()
+    assert server.report.ok and server.report.complete, str(server.report)

@@ -9,7 +9,8 @@ It listens on 127.0.0.1 (port 0 by default) and answers like the real Realtime A
 - ``response.create`` -> the whole response lifecycle: text deltas, or audio + transcript
   deltas when the output modalities include audio, or a function call when a tool is
   declared and the user's last message names it (``get_weather`` is asked for by any text
-  containing "weather"); after a ``function_call_output`` the answer quotes the output;
+  containing "weather"), one call per place named (``in Paris, Tokyo and Lima``: three,
+  parallel tool calls); after a ``function_call_output`` the answer quotes the output;
 - ``input_audio_buffer.append`` with server VAD on (the default, as in the API): loud PCM16
   starts speech, 200 ms of silence stops it, then commit, user item, and a response;
   with ``turn_detection: null``: ``commit``/``clear`` by hand;
@@ -32,6 +33,16 @@ It listens on 127.0.0.1 (port 0 by default) and answers like the real Realtime A
 - :class:`Drift`: the API changing under a cassette (a field added to an event type, an
   event type no longer sent, an event renamed), and ``text``/``words_per_delta``: the same
   session said in other words and other pieces.
+- the other endpoints: ``/v1/realtime/translations`` (live translation: translated
+  transcript and audio per 200 ms frame of loud input audio, whatever the chunking;
+  ``session.close`` -> ``session.closed`` and a close), Azure Voice Live's
+  ``/voice-live/realtime`` (the conversation script with the beta event names, its
+  ``input_audio_sampling_rate`` honoured, ``azure_semantic_vad``, word timestamps), and any
+  other ``.../realtime/<name>`` path (a made-up future endpoint: each client event ``T`` is
+  answered by ``T.ack``);
+- ``POST /v1/realtime/client_secrets`` and ``/v1/realtime/translations/client_secrets``:
+  a fresh ``ek_`` key, which the WebSocket handshake then accepts in place of the API key
+  (``issued`` keeps them; ``secrets`` counts the calls).
 
 Everything it saw is kept: ``handshakes`` (path, query, headers, subprotocols, protocol
 of each connection) and ``received`` (every client message). Waiting is event-driven::
@@ -51,11 +62,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import http
 import json
 import re
 import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -247,8 +260,12 @@ class ScriptedUpstream(Service):
         vad: Literal["energy", "pauses"] = "energy",
         expiry: Expiry | None = None,
         drift: Drift | None = None,
+        beta_disabled: bool = False,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
+        #: Answer a beta client as the API does since the beta's sunset: an error
+        #: (beta_api_shape_disabled), then close 4000, no session.
+        self.beta_disabled = beta_disabled
         self.api_key = api_key
         self.require_auth = require_auth
         self.refuse = Refusal(refuse) if isinstance(refuse, int) else refuse
@@ -265,6 +282,8 @@ class ScriptedUpstream(Service):
         self.drift = drift
         self.handshakes: list[Handshake] = []
         self.received: list[Received] = []
+        self.issued: list[str] = []  # ephemeral keys handed out by client_secrets calls
+        self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []  # path, headers, body
         self.closes: dict[int, tuple[int | None, str]] = {}  # conn -> close code/reason seen
         self.open_connections = 0
         self._server: Server | None = None
@@ -279,6 +298,7 @@ class ScriptedUpstream(Service):
             self._handle,
             self.host,
             self.port,
+            create_connection=_with_posts(self._post),
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
             max_size=MAX_SIZE,
@@ -344,6 +364,41 @@ class ScriptedUpstream(Service):
             if predicate():
                 loop.call_soon_threadsafe(_resolve, fut)
 
+    # -- client secrets (HTTP) ---------------------------------------------------------------
+
+    def _post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer ``POST .../client_secrets`` as the API does (an ``ek_`` key and a session)."""
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return 400, json.loads(error_body(400, "We could not parse the JSON body of your request."))
+        with self._cond:
+            self.posts.append((path, headers, request))
+            self._changed()
+        keys = [headers.get("authorization", "").partition(" ")[2].strip()]
+        if self.api_key is not None and self.api_key not in keys:
+            return 401, json.loads(error_body(401))
+        if self.require_auth and not any(keys):
+            return 401, json.loads(error_body(401, "You didn't provide an API key."))
+        translation = path.rstrip("/").endswith("/translations/client_secrets")
+        if not (translation or path.rstrip("/").endswith("/realtime/client_secrets")):
+            return 404, json.loads(error_body(404, f"Invalid URL (POST {path})"))
+        config = request.get("session") if isinstance(request.get("session"), dict) else {}
+        seconds = int((request.get("expires_after") or {}).get("seconds", 600))
+        now = int(time.time())
+        with self._cond:
+            key = f"ek_{len(self.issued):04d}{'f00d' * 7}"
+            self.issued.append(key)
+        if translation:
+            session: dict[str, Any] = {"id": f"sess_EK{len(self.issued)}", "type": "translation",
+                                       "expires_at": now + seconds, "model": config.get("model", "gpt-realtime-translate"),
+                                       "audio": config.get("audio", {"input": {"transcription": None, "noise_reduction": None},
+                                                                    "output": {"language": "es"}})}
+        else:
+            session = {"type": "realtime", "object": "realtime.session", "id": f"sess_EK{len(self.issued)}",
+                       "model": config.get("model", "gpt-realtime"), "expires_at": 0, **config}
+        return 200, {"value": key, "expires_at": now + seconds, "session": session}
+
     # -- handshake ------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -366,6 +421,7 @@ class ScriptedUpstream(Service):
         if status is None:
             connection.rtreplay_conn = conn  # type: ignore[attr-defined]
             connection.rtreplay_protocol = "beta" if beta else "ga"  # type: ignore[attr-defined]
+            connection.rtreplay_endpoint = _endpoint(parsed.path)  # type: ignore[attr-defined]
             return None
         extra = self.refuse.headers if self.refuse is not None else {}
         return _json_response(status, body or error_body(status), extra)
@@ -375,14 +431,17 @@ class ScriptedUpstream(Service):
     ) -> tuple[int | None, str | None]:
         if self.refuse is not None:
             return self.refuse.status, self.refuse.body
-        if not path.rstrip("/").endswith("/realtime"):
+        if _endpoint(path) is None:
             return 404, error_body(404, f"Invalid URL (GET {path})")
         keys = [v.partition(" ")[2].strip() for k, v in headers.items() if k == "authorization"]
         keys += [v for k, v in headers.items() if k == "api-key"]
         keys += [p[len("openai-insecure-api-key.") :] for p in offered if p.startswith("openai-insecure-api-key.")]
         if self.require_auth and not keys:
             return 401, error_body(401, "You didn't provide an API key.")
-        if self.api_key is not None and self.api_key not in keys:
+        ephemeral = [k for k in keys if k.startswith("ek_")]
+        if ephemeral and not all(k in self.issued for k in ephemeral):
+            return 401, error_body(401, "Invalid ephemeral key: it was never issued, or it expired.")
+        if self.api_key is not None and self.api_key not in keys and not ephemeral:
             return 401, error_body(401)
         model = query.get("model")
         if self.models is not None and model is not None and model not in self.models:
@@ -393,7 +452,14 @@ class ScriptedUpstream(Service):
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn: int = ws.rtreplay_conn  # type: ignore[attr-defined]
-        session = _Session(self, ws, conn, ws.rtreplay_protocol)  # type: ignore[attr-defined]
+        endpoint: str = ws.rtreplay_endpoint  # type: ignore[attr-defined]
+        session: _Session | _TranslationSession | _EchoSession
+        if endpoint == "translation":
+            session = _TranslationSession(self, ws, conn)
+        elif endpoint == "other":
+            session = _EchoSession(self, ws, conn)
+        else:
+            session = _Session(self, ws, conn, ws.rtreplay_protocol, voice_live=endpoint == "voice-live")  # type: ignore[attr-defined]
         with self._cond:
             self.open_connections += 1
             self._changed()
@@ -418,6 +484,83 @@ class ScriptedUpstream(Service):
             self.received.append(received)
             self._changed()
         return received
+
+
+def _endpoint(path: str) -> str | None:
+    """Which script serves a path: ``conversation``, ``translation``, ``voice-live``,
+    ``other`` (``.../realtime/<name>``), or ``None`` (404)."""
+    segments = [s for s in path.split("/") if s]
+    if "realtime" not in segments:
+        return None
+    tail = segments[segments.index("realtime") + 1 :]
+    if not tail:
+        return "voice-live" if "voice-live" in segments else "conversation"
+    if tail == ["translations"]:
+        return "translation"
+    return "other" if len(tail) == 1 else None
+
+
+class _PostingConnection(ServerConnection):
+    """Answers ``POST`` requests itself (websockets reads only ``GET``): one JSON response,
+    then the connection closes. Independent of rtreplay's own HTTP handling, on purpose."""
+
+    answer: Callable[[str, dict[str, str], bytes], tuple[int, dict[str, Any]]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head: bytes | None = b""
+        self._posted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:
+            super().data_received(data)
+            return
+        self._head += data
+        if not self._head.startswith(b"POST "[: len(self._head)]):
+            held, self._head = self._head, None
+            self._decided(False)
+            super().data_received(held)
+            return
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = self._head[:end].decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        if len(self._head) < end + 4 + length:
+            return
+        body = self._head[end + 4 : end + 4 + length]
+        path = urllib.parse.urlsplit(lines[0].split(" ")[1]).path
+        status, answer = type(self).answer(path, headers, body)
+        data_out = json.dumps(answer).encode()
+        encoding = ""
+        if "gzip" in headers.get("accept-encoding", ""):  # as the API does, when offered
+            data_out, encoding = gzip.compress(data_out), "content-encoding: gzip\r\n"
+        phrase = http.HTTPStatus(status).phrase
+        self.transport.write(
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n{encoding}"
+            f"content-length: {len(data_out)}\r\nx-request-id: req_upstream\r\nconnection: close\r\n\r\n".encode()
+            + data_out
+        )
+        self.transport.close()
+        self._decided(True)
+
+    def _decided(self, post: bool) -> None:
+        if not self._posted.done():
+            self._posted.set_result(post)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        posted = asyncio.ensure_future(self._posted)
+        await asyncio.wait([posted, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+        if posted.done() and posted.result():
+            await self.connection_lost_waiter
+            return
+        posted.cancel()
+        await super().handshake(*args, **kwargs)
+
+
+def _with_posts(answer: Callable[[str, dict[str, str], bytes], tuple[int, dict[str, Any]]]) -> type[ServerConnection]:
+    return type("_Posting", (_PostingConnection,), {"answer": staticmethod(answer)})
 
 
 def _resolve(fut: asyncio.Future[object]) -> None:
@@ -452,11 +595,15 @@ class _Stop(Exception):
 class _Session:
     """One connection's conversation state and the script that answers it."""
 
-    def __init__(self, up: ScriptedUpstream, ws: ServerConnection, conn: int, protocol: Protocol) -> None:
+    def __init__(
+        self, up: ScriptedUpstream, ws: ServerConnection, conn: int, protocol: Protocol, *, voice_live: bool = False
+    ) -> None:
         self.up = up
         self.ws = ws
         self.conn = conn
-        self.beta = protocol == "beta"
+        # Azure Voice Live speaks the conversation protocol with the beta event names.
+        self.voice_live = voice_live
+        self.beta = protocol == "beta" or voice_live
         self.fault = up.fault if up.fault is not None and up.fault.conn in (None, conn) else None
         self.sent_counts: dict[str, int] = {}
         self.stalled = False
@@ -481,6 +628,15 @@ class _Session:
     def _initial_session(self) -> dict[str, Any]:
         vad = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 200,
                "create_response": True, "interrupt_response": True}
+        if self.voice_live:
+            return {"id": f"sess_VL{self.conn}", "object": "realtime.session", "model": "gpt-realtime",
+                    "modalities": ["text", "audio"], "instructions": "",
+                    "voice": {"name": "en-US-Ava:DragonHDLatestNeural", "type": "azure-standard"},
+                    "input_audio_format": "pcm16", "input_audio_sampling_rate": 24000, "output_audio_format": "pcm16",
+                    "input_audio_noise_reduction": None, "input_audio_echo_cancellation": None,
+                    "input_audio_transcription": None,
+                    "turn_detection": {**vad, "type": "azure_semantic_vad"}, "tools": [], "tool_choice": "auto",
+                    "temperature": 0.8, "max_response_output_tokens": "inf", "expires_at": int(time.time()) + 1800}
         if self.beta:
             return {"id": f"sess_UP{self.conn}", "object": "realtime.session", "model": "gpt-4o-realtime-preview",
                     "modalities": ["text", "audio"], "instructions": "", "voice": "alloy",
@@ -490,11 +646,17 @@ class _Session:
         return {"type": "realtime", "object": "realtime.session", "id": f"sess_UP{self.conn}",
                 "model": "gpt-realtime", "output_modalities": ["audio"], "instructions": "",
                 "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
-                "truncation": "auto", "prompt": None, "expires_at": 1767233035,
+                "truncation": "auto", "prompt": None, "expires_at": int(time.time()) + 1800,
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": None,
                                     "noise_reduction": None, "turn_detection": vad},
                           "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0}},
                 "include": None}
+
+    @property
+    def bytes_per_ms(self) -> int:
+        """PCM16 bytes per millisecond of input: 24 kHz, or Voice Live's ``input_audio_sampling_rate``."""
+        rate = self.session.get("input_audio_sampling_rate", SAMPLE_RATE) if self.voice_live else SAMPLE_RATE
+        return int(rate) * 2 // 1000
 
     @property
     def turn_detection(self) -> dict[str, Any] | None:
@@ -542,6 +704,11 @@ class _Session:
     async def run(self) -> None:
         expiring = asyncio.create_task(self.expire(self.expiry)) if self.expiry is not None else None
         try:
+            if self.beta and not self.voice_live and self.up.beta_disabled:
+                await self.error("beta_api_shape_disabled", "The beta Realtime API shape is no longer "
+                                 "supported; use the GA API (no OpenAI-Beta header).")
+                await self.ws.close(4000, "beta api shape disabled")
+                return
             await self.emit({"type": "session.created", "session": self.session})
             async for message in self.ws:
                 received = self.up._record(self.conn, message)
@@ -658,7 +825,7 @@ class _Session:
         except ValueError:
             await self.error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio.", event, "audio")
             return
-        ms = len(pcm) // BYTES_PER_MS
+        ms = len(pcm) // self.bytes_per_ms
         loud = any(abs(s) >= SPEECH_AMPLITUDE for (s,) in struct.iter_unpack("<h", pcm[: len(pcm) // 2 * 2]))
         now = asyncio.get_running_loop().time()
         paused = self.last_append is not None and now - self.last_append
@@ -842,54 +1009,63 @@ class _Session:
         await self.emit({"type": "response.created",
                          "response": self.response_object(resp_id, "in_progress", [], options=options)})
         tool = self.wanted_tool(options)
-        item = await (self.function_call(resp_id, tool) if tool is not None else self.message(resp_id, options))
+        if tool is not None:
+            # One call per place the user named (parallel tool calls: "in Paris, Tokyo and Lima").
+            items = [await self.function_call(resp_id, tool, place, index)
+                     for index, place in enumerate(self.places())]
+        else:
+            items = [await self.message(resp_id, options)]
         await self.pause()
         await self.emit({"type": "response.done",
-                         "response": self.response_object(resp_id, "completed", [item], options=options)})
+                         "response": self.response_object(resp_id, "completed", items, options=options)})
         await self.rate_limits()
 
     async def rate_limits(self) -> None:
         await self.emit({"type": "rate_limits.updated", "rate_limits": [
             {"name": "tokens", "limit": 40000, "remaining": 38490, "reset_seconds": 2.265}]})
 
-    async def start_item(self, resp_id: str, item: dict[str, Any]) -> None:
+    async def start_item(self, resp_id: str, item: dict[str, Any], index: int = 0) -> None:
         previous = self.items[-1]["id"] if self.items else None
-        await self.emit({"type": "response.output_item.added", "response_id": resp_id, "output_index": 0,
+        await self.emit({"type": "response.output_item.added", "response_id": resp_id, "output_index": index,
                          "item": item})
         if self.beta:
             await self.emit({"type": "conversation.item.created", "previous_item_id": previous, "item": item})
         else:
             await self.emit({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
 
-    async def finish_item(self, resp_id: str, item: dict[str, Any]) -> None:
+    async def finish_item(self, resp_id: str, item: dict[str, Any], index: int = 0) -> None:
         previous = self.items[-1]["id"] if self.items else None
         self.items.append(item)
-        await self.emit({"type": "response.output_item.done", "response_id": resp_id, "output_index": 0,
+        await self.emit({"type": "response.output_item.done", "response_id": resp_id, "output_index": index,
                          "item": item})
         if not self.beta:
             await self.emit({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
 
-    async def function_call(self, resp_id: str, tool: dict[str, Any]) -> dict[str, Any]:
-        item_id, call_id = self.next_id("item"), self.next_id("call")
-        params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
+    def places(self) -> list[str]:
+        """The places the user's last message asks about ("in Paris", "in Paris, Tokyo and Lima")."""
         last = self.items[-1]
         text = " ".join(str(c.get("text", "")) for c in last.get("content", []) if isinstance(c, dict))
-        place = re.search(r"\bin ([A-Z]\w*(?: [A-Z]\w*)*)", text)
-        args = {name: (place.group(1) if place else "somewhere") for name in params.get("required", [])}
+        found = re.search(r"\bin ([A-Z]\w*(?: [A-Z]\w*)*(?:(?:, | and )[A-Z]\w*(?: [A-Z]\w*)*)*)", text)
+        return re.split(r", | and ", found.group(1)) if found else ["somewhere"]
+
+    async def function_call(self, resp_id: str, tool: dict[str, Any], place: str, index: int = 0) -> dict[str, Any]:
+        item_id, call_id = self.next_id("item"), self.next_id("call")
+        params = tool.get("parameters", {}) if isinstance(tool.get("parameters"), dict) else {}
+        args = {name: place for name in params.get("required", [])}
         arguments = json.dumps(args)
         item = {"id": item_id, "type": "function_call", "status": "in_progress", "name": tool["name"],
                 "call_id": call_id, "arguments": ""}
-        await self.start_item(resp_id, item)
+        await self.start_item(resp_id, item, index)
         half = len(arguments) // 2
         for part in (arguments[:half], arguments[half:]):
             await self.pause()
             await self.emit({"type": "response.function_call_arguments.delta", "response_id": resp_id,
-                             "item_id": item_id, "output_index": 0, "call_id": call_id, "delta": part})
+                             "item_id": item_id, "output_index": index, "call_id": call_id, "delta": part})
         await self.emit({"type": "response.function_call_arguments.done", "response_id": resp_id,
-                         "item_id": item_id, "output_index": 0, "call_id": call_id, "name": tool["name"],
+                         "item_id": item_id, "output_index": index, "call_id": call_id, "name": tool["name"],
                          "arguments": arguments})
         done = {**item, "status": "completed", "arguments": arguments}
-        await self.finish_item(resp_id, done)
+        await self.finish_item(resp_id, done, index)
         return done
 
     async def message(self, resp_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -907,14 +1083,20 @@ class _Session:
             names = (("response.audio_transcript", "response.audio") if self.beta
                      else ("response.output_audio_transcript", "response.output_audio"))
             chunk = base64.b64encode(pcm16_tone(self.up.audio_delta_bytes // BYTES_PER_MS)).decode()
+            stamps = self.voice_live and "word" in (self.session.get("output_audio_timestamp_types") or [])
             for i in range(max(len(words), self.up.audio_deltas)):
                 await self.pause()
                 if i < len(words):
                     await self.emit({"type": f"{names[0]}.delta", **where, "delta": words[i]})
                     partial["said"] += words[i]
+                    if stamps:
+                        await self.emit({"type": "response.audio_timestamp.delta", **where, "audio_offset_ms": i * 300,
+                                         "audio_duration_ms": 280, "text": words[i].strip(), "timestamp_type": "word"})
                 if i < self.up.audio_deltas:
                     await self.emit({"type": f"{names[1]}.delta", **where, "delta": chunk})
             await self.emit({"type": f"{names[1]}.done", **where})
+            if stamps:
+                await self.emit({"type": "response.audio_timestamp.done", **where})
             await self.emit({"type": f"{names[0]}.done", **where, "transcript": text})
             final_part = {"type": "audio", "transcript": text}
             content = {"type": "audio" if self.beta else "output_audio", "transcript": text}
@@ -943,3 +1125,101 @@ def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = value
+
+
+class _TranslationSession:
+    """A live translation session (``/v1/realtime/translations``, ``RealtimeTranslation*``).
+
+    Translation works in 200 ms frames of input audio (the spec's advice: "Translation
+    consumes 200 ms engine frames"): each complete loud frame yields the source transcript
+    delta (when transcription is on), the translated transcript delta and 200 ms of
+    translated audio, whatever the chunking of the appends. ``session.close`` flushes a
+    partial frame, answers ``session.closed`` and closes with 1000.
+    """
+
+    FRAME_MS = 200
+    WORDS = ("hello", "how", "are", "you", "today", "my", "friend")
+    TRANSLATED = ("hola", "cómo", "estás", "tú", "hoy", "mi", "amigo")
+
+    def __init__(self, up: ScriptedUpstream, ws: ServerConnection, conn: int) -> None:
+        self.up = up
+        self.ws = ws
+        self.conn = conn
+        self.n = 0
+        self.pending = b""  # input audio not yet a whole frame
+        self.frames = 0
+        self.session: dict[str, Any] = {
+            "id": f"sess_TR{conn}", "type": "translation", "model": "gpt-realtime-translate",
+            "expires_at": int(time.time()) + 1800,
+            "audio": {"input": {"transcription": None, "noise_reduction": None}, "output": {"language": "es"}},
+        }
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        self.n += 1
+        await self.ws.send(json.dumps({"type": event.pop("type"), "event_id": f"event_TR{self.conn}x{self.n:04d}", **event}))
+
+    async def run(self) -> None:
+        try:
+            await self.emit({"type": "session.created", "session": self.session})
+            async for message in self.ws:
+                received = self.up._record(self.conn, message)
+                event = received.event or {}
+                kind = event.get("type")
+                if kind == "session.update" and isinstance(event.get("session"), dict):
+                    _merge(self.session, event["session"])
+                    await self.emit({"type": "session.updated", "session": self.session})
+                elif kind == "session.input_audio_buffer.append":
+                    self.pending += base64.b64decode(event.get("audio", ""))
+                    await self.translate(flush=False)
+                elif kind == "session.close":
+                    await self.translate(flush=True)
+                    await self.emit({"type": "session.closed"})
+                    await self.ws.close(1000)
+                    return
+                else:
+                    await self.emit({"type": "error", "error": {
+                        "type": "invalid_request_error", "code": "invalid_event", "param": "type",
+                        "message": f"Invalid value: '{kind}'. Supported values are: 'session.update', "
+                                   "'session.input_audio_buffer.append' and 'session.close'.",
+                        "event_id": event.get("event_id")}})
+        except ConnectionClosed:
+            pass
+
+    async def translate(self, *, flush: bool) -> None:
+        size = self.FRAME_MS * BYTES_PER_MS
+        while len(self.pending) >= size or (flush and self.pending):
+            frame, self.pending = self.pending[:size], self.pending[size:]
+            self.frames += 1
+            loud = any(abs(v) >= SPEECH_AMPLITUDE for (v,) in struct.iter_unpack("<h", frame[: len(frame) // 2 * 2]))
+            if not loud:
+                continue
+            elapsed = self.frames * self.FRAME_MS
+            word = self.frames % len(self.WORDS)
+            if self.session["audio"]["input"].get("transcription"):
+                await self.emit({"type": "session.input_transcript.delta", "delta": f" {self.WORDS[word]}", "elapsed_ms": elapsed})
+            await self.emit({"type": "session.output_transcript.delta", "delta": f" {self.TRANSLATED[word]}", "elapsed_ms": elapsed})
+            audio = base64.b64encode(pcm16_tone(self.FRAME_MS, 6_000)).decode()
+            await self.emit({"type": "session.output_audio.delta", "delta": audio, "sample_rate": 24000,
+                             "channels": 1, "format": "pcm16", "elapsed_ms": elapsed})
+
+
+class _EchoSession:
+    """A made-up future endpoint (``.../realtime/<name>``): a ``hello`` first, then each
+    client event ``T`` answered by ``T.ack`` naming it."""
+
+    def __init__(self, up: ScriptedUpstream, ws: ServerConnection, conn: int) -> None:
+        self.up = up
+        self.ws = ws
+        self.conn = conn
+
+    async def run(self) -> None:
+        try:
+            await self.ws.send(json.dumps({"type": "hello", "event_id": f"event_FX{self.conn}x0"}))
+            n = 0
+            async for message in self.ws:
+                received = self.up._record(self.conn, message)
+                kind = (received.event or {}).get("type", "unknown")
+                n += 1
+                await self.ws.send(json.dumps({"type": f"{kind}.ack", "event_id": f"event_FX{self.conn}x{n}", "n": n}))
+        except ConnectionClosed:
+            pass

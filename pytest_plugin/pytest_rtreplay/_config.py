@@ -55,6 +55,8 @@ MARKER_ARGS = (
     "record_mode",
     "stall_timeout",
     "audio_tolerance",
+    "shift_times",
+    "fresh_ids",
 )
 CONFIG_KEYS = (
     "cassette_dir",
@@ -65,6 +67,8 @@ CONFIG_KEYS = (
     "record_mode",
     "stall_timeout",
     "audio_tolerance",
+    "shift_times",
+    "fresh_ids",
     "upstream",
     "api_key",
     "audio",
@@ -103,6 +107,8 @@ class RealtimeSettings:
     record_mode: str = "none"
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
     audio_tolerance: float = DEFAULT_AUDIO_TOLERANCE
+    shift_times: bool = True
+    fresh_ids: bool = False
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
@@ -156,7 +162,7 @@ def _check(key: str, value: object, what: str) -> object:
                 f"not {value!r}"
             )
         return None if value == 0 else float(value)
-    if key in ("strict", "allow_unplayed"):
+    if key in ("strict", "allow_unplayed", "shift_times", "fresh_ids"):
         return parse_bool(value, what)
     if key == "record_mode":
         if value not in RECORD_MODES:
@@ -271,6 +277,8 @@ def resolve_settings(
         "record_mode": "none",
         "stall_timeout": DEFAULT_STALL_TIMEOUT,
         "audio_tolerance": DEFAULT_AUDIO_TOLERANCE,
+        "shift_times": True,
+        "fresh_ids": False,
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
         "audio": "inline",
@@ -305,6 +313,8 @@ def resolve_settings(
         record_mode=chosen["record_mode"],
         stall_timeout=chosen["stall_timeout"],
         audio_tolerance=chosen["audio_tolerance"],
+        shift_times=chosen["shift_times"],
+        fresh_ids=chosen["fresh_ids"],
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
         audio=chosen["audio"],

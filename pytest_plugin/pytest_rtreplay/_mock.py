@@ -118,6 +118,12 @@ class RealtimeMock:
         return self.service.url
 
     @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``: a backend's ``openai.OpenAI(base_url=...)``, where
+        ``POST .../realtime/client_secrets`` mints an ephemeral key (recorded, or replayed)."""
+        return self.service.base_url
+
+    @property
     def received(self) -> list[Any]:
         """Every client message the mock received so far, in order (``.conn``, ``.event``, ``.raw``)."""
         received = getattr(self.service, "received", None)
@@ -205,6 +211,8 @@ class RealtimeMock:
                     strict=settings.strict,
                     stall_timeout=settings.stall_timeout,
                     audio_tolerance=settings.audio_tolerance,
+                    shift_times=settings.shift_times,
+                    fresh_ids=settings.fresh_ids,
                 )
                 # The report names the cassette (and its lines) as the test's failure does.
                 self._service.report.source = self._display_path

@@ -53,7 +53,8 @@ _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the 
 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
-    "allow_unplayed=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25): "
+    "allow_unplayed=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25, "
+    "shift_times=True, fresh_ids=False): "
     "configure this test's realtime_mock (rtreplay); see docs/pytest.md"
 )
 
@@ -66,6 +67,8 @@ _INI = {
     "realtime_allow_unplayed": "allow_unplayed",
     "realtime_stall_timeout": "stall_timeout",
     "realtime_audio_tolerance": "audio_tolerance",
+    "realtime_shift_times": "shift_times",
+    "realtime_fresh_ids": "fresh_ids",
     "realtime_upstream": "upstream",
     "realtime_audio": "audio",
 }
@@ -124,6 +127,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "realtime_audio_tolerance",
         "seconds of input audio a client may send more or less than recorded (default 0.25)",
+        default="",
+    )
+    parser.addini(
+        "realtime_shift_times",
+        "move recorded time fields (session.expires_at...) to replay time (default true)",
+        default="",
+    )
+    parser.addini(
+        "realtime_fresh_ids",
+        "give each replayed connection its own IDs instead of the recorded ones (default false)",
         default="",
     )
     parser.addini(
@@ -192,6 +205,7 @@ def realtime_config() -> dict[str, Any]:
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
     ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
+    ``shift_times``, ``fresh_ids``,
     ``upstream``, ``api_key``, ``audio``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """

@@ -1,4 +1,4 @@
-"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``...
+"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``, ``migrate``...
 
 ``main(argv=None) -> int`` is the whole command; ``python -m rtreplay`` and the console
 script call it, and so do the tests. Each subcommand is a module with
@@ -90,9 +90,10 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "validate",
         "check a cassette's events (and its audio files) against the Realtime schema",
         "Check every event of each cassette against the Realtime API schema of its "
-        "protocol (known type for its direction, required top-level fields), and that every "
-        "audio file a cassette refers to is there and intact.",
-        "rtreplay validate cassettes/*.jsonl",
+        "endpoint and protocol (known type for its direction, required top-level fields), "
+        "and that every audio file a cassette refers to is there and intact. An event type "
+        "the schema does not know yet, of a plausible shape, is a warning unless --strict.",
+        "rtreplay validate --strict cassettes/*.jsonl",
         "..validate:add_validate_arguments:validate_main",
     ),
     (
@@ -116,6 +117,16 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "unless --record-to. Exit status 0 no drift, 1 drift, 2 bad input or no connection.",
         "OPENAI_API_KEY=sk-... rtreplay verify cassettes/function-call.jsonl --record-to /tmp/new.jsonl",
         ".verify",
+    ),
+    (
+        "migrate",
+        "rewrite beta cassettes in the GA shapes, for a GA client",
+        "Rewrite the beta connections of cassettes (recorded with OpenAI-Beta: realtime=v1, "
+        "which the API no longer accepts) in the GA shapes a GA client records: event names, "
+        "session, response and item fields, the item lifecycle, the handshake. In place and "
+        "atomically, then validated.",
+        "rtreplay migrate cassettes/beta-text.jsonl --out cassettes/ga-text.jsonl",
+        ".migrate",
     ),
     (
         "redact",

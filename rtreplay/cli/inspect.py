@@ -1,4 +1,5 @@
-"""``rtreplay inspect``: a cassette's connections, event counts per side, and closes."""
+"""``rtreplay inspect``: a cassette's HTTP exchanges and connections (their endpoint, event
+counts per side, and closes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections import Counter
 
 from ..codec import load
+from ..protocol import REALTIME, profile_for
 
 __all__ = ["add_arguments", "run"]
 
@@ -24,11 +26,16 @@ def run(args: argparse.Namespace) -> int:
         + (f" on {cassette.header.created}" if cassette.header.created else ""),
         file=out,
     )
+    for exchange in cassette.exchanges:
+        req, res = exchange.request, exchange.response
+        print(f"http {exchange.n}: {req.method} {req.path} -> HTTP {res.status} after {exchange.duration:.3f} s", file=out)
     for conn in cassette.connections:
         o = conn.open
         query = "&".join(f"{k}={v}" for k, v in o.query.items())
         target = o.path + (f"?{query}" if query else "")
-        print(f"connection {o.conn}: {target} ({o.protocol.upper()} protocol)", file=out)
+        profile = profile_for(o.path, o.query)
+        endpoint = f", {profile.title}" if profile is not None and profile is not REALTIME else ""
+        print(f"connection {o.conn}: {target} ({o.protocol.upper()} protocol{endpoint})", file=out)
         if conn.reject is not None:
             print(f"  refused with HTTP {conn.reject.status}: {conn.reject.body[:200]}", file=out)
             continue

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TextIO
 
+from ..cassette import HttpExchange
+from ..client_secrets import PLACEHOLDER
 from ..conversation import (
     Cancel,
     ConversationConnection,
@@ -19,6 +21,7 @@ from ..conversation import (
     OtherFrame,
     Response,
     SessionUpdate,
+    Translation,
     Truncate,
     UserAudio,
     UserText,
@@ -61,9 +64,20 @@ def run(args: argparse.Namespace) -> int:
     n = len(cassette.connections)
     print(style(f"{args.cassette}", "bold") + f": cassette format {cassette.header.format}, "
           f"{n} connection{'s' if n != 1 else ''}", file=out)
+    for exchange in cassette.exchanges:
+        print(_exchange(exchange), file=out)
     for c in conns:
         render(c, out, style)
     return 0
+
+
+def _exchange(exchange: HttpExchange) -> str:
+    """One HTTP exchange (a client secret minted) as a line."""
+    secret = " (an ephemeral key, recorded as a placeholder)" if PLACEHOLDER.encode() in exchange.response.body() else ""
+    return (
+        f"http {exchange.n}: {exchange.request.method} {exchange.request.path} -> HTTP "
+        f"{exchange.response.status}{secret}"
+    )
 
 
 def _quote(text: str) -> str:
@@ -127,6 +141,11 @@ def _describe(e: Entry) -> tuple[str, str, list[str]]:
         for out in e.outputs:
             lines.extend(_output(out))
         return "assistant", "cyan", lines
+    if isinstance(e, Translation):
+        lines = [f"audio {e.duration:.2f} s: {_quote(e.text)}"]
+        if e.source:
+            lines.append(f"heard: {_quote(e.source)}")
+        return "translat.", "cyan", lines
     if isinstance(e, FunctionOutput):
         name = f" {e.name}" if e.name else ""
         return "client", "yellow", [f"function output{name}: {e.output}"]

@@ -63,6 +63,13 @@ async def client(url: str, n: int) -> list[str | bytes]:
     return got
 
 
+_TIME = re.compile(r'("expires_at": )\d+')
+
+
+def _timeless(messages: list[str | bytes]) -> list[str | bytes]:
+    return [_TIME.sub(r"\1<time>", m) if isinstance(m, str) else m for m in messages]
+
+
 async def run_load(tmp_path: Path, count: int) -> None:
     cassette = tmp_path / "load.jsonl"
     # -- record ---------------------------------------------------------------------------
@@ -105,7 +112,9 @@ async def run_load(tmp_path: Path, count: int) -> None:
     served = []
     for got in replays:
         conn = first_ids[json.loads(got[0])["event_id"]]
-        assert got == [f.payload() for f in conn.frames if f.dir == "server"], "a replayed frame lost, reordered or doubled"
+        recorded_server = [f.payload() for f in conn.frames if f.dir == "server"]
+        # (The replay moves time fields to replay time: their digits aside, byte for byte.)
+        assert _timeless(got) == _timeless(recorded_server), "a replayed frame lost, reordered or doubled"
         served.append(conn.open.conn)
     assert sorted(served) == list(range(count))
 
