@@ -999,6 +999,26 @@ async def test_voice_with_a_little_less_or_more_trailing_audio_replays(
     assert round(note.got_ms - note.expected_ms) == extra_ms
 
 
+def _greeted_late() -> Cassette:
+    """text-response as a client that sends before session.created arrives records it."""
+    from rtreplay import load
+
+    base = load(sample("text-response.jsonl")).connections[0]
+    frames = list(base.frames)
+    first_client = next(i for i, f in enumerate(frames) if f.dir == "client")
+    created = frames.pop(0)
+    assert created.json is not None and b"session.created" in bytes(created.json)
+    frames.insert(first_client, created)
+    return Cassette(Header(), [Connection(base.open, frames, base.close)])
+
+
+async def test_a_client_that_waits_for_session_created_gets_it_whenever_it_was_recorded() -> None:
+    async with ReplayServer(_greeted_late(), stall_timeout=3600) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), timeout(20)))
+    assert first["type"] == "session.created"
+
+
 async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts() -> None:
     update, chunks, _ = _vad_audio()
     async with ReplayServer(_sent_in_one_go(), stall_timeout=1) as server:
