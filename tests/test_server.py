@@ -713,6 +713,21 @@ async def test_custom_policy_object_is_used() -> None:
     assert server.report.ok
 
 
+async def test_a_match_rule_that_raises_is_reported_and_the_replay_goes_on() -> None:
+    def rule(expected: Any, got: Any) -> bool:
+        return bool(got["session"]["nonexistent"])  # the user's bug
+
+    policy = MatchPolicy.default().with_rule("session.update", rule)
+    async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            await ws.recv()
+            await ws.send('{"type":"session.update","session":{"type":"realtime"}}')
+            error = json.loads(await asyncio.wait_for(ws.recv(), timeout(20)))
+    assert error["type"] == "error"
+    [m] = server.report.mismatches
+    assert m.kind == "rule" and "raised KeyError: 'nonexistent' at " in m.message
+
+
 @pytest.fixture
 def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
