@@ -284,6 +284,28 @@ def test_redact_keeps_an_out_of_line_cassette_out_of_line(tmp_path: Path) -> Non
     assert main(["validate", str(path)]) == 0
 
 
+@pytest.mark.parametrize("pattern", ["", "a*", "(acct-\\d+)?"])
+def test_redact_refuses_a_pattern_that_matches_the_empty_string_and_changes_nothing(
+    pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Such a pattern matches between every two characters: the cassette, rewritten in
+    # place, became REDACTED/REDACTEDvREDACTED1... with its keys and paths destroyed.
+    path = tmp_path / "t.jsonl"
+    path.write_bytes((CASSETTES / "text-response.jsonl").read_bytes())
+    assert main(["redact", "--pattern", pattern, str(path)]) == 2
+    assert "matches the empty string" in capsys.readouterr().err
+    assert path.read_bytes() == (CASSETTES / "text-response.jsonl").read_bytes()
+
+
+def test_redact_pattern_with_zero_width_matches_removes_only_what_it_matches(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes((CASSETTES / "text-response.jsonl").read_bytes())
+    assert main(["redact", "--pattern", r"\bHello\b|\b", str(path)]) == 0
+    text, before = path.read_text(), (CASSETTES / "text-response.jsonl").read_text()
+    assert "Hello" not in text and "REDACTED there, friend!" in text
+    assert text.count("REDACTED") == before.count("REDACTED") + before.count("Hello")
+
+
 # -- every command ---------------------------------------------------------------------
 
 
