@@ -38,7 +38,7 @@ from websockets.protocol import State
 from ._http import with_http
 from ._index import CassetteIndex
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
-from ._service import Service, is_loopback
+from ._service import Service, check_port, is_loopback
 from ._version import __version__
 from ._wsio import (
     AnsweringServerConnection,
@@ -602,7 +602,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8765,
         help="port to listen on (default 8765; 0 picks a free one)",
     )
@@ -674,6 +674,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 1 when stopped if any client event did not match, or a recorded one never came",
     )
+
+
+def _port(text: str) -> int:
+    try:
+        return check_port(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if text.lstrip("-").isdigit() else f"not a port number: {text!r}") from None
 
 
 def _seconds(text: str) -> float:

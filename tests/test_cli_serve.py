@@ -176,6 +176,17 @@ def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_that_is_not_a_port_is_a_usage_error_not_a_traceback(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(TEXT), "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port:" in err and "Traceback" not in err
+
+
 def test_serve_options_reach_the_server(tmp_path: Path) -> None:
     s = Served(
         str(CASSETTES / "function-call.jsonl"),

@@ -701,6 +701,11 @@ def test_bad_options_fail_at_construction() -> None:
         ReplayServer(sample("text-response.jsonl"), match="fuzzy")
 
 
+def test_a_port_out_of_range_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="port must be a number from 0 to 65535"):
+        ReplayServer(sample("text-response.jsonl"), port=65536)
+
+
 async def test_custom_policy_object_is_used() -> None:
     policy = MatchPolicy.default(ignore={"session.update": ["session.instructions"]})
     async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
