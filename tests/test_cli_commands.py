@@ -114,6 +114,21 @@ def test_show_of_a_missing_connection_or_file_is_one_line_and_exit_2(capsys: pyt
     assert capsys.readouterr().err == "rtreplay show: error: nope.jsonl: no such cassette file\n"
 
 
+@pytest.mark.parametrize("command", ["show", "audio", "timeline"])
+def test_a_conn_the_cassette_lacks_is_one_line_and_exit_2_and_writes_nothing(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # timeline wrote an empty page and audio said "no audio", both with exit 0; show
+    # ignored a missing --conn when another one existed.
+    out = ["--out", str(tmp_path / "out")] if command != "show" else []
+    args = [command, str(CASSETTES / "interruption.jsonl"), "--conn", "0", "--conn", "7", *out]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"rtreplay {command}: error: no connection 7 in {CASSETTES / 'interruption.jsonl'} (it has: 0)\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
 # -- diff ------------------------------------------------------------------------------
 
 
