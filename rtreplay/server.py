@@ -702,6 +702,12 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run ``rtreplay serve`` until Ctrl-C or SIGTERM."""
     if bool(args.tls_cert) != bool(args.tls_key):
         return _error("--tls-cert and --tls-key go together")
+    if args.report:
+        # Found out now, not when the run is over and the report is all there is to show.
+        folder = os.path.dirname(os.path.abspath(args.report))
+        if os.path.isdir(args.report) or not os.path.isdir(folder):
+            what = "is a directory" if os.path.isdir(args.report) else f"its directory {folder} does not exist"
+            return _error(f"cannot write the report to {args.report}: {what}")
     context: ssl.SSLContext | None = None
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

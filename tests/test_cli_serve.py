@@ -284,6 +284,18 @@ def test_bad_certificate_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     assert err.count("\n") == 1
 
 
+def test_a_report_that_cannot_be_written_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It was found out only when the server stopped, after the whole run.
+    missing = tmp_path / "no-such-dir" / "report.json"
+    assert main(["serve", str(TEXT), "--port", "0", "--report", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"rtreplay serve: error: cannot write the report to {missing}: "
+        f"its directory {missing.parent} does not exist\n"
+    )
+    assert main(["serve", str(TEXT), "--port", "0", "--report", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
 def test_serve_writes_its_report_as_json_and_fails_a_node_style_suite(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     served = Served(str(TEXT), "--port", "0", "--report", str(report), "--fail-on-mismatch")
