@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         )
         records: list[Record] = []
         changes: list[str] = []
-        with CassetteReader(name) as reader:
+        with CassetteReader(name, verify_audio=True) as reader:
             fmt = 1
             for record in reader:
                 if isinstance(record, Header):
