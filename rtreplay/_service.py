@@ -23,7 +23,14 @@ from typing import TypeVar
 
 S = TypeVar("S", bound="Service")
 
-__all__ = ["Service", "is_loopback"]
+__all__ = ["Service", "check_port", "is_loopback"]
+
+
+def check_port(port: object) -> int:
+    """``port`` if it is a TCP port number (0 picks a free one); else :class:`ValueError`."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535 (0 picks a free one), not {port!r}")
+    return port
 
 
 def is_loopback(host: str) -> bool:
@@ -41,7 +48,7 @@ class Service:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
-        self.port = port
+        self.port = check_port(port)
         self.ssl_context = ssl_context
         self._started = False
         self._closed = False

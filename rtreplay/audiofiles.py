@@ -483,10 +483,11 @@ def _finish_spools(
 
 
 def read_inline(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """A cassette's records with every frame's audio inline, whatever its format."""
+    """A cassette's records with every frame's audio inline, whatever its format; a
+    damaged audio file (its SHA-256 differs) is a :class:`CassetteFormatError`."""
     from .codec import CassetteReader
 
-    with CassetteReader(path) as reader:
+    with CassetteReader(path, verify_audio=True) as reader:
         yield from reader
 
 
@@ -500,7 +501,8 @@ def convert(
 
     ``target`` defaults to ``source`` (replaced atomically). The replay of the result is
     byte for byte the replay of the source. Raises
-    :class:`~rtreplay.errors.CassetteError` for an unreadable source.
+    :class:`~rtreplay.errors.CassetteError` for an unreadable source, one of whose audio
+    files is damaged included.
     """
     src = Path(source)
     dst = Path(target) if target is not None else src

@@ -301,7 +301,9 @@ class CassetteReader:
     checked (there, of their size) as it is read; a frame's audio kept in one of them is
     put back inline unless ``resolve_audio`` is false (then ``audio`` holds
     :class:`~rtreplay.audiofiles.AudioStore`, to read it yourself). The ``AudioFile``
-    records themselves are yielded too.
+    records themselves are yielded too. ``verify_audio`` also checks each file's SHA-256
+    as it is declared (reading it whole): what rewrites a cassette asks for it, so that a
+    damaged file is not baked into a new cassette that then looks intact.
     """
 
     def __init__(
@@ -310,6 +312,7 @@ class CassetteReader:
         *,
         name: str | None = None,
         resolve_audio: bool = True,
+        verify_audio: bool = False,
     ):
         if isinstance(source, (str, os.PathLike)):
             self.path = Path(source)
@@ -335,6 +338,7 @@ class CassetteReader:
         self.warnings: list[str] = []
         self._open: dict[int, bool] = {}  # conn -> still open
         self.resolve_audio = resolve_audio
+        self.verify_audio = verify_audio
         self.audio = AudioStore(self.path.parent)
 
     def __enter__(self) -> CassetteReader:
@@ -439,6 +443,8 @@ class CassetteReader:
             if self.header.format < AUDIO_FILES_FORMAT:
                 raise self._error(f"an audio record in a format {self.header.format} cassette (audio files need format 2)")
             problem = self.audio.declare(record)
+            if problem is None and self.verify_audio:
+                problem = self.audio.verify(record.id)
             if problem is not None:
                 raise self._error(problem)
             return

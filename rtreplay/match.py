@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -44,7 +45,8 @@ AudioMode = Literal["length", "content", "ignore"]
 VerdictKind = Literal["match", "type", "content", "id", "rule"]
 
 #: A per-type rule: ``rule(expected, got)`` returns ``True`` (match), ``False`` or a string
-#: saying what differs (mismatch), or ``None`` to let the policy compare as usual.
+#: saying what differs (mismatch), or ``None`` to let the policy compare as usual. A rule
+#: that raises is a mismatch of kind ``"rule"`` naming the exception and where it was raised.
 Rule = Callable[[Any, Any], "bool | str | None"]
 
 
@@ -246,6 +248,13 @@ def _diff(expected: Any, got: Any, path: str, out: list[Difference]) -> None:
         out.append(Difference(path, expected, got))
 
 
+def _raised(kind: Any, exc: Exception) -> str:
+    """What a rule that raised says: the exception, and the line of the rule's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"the rule for {kind} raised {type(exc).__name__}: {exc}{where}"
+
+
 class MatchPolicy:
     """How received client events are compared with recorded ones.
 
@@ -367,7 +376,12 @@ class MatchPolicy:
         skind = kind if isinstance(kind, str) else None
         rule = self.rules.get(skind) if skind is not None else None
         if rule is not None:
-            decision = rule(expected, got)
+            try:
+                decision = rule(expected, got)
+            except Exception as exc:  # the user's code: a mismatch that says so, not a dead connection
+                return Verdict(
+                    "rule", tuple(self._differences(expected, got, skind)), _raised(kind, exc)
+                )
             if decision is True:
                 return Verdict("match")
             if decision is False or isinstance(decision, str):

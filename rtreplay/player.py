@@ -449,6 +449,11 @@ class Player:
         self._extra_reported = False
         self._gap_max = 0.0  # the longest pause between appends since the audio resumed
         self._previous_append = False
+        # The audio the held frames need, when the last deadline given was the stall's
+        # because the client's audio was short of it by more than the tolerance; audio
+        # reaching it brings the deadline forward (the pause that ends the audio).
+        self._audio_need: int | None = None
+        self._sooner = False  # the deadline moved earlier since the last poll
         fmt = connection.input_format
         self._format = fmt
         self._tolerance = 0 if self.policy.audio == "content" else fmt.size(self.audio_tolerance)
@@ -561,6 +566,10 @@ class Player:
                 self._gap_max = max(self._gap_max, gap)
             self._previous_append = True
             self._on_audio(event, now)
+            need = self._audio_need
+            if need is not None and need - self._covered() <= self._tolerance:
+                self._audio_need = None
+                self._sooner = True
         else:
             self._previous_append = False
             self._gap_max = 0.0
@@ -585,6 +594,7 @@ class Player:
 
     def poll(self, now: float) -> list[Action]:
         """Everything due at ``now``, in the order to carry it out."""
+        self._sooner = False
         if not self._out and not self._stopped:
             self._watch(now)
         actions: list[Action] = []
@@ -662,6 +672,7 @@ class Player:
         if self.stall_timeout is not None:
             deadline = self._activity + self.stall_timeout
         audio = self._audio_wait(*wait)
+        self._audio_need = audio[1] if audio is not None and not audio[3] else None
         if audio is not None and audio[3]:
             quiet = self._quiet_since() + self._audio_quiet()
             deadline = quiet if deadline is None else min(deadline, quiet)
@@ -676,8 +687,10 @@ class Player:
 
     @property
     def pending(self) -> bool:
-        """Whether something is scheduled to go out (so :meth:`poll` is worth calling soon)."""
-        return bool(self._out)
+        """Whether something is scheduled to go out, or :meth:`next_deadline` moved earlier
+        since the last :meth:`poll` (so :meth:`poll` and :meth:`next_deadline` are worth
+        calling now)."""
+        return bool(self._out) or self._sooner
 
     @property
     def done(self) -> bool:

@@ -49,9 +49,12 @@ each server event a :class:`Requirement`:
   (in any order: a client may send them back as its tools finish);
 - an answer that names the item a client created (its ``item.id`` or ``item.call_id``)
   answers that client event;
-- everything else (``session.created``, voice activity events, which the audio causes,
-  events nobody can tell apart) keeps today's rule: it needs **every** client event
-  recorded before it (its *position*).
+- the greeting (``session.created``, beta ``conversation.created``,
+  :attr:`Profile.on_connect`) needs nothing: the server sends it on connect, unprompted,
+  though a client that does not wait for it may have been recorded sending first;
+- everything else (voice activity events, which the audio causes, events nobody can tell
+  apart) keeps today's rule: it needs **every** client event recorded before it (its
+  *position*).
 
 Sources: the OpenAI Realtime API reference (client and server events), and the
 recordings in ``cassettes/`` (see docs/replay.md, "Which client event releases which
@@ -362,6 +365,7 @@ class Profile:
       ``tool_output`` is the item type a client answers a function call with;
     - ``unprompted``: server events that come from the server's own clock or the call's
       audio, not from a client event (they keep their recorded position);
+      ``on_connect``: the server's greeting, which nothing causes (released on connect);
     - ``echoed_ids``: per client event type, the fields where a client copies back an ID;
     - ``time_fields``: server fields holding unix times, moved to replay time on replay;
     - ``client_secrets``: the HTTP path (``POST``) that mints ephemeral keys for it;
@@ -386,6 +390,7 @@ class Profile:
     per_response: frozenset[str] = frozenset()
     unprompted: frozenset[str] = frozenset()
     tool_output: str | None = None
+    on_connect: frozenset[str] = frozenset()
     error: str = "error"
     input_format: AudioFormat = PCM16  # until a session says otherwise
     audio_format: Callable[[Any], AudioFormat | None] = audio_format
@@ -479,6 +484,9 @@ REALTIME = Profile(
         {"session.created", "input_audio_buffer.timeout_triggered", "rate_limits.updated"}
     ),
     tool_output="function_call_output",
+    # PROTOCOL.md 2.5: "session.created arrives first, unprompted, before any client frame";
+    # clients do not wait for it, so their first frames may be recorded before it.
+    on_connect=frozenset({"session.created", "conversation.created"}),
     client_secrets="/v1/realtime/client_secrets",
     schema="conversation",
 )
@@ -713,6 +721,8 @@ class CauseTracker:
             return position
         if kind == p.error:
             return self._error(info, position)
+        if kind in p.on_connect:
+            return _CONNECT
         if kind in p.audio_events:
             return position
         item = self._items.get(info.item_id) if info.item_id is not None else None

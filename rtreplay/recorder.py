@@ -30,6 +30,7 @@ import contextlib
 import http
 import inspect
 import logging
+import math
 import os
 import re
 import signal
@@ -456,6 +457,13 @@ class _Relay:
         await self._end(Close(self.conn, round(self.now(), 6), 1011, f"rtreplay: idle for {idle:g} s", "server"))
 
 
+def _seconds(name: str, value: object, hint: str) -> float:
+    """A timeout given to the recorder: a finite number of seconds > 0, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} ({hint}) must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
 class Recorder(Service):
     """A recording proxy to a Realtime API: ``async with Recorder("x.jsonl") as rec: ...``.
 
@@ -520,8 +528,8 @@ class Recorder(Service):
             # websockets sends them to the upstream as Basic authorization.
             self.redactor.add_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
         self._log_filter = _RedactingFilter(self.redactor)
-        self.open_timeout = open_timeout
-        self.idle_timeout = idle_timeout
+        self.open_timeout = _seconds("open_timeout", open_timeout, "--open-timeout")
+        self.idle_timeout = None if idle_timeout is None else _seconds("idle_timeout", idle_timeout, "--idle-timeout; never: None, or 0 on the command line")
         self.upstream_ssl = upstream_ssl
         self.connections = 0  # connections recorded (accepted or refused by the upstream)
         self.exchanges = 0  # HTTP calls recorded (client secrets)
@@ -1313,7 +1321,7 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
             keep_received=False,  # nobody can look at it, and a long run would pile it up
             audio=args.audio,
         )
-    except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM)
+    except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM), --port or timeout
         print(f"rtreplay record: error: {exc}", file=sys.stderr, flush=True)
         return 2
     if not recorder.api_key:

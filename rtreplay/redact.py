@@ -271,6 +271,24 @@ def credentials_in_handshake(
     return [f for f in found if f]
 
 
+def _user_pattern(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+    """A pattern of the user's, compiled. One that matches the empty string is refused
+    (:class:`ValueError`): it would put REDACTED between every two characters of every
+    record, keys and structure included."""
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if compiled.search("") is not None:
+        raise ValueError(
+            f"redaction pattern {compiled.pattern!r} matches the empty string, so it would put "
+            f"{REDACTED} between every two characters: make it match at least one character"
+        )
+    return compiled
+
+
+def _replace_nonempty(match: re.Match[str]) -> str:
+    # A zero-width match (a pattern such as r"\b" or a lookahead) removes nothing.
+    return REDACTED if match.end() > match.start() else ""
+
+
 class Redactor:
     """Removes credentials from cassette records; one per recording.
 
@@ -278,6 +296,7 @@ class Redactor:
     each client presents, and the ``OPENAI_API_KEY`` it uses itself). ``headers``,
     ``query``, ``json_paths`` and ``patterns`` extend the built-in rules; ``event_hook`` is
     called as ``hook(event, direction)`` on every JSON event and returns the event to keep.
+    A pattern that matches the empty string raises :class:`ValueError`.
     """
 
     def __init__(
@@ -293,7 +312,7 @@ class Redactor:
         self.secret_headers = SECRET_HEADERS | {h.lower() for h in headers}
         self.secret_query = SECRET_QUERY | {q.lower() for q in query}
         self.json_paths = [tuple(p.split(".")) for p in json_paths]
-        self.patterns = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        self.patterns = [_user_pattern(p) for p in patterns]
         self.event_hook = event_hook
         self.secrets: set[str] = set()
         self._secret_bytes: list[bytes] = []
@@ -450,7 +469,7 @@ class Redactor:
         if "sk-" in text or "ek_" in text:
             text = _KEY_SHAPES.sub(_shape_sub, text)
         for pattern in self.patterns:
-            text = pattern.sub(REDACTED, text)
+            text = pattern.sub(_replace_nonempty, text)
         return text
 
     def _percent_run(self, match: re.Match[str]) -> str:

@@ -38,7 +38,7 @@ from websockets.protocol import State
 from ._http import with_http
 from ._index import CassetteIndex
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
-from ._service import Service, is_loopback
+from ._service import Service, check_port, is_loopback
 from ._version import __version__
 from ._wsio import (
     AnsweringServerConnection,
@@ -134,12 +134,10 @@ def _handshake(request: Request) -> Handshake:
 class _Connection:
     """What the shell keeps of one live connection while it runs."""
 
-    __slots__ = ("closed_by_us", "deadline", "failure", "logged", "sent", "wake")
+    __slots__ = ("closed_by_us", "failure", "logged", "sent", "wake")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
-        #: When the sleeping writer will wake by itself (None: only when woken).
-        self.deadline: float | None = None
         self.sent = 0
         self.closed_by_us: CloseConnection | None = None
         #: Why the replay could not go on (a payload it could not read or send), if so.
@@ -390,13 +388,11 @@ class ReplayServer(Service):
                 message = await ws.recv()
                 player.receive(message, loop.time())
                 if player.pending:
-                    wake.set()
-                elif player.last_type == append and _sooner(player.next_deadline(), state.deadline):
-                    # Audio can bring the writer's deadline forward: once the client's
-                    # audio is within the tolerance of what the held frames wait for, they
-                    # go out after a short quiet, well before the stall timeout the writer
-                    # sleeps towards. Any other message only moves the deadline later (a
-                    # timer firing early polls and sleeps again), so it need not wake it.
+                    # Something is due, or audio brought the deadline forward (once the
+                    # client's audio is within the tolerance of what the held frames wait
+                    # for, they go out after a short quiet, well before the stall timeout
+                    # the writer sleeps towards). Otherwise the deadline can only have moved
+                    # later: a timer firing early polls and sleeps again.
                     wake.set()
                 if not self.keep_received:
                     continue
@@ -451,11 +447,9 @@ class ReplayServer(Service):
                 if wake.is_set() or (deadline is not None and deadline <= loop.time()):
                     continue
                 timer = loop.call_at(deadline, wake.set) if deadline is not None else None
-                state.deadline = deadline
                 try:
                     await wake.wait()
                 finally:
-                    state.deadline = None
                     if timer is not None:
                         timer.cancel()
         except ConnectionClosed:
@@ -573,11 +567,6 @@ def _log_mismatch(player: Player, mismatch: Any, state: _Connection) -> None:
         logger.warning("mismatch: %s", mismatch.summary, extra=mark)
 
 
-def _sooner(deadline: float | None, than: float | None) -> bool:
-    """Whether ``deadline`` comes before ``than`` (None: never)."""
-    return deadline is not None and (than is None or deadline < than)
-
-
 def _peer(connection: ServerConnection) -> str:
     try:
         addr = connection.remote_address
@@ -602,7 +591,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8765,
         help="port to listen on (default 8765; 0 picks a free one)",
     )
@@ -676,6 +665,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _port(text: str) -> int:
+    try:
+        return check_port(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if text.lstrip("-").isdigit() else f"not a port number: {text!r}") from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -695,6 +691,12 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run ``rtreplay serve`` until Ctrl-C or SIGTERM."""
     if bool(args.tls_cert) != bool(args.tls_key):
         return _error("--tls-cert and --tls-key go together")
+    if args.report:
+        # Found out now, not when the run is over and the report is all there is to show.
+        folder = os.path.dirname(os.path.abspath(args.report))
+        if os.path.isdir(args.report) or not os.path.isdir(folder):
+            what = "is a directory" if os.path.isdir(args.report) else f"its directory {folder} does not exist"
+            return _error(f"cannot write the report to {args.report}: {what}")
     context: ssl.SSLContext | None = None
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -294,6 +294,29 @@ def test_validate_finds_a_damaged_audio_file(tmp_path: Path, capsys: pytest.Capt
     assert "is damaged" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["convert", "--audio", "inline"], ["convert", "--audio", "files"], ["redact", "--pattern", "weather"]],
+    ids=["convert-inline", "convert-files", "redact"],
+)
+def test_a_rewrite_refuses_a_damaged_audio_file_instead_of_baking_it_in(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rewritten, the damaged bytes became the cassette's (inline, or a new file named by
+    # their own hash), and validate said "ok": the damage could no longer be found.
+    path, lines = _v2(tmp_path)
+    audio = tmp_path / json.loads(lines[1])["path"]
+    data = bytearray(audio.read_bytes())
+    data[100] ^= 0xFF
+    audio.write_bytes(bytes(data))
+    before = path.read_bytes()
+    assert main([*command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: audio file" in err and "is damaged" in err
+    assert path.read_bytes() == before
+    assert main(["validate", str(path)]) == 1
+
+
 def test_rtreplay_convert_reports_what_it_did(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "i.jsonl"
     shutil.copy(CASSETTES / "interruption.jsonl", target)

@@ -114,6 +114,21 @@ def test_show_of_a_missing_connection_or_file_is_one_line_and_exit_2(capsys: pyt
     assert capsys.readouterr().err == "rtreplay show: error: nope.jsonl: no such cassette file\n"
 
 
+@pytest.mark.parametrize("command", ["show", "audio", "timeline"])
+def test_a_conn_the_cassette_lacks_is_one_line_and_exit_2_and_writes_nothing(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # timeline wrote an empty page and audio said "no audio", both with exit 0; show
+    # ignored a missing --conn when another one existed.
+    out = ["--out", str(tmp_path / "out")] if command != "show" else []
+    args = [command, str(CASSETTES / "interruption.jsonl"), "--conn", "0", "--conn", "7", *out]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"rtreplay {command}: error: no connection 7 in {CASSETTES / 'interruption.jsonl'} (it has: 0)\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
 # -- diff ------------------------------------------------------------------------------
 
 
@@ -282,6 +297,28 @@ def test_redact_keeps_an_out_of_line_cassette_out_of_line(tmp_path: Path) -> Non
     assert path.read_text().startswith('{"kind":"header","format":2')
     assert "Once upon" not in path.read_text()
     assert main(["validate", str(path)]) == 0
+
+
+@pytest.mark.parametrize("pattern", ["", "a*", "(acct-\\d+)?"])
+def test_redact_refuses_a_pattern_that_matches_the_empty_string_and_changes_nothing(
+    pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Such a pattern matches between every two characters: the cassette, rewritten in
+    # place, became REDACTED/REDACTEDvREDACTED1... with its keys and paths destroyed.
+    path = tmp_path / "t.jsonl"
+    path.write_bytes((CASSETTES / "text-response.jsonl").read_bytes())
+    assert main(["redact", "--pattern", pattern, str(path)]) == 2
+    assert "matches the empty string" in capsys.readouterr().err
+    assert path.read_bytes() == (CASSETTES / "text-response.jsonl").read_bytes()
+
+
+def test_redact_pattern_with_zero_width_matches_removes_only_what_it_matches(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes((CASSETTES / "text-response.jsonl").read_bytes())
+    assert main(["redact", "--pattern", r"\bHello\b|\b", str(path)]) == 0
+    text, before = path.read_text(), (CASSETTES / "text-response.jsonl").read_text()
+    assert "Hello" not in text and "REDACTED there, friend!" in text
+    assert text.count("REDACTED") == before.count("REDACTED") + before.count("Hello")
 
 
 # -- every command ---------------------------------------------------------------------

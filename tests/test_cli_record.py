@@ -160,6 +160,29 @@ def test_bad_upstream_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "upstream must be a ws:// or wss:// URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--port", "99999", "port must be a number from 0 to 65535"),
+        ("--port", "-5", "port must be a number from 0 to 65535"),
+        ("--open-timeout", "nan", "open_timeout (--open-timeout) must be a number of seconds > 0, not nan"),
+        ("--open-timeout", "-1", "open_timeout (--open-timeout) must be a number of seconds > 0"),
+        ("--idle-timeout", "-3", "idle_timeout (--idle-timeout; never: None, or 0 on the command line)"),
+        ("--idle-timeout", "nan", "must be a number of seconds > 0, not nan"),
+    ],
+)
+def test_bad_ports_and_timeouts_are_one_line_errors_before_listening(
+    option: str, value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A port out of range was an OverflowError traceback; a negative idle timeout closed
+    # every connection at once, and an open timeout of nan dropped every client unanswered.
+    code = main(["record", "--out", str(tmp_path / "x.jsonl"), "--upstream", "ws://127.0.0.1:9/v1", option, value])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -176,6 +176,17 @@ def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_that_is_not_a_port_is_a_usage_error_not_a_traceback(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(TEXT), "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port:" in err and "Traceback" not in err
+
+
 def test_serve_options_reach_the_server(tmp_path: Path) -> None:
     s = Served(
         str(CASSETTES / "function-call.jsonl"),
@@ -271,6 +282,18 @@ def test_bad_certificate_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert err.startswith(f"rtreplay serve: error: cannot load the TLS certificate {junk}:")
     assert err.count("\n") == 1
+
+
+def test_a_report_that_cannot_be_written_is_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It was found out only when the server stopped, after the whole run.
+    missing = tmp_path / "no-such-dir" / "report.json"
+    assert main(["serve", str(TEXT), "--port", "0", "--report", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"rtreplay serve: error: cannot write the report to {missing}: "
+        f"its directory {missing.parent} does not exist\n"
+    )
+    assert main(["serve", str(TEXT), "--port", "0", "--report", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
 
 
 def test_serve_writes_its_report_as_json_and_fails_a_node_style_suite(tmp_path: Path) -> None:

@@ -180,6 +180,16 @@ def test_rules_decide_or_defer() -> None:
     assert strict.rules and not MatchPolicy.default().rules  # with_rule copies
 
 
+def test_a_rule_that_raises_is_a_rule_mismatch_naming_the_exception_and_its_line() -> None:
+    def rule(expected: Any, got: Any) -> bool:
+        return bool(got["session"]["nonexistent"])  # the user's bug
+
+    verdict = MatchPolicy.default().with_rule("session.update", rule).compare(UPDATE, UPDATE)
+    assert verdict.kind == "rule" and verdict.reason is not None
+    assert verdict.reason.startswith("the rule for session.update raised KeyError: 'nonexistent' at ")
+    assert verdict.reason.endswith(f"{__file__}:{rule.__code__.co_firstlineno + 1}")
+
+
 def test_masked_view_for_the_report() -> None:
     assert "event_id" not in MatchPolicy.default().masked(UPDATE)
     assert MatchPolicy.exact().masked(UPDATE) == UPDATE

@@ -973,6 +973,24 @@ def test_audio_a_little_short_is_complete_once_the_client_goes_quiet() -> None:
     assert "audio accepted within the tolerance:" in str(run.report)
 
 
+def test_audio_reaching_the_tolerance_tells_a_sleeping_shell_to_look_again() -> None:
+    # A shell sleeps until next_deadline() and wakes early only when `pending` says so.
+    # While the audio is far short, the deadline is the stall's; audio that comes within
+    # the tolerance brings it forward to a short pause, so `pending` must say so, or the
+    # frames wait for the whole stall timeout (10 s by default) instead of a pause.
+    run = Run(*wav_recording(2000), stall_timeout=60)
+    send_audio(run, 1000)
+    assert run.player.next_deadline() == pytest.approx(run.now + 60)  # the shell sleeps
+    append = json.dumps(C("input_audio_buffer.append", audio=audio(100 * MS))[1])
+    for _ in range(9):  # 1,900 ms in all: 100 ms short, without a poll in between
+        run.now += 0.001
+        run.player.receive(append, run.now)
+    assert run.player.pending
+    assert run.player.next_deadline() == pytest.approx(run.now + 0.25)
+    assert run.types(run.wait()) == VAD_EVENTS
+    assert not run.player.pending
+
+
 def test_audio_a_little_long_releases_at_the_recorded_amount_and_the_rest_is_accepted() -> None:
     run = Run(*wav_recording(2000))
     new = send_audio(run, 2000)

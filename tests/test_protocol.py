@@ -163,9 +163,21 @@ def test_events_nobody_causes_keep_their_position() -> None:
     assert walk.server("session.created", session={}) == Requirement(-1, True, "connect")
     walk.client("session.update", session={})
     walk.client("response.create")
-    for kind in ("conversation.created", "input_audio_buffer.timeout_triggered", "some.future_event"):
+    for kind in ("input_audio_buffer.timeout_triggered", "some.future_event"):
         assert walk.server(kind) == Requirement(1, True), kind
     assert walk.tracker.server(server_info(b"not json")) == Requirement(1, True)
+
+
+@pytest.mark.parametrize("greeting", ["session.created", "conversation.created"])
+def test_the_greeting_goes_out_on_connect_even_when_recorded_after_client_events(
+    greeting: str,
+) -> None:
+    # A client that does not wait for session.created (the sync SDK streaming audio at
+    # once) is recorded sending first; the replay must still greet a client that waits.
+    walk = Walk()
+    walk.client("session.update", session={})
+    walk.client("input_audio_buffer.append", audio="AAAA")
+    assert walk.server(greeting, session={}) == Requirement(-1, True, "connect")
 
 
 def test_server_info_reads_types_ids_and_formats_without_decoding_payloads() -> None:

@@ -478,6 +478,16 @@ def test_bad_upstream_url_is_refused() -> None:
         Recorder("x.jsonl", upstream="https://api.openai.com/v1")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"port": 70000}, {"port": -1}, {"port": True}, {"open_timeout": float("nan")},
+     {"open_timeout": 0}, {"idle_timeout": -3}, {"idle_timeout": float("inf")}],
+)
+def test_bad_ports_and_timeouts_are_value_errors(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        Recorder("x.jsonl", upstream="ws://127.0.0.1:9/v1", **options)
+
+
 # -- how connections end ------------------------------------------------------------------
 
 

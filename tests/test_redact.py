@@ -107,6 +107,12 @@ def test_user_rules_headers_paths_patterns_and_hooks(tmp_path: Path) -> None:
     assert got["hooked"] == "client"
 
 
+def test_a_pattern_that_matches_the_empty_string_is_refused() -> None:
+    with pytest.raises(ValueError, match="matches the empty string"):
+        Redactor(patterns=[r"(acct-\d{6})?"])
+    assert Redactor(patterns=[r"(?=acct)"]).text("my acct-123456") == "my acct-123456"
+
+
 def test_a_secret_that_survives_every_rule_refuses_the_record(tmp_path: Path) -> None:
     def leak(event: object, direction: str) -> object:
         return {"oops": KEY[::-1][::-1]}  # a hook that puts the live key back

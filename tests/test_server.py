@@ -701,6 +701,11 @@ def test_bad_options_fail_at_construction() -> None:
         ReplayServer(sample("text-response.jsonl"), match="fuzzy")
 
 
+def test_a_port_out_of_range_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="port must be a number from 0 to 65535"):
+        ReplayServer(sample("text-response.jsonl"), port=65536)
+
+
 async def test_custom_policy_object_is_used() -> None:
     policy = MatchPolicy.default(ignore={"session.update": ["session.instructions"]})
     async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
@@ -711,6 +716,21 @@ async def test_custom_policy_object_is_used() -> None:
             )
             assert json.loads(await ws.recv())["type"] == "session.updated"
     assert server.report.ok
+
+
+async def test_a_match_rule_that_raises_is_reported_and_the_replay_goes_on() -> None:
+    def rule(expected: Any, got: Any) -> bool:
+        return bool(got["session"]["nonexistent"])  # the user's bug
+
+    policy = MatchPolicy.default().with_rule("session.update", rule)
+    async with ReplayServer(sample("text-response.jsonl"), match=policy) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            await ws.recv()
+            await ws.send('{"type":"session.update","session":{"type":"realtime"}}')
+            error = json.loads(await asyncio.wait_for(ws.recv(), timeout(20)))
+    assert error["type"] == "error"
+    [m] = server.report.mismatches
+    assert m.kind == "rule" and "raised KeyError: 'nonexistent' at " in m.message
 
 
 @pytest.fixture
@@ -997,6 +1017,26 @@ async def test_voice_with_a_little_less_or_more_trailing_audio_replays(
     assert server.report.complete, str(server.report)
     [note] = server.report.audio
     assert round(note.got_ms - note.expected_ms) == extra_ms
+
+
+def _greeted_late() -> Cassette:
+    """text-response as a client that sends before session.created arrives records it."""
+    from rtreplay import load
+
+    base = load(sample("text-response.jsonl")).connections[0]
+    frames = list(base.frames)
+    first_client = next(i for i, f in enumerate(frames) if f.dir == "client")
+    created = frames.pop(0)
+    assert created.json is not None and b"session.created" in bytes(created.json)
+    frames.insert(first_client, created)
+    return Cassette(Header(), [Connection(base.open, frames, base.close)])
+
+
+async def test_a_client_that_waits_for_session_created_gets_it_whenever_it_was_recorded() -> None:
+    async with ReplayServer(_greeted_late(), stall_timeout=3600) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), timeout(20)))
+    assert first["type"] == "session.created"
 
 
 async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts() -> None:

@@ -12,7 +12,7 @@ from ..cassette import Cassette
 from ..codec import load
 from ..errors import CassetteTruncatedWarning
 
-__all__ = ["Style", "add_color_argument", "load_quietly"]
+__all__ = ["Style", "add_color_argument", "load_quietly", "unknown_connection"]
 
 
 def load_quietly(path: str) -> Cassette:
@@ -23,6 +23,16 @@ def load_quietly(path: str) -> Cassette:
     for warning in cassette.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return cassette
+
+
+def unknown_connection(command: str, cassette: Cassette, path: str, wanted: list[int] | None) -> bool:
+    """Whether ``--conn`` names a connection the cassette lacks (then said on stderr)."""
+    have = [c.open.conn for c in cassette.connections]
+    missing = [k for k in wanted or () if k not in have]
+    if missing:
+        listed = ", ".join(str(k) for k in have) or "none"
+        print(f"rtreplay {command}: error: no connection {missing[0]} in {path} (it has: {listed})", file=sys.stderr)
+    return bool(missing)
 
 
 def add_color_argument(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..conversation import Message, Response, UserAudio, UserText, conversation, wav_bytes
-from ._common import load_quietly
+from ._common import load_quietly, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
+    if unknown_connection("audio", cassette, args.cassette, args.conn):
+        return 2
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,12 @@ def _describe(record: Record) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         patterns = [re.compile(p) for p in args.pattern]
+        Redactor(patterns=patterns)  # refuses a pattern that matches the empty string
     except re.error as exc:
         print(f"rtreplay redact: error: --pattern {exc.pattern!r}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"rtreplay redact: error: --pattern: {exc}", file=sys.stderr)
         return 2
     secrets = []
     for var in args.secret_env:
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         )
         records: list[Record] = []
         changes: list[str] = []
-        with CassetteReader(name) as reader:
+        with CassetteReader(name, verify_audio=True) as reader:
             fmt = 1
             for record in reader:
                 if isinstance(record, Header):

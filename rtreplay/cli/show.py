@@ -28,7 +28,7 @@ from ..conversation import (
     conversation,
     session_settings,
 )
-from ._common import Style, add_color_argument, load_quietly
+from ._common import Style, add_color_argument, load_quietly, unknown_connection
 
 __all__ = ["add_arguments", "render", "run"]
 
@@ -44,11 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
-    conns = conversation(cassette, args.conn)
-    if args.conn and not conns:
-        have = ", ".join(str(c.open.conn) for c in cassette.connections) or "none"
-        print(f"rtreplay show: error: no connection {args.conn[0]} in {args.cassette} (it has: {have})", file=sys.stderr)
+    if unknown_connection("show", cassette, args.cassette, args.conn):
         return 2
+    conns = conversation(cassette, args.conn)
     out = sys.stdout
     if args.json:
         doc = {

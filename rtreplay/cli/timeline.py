@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..timeline_page import timeline_data, timeline_html
-from ._common import load_quietly
+from ._common import load_quietly, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
+    if unknown_connection("timeline", cassette, args.cassette, args.conn):
+        return 2
     data = timeline_data(cassette, args.conn)
     html = timeline_html(cassette, title=args.cassette, data=data)
     out = Path(args.out)
