@@ -1387,7 +1387,7 @@ class Player:
             return recorded if recorded is not None else self._bound_rev.get(value, value)
         return value
 
-    def _made(self, event: dict[str, Any]) -> ServerFrame:
+    def _made_frame(self, event: dict[str, Any]) -> ServerFrame:
         """A frame the replay made up, with this connection's IDs (fresh ones if so)."""
         data = _int.encode(event)
         if self.rewriter.ids:
@@ -1525,7 +1525,7 @@ class Player:
                     recorded,
                 )
             )
-            return [self._made(e) for e in made]
+            return [self._made_frame(e) for e in made]
 
         self._out.appendleft(_Out(_MAKE, now, build=build))
         if first:
@@ -1607,7 +1607,7 @@ class Player:
         self.report.add_interruption(
             Interruption(self.conn, self.connection.number, kind, None, what, synthesised=(made["type"],))
         )
-        self._out.append(_Out(_SEND, now, frames=(self._made(made),)))
+        self._out.append(_Out(_SEND, now, frames=(self._made_frame(made),)))
         return True
 
     def _truncated(self, j: int, c: ClientFrame, event: Any) -> None:

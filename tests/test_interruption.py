@@ -447,3 +447,22 @@ async def test_openai_agents_own_interruption_handling_is_followed() -> None:
     [interruption] = [i for i in server.report.interruptions if i.response_id is not None]
     assert interruption.by == "conversation.item.truncate"
     assert not [m for m in server.report.mismatches if m.kind not in ("unexpected", "after_end")], str(server.report)
+
+
+def test_with_fresh_ids_the_client_s_ids_interrupt_and_the_ending_carries_them() -> None:
+    run = paced(UNINTERRUPTED, fresh_ids=True)
+    run.send(C("response.create")[1])
+    until_deltas(run, 2)
+    created = next(e for e in run.out if e["type"] == "response.created")["response"]["id"]
+    item = next(e for e in run.out if e["type"] == "response.output_item.added")["item"]["id"]
+    assert created != "resp_1" and item != "item_A"  # this connection's own IDs
+    run.send({"type": "response.cancel", "response_id": created})
+    run.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 5})
+    out = ending(run)
+    done = next(e for e in out if e["type"] == "response.done")["response"]
+    assert done["id"] == created and done["status"] == "cancelled"
+    assert done["output"][0]["id"] == item
+    assert "resp_1" not in json.dumps(out) and "item_A" not in json.dumps(out)
+    truncated = next(e for e in out if e["type"] == "conversation.item.truncated")
+    assert truncated["item_id"] == item and truncated["audio_end_ms"] == 5
+    assert run.report.ok, str(run.report)
