@@ -87,13 +87,18 @@ def spread(xs: list[float]) -> tuple[float, float]:
 class ServerProc:
     """One server in a child process; its port, its peak memory, a clean stop."""
 
-    def __init__(self, name: str, argv: list[str], *, logs: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], *, logs: Path, pythonpath: Path | None = None
+    ) -> None:
         self.name = name
         cmd = [sys.executable, str(SERVERS), *argv]
         self.log = logs / f"{name}.log"
         self._log = open(self.log, "wb")  # noqa: SIM115
+        env = None
+        if pythonpath is not None:  # this rtreplay ahead of the installed one
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=REPO, env=env
         )
         self._port: int | None = None
 

@@ -93,14 +93,15 @@ class Context:
     install: bool
     profile: bool
     quick: bool = False
+    against: str = "HEAD~1"  # the commit the no-fault replay is compared with
     rows: list[Row] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def server(self, name: str, *argv: str) -> ServerProc:
-        return ServerProc(name, list(argv), logs=self.logs)
+    def server(self, name: str, *argv: str, pythonpath: Path | None = None) -> ServerProc:
+        return ServerProc(name, list(argv), logs=self.logs, pythonpath=pythonpath)
 
 
 # -- client-side measurements (the client is the lean one in wsclient.py) -----------------
@@ -347,6 +348,91 @@ def fig_replay(ctx: Context) -> None:
                 res["rtreplay"],
                 note="fresh IDs (off by default) rewrite every frame that carries an ID. "
                 + cpu_note(cpu, fresh.name, ours.name),
+            )
+        )
+
+
+def export_rtreplay(ref: str, into: Path) -> str | None:
+    """Write the ``rtreplay`` package as it is at git revision ``ref`` into ``into``; return
+    the short commit, or ``None`` when git cannot (no repository, no such revision)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", f"{ref}^{{commit}}"], cwd=harness.REPO,
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.strip()
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit, "rtreplay"], cwd=harness.REPO,
+            capture_output=True, check=True, timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    import io
+    import tarfile
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        try:
+            tar.extractall(into, filter="data")
+        except TypeError:  # a Python without extraction filters (3.10 before 3.10.12)
+            tar.extractall(into)
+    return commit
+
+
+def fig_no_faults(ctx: Context) -> None:
+    """Replay with no faults configured, against the same replay at the previous commit."""
+    if missing(ctx, "rtreplay.server", "replay without faults against the previous commit"):
+        return
+    ref_dir = ctx.tmp / "reference-rtreplay"
+    commit = export_rtreplay(ctx.against, ref_dir)
+    if commit is None:
+        ctx.skipped.append(f"replay against {ctx.against}: git cannot export that revision here")
+        return
+    s = ctx.sizes
+    # Four times the replay figure's streams: the two are nearly equal, and a longer run
+    # is what lets the ratio see through a shared machine's noise.
+    small, audio = 4 * s.small, 4 * s.audio
+    for label, payloads in (
+        ("small events (~300 B)", workloads.small_events(small)),
+        ("audio deltas (~6.5 KB)", workloads.audio_deltas(audio)),
+    ):
+        key = "small" if "small" in label else "audio"
+        expected = small if key == "small" else audio
+        cassette = workloads.write_server_stream(ctx.tmp / f"nofault-{key}.jsonl", payloads)
+        del payloads
+        now = ctx.server(f"replay-now-{key}", "replay", str(cassette), "--repeat")
+        before = ctx.server(f"replay-{commit}-{key}", "replay", str(cassette), "--repeat", pythonpath=ref_dir)
+        cpu: dict[str, list[float]] = {}
+        try:
+
+            def fps(
+                server: ServerProc, expected: int = expected, cpu: dict[str, list[float]] = cpu
+            ) -> Callable[[], float]:
+                def measure() -> float:
+                    c0 = server.cpu_seconds()
+                    frames, _size, sec = receive_all(server.url())
+                    cpu.setdefault(server.name, []).append((server.cpu_seconds() - c0) / expected * 1e6)
+                    if frames != expected:
+                        raise RuntimeError(f"{server.name}: {frames} frames of {expected}")
+                    return frames / sec
+
+                return measure
+
+            res = interleaved(2 * s.runs, [("now", fps(now)), ("before", fps(before))], cpu)
+        finally:
+            now.stop()
+            before.stop()
+        ctx.rows.append(
+            Row(
+                f"replay throughput without faults, {label}",
+                "ReplayServer, instant, this tree",
+                f"the same at {commit} ({ctx.against})",
+                "frames/s",
+                res["now"],
+                res["before"],
+                target=0.97,
+                note="faults, latency and interruptions cost nothing when none is configured: "
+                "the same cassette, both servers measured in turns in this run. "
+                + cpu_note(cpu, now.name, before.name),
             )
         )
 
@@ -1021,6 +1107,7 @@ def profile_extra(
 FIGURES: dict[str, Callable[[Context], None]] = {
     "replay": fig_replay,
     "audio-files": fig_audio_files,
+    "no-faults": fig_no_faults,
     "recorder": fig_recorder,
     "load": fig_load,
     "pytest": fig_pytest_cost,
@@ -1100,6 +1187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (cassettes, logs)"
     )
+    parser.add_argument(
+        "--against",
+        default="HEAD~1",
+        metavar="REV",
+        help="the git revision the replay without faults is compared with (default: HEAD~1, "
+        "the previous commit)",
+    )
     args = parser.parse_args(argv)
 
     sizes = QUICK if args.quick else FULL
@@ -1118,6 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
         install=not (args.no_install or args.quick),
         profile=args.profile,
         quick=args.quick,
+        against=args.against,
     )
     failures: list[str] = []
     try:

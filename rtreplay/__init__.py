@@ -27,6 +27,8 @@ from .errors import (
     UpstreamError,
 )
 from .expect import ServerPolicy
+from .faults import At, Fault
+from .latency import Latency
 from .match import MatchPolicy
 from .player import Player
 from .redact import Redactor
@@ -62,6 +64,7 @@ def __getattr__(name: str) -> _Any:
 
 __all__ = [
     "FORMAT_VERSION",
+    "At",
     "Cassette",
     "CassetteError",
     "CassetteFormatError",
@@ -77,8 +80,10 @@ __all__ = [
     "DriveError",
     "DriveReport",
     "Driver",
+    "Fault",
     "Frame",
     "Header",
+    "Latency",
     "MatchPolicy",
     "Mismatch",
     "MismatchError",

@@ -255,7 +255,10 @@ class IndexedConnection:
     """
 
     # A cassette may hold hundreds of thousands of short connections: each costs little.
+    # (__weakref__: what replay features derive from a connection is kept beside it, in
+    # weak dictionaries, only while the connection lives.)
     __slots__ = (
+        "__weakref__",
         "_audio",
         "_causes",
         "_format_declared",

@@ -109,12 +109,16 @@ def failure_text(
     exception_text: str = "",
     allow_unplayed_hint: bool = False,
     advice: Sequence[str] = (),
+    rerecord_advice: bool = True,
 ) -> str:
     """The whole text a failing test shows about its replay (see the module docstring).
 
     ``exception_text``: what the test's own exception already said; a mismatch whose
     summary it contains (the client raised the mock's ``error`` event) is not said again.
-    ``advice``: lines said before the re-record command (what to try first).
+    ``advice``: lines said before the re-record command (what to try first);
+    ``rerecord_advice=False`` leaves that command out (an injected fault's story).
+    Injected faults (fired, never fired, what they cut) and the interruptions the replay
+    followed are listed too.
     """
     lines = [f"rtreplay: {headline}", f"  cassette: {cassette}"]
     if note:
@@ -131,6 +135,7 @@ def failure_text(
         else:
             lines.append("not played to the end:")
             lines.extend(f"  {u}" for u in unplayed)
+    lines.extend(_faults(report))
     if report.audio:
         lines.append("")
         lines.append("audio accepted within the tolerance (not a failure):")
@@ -141,6 +146,8 @@ def failure_text(
         lines.extend(f"  {r}" for r in report.reorderings)
     lines.append("")
     lines.extend(advice)
+    if not rerecord_advice:
+        return "\n".join(lines).rstrip("\n")
     lines.append("If the new conversation is right, re-record this test:")
     lines.append(f"    {rerecord}")
     loosen = loosening(report) if mismatches else None
@@ -150,6 +157,32 @@ def failure_text(
     if allow_unplayed_hint and not mismatches and unplayed and report.connections:
         lines.append("If the test stops early on purpose: @pytest.mark.realtime(allow_unplayed=True)")
     return "\n".join(lines)
+
+
+def _faults(report: ReplayReport) -> list[str]:
+    """The injected faults that fired, those that never did, what they cut, and the
+    interruptions followed: each a section, none of them a failure by itself."""
+    lines: list[str] = []
+    if report.faults:
+        lines += ["", "injected faults, as asked:"]
+        for fired in report.faults:
+            what = fired.fault
+            said = ""
+            if what.startswith("stall@"):
+                said = ": nothing was sent after it"
+            elif what.startswith("stall:"):
+                said = ": nothing was sent for that long"
+            lines.append(f"  {fired}{said}")
+    if report.unfired:
+        lines += ["", "injected faults that never fired:"]
+        lines.extend(f"  {f}" for f in report.unfired)
+    if report.cut:
+        lines += ["", "cut by a fault (not a failure):"]
+        lines.extend(f"  {u}" for u in report.cut)
+    if report.interruptions:
+        lines += ["", "interruptions followed (not a failure):"]
+        lines.extend(f"  {i}" for i in report.interruptions)
+    return lines
 
 
 def _value(v: Any) -> Any:
@@ -202,7 +235,9 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
     the events and differences; a stall also with ``held`` and ``last_received``),
     ``stalls`` (the mismatches that cut a stalled connection, as in ``mismatches``),
     ``audio`` (differences accepted within the audio tolerance, in ms of audio),
-    ``unplayed``, ``reorderings``, ``loosening``.
+    ``unplayed``, ``reorderings``, ``loosening``; ``faults`` (those that fired: the fault,
+    its connection, where and when), ``unfired``, ``cut`` (what faults cut off) and
+    ``interruptions`` (each response ended where the client interrupted it).
     """
     return {
         "cassette": report.source,
@@ -223,4 +258,20 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
         ],
         "reorderings": [str(r) for r in report.reorderings],
         "loosening": loosening(report) if report.mismatches else None,
+        "faults": [
+            {"fault": f.fault, "conn": f.conn, "recorded_conn": f.recorded_conn, "where": f.where, "seconds": f.seconds}
+            for f in report.faults
+        ],
+        "unfired": list(report.unfired),
+        "cut": [
+            {"conn": u.conn, "recorded_conn": u.recorded_conn, "cut_by": u.cut_by,
+             "missing_client_events": u.missing, "unsent_server_frames": u.frames}
+            for u in report.cut
+        ],
+        "interruptions": [
+            {"conn": i.conn, "recorded_conn": i.recorded_conn, "by": i.by, "response_id": i.response_id,
+             "reason": i.reason, "sent_deltas": i.sent_deltas, "dropped": i.dropped,
+             "synthesised": list(i.synthesised), "recorded": i.recorded}
+            for i in report.interruptions
+        ],
     }

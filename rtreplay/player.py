@@ -39,6 +39,17 @@ it reports a ``"stall"`` mismatch naming the held server event, the client event
 waits for and the last thing the client sent, sends the client an ``error`` event and
 closes the connection with 1008 (so a client blocked in a read wakes up).
 
+**Faults and interruptions.** A timeline may carry injected faults (marks, see
+:mod:`rtreplay.faults`): :meth:`Player.poll` reports each as a :class:`FaultFired` when it
+is reached, holds everything after a stall for its seconds (or for good), and a fault that
+ends the connection leaves the rest of the recording *cut*, not unplayed. A client that
+interrupts the response it is receiving (``response.cancel``, a truncate of its item,
+``output_audio_buffer.clear``, or speech where the recorded server VAD heard it) gets the
+rest of that response left out and its ending as the API sends it, made from what it
+actually received (:mod:`rtreplay.interruption`). A writer that holds frames across
+awaits shows them in :attr:`Player.holding` and asks :meth:`Player.withdraw` what to still
+write once :attr:`Player.interruptions` changed.
+
 **Mismatches.** An event that matches nothing gets an ``error`` event back and is
 otherwise ignored; one of the expected type whose content differs gets an ``error`` event
 and counts as that step, so the rest of the session still plays and every difference is
@@ -57,11 +68,12 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from . import interruption as _int
 from ._index import (
     MAX_EVENT_DEPTH,
     ClientFrame,
@@ -70,19 +82,22 @@ from ._index import (
     deeper_than,
     hash_audio,
 )
+from .faults import Fault, locate
 from .match import Difference, MatchPolicy, Verdict, VerdictKind
 from .protocol import METADATA_PATHS, Requirement, _path_values, audio_length
 from .report import (
     KEPT,
     AudioDifference,
     ConnectionProgress,
+    FiredFault,
+    Interruption,
     Mismatch,
     MismatchKind,
     Reordering,
     ReplayReport,
     Unplayed,
 )
-from .timeline import Cue, Timeline
+from .timeline import Cue, Mark, Timeline
 from .volatile import Rewriter
 
 if TYPE_CHECKING:
@@ -95,6 +110,8 @@ __all__ = [
     "Action",
     "ClientEcho",
     "CloseConnection",
+    "FaultFired",
+    "Holding",
     "Mismatch",
     "Player",
     "Reordering",
@@ -288,7 +305,24 @@ class CloseConnection:
     mismatch: Mismatch | None = None
 
 
-Action = Send | SendError | CloseConnection
+class Holding(Protocol):
+    """What a writer holds of the frames :meth:`Player.poll` handed out: ``frames``, in
+    order, of which it wrote the first ``written``. Set :attr:`Player.holding` to it when
+    writing takes awaits, so that a response interrupted meanwhile leaves out what the
+    client has not got (:meth:`Player.withdraw`)."""
+
+    frames: Sequence[ServerFrame]
+    written: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaultFired:
+    """An injected fault fired (already in the report): nothing to send, something to log."""
+
+    fired: FiredFault
+
+
+Action = Send | SendError | CloseConnection | FaultFired
 
 
 def check_options(
@@ -324,7 +358,7 @@ def check_options(
 class _Out:
     """An output the player scheduled: frames (paced), an error event, or the close."""
 
-    __slots__ = ("action", "base", "delay", "frames", "i", "kind", "recorded", "t", "t0")
+    __slots__ = ("action", "base", "build", "delay", "frames", "i", "kind", "mark", "recorded", "t", "t0")
 
     def __init__(
         self,
@@ -336,6 +370,8 @@ class _Out:
         delay: float = 0.0,
         t: float = 0.0,
         action: Action | None = None,
+        mark: Mark | None = None,
+        build: Callable[[], Sequence[ServerFrame]] | None = None,
     ) -> None:
         self.kind = kind
         self.base = base
@@ -346,9 +382,13 @@ class _Out:
         self.t = t
         self.action = action
         self.recorded = bool(frames) and frames[0].index >= 0
+        self.mark = mark
+        self.build = build
 
 
-_SEND, _ERROR, _CLOSE = 0, 1, 2
+# What an output is: frames, an error event, the close, a mark (a fault firing), frames
+# made up when due (the end of an interrupted response).
+_SEND, _ERROR, _CLOSE, _MARK, _MAKE = 0, 1, 2, 3, 4
 
 
 class Player:
@@ -461,6 +501,19 @@ class Player:
         self._bound_rev: dict[str, str] = {}
         self._echo: ClientEcho | None = None
         self._after: deque[str] = deque(maxlen=3)
+        self._connected_at = 0.0
+        #: How many times a response was interrupted: a writer holding frames handed out
+        #: before compares it to know when to ask :meth:`withdraw` which to leave out.
+        self.interruptions = 0
+        self._left_out: set[int] = set()  # recorded frames never sent: interrupted responses
+        #: What a writer still holds of the frames handed out (see :class:`Holding`).
+        self.holding: Holding | None = None
+        self._dropping: set[int] = set()  # frames of interrupted responses
+        self._interrupted: set[str] = set()  # IDs of the responses interrupted
+        self._made = 0  # events made up so far (their event_id numbers)
+        # Server VAD: the recorded speech_started frames, the next one not yet released.
+        self._speech = _int.speech_frames(connection) if connection.appends else []
+        self._speech_next = 0
 
     @classmethod
     def load(
@@ -539,6 +592,7 @@ class Player:
             for fresh in self.rewriter.ids.values():
                 self._issued[fresh] = self.conn
         self._activity = now
+        self._connected_at = now
         self._schedule(now)
 
     def receive(self, message: str | bytes, now: float) -> None:
@@ -574,7 +628,10 @@ class Player:
             self._previous_append = False
             self._gap_max = 0.0
             self._extra_reported = False
-            self._on_event(event, message, now)
+            if kind in _int.INTERRUPTING:
+                self._on_interrupting(event, kind, message, now)
+            else:
+                self._on_event(event, message, now)
         self._schedule(now)
 
     def disconnect(self, now: float | None = None) -> None:
@@ -635,6 +692,25 @@ class Player:
                 assert p.action is not None
                 actions.append(p.action)
                 out.popleft()
+            elif p.kind == _MAKE:
+                assert p.build is not None
+                # Made now, from what was really sent: the frames made up go out as any.
+                p.frames, p.kind, p.build = p.build(), _SEND, None
+                if not p.frames:
+                    out.popleft()
+            elif p.kind == _MARK:
+                due = max(self._close_due(p), self._floor)
+                if due > now:
+                    break
+                out.popleft()
+                assert p.mark is not None
+                actions.append(self._fire(p.mark, due))
+                if p.mark.hold == math.inf:
+                    out.clear()  # an endless stall: nothing ever again
+                    self._stopped = True
+                elif p.mark.hold:
+                    self._floor = due + p.mark.hold
+                    self._activity = max(self._activity, self._floor)
             else:
                 due = max(self._close_due(p), self._floor)
                 if due > now:
@@ -660,7 +736,7 @@ class Player:
                 if self.speed is not None:
                     base += max(0.0, p.frames[p.i].t - p.t0) / self.speed
                 return max(base, self._floor)
-            if p.kind == _ERROR:
+            if p.kind == _ERROR or p.kind == _MAKE:
                 return p.base
             return max(self._close_due(p), self._floor)
         if self._stopped or self.finished:
@@ -727,9 +803,15 @@ class Player:
             if not self._satisfied(cue.requirement):
                 return
             self._cue += 1
-            if cue.frames:
+            speech = self._speech_next < len(self._speech) and bool(cue.frames)
+            if cue.frames and not (speech and self._speaks(cue, now)):
                 self._out.append(
                     _Out(_SEND, now, frames=cue.frames, t0=cue.t0, delay=cue.delay)
+                )
+            if cue.mark is not None:
+                mark = cue.mark
+                self._out.append(
+                    _Out(_MARK, now, t0=cue.t0, delay=cue.delay, t=mark.t, mark=mark)
                 )
             if cue.ending is not None:
                 e = cue.ending
@@ -951,6 +1033,11 @@ class Player:
             return Verdict(kind, (Difference("", c.message, message),))
         if event is None:
             return Verdict("type", (Difference("", c.event, message, "not a JSON event"),))
+        if c.type == _int.TRUNCATE and self.policy.name != "exact" and isinstance(event, dict):
+            # How much audio the client played before truncating is its own: never a mismatch.
+            recorded = {k: v for k, v in c.event.items() if k != "audio_end_ms"}
+            event = {k: v for k, v in event.items() if k != "audio_end_ms"}
+            return self.policy.compare(recorded, event, self, self.connection.profile.echoed_ids)
         return self.policy.compare(c.event, event, self, self.connection.profile.echoed_ids)
 
     def _depends_on_held_frames(self, c: ClientFrame) -> bool:
@@ -964,10 +1051,20 @@ class Player:
                 return True
         return False
 
-    def _on_event(self, event: Any, message: str | bytes, now: float) -> None:
+    def _on_event(
+        self,
+        event: Any,
+        message: str | bytes,
+        now: float,
+        unmatched: Callable[[], bool] | None = None,
+    ) -> None:
+        """Match a client event; ``unmatched`` answers one that matches nothing recorded
+        (returning ``True``) instead of reporting it."""
         clients = self._clients
         n = len(clients)
         got = event if event is not None else message
+        if unmatched is not None and self.done and unmatched():
+            return
         if self.done:
             desc = self._last_desc or "a message"
             self._mismatch(
@@ -985,6 +1082,8 @@ class Player:
             (j for j in range(self._first, n) if not self._matched[j] and not clients[j].is_append),
             None,
         )
+        if expected_j is None and unmatched is not None and unmatched():
+            return
         if expected_j is None:
             still = sum(c.audio_len for c in clients if not self._matched[c.index])
             append = self.connection.profile.audio_append
@@ -1054,6 +1153,8 @@ class Player:
             if not self._stopped:
                 self._accept(j, expected_j, verdict, now, event)
             return
+        if unmatched is not None and unmatched():
+            return
         c = clients[expected_j]
         self._mismatch(
             "unexpected",
@@ -1078,7 +1179,12 @@ class Player:
             self._bound_rev[received] = recorded
         c = self._clients[j]
         self._learn_echo(c.event, event, verdict.bindings)
-        if j == expected_j:
+        if c.type in _int.INTERRUPTING:
+            # Not a boundary of the audio stream: a client interrupts whenever it likes,
+            # however much audio it sent (the appends recorded before it are still due).
+            if c.type == _int.TRUNCATE:
+                self._truncated(j, c, event)
+        elif j == expected_j:
             self._audio_boundary(c, now, event)
         self._mark(j)
         self._after.append(c.describe())
@@ -1165,6 +1271,384 @@ class Player:
                 self._matched[k] = True
         while self._next_append < len(self._appends) and self._appends[self._next_append] < c.index:
             self._next_append += 1
+
+    # -- injected faults --------------------------------------------------------------
+
+    def _fire(self, mark: Mark, due: float) -> FaultFired:
+        """A fault's mark is reached: into the report, and the connection cut if it ends it."""
+        fired = FiredFault(
+            mark.label, self.conn, self.connection.number, self._where(mark), due - self._connected_at
+        )
+        self.report.add_fault(fired)
+        if mark.cut:
+            self.progress.cut_by = mark.label
+        return FaultFired(fired)
+
+    def _where(self, mark: Mark) -> str:
+        fault = mark.fault
+        if not isinstance(fault, Fault):
+            return f"at recorded time {mark.t:g} s"
+        at = fault.at
+        if at.place == "open":
+            return "right after the handshake, before any frame"
+        frame = locate(self.connection.server, at)
+        if frame is None:
+            return f"at recorded time {mark.t:g} s, after the recording's last server event"
+        held = _held(Cue((frame,), frame.requirement), self.report.source, len(self.connection.server))
+        if at.place == "t":
+            return f"at recorded time {mark.t:g} s, before {held}"
+        return f"{at.place} {held}"
+
+    # -- interruptions ----------------------------------------------------------------
+
+    def withdraw(self, frames: Sequence[ServerFrame]) -> list[ServerFrame]:
+        """Of frames handed out by :meth:`poll` and not written yet, those still to write.
+
+        A response the client interrupted while a writer held some of its frames must
+        not go on after the interruption: when :attr:`interruptions` changed since it
+        polled, the writer asks this before writing more, and sends only what it returns.
+        """
+        keep: list[ServerFrame] = []
+        dropping = self._dropping
+        for f in frames:
+            if f.index >= 0 and f.index in dropping and f.index not in self._left_out:
+                self._left_out.add(f.index)
+                self.progress.sent -= 1
+                self.progress.dropped += 1
+            else:
+                keep.append(f)
+        return keep
+
+    def _read(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
+        if self.source is not None:
+            return self.source.payloads(frames)
+        return ((f, f.data) for f in frames if f.data is not None)
+
+    def _handed_out(self, index: int) -> bool:
+        """Whether the client got recorded frame ``index`` (its writer wrote it)."""
+        if index >= self._sent_upto or index in self._left_out:
+            return False
+        holding = self.holding
+        if holding is None:
+            return True
+        frames, written = holding.frames, holding.written
+        if not frames:
+            return True
+        # Frames go out in recorded order: those from the first unwritten one on are held,
+        # and so are those handed out after the last it holds (the next writes of a poll).
+        while written < len(frames) and frames[written].index < 0:
+            written += 1
+        if written < len(frames):
+            return index < frames[written].index
+        last = max((f.index for f in frames), default=-1)
+        return index <= last
+
+    def _playing(self) -> _int.ResponseSpan | None:
+        """The response the client is receiving: created sent, done not yet."""
+        for span in reversed(_int.response_spans(self.connection, self._read)):
+            if not self._handed_out(span.created):
+                continue
+            if span.id in self._interrupted:
+                return None
+            if span.done is not None and self._handed_out(span.done):
+                return None
+            return span
+        return None
+
+    def _response_events(
+        self, span: _int.ResponseSpan
+    ) -> tuple[list[tuple[ServerFrame, Any, bool]], set[str]]:
+        """The recorded frames from a response's creation to its end, decoded, each with
+        whether it is the response's own (its ID, or one of its items'); its item IDs."""
+        server = self.connection.server
+        end = span.done if span.done is not None else len(server) - 1
+        items: set[str] = set()
+        out: list[tuple[ServerFrame, Any, bool]] = []
+        for frame, data in self._read(server[span.created : end + 1]):
+            event = _int.decode(frame, data)
+            mine = False
+            if isinstance(event, dict):
+                response = event.get("response")
+                mine = event.get("response_id") == span.id or (
+                    isinstance(response, dict) and response.get("id") == span.id
+                )
+                item = event.get("item")
+                item_id = item.get("id") if isinstance(item, dict) else event.get("item_id")
+                if mine and frame.type == "response.output_item.added" and isinstance(item_id, str):
+                    items.add(item_id)
+                mine = mine or item_id in items or event.get("item_id") in items
+            out.append((frame, event, mine))
+        return out, items
+
+    def _echoed(self, value: Any) -> Any:
+        """A received ID as the recording knows it (fresh IDs and client-chosen ones mapped)."""
+        if isinstance(value, str):
+            recorded = self.rewriter.recorded(value) if self.rewriter.ids else None
+            return recorded if recorded is not None else self._bound_rev.get(value, value)
+        return value
+
+    def _made_frame(self, event: dict[str, Any]) -> ServerFrame:
+        """A frame the replay made up, with this connection's IDs (fresh ones if so)."""
+        data = _int.encode(event)
+        if self.rewriter.ids:
+            data = self.rewriter.apply(data, times=False)
+        return ServerFrame(0.0, True, event["type"], data=data)
+
+    def _on_interrupting(self, event: Any, kind: str, message: str | bytes, now: float) -> None:
+        """``response.cancel``, ``conversation.item.truncate``, ``output_audio_buffer.clear``."""
+        span = self._playing() if isinstance(event, dict) else None
+        events: list[tuple[ServerFrame, Any, bool]] = []
+        items: set[str] = set()
+        if span is not None:
+            target = self._echoed(event.get("response_id")) if kind == _int.CANCEL else None
+            if isinstance(target, str) and target != span.id:
+                span = None
+            else:
+                events, items = self._response_events(span)
+                if kind == _int.TRUNCATE and self._echoed(event.get("item_id")) not in items:
+                    span = None  # a truncate of another item: nothing to interrupt
+        if span is None:
+            self._on_event(event, message, now, lambda: self._answer_alone(event, kind, now))
+            return
+        chosen, recorded = self._match_interrupt(span, items, event, kind, message, now)
+        if chosen is not None and kind == _int.CANCEL and self._as_recorded(
+            events, lambda f: f.requirement.after >= chosen
+        ):
+            return  # cancelled where the recording did: what it recorded next follows
+        answers: set[int] = set()
+        if chosen is not None:
+            answers = {
+                f.index
+                for f in self.connection.server
+                if f.requirement.after == chosen and not f.requirement.every
+                and f.type in ("conversation.item.truncated", "output_audio_buffer.cleared")
+            }
+        self._interrupt(span, events, kind, "client_cancelled", now, event, answers, recorded)
+
+    def _as_recorded(
+        self, events: list[tuple[ServerFrame, Any, bool]], recorded_after: Callable[[ServerFrame], bool]
+    ) -> bool:
+        """Whether every frame of the response the recording has before its interruption
+        was sent: then the recording's own ending of it follows, unchanged."""
+        return all(
+            self._handed_out(f.index) or recorded_after(f) for f, _, mine in events if mine
+        )
+
+    def _match_interrupt(
+        self,
+        span: _int.ResponseSpan,
+        items: set[str],
+        event: Any,
+        kind: str,
+        message: str | bytes,
+        now: float,
+    ) -> tuple[int | None, bool]:
+        """Match a client's interruption of a response with the recording's interruption of
+        it, if it had one: ``(the recorded client event matched, the recording had one)``.
+
+        The recording's cancel or clear of that response, if the client interrupted it
+        otherwise, is taken as done: the client's interruption stands for it.
+        """
+        server = self.connection.server
+        start = server[span.created].t
+        end = server[span.done].t if span.done is not None else math.inf
+        candidates: list[ClientFrame] = []
+        for c in self._clients[self._first :]:
+            if self._matched[c.index] or c.type not in _int.INTERRUPTING:
+                continue
+            if c.type == _int.TRUNCATE:
+                if isinstance(c.event, dict) and c.event.get("item_id") in items:
+                    candidates.append(c)
+            elif start <= c.t <= end:
+                candidates.append(c)
+        chosen: int | None = None
+        for c in candidates:
+            if c.type != kind:
+                continue
+            verdict = self._compare(c, event, message)
+            if verdict.ok:
+                chosen = c.index
+                self._accept(c.index, c.index, verdict, now, event)
+                break
+        for c in candidates:
+            if c.type != _int.TRUNCATE and not self._matched[c.index] and (chosen is None or c.index < chosen):
+                self._mark(c.index)
+                self._after.append(f"{c.describe()} (as the client's {kind})")
+        return chosen, bool(candidates)
+
+    def _interrupt(
+        self,
+        span: _int.ResponseSpan,
+        events: list[tuple[ServerFrame, Any, bool]],
+        by: str,
+        reason: str,
+        now: float,
+        event: Any = None,
+        answers: set[int] | None = None,
+        recorded: bool = False,
+        first: Sequence[ServerFrame] = (),
+    ) -> None:
+        """Stop a response where it is: leave out the rest of it and queue its ending, made
+        when due from what was really sent (``first``: frames to send before it)."""
+        self.timeline = self.timeline.copy()  # never change a timeline given to us
+        drop = {f.index for f, _, mine in events if mine and not self._handed_out(f.index)}
+        templates = [ev for f, ev, mine in events if mine and f.index in drop]
+        drop |= answers or set()
+        self.progress.dropped += self._remove(drop)
+        self._dropping.update(f.index for f, _, mine in events if mine)
+        self._interrupted.add(span.id)
+        self.interruptions += 1
+        client_event = event if isinstance(event, dict) else {}
+
+        def build() -> list[ServerFrame]:
+            sent = _int.Sent(span.id)
+            for f, ev, mine in events:
+                if mine and self._handed_out(f.index):
+                    sent.add(ev)
+            made = _int.synthesise(
+                sent, templates, reason, protocol=self.connection.protocol, number=self._number
+            )
+            if by == _int.TRUNCATE:
+                made.append(self._truncated_event(client_event))
+            elif by == _int.CLEAR:
+                made.insert(0, _int.cleared(self._event_id(), span.id))
+            self.report.add_interruption(
+                Interruption(
+                    self.conn,
+                    self.connection.number,
+                    by,
+                    span.id,
+                    reason,
+                    sent.deltas,
+                    len(drop),
+                    tuple(e["type"] for e in made),
+                    recorded,
+                )
+            )
+            return [self._made_frame(e) for e in made]
+
+        self._out.appendleft(_Out(_MAKE, now, build=build))
+        if first:
+            self._out.appendleft(_Out(_SEND, now, frames=first, t0=first[0].t))
+
+    def _remove(self, drop: set[int]) -> int:
+        """Leave out the recorded frames ``drop`` wherever they wait; return how many."""
+        if not drop:
+            return 0
+        removed = 0
+        kept: deque[_Out] = deque()
+        for p in self._out:
+            if p.kind == _SEND and p.recorded:
+                rest = [f for f in p.frames[p.i :] if f.index not in drop]
+                self._left_out.update(f.index for f in p.frames[p.i :] if f.index in drop)
+                removed += len(p.frames) - p.i - len(rest)
+                if not rest:
+                    continue
+                if len(rest) < len(p.frames) - p.i:
+                    # What stays (rate_limits.updated...) no longer waits for the deltas
+                    # left out: a latency delay paced it behind them.
+                    p.delay = 0.0
+                p.frames, p.i = rest, 0
+            kept.append(p)
+        self._out = kept
+        cues = self.timeline.cues
+        for k in range(self._cue, len(cues)):
+            cue = cues[k]
+            if any(f.index in drop for f in cue.frames):
+                rest = [f for f in cue.frames if f.index not in drop]
+                self._left_out.update(f.index for f in cue.frames if f.index in drop)
+                removed += len(cue.frames) - len(rest)
+                cues[k] = replace(cue, frames=rest, delay=0.0)
+        return removed
+
+    def _speaks(self, cue: Cue, now: float) -> bool:
+        """Server VAD heard speech (the cue holds a recorded ``speech_started``) while a
+        response plays: the API cancels the response (``turn_detected``). Returns whether
+        the cue's frames were queued here, ahead of the response's ending."""
+        last = max(f.index for f in cue.frames)
+        speech = self._speech
+        if last < speech[self._speech_next]:
+            return False
+        at = speech[self._speech_next]
+        while self._speech_next < len(speech) and speech[self._speech_next] <= last:
+            self._speech_next += 1
+        span = self._playing()
+        if span is None or not _int.vad_interrupts(self.connection, self._read):
+            return False
+        events, _ = self._response_events(span)
+        if self._as_recorded(events, lambda f: f.index > at):
+            return False  # the recording's speech came at this very point: play it as is
+        self._interrupt(span, events, "speech", "turn_detected", now, first=cue.frames)
+        return True
+
+    def _answer_alone(self, event: Any, kind: str, now: float) -> bool:
+        """What the API answers an interrupting event when no response plays and the
+        recording has nothing to match it: returns whether it was answered."""
+        if not isinstance(event, dict):
+            return False
+        made: dict[str, Any]
+        if kind == _int.CANCEL:
+            target = self._echoed(event.get("response_id"))
+            if target is not None and not (isinstance(target, str) and self.handed_out(target)):
+                return False  # a response the client was never given: a real mismatch
+            made = _int.cancel_not_active(self._event_id(), event.get("event_id"))
+            what = "the API's error response_cancel_not_active"
+        elif kind == _int.TRUNCATE:
+            item = self._echoed(event.get("item_id"))
+            if not (isinstance(item, str) and self.handed_out(item)):
+                return False  # an item the client was never given: a real mismatch
+            made = self._truncated_event(event)
+            what = "conversation.item.truncated"
+        else:
+            spans = _int.response_spans(self.connection, self._read)
+            sent = [sp.id for sp in spans if self._handed_out(sp.created)]
+            made = _int.cleared(self._event_id(), sent[-1] if sent else None)
+            what = "output_audio_buffer.cleared"
+        self.report.add_interruption(
+            Interruption(self.conn, self.connection.number, kind, None, what, synthesised=(made["type"],))
+        )
+        self._out.append(_Out(_SEND, now, frames=(self._made_frame(made),)))
+        return True
+
+    def _truncated(self, j: int, c: ClientFrame, event: Any) -> None:
+        """A truncate matched the recorded one: its recorded answer carries the client's
+        ``audio_end_ms``, however much audio the client played."""
+        if not isinstance(event, dict) or not isinstance(c.event, dict):
+            return
+        if event.get("audio_end_ms") == c.event.get("audio_end_ms"):
+            return
+        cues = self.timeline.cues
+        for k in range(self._cue, len(cues)):
+            cue = cues[k]
+            if cue.requirement.after != j or cue.requirement.every:
+                continue
+            frames = list(cue.frames)
+            for i, f in enumerate(frames):
+                if f.type != "conversation.item.truncated":
+                    continue
+                [(_, data)] = list(self._read([f]))
+                answer = _int.decode(f, data)
+                if isinstance(answer, dict):
+                    answer["audio_end_ms"] = event.get("audio_end_ms")
+                    frames[i] = ServerFrame(
+                        f.t, f.text, f.type, data=_int.encode(answer), index=f.index,
+                        line=f.line, requirement=f.requirement,
+                    )
+                    self.timeline = self.timeline.copy()
+                    self.timeline.cues[k] = replace(cue, frames=frames)
+                    return
+
+    def _truncated_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        return _int.truncated(
+            self._event_id(), event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms")
+        )
+
+    def _number(self) -> int:
+        self._made += 1
+        return self._made
+
+    def _event_id(self) -> str:
+        return f"event_rtreplay_{self._number()}"
 
     # -- mismatches -------------------------------------------------------------------
 

@@ -16,29 +16,42 @@ protocol and whether it carries a credential) what the server answers:
 ephemeral key from ``client_secrets``: :mod:`rtreplay.client_secrets`). The server shell
 (:mod:`rtreplay.server`) only turns HTTP requests into handshakes and refusals into
 responses. Everything is written to :attr:`ReplaySession.report`.
+
+Injected faults (:mod:`rtreplay.faults`) and latency (:mod:`rtreplay.latency`) change each
+player's timeline here, per live connection (:meth:`ReplaySession.timeline`); the faults
+at ``connect`` decide the handshake instead: a :class:`Refuse` for ``refuse``, a
+:class:`Drop` for ``drop``, an :class:`Accept` answered ``wait`` seconds late for
+``stall``.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Collection, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._index import CassetteIndex, IndexedConnection
+from . import interruption as _int
+from ._index import CassetteIndex, IndexedConnection, ServerFrame
 from .cassette import HttpRequest, HttpResponse
 from .client_secrets import HttpReplay
+from .faults import Fault, apply_faults, locate, parse_faults, refusal
+from .latency import Latency, apply_latency, parse_latency
 from .match import MatchPolicy, resolve_policy
 from .player import DEFAULT_AUDIO_TOLERANCE, DEFAULT_STALL_TIMEOUT, Player, check_options
-from .protocol import GENERIC, REALTIME, Profile, profile_for
-from .report import ConnectionProgress, Mismatch, ReplayReport
+from .protocol import GENERIC, PCM16, REALTIME, AudioFormat, Profile, audio_format, profile_for
+from .report import ConnectionProgress, FiredFault, Mismatch, ReplayReport
+from .timeline import Timeline
 
 if TYPE_CHECKING:
     from .cassette import Cassette, Protocol
 
 __all__ = [
     "Accept",
+    "Drop",
     "Handshake",
     "Refuse",
     "ReplaySession",
@@ -78,6 +91,7 @@ class Accept:
     recorded: int
     player: Player
     differences: tuple[str, ...] = ()  # how the request differs from the recorded one
+    wait: float = 0.0  # seconds to hold the answer (an injected stall; math.inf: never)
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,14 @@ class Refuse:
     headers: Mapping[str, str] = field(default_factory=dict)
     conn: int | None = None
     recorded: int | None = None
+    reason: str = ""  # one line for the log
+
+
+@dataclass(frozen=True)
+class Drop:
+    """End the TCP connection with no answer at all (an injected ``drop@connect``)."""
+
+    conn: int
     reason: str = ""  # one line for the log
 
 
@@ -189,8 +211,12 @@ class ReplaySession:
         base_url: str | None = None,
         shift_times: bool = True,
         fresh_ids: bool = False,
+        faults: Iterable[Fault | str] | Fault | str | None = (),
+        latency: Latency | str | Mapping[str, object] | None = None,
     ) -> None:
         self.policy = resolve_policy(match)
+        self.faults = parse_faults(faults)
+        self.latency = parse_latency(latency)
         self.speed, self.stall_timeout, self.audio_tolerance = check_options(
             speed, stall_timeout, audio_tolerance
         )
@@ -204,6 +230,11 @@ class ReplaySession:
         # echoes one on another connection is told where it came from.
         self.issued: dict[str, int] = {}
         self.index = CassetteIndex.load(cassette)
+        try:
+            self._check_faults()
+        except ValueError:
+            self.index.close()
+            raise
         self.report = ReplayReport(self.index.path, self.index.connections)
         # What a recording proxy accepted (any path ending in a realtime segment, such as
         # Azure's /openai/deployments/<name>/realtime) is served too.
@@ -214,8 +245,30 @@ class ReplaySession:
             for e in self.index.exchanges
         ]
         self._requests = 0
+        self.report.configured_faults = [str(f) for f in self.faults]
         self._used: set[int] = set()
         self._next = 0
+        self._formats: weakref.WeakKeyDictionary[IndexedConnection, AudioFormat] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _check_faults(self) -> None:
+        """A fault whose place no recorded connection has would never fire: say so now."""
+        for fault in self.faults:
+            at = fault.at
+            if at.place not in ("before", "after"):
+                continue
+            if any(locate(ic.server, at) is not None for ic in self.index.connections):
+                continue
+            counts = ", ".join(
+                f"connection {ic.number} has {sum(f.type == at.type for f in ic.server)}"
+                for ic in self.index.connections
+            )
+            raise ValueError(
+                f"fault {str(fault)!r} can never fire: no recorded connection of "
+                f"{self.index.path or 'the cassette'} has {at.n} {at.type} server event"
+                f"{'s' if at.n != 1 else ''} ({counts or 'it has no connection'})"
+            )
 
     def __enter__(self) -> ReplaySession:
         return self
@@ -251,9 +304,44 @@ class ReplaySession:
         numbers = ", ".join(str(ic.number) for ic in self.index.connections) or "none"
         raise ValueError(f"the cassette has no connection {recorded} (it has: {numbers})")
 
+    def timeline(self, ic: IndexedConnection, conn: int) -> Timeline | None:
+        """The schedule live connection ``conn`` gets of recorded connection ``ic``: the
+        recorded one with the latency and faults applied (``None``: the recorded one)."""
+        timeline: Timeline | None = None
+        if self.latency is not None:
+            timeline = apply_latency(
+                ic.timeline, self.latency, conn=conn, audio_seconds=self._audio_seconds(ic)
+            )
+        if self.faults:
+            timeline = apply_faults(timeline or ic.timeline, self.faults, conn=conn)
+        return timeline
+
+    def _read(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
+        return self.index.payloads(frames)
+
+    def _audio_seconds(self, ic: IndexedConnection) -> Callable[[ServerFrame], float] | None:
+        """An output audio delta's duration, in the format the recorded session says."""
+        if self.latency is None or self.latency.audio_speed is None:
+            return None
+        fmt = self._formats.get(ic)
+        if fmt is None:
+            fmt = _output_format(ic, self._read)
+            self._formats[ic] = fmt
+
+        def seconds(frame: ServerFrame) -> float:
+            for f, data in self._read([frame]):
+                event = _int.decode(f, data)
+                size = event.get("audio_bytes") if isinstance(event, dict) else None
+                if isinstance(size, int):
+                    return size / fmt.bytes_per_second
+            return 0.0
+
+        return seconds
+
     def _player(self, ic: IndexedConnection, conn: int) -> Player:
         return Player(
             ic,
+            timeline=self.timeline(ic, conn) if self.faults or self.latency else None,
             policy=self.policy,
             speed=self.speed,
             strict=self.strict,
@@ -337,13 +425,28 @@ class ReplaySession:
             )
         return answer.response
 
-    def accept(self, handshake: Handshake) -> Accept | Refuse:
+    def accept(self, handshake: Handshake) -> Accept | Refuse | Drop:
         """Decide a valid upgrade request: which recorded connection it gets, or why none."""
         refused = self.screen(handshake)
         if refused is not None:
             return refused
         live = self._next
         self._next += 1
+        wait = 0.0
+        for fault in self.faults:
+            if fault.at.place != "connect" or not fault.applies_to(live):
+                continue
+            self.report.add_fault(FiredFault(str(fault), live, None, "at the handshake"))
+            if fault.what == "refuse":
+                body, headers = refusal(fault.status, fault.seconds)
+                return Refuse(
+                    fault.status, body, headers, conn=live,
+                    reason=f"the fault {fault} refused it with HTTP {fault.status}",
+                )
+            if fault.what == "drop":
+                return Drop(live, f"the fault {fault} dropped it with no answer")
+            if fault.what == "stall":
+                wait = math.inf if fault.seconds is None else max(wait, fault.seconds)
         chosen = choose_connection(
             self.index.connections, self._used, handshake, repeat=self.repeat, live=live
         )
@@ -378,4 +481,24 @@ class ReplaySession:
             self.report.add_mismatch(
                 Mismatch("handshake", live, ic.number, 1, None, len(ic.clients), None, None, message)
             )
-        return Accept(live, ic.number, self._player(ic, live), differences)
+        return Accept(live, ic.number, self._player(ic, live), differences, wait)
+
+
+def _output_format(ic: IndexedConnection, read: Callable[[Sequence[ServerFrame]], Iterator[tuple[ServerFrame, bytes]]]) -> AudioFormat:
+    """The output audio format of a recorded session: the last one its session events name
+    (GA ``session.audio.output.format``, beta ``session.output_audio_format``), else PCM16."""
+    found = PCM16
+    sessions = [f for f in ic.server if f.type in ("session.created", "session.updated")]
+    for frame, data in read(sessions):
+        event = _int.decode(frame, data)
+        session = event.get("session") if isinstance(event, dict) else None
+        if not isinstance(session, dict):
+            continue
+        beta = session.get("output_audio_format")
+        audio = session.get("audio")
+        output = audio.get("output") if isinstance(audio, dict) else None
+        ga = output.get("format") if isinstance(output, dict) else None
+        fmt = audio_format({"input_audio_format": beta} if isinstance(beta, str) else {"audio": {"input": {"format": ga}}})
+        if fmt is not None:
+            found = fmt
+    return found

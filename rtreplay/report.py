@@ -9,7 +9,12 @@ A :class:`ReplayReport` holds, for a whole cassette:
 - :attr:`~ReplayReport.reorderings`: each :class:`Reordering` (a client event accepted
   ahead of the recorded order);
 - :attr:`~ReplayReport.connections`: a :class:`ConnectionProgress` per connection a client
-  opened, from which :attr:`~ReplayReport.unplayed` lists what was never played.
+  opened, from which :attr:`~ReplayReport.unplayed` lists what was never played (and
+  :attr:`~ReplayReport.cut` what an injected fault cut off);
+- :attr:`~ReplayReport.faults`: each :class:`FiredFault`, an injected fault that fired,
+  where and when; :attr:`~ReplayReport.unfired` the configured faults that never did;
+- :attr:`~ReplayReport.interruptions`: each :class:`Interruption` the replay followed (a
+  client that cancelled, truncated or spoke over a response at its own moment).
 
 ``str(report)`` is the readable text the CLI and the pytest plugin show. The replay core
 writes it (:class:`~rtreplay.replay.ReplaySession` for handshakes, each
@@ -37,6 +42,8 @@ __all__ = [
     "DriveProgress",
     "DriveReport",
     "Failure",
+    "FiredFault",
+    "Interruption",
     "Mismatch",
     "MismatchKind",
     "Reordering",
@@ -193,6 +200,7 @@ class Unplayed:
     events: tuple[str, ...]  # recorded client events never received, grouped
     missing: int  # how many recorded client events that is
     frames: int  # recorded server frames never sent
+    cut_by: str | None = None  # the injected fault that ended the connection there
 
     def __str__(self) -> str:
         who = f"connection {self.conn} (recorded connection {self.recorded_conn})"
@@ -204,7 +212,65 @@ class Unplayed:
             parts.append(f"{self.missing} client events never received: {', '.join(self.events)}")
         if self.frames:
             parts.append(f"{self.frames} server frames never sent")
+        if self.cut_by is not None:
+            return f"{who}: cut by the fault {self.cut_by}: " + ("; ".join(parts) or "nothing left")
         return f"{who}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class FiredFault:
+    """An injected fault that fired: which, on which connection, where and when.
+
+    ``fault`` is its string form; ``where`` says at which point of the recording
+    (``"after response.created (server event 8 of 24, x.jsonl:12)"``, ``"at the
+    handshake"``); ``seconds`` since the connection was accepted (0 at the handshake).
+    """
+
+    fault: str
+    conn: int
+    recorded_conn: int | None
+    where: str
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rec = "" if self.recorded_conn is None else f" (recorded connection {self.recorded_conn})"
+        when = "" if self.where.startswith("at the handshake") else f", {self.seconds:.3f} s after it opened"
+        return f"connection {self.conn}{rec}: {self.fault} fired {self.where}{when}"
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A response the client interrupted at its own moment, and what the replay did.
+
+    ``by`` is what interrupted it (``response.cancel``, ``conversation.item.truncate``,
+    ``output_audio_buffer.clear``, or ``speech`` for server VAD); ``response_id`` the
+    response (``None`` when none was playing); ``sent_deltas`` its deltas the client got,
+    ``dropped`` its recorded frames left out; ``synthesised`` the event types the replay
+    made up (from the recording's own events of that response, with the content actually
+    sent); ``recorded``: the recording interrupted this response too (at another moment).
+    """
+
+    conn: int
+    recorded_conn: int
+    by: str
+    response_id: str | None
+    reason: str
+    sent_deltas: int = 0
+    dropped: int = 0
+    synthesised: tuple[str, ...] = ()
+    recorded: bool = False
+
+    def __str__(self) -> str:
+        who = f"connection {self.conn} (recorded connection {self.recorded_conn})"
+        if self.response_id is None:
+            made = ", ".join(self.synthesised) or "nothing"
+            return f"{who}: {self.by} with no response playing: {self.reason}; answered with {made}"
+        was = "the recording interrupted it at another moment" if self.recorded else "the recording had no interruption there"
+        return (
+            f"{who}: {self.by} interrupted {self.response_id} after {self.sent_deltas} "
+            f"delta{'s' if self.sent_deltas != 1 else ''} ({was}): {self.dropped} recorded frames "
+            f"left out; synthesised {', '.join(self.synthesised) or 'nothing'} ({self.reason})"
+        )
 
 
 def group_events(frames: Iterable[ClientFrame]) -> tuple[str, ...]:
@@ -260,7 +326,10 @@ class ConnectionProgress:
 
     ``matched[k]`` tells whether recorded client event ``k`` was received (or forgiven,
     for audio within the tolerance); ``sent`` counts the recorded server frames handed
-    out; ``refused``: the recorded handshake was a refusal, replayed as such.
+    out, ``dropped`` those the replay left out on purpose (the rest of a response the
+    client interrupted); ``refused``: the recorded handshake was a refusal, replayed as
+    such; ``cut_by``: the injected fault that ended the connection (what was not played
+    then counts as cut, not unplayed).
     """
 
     conn: int
@@ -271,19 +340,31 @@ class ConnectionProgress:
     sent: int = 0
     refused: bool = False
     closed: bool = False
+    dropped: int = 0
+    cut_by: str | None = None
 
-    def unplayed(self) -> Unplayed | None:
-        """What this connection's recording still holds, or ``None`` if all was played."""
-        if self.refused:
-            return None
+    def _left(self) -> Unplayed | None:
         matched = self.matched
         missing = [c for c in self.clients if not matched[c.index]]
-        frames = self.server_total - self.sent
+        frames = self.server_total - self.sent - self.dropped
         if not missing and not frames:
             return None
         return Unplayed(
-            self.conn, self.recorded_conn, group_events(missing), len(missing), frames
+            self.conn, self.recorded_conn, group_events(missing), len(missing), frames, self.cut_by
         )
+
+    def unplayed(self) -> Unplayed | None:
+        """What this connection's recording still holds, or ``None`` if all was played
+        (or the rest was cut by an injected fault: see :meth:`cut`)."""
+        if self.refused or self.cut_by is not None:
+            return None
+        return self._left()
+
+    def cut(self) -> Unplayed | None:
+        """What an injected fault cut off this connection's recording, or ``None``."""
+        if self.cut_by is None:
+            return None
+        return self._left()
 
 
 class ReplayReport:
@@ -305,7 +386,11 @@ class ReplayReport:
         self.connections: list[ConnectionProgress] = []
         # Past KEPT, these are counted, not kept.
         self.mismatches_not_kept = 0
-        self.others_not_kept = 0  # audio differences and reorderings
+        self.others_not_kept = 0  # audio differences, reorderings, faults, interruptions
+        self.faults: list[FiredFault] = []
+        self.interruptions: list[Interruption] = []
+        #: The faults the replay was asked to inject (their string forms).
+        self.configured_faults: list[str] = []
         self._recorded = list(recorded)
         #: What the replay says about the recording itself (an endpoint rtreplay does not know).
         self.warnings: list[str] = [w for ic in self._recorded if (w := ic.warning)]
@@ -339,6 +424,18 @@ class ReplayReport:
         else:
             self.others_not_kept += 1
 
+    def add_fault(self, fired: FiredFault) -> None:
+        if len(self.faults) < KEPT:
+            self.faults.append(fired)
+        else:
+            self.others_not_kept += 1
+
+    def add_interruption(self, interruption: Interruption) -> None:
+        if len(self.interruptions) < KEPT:
+            self.interruptions.append(interruption)
+        else:
+            self.others_not_kept += 1
+
     # -- read by anyone ------------------------------------------------------------------
 
     @property
@@ -355,6 +452,17 @@ class ReplayReport:
                     )
                 )
         return out
+
+    @property
+    def cut(self) -> list[Unplayed]:
+        """Per connection an injected fault ended, what of the recording it cut off."""
+        return [u for p in list(self.connections) if (u := p.cut()) is not None]
+
+    @property
+    def unfired(self) -> list[str]:
+        """The configured faults that never fired on any connection (their string forms)."""
+        fired = {f.fault for f in self.faults}
+        return [f for f in self.configured_faults if f not in fired]
 
     @property
     def ok(self) -> bool:
@@ -387,6 +495,9 @@ class ReplayReport:
         n = len(mismatches) + self.mismatches_not_kept
         if not mismatches and not unplayed and not failures and not unrequested:
             lines = [f"rtreplay: replay{name}: every client event matched the recording"]
+            if self.faults:
+                fired = len(self.faults)
+                lines[0] += f" ({fired} injected fault{'s' if fired != 1 else ''} fired)"
         else:
             lines = [
                 f"rtreplay: replay{name}: {n} mismatch{'es' if n != 1 else ''}"
@@ -415,6 +526,24 @@ class ReplayReport:
             lines.append("")
             lines.append("recorded HTTP exchanges no request asked for:")
             lines.extend(f"  {e}" for e in unrequested)
+        if self.faults:
+            lines.append("")
+            lines.append("injected faults:")
+            lines.extend(f"  {f}" for f in list(self.faults))
+        unfired = self.unfired
+        if unfired:
+            lines.append("")
+            lines.append("injected faults that never fired:")
+            lines.extend(f"  {f}" for f in unfired)
+        cut = self.cut
+        if cut:
+            lines.append("")
+            lines.append("cut by a fault (not played, as asked):")
+            lines.extend(f"  {u}" for u in cut)
+        if self.interruptions:
+            lines.append("")
+            lines.append("interruptions followed:")
+            lines.extend(f"  {i}" for i in list(self.interruptions))
         if self.audio:
             lines.append("")
             lines.append("audio accepted within the tolerance:")

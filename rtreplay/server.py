@@ -10,6 +10,10 @@ sleeps until the player's next deadline or the next message, then writes what is
 ``/realtime``, ``/openai/realtime``, ``/openai/v1/realtime`` with any query; any
 credential; the ``realtime`` subprotocol browsers offer). Everything that went wrong is in
 :attr:`ReplayServer.report`; ``rtreplay serve`` (:func:`serve_main`) runs it from a shell.
+
+Injected faults and latency (``faults=``, ``latency=``) are the core's too; the shell only
+carries out what has no WebSocket frame: a refusal's HTTP answer, a handshake dropped or
+held, a connection dropped without a close frame.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import http
 import logging
@@ -25,7 +30,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -36,7 +41,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from ._http import with_http
-from ._index import CassetteIndex
+from ._index import CassetteIndex, ServerFrame
 from ._received import RECEIVED_AUDIO_BUDGET, ReceivedEvent
 from ._service import Service, check_port, is_loopback
 from ._version import __version__
@@ -49,18 +54,21 @@ from ._wsio import (
 )
 from .cassette import Cassette, HttpRequest, HttpResponse
 from .errors import MismatchError
+from .faults import Fault
+from .latency import Latency
 from .match import MatchPolicy
 from .player import (
     DEFAULT_AUDIO_TOLERANCE,
     DEFAULT_STALL_TIMEOUT,
     CloseConnection,
+    FaultFired,
     Player,
     Send,
     SendError,
 )
 from .protocol import REALTIME
 from .redact import Redactor, credentials_in_handshake
-from .replay import Accept, Handshake, Refuse, ReplaySession
+from .replay import Accept, Drop, Handshake, Refuse, ReplaySession
 from .report import Failure, ReplayReport
 
 __all__ = [
@@ -134,7 +142,7 @@ def _handshake(request: Request) -> Handshake:
 class _Connection:
     """What the shell keeps of one live connection while it runs."""
 
-    __slots__ = ("closed_by_us", "failure", "logged", "sent", "wake")
+    __slots__ = ("closed_by_us", "failure", "frames", "interruptions", "logged", "sent", "wake", "written")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
@@ -143,6 +151,10 @@ class _Connection:
         #: Why the replay could not go on (a payload it could not read or send), if so.
         self.failure: str | None = None
         self.logged = 0  # mismatches logged
+        self.interruptions = 0  # the player's count when its last frames were handed out
+        # What it is writing (the player's Holding): frames handed out, how many written.
+        self.frames: Sequence[ServerFrame] = ()
+        self.written = 0
 
 
 class ReplayServer(Service):
@@ -164,8 +176,11 @@ class ReplayServer(Service):
     moved to replay time, keeping their offset from the recording's start; ``False`` sends
     them as recorded. ``fresh_ids``: each connection gets its own IDs instead of the
     recorded ones, and a client that echoes a stale one is told (see
-    :mod:`rtreplay.volatile`). Bad options raise :class:`ValueError`; a cassette that cannot be read, a
-    :class:`~rtreplay.errors.CassetteError`.
+    :mod:`rtreplay.volatile`). ``faults``: :class:`~rtreplay.faults.Fault` values or their
+    strings (``"close:1011@after:response.output_audio.delta#3"``) to inject; ``latency``:
+    a :class:`~rtreplay.latency.Latency` (or ``"ttft=0.8,rate=20"``) pacing each response
+    (docs/faults.md). Bad options raise :class:`ValueError`; a cassette that cannot be
+    read, a :class:`~rtreplay.errors.CassetteError`.
 
     Memory is bounded whatever the clients send: the report keeps the first 1,000
     mismatches in full (strings cut to 1,000 characters) and counts the rest; a client that
@@ -193,6 +208,8 @@ class ReplayServer(Service):
         keep_received: bool = True,
         shift_times: bool = True,
         fresh_ids: bool = False,
+        faults: Iterable[Fault | str] | Fault | str | None = (),
+        latency: Latency | str | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ssl_context=ssl_context)
         self.session = ReplaySession(
@@ -206,7 +223,11 @@ class ReplayServer(Service):
             require_auth=require_auth,
             shift_times=shift_times,
             fresh_ids=fresh_ids,
+            faults=faults,
+            latency=latency,
         )
+        self.faults = self.session.faults
+        self.latency = self.session.latency
         self.policy = self.session.policy
         self.speed = self.session.speed
         self.stall_timeout = self.session.stall_timeout
@@ -312,7 +333,7 @@ class ReplayServer(Service):
 
     def _process_response(
         self, connection: ServerConnection, request: Request, response: Response
-    ) -> Response | None:
+    ) -> Response | Awaitable[Response | None] | None:
         if response.status_code != 101:
             return None
         try:
@@ -323,10 +344,18 @@ class ReplayServer(Service):
             logger.exception("%s; answered HTTP 500", failure)
             return connection.respond(500, f"rtreplay: {failure.message}\n")
 
-    def _answer(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _answer(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response | None] | None:
         # Decided only once the handshake is valid, so a bad request uses up no connection.
         decision = self.session.accept(_handshake(request))
         target = self._loggable(request)
+        if isinstance(decision, Drop):
+            logger.warning("conn %d: %s dropped: %s", decision.conn, target, decision.reason)
+            # No answer at all: the TCP connection ends (the response below goes nowhere,
+            # and keeps websockets from running the connection's handler).
+            connection.transport.abort()
+            return connection.respond(500, "")
         if isinstance(decision, Refuse):
             if decision.recorded is not None:
                 logger.info(
@@ -365,7 +394,19 @@ class ReplayServer(Service):
                 "; ".join(decision.differences),
             )
         self._accepted[connection] = decision
+        if decision.wait:
+            return self._hold(decision)
         return None
+
+    async def _hold(self, decision: Accept) -> None:
+        """An injected stall at the handshake: answer it late, or never (until the client
+        gives up, or websockets' opening timeout ends the connection)."""
+        logger.warning(
+            "conn %d: the handshake is held %s (an injected stall)",
+            decision.conn,
+            "until the client gives up" if decision.wait == math.inf else f"for {decision.wait:g} s",
+        )
+        await asyncio.sleep(decision.wait if decision.wait != math.inf else 86400.0)
 
     # -- connections ------------------------------------------------------------------
 
@@ -378,6 +419,7 @@ class ReplayServer(Service):
         self._live.add(ws)
         loop = asyncio.get_running_loop()
         state = _Connection()
+        player.holding = state  # what the writer still holds, should the client interrupt
         player.connect(loop.time())
         writer = loop.create_task(self._write(ws, player, state))
         received = self.received
@@ -428,9 +470,17 @@ class ReplayServer(Service):
         try:
             while True:
                 wake.clear()
-                for action in player.poll(loop.time()):
+                actions = player.poll(loop.time())
+                state.interruptions = player.interruptions
+                for action in actions:
                     if type(action) is Send:
-                        await self._send_frames(ws, action, state)
+                        await self._send_frames(ws, player, action, state)
+                    elif type(action) is FaultFired:
+                        fired = action.fired
+                        logger.warning(
+                            "conn %d: injected fault %s fired %s (%.3f s after the connection opened)",
+                            fired.conn, fired.fault, fired.where, fired.seconds,
+                        )
                     elif type(action) is SendError:
                         _log_mismatch(player, action.mismatch, state)
                         await ws.send(action.message, text=True)
@@ -462,21 +512,52 @@ class ReplayServer(Service):
                 with contextlib.suppress(ConnectionClosed):
                     await ws.close(1011, "rtreplay: a recorded frame could not be sent")
 
-    async def _send_frames(self, ws: ServerConnection, action: Send, state: _Connection) -> None:
+    async def _send_frames(
+        self, ws: ServerConnection, player: Player, action: Send, state: _Connection
+    ) -> None:
         # Frames due together are written in batches (send_many: one write and one
         # flow-control wait per batch rather than per frame); a batch is capped like
         # websockets' write buffer so a client that stops reading makes us hold little.
+        try:
+            rest = await self._send_batches(ws, player, action, state)
+            while rest:
+                # The client interrupted a response while we waited to write: what is left
+                # of it must not go out after the interruption arrived.
+                state.interruptions = player.interruptions
+                rest = player.withdraw(rest)
+                if rest:
+                    rest = await self._send_batches(ws, player, dataclasses.replace(action, frames=rest), state)
+        finally:
+            state.frames = ()
+
+    async def _send_batches(
+        self, ws: ServerConnection, player: Player, action: Send, state: _Connection
+    ) -> Sequence[ServerFrame]:
+        """Write the frames in batches until done (``()``) or until the client interrupted
+        a response during a wait (this one's, or an earlier write's): then return those
+        not written yet."""
+        held = action.frames
+        if player.interruptions != state.interruptions:
+            return held
+        state.frames, state.written = held, 0
         batch: list[tuple[bytes, bool]] = []
         size = 0
         for frame, data in action.payloads():
             batch.append((data, frame.text))
             size += len(data)
             if size >= _BATCH_BYTES or len(batch) >= _BATCH_FRAMES:
+                # The batch is in the transport once send_many starts waiting: what
+                # comes after it is what the client has not got yet.
+                state.written += len(batch)
                 state.sent += await send_many(ws, batch)
                 batch = []
                 size = 0
+                if player.interruptions != state.interruptions:
+                    return held[state.written :]
         if batch:
+            state.written += len(batch)
             state.sent += await send_many(ws, batch)
+        return ()
 
     def _log_close(self, ws: ServerConnection, live: int, player: Player, state: _Connection) -> None:
         ic = player.connection
@@ -529,8 +610,8 @@ def _refusal(refuse: Refuse) -> Response:
     headers["Date"] = email.utils.formatdate(usegmt=True)
     headers["Connection"] = "close"
     headers["Content-Length"] = str(len(body))
-    if refuse.recorded is None:  # rtreplay's own refusal: one line of text
-        headers["Content-Type"] = "text/plain; charset=utf-8"
+    if refuse.recorded is None and not any(n.lower() == "content-type" for n in refuse.headers):
+        headers["Content-Type"] = "text/plain; charset=utf-8"  # rtreplay's own: one line of text
     for name, value in refuse.headers.items():
         if name.lower() not in _FRAMING_HEADERS:
             headers[name] = _on_the_wire(value)
@@ -651,6 +732,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="give each connection its own IDs instead of the recorded ones (catches clients "
         "that reuse IDs from another session)",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        type=_fault,
+        default=[],
+        metavar="WHAT@WHERE",
+        help="inject a fault (repeatable): error[:CODE], close[:CODE[:REASON]], drop, "
+        "stall[:SECONDS], refuse[:STATUS] or expire, @ connect, open, before:TYPE[#N], "
+        "after:TYPE[#N] or t:SECONDS, optionally ,conn=K; e.g. "
+        "'error:rate_limit_exceeded@after:response.created' (docs/faults.md)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_latency,
+        default=None,
+        metavar="PROFILE",
+        help="pace each response: ttft=SECONDS (to its first delta), rate=DELTAS_PER_SECOND, "
+        "audio_speed=FACTOR (x real time), jitter=SECONDS, seed=N; e.g. 'ttft=0.8,rate=20'",
+    )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     parser.add_argument(
@@ -682,6 +782,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _fault(text: str) -> Fault:
+    try:
+        return Fault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _latency(text: str) -> Latency:
+    try:
+        return Latency.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _error(message: str) -> int:
     print(f"rtreplay serve: error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -704,22 +818,27 @@ def serve_main(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             return _error(f"cannot load the TLS certificate {args.tls_cert}: {exc}")
-    server = ReplayServer(
-        args.cassette,
-        host=args.host,
-        port=args.port,
-        speed=args.speed,
-        match=args.match,
-        strict=args.strict,
-        stall_timeout=args.stall_timeout or None,
-        audio_tolerance=args.audio_tolerance,
-        require_auth=args.require_auth,
-        repeat=args.repeat,
-        ssl_context=context,
-        keep_received=False,  # nobody can look at it, and a long run would pile it up
-        shift_times=not args.keep_times,
-        fresh_ids=args.fresh_ids,
-    )
+    try:
+        server = ReplayServer(
+            args.cassette,
+            host=args.host,
+            port=args.port,
+            speed=args.speed,
+            match=args.match,
+            strict=args.strict,
+            stall_timeout=args.stall_timeout or None,
+            audio_tolerance=args.audio_tolerance,
+            require_auth=args.require_auth,
+            repeat=args.repeat,
+            ssl_context=context,
+            keep_received=False,  # nobody can look at it, and a long run would pile it up
+            shift_times=not args.keep_times,
+            fresh_ids=args.fresh_ids,
+            faults=args.fault,
+            latency=args.latency,
+        )
+    except ValueError as exc:  # a fault no recorded connection can take
+        return _error(str(exc))
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.
     root = logging.getLogger("rtreplay")
@@ -792,6 +911,10 @@ async def _serve(server: ReplayServer) -> int:
         flush=True,
     )
     print(f"websocket_base_url: {server.websocket_base_url}", flush=True)
+    for fault in server.faults:
+        print(f"  injecting fault: {fault}", flush=True)
+    if server.latency is not None:
+        print(f"  latency: {server.latency}", flush=True)
     print(
         f'  openai SDK: AsyncOpenAI(api_key="test", websocket_base_url="{server.websocket_base_url}")'
         f'; openai-agents: model_config={{"url": "{server.url}?model=gpt-realtime"}}',

@@ -13,6 +13,9 @@ changed: :meth:`~Timeline.cut` ends the connection at a frame (a fault, an
 interruption), :meth:`~Timeline.delay` makes frames late (latency), :meth:`~Timeline.insert`
 adds frames the recording never had (an injected ``error``). Frames are addressed by
 their recorded position among the connection's server frames (``ServerFrame.index``).
+A cue may carry a :class:`Mark`: a point the player reports when it reaches it (an
+injected fault firing), and after which it may send nothing for a while (a stall).
+:mod:`rtreplay.faults` and :mod:`rtreplay.latency` make such changes from plain values.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .protocol import Requirement
 if TYPE_CHECKING:
     from ._index import IndexedConnection, ServerFrame
 
-__all__ = ["Cue", "Ending", "Timeline"]
+__all__ = ["Cue", "Ending", "Mark", "Timeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +46,31 @@ class Ending:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """A point of the schedule the player reports when it gets there: an injected fault.
+
+    It comes after the frames of its cue and before the cue's ending. ``t`` is its recorded
+    time (seconds), which paces it like a frame; ``label`` says what it is (a fault's
+    string form); ``fault`` is the fault itself; ``hold``: seconds nothing more goes out
+    once it is reached (``math.inf``: nothing ever again, the connection stays open);
+    ``cut``: the connection ends here, so what the recording has after it is not played.
+    """
+
+    t: float
+    label: str
+    fault: object = None
+    hold: float = 0.0
+    cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Cue:
     """Recorded server frames sent together once ``requirement`` holds, then maybe an ending.
 
     ``t0`` is the recorded time (seconds) pacing is measured from: that of the client event
     the requirement names (0 for the connection's start). ``delay`` adds seconds before
-    every frame of the cue (and the ending).
+    every frame of the cue (and the ending). ``mark``, if any, is reached after the
+    frames and before the ending.
     """
 
     frames: Sequence[ServerFrame]
@@ -56,6 +78,7 @@ class Cue:
     t0: float = 0.0
     delay: float = 0.0
     ending: Ending | None = None
+    mark: Mark | None = None
 
 
 class Timeline:
@@ -128,9 +151,31 @@ class Timeline:
                     continue
                 if k == 0:
                     return i
-                head = replace(cue, frames=list(cue.frames[:k]), ending=None)
+                head = replace(cue, frames=list(cue.frames[:k]), ending=None, mark=None)
                 tail = replace(cue, frames=list(cue.frames[k:]))
                 self.cues[i : i + 1] = [head, tail]
+                return i + 1
+        raise KeyError(f"no server frame {index} in this timeline")
+
+    def split_after(self, index: int) -> int:
+        """Make recorded server frame ``index`` the last of a cue; return the position
+        right after that cue (where a new cue goes out just after the frame).
+
+        The cue's ending and mark, if any, move to a cue of their own at that position, so
+        that what is inserted there comes before them. Raises :class:`KeyError` when no
+        frame of the timeline has that recorded position.
+        """
+        for i, cue in enumerate(self.cues):
+            for k, frame in enumerate(cue.frames):
+                if frame.index != index:
+                    continue
+                if k + 1 < len(cue.frames):
+                    return self.split(cue.frames[k + 1].index)
+                if cue.ending is not None or cue.mark is not None:
+                    self.cues[i : i + 1] = [
+                        replace(cue, ending=None, mark=None),
+                        replace(cue, frames=()),
+                    ]
                 return i + 1
         raise KeyError(f"no server frame {index} in this timeline")
 
@@ -138,7 +183,7 @@ class Timeline:
         """Send nothing from recorded frame ``index`` on: end the connection there instead."""
         i = self.split(index)
         cue = self.cues[i]
-        self.cues[i:] = [replace(cue, frames=(), ending=ending)]
+        self.cues[i:] = [replace(cue, frames=(), ending=ending, mark=None)]
 
     def delay(self, index: int, seconds: float) -> None:
         """Make recorded frame ``index`` (and the rest of its cue) ``seconds`` later.
@@ -156,4 +201,4 @@ class Timeline:
         recorded frame ``index``, when it would have been released."""
         i = self.split(index)
         cue = self.cues[i]
-        self.cues.insert(i, replace(cue, frames=list(frames), ending=None))
+        self.cues.insert(i, replace(cue, frames=list(frames), ending=None, mark=None))

@@ -95,12 +95,12 @@ def test_serve_prints_the_url_replays_and_stops_on_sigterm(served: Served) -> No
 def test_ctrl_c_closes_cleanly_and_shows_the_mismatches(served: Served) -> None:
     with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
         ws.recv()
-        ws.send('{"type":"response.cancel"}')
+        ws.send('{"type":"input_audio_buffer.clear"}')
         assert json.loads(ws.recv())["type"] == "error"
     code, err = served.stop(signal.SIGINT)
     assert code == 0, err
     assert (
-        "mismatch: connection 0 (recorded connection 0), turn 1, client event 1 of 3: expected session.update, got response.cancel"
+        "mismatch: connection 0 (recorded connection 0), turn 1, client event 1 of 3: expected session.update, got input_audio_buffer.clear"
         in err
     )
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -205,7 +205,7 @@ def test_serve_options_reach_the_server(tmp_path: Path) -> None:
                 ws.recv()
                 ws.send('{"type":"session.update","session":{"type":"realtime"}}')  # --match type
                 assert json.loads(ws.recv())["type"] == "session.updated"
-                ws.send('{"type":"response.cancel"}')  # --strict
+                ws.send('{"type":"input_audio_buffer.clear"}')  # --strict
                 with pytest.raises(ConnectionClosed) as info:
                     ws.recv()
                 assert info.value.rcvd is not None and info.value.rcvd.code == 1008
@@ -239,7 +239,7 @@ def test_cli_doc_serve_section_matches_the_command(served: Served) -> None:
     pattern = re.sub(r"10:42:0\d", r"\\d\\d:\\d\\d:\\d\\d", re.escape(log)).replace("50412", r"\d+")
     with connect(served.base_url + "/realtime?model=gpt-realtime") as ws:
         ws.recv()
-        ws.send('{"type":"response.cancel"}')
+        ws.send('{"type":"input_audio_buffer.clear"}')
         ws.recv()
     _, err = served.stop()
     assert re.match(pattern, err), err

@@ -187,7 +187,13 @@ async def test_a_bundled_cassette_replays_to_the_clients_it_was_written_for(name
     assert timeless(received) == recorded_server_events(f"{name}.jsonl")
 
 
-GA_BUNDLED = sorted(p.name for p in CASSETTES.glob("*.jsonl") if all(c.open.protocol == "ga" for c in load(p).connections))
+# interruption.jsonl is left out: the agents SDK truncates and cancels on speech_started
+# by itself, an interruption the replay follows (tests/test_interruption.py), so what it
+# receives is not what the recording holds.
+GA_BUNDLED = sorted(
+    p.name for p in CASSETTES.glob("*.jsonl")
+    if all(c.open.protocol == "ga" for c in load(p).connections) and p.name != "interruption.jsonl"
+)
 
 
 @pytest.mark.parametrize("name", GA_BUNDLED)

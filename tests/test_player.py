@@ -168,9 +168,9 @@ def test_content_mismatch_answers_with_an_error_event_and_counts_the_step() -> N
 
 def test_unexpected_event_is_not_consumed() -> None:
     run = Run(*recording(*TEXT))
-    new = run.send({"type": "response.cancel"})
+    new = run.send({"type": "input_audio_buffer.clear"})
     assert run.types(new) == ["error"]
-    assert "expected session.update, got response.cancel" in new[0]["error"]["message"]
+    assert "expected session.update, got input_audio_buffer.clear" in new[0]["error"]["message"]
     run.send(TEXT[1][1])
     assert run.types()[-1] == "session.updated"
     assert [m.kind for m in run.report.mismatches] == ["unexpected"]
@@ -606,7 +606,7 @@ def test_recorded_drop_is_an_abort() -> None:
 
 def test_strict_mode_closes_with_1008_and_then_ignores_the_client() -> None:
     run = Run(*recording(*TEXT), strict=True)
-    new = run.send({"type": "response.cancel"})
+    new = run.send({"type": "input_audio_buffer.clear"})
     assert isinstance(new[0], CloseConnection) and new[0].code == 1008
     assert new[0].reason.startswith("rtreplay mismatch: expected session.update")
     assert len(new[0].reason.encode()) <= 123

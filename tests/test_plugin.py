@@ -203,7 +203,7 @@ def test_the_marker_is_registered_and_unknown_arguments_are_errors(project: pyte
         [
             "*rtreplay: @pytest.mark.realtime got unknown arguments 'spead' (did you mean 'speed'?), "
             "'cassete' (did you mean 'cassette'?); valid arguments: allow_unplayed, audio_tolerance, "
-            "cassette, fresh_ids, match, record_mode, shift_times, speed, stall_timeout, strict",
+            "cassette, faults, fresh_ids, latency, match, record_mode, shift_times, speed, stall_timeout, strict",
         ]
     )
     result.stdout.fnmatch_lines(["*cassette='../../elsewhere' resolves to *, outside the cassette directory *"])
@@ -249,6 +249,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "api_key": "default", "cassette_dir": "default", "audio": "default",
                     "stall_timeout": "default", "audio_tolerance": "default",
                     "shift_times": "default", "fresh_ids": "default",
+                    "faults": "default", "latency": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
                 assert s.record_mode == "none" and not realtime_mock.recording
@@ -277,8 +278,8 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
             "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
-            "api_key, audio, audio_tolerance, cassette_dir, fresh_ids, match, record_mode, shift_times, "
-            "speed, stall_timeout, strict, upstream"
+            "api_key, audio, audio_tolerance, cassette_dir, faults, fresh_ids, latency, match, record_mode, "
+            "shift_times, speed, stall_timeout, strict, upstream"
         ]
     )
 

@@ -265,11 +265,11 @@ async def test_strict_mode_closes_with_1008() -> None:
         connect(server.url + "?model=gpt-realtime") as ws,
     ):
         await ws.recv()
-        await ws.send('{"type":"response.cancel"}')
+        await ws.send('{"type":"input_audio_buffer.clear"}')
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
-    assert "expected session.update, got response.cancel" in info.value.rcvd.reason
+    assert "expected session.update, got input_audio_buffer.clear" in info.value.rcvd.reason
     assert server.report.mismatches[0].kind == "unexpected"
 
 
@@ -294,14 +294,14 @@ async def test_mismatches_are_logged_one_line_each(caplog: pytest.LogCaptureFixt
     name = sample("text-response.jsonl")
     async with ReplayServer(name) as server, connect(server.url + "?model=gpt-realtime") as ws:
         await ws.recv()
-        await ws.send('{"type":"response.cancel"}')
+        await ws.send('{"type":"input_audio_buffer.clear"}')
         await ws.recv()
     await asyncio.sleep(0)
     lines = [r.getMessage() for r in caplog.records if r.name == "rtreplay.server"]
     assert any(
         line.startswith("conn 0: /v1/realtime?model=gpt-realtime from 127.0.0.1:") for line in lines
     )
-    assert any("mismatch: connection 0" in line and "got response.cancel" in line for line in lines)
+    assert any("mismatch: connection 0" in line and "got input_audio_buffer.clear" in line for line in lines)
     assert any(line.startswith("conn 0: closed by the client (code 1000)") for line in lines)
     assert all("\n" not in line for line in lines)
 

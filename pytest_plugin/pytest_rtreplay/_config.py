@@ -57,6 +57,8 @@ MARKER_ARGS = (
     "audio_tolerance",
     "shift_times",
     "fresh_ids",
+    "faults",
+    "latency",
 )
 CONFIG_KEYS = (
     "cassette_dir",
@@ -69,6 +71,8 @@ CONFIG_KEYS = (
     "audio_tolerance",
     "shift_times",
     "fresh_ids",
+    "faults",
+    "latency",
     "upstream",
     "api_key",
     "audio",
@@ -80,7 +84,7 @@ AUDIO_MODES = ("inline", "files")
 DEFAULT_STALL_TIMEOUT = 10.0
 DEFAULT_AUDIO_TOLERANCE = 0.25
 # Settings whose None means something (instant; never stall; no key) rather than "unset".
-_NONE_MEANS = ("speed", "stall_timeout", "api_key")
+_NONE_MEANS = ("speed", "stall_timeout", "api_key", "latency")
 
 # Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
 # 255-byte file name limit of every common file system, with margin for multi-byte names.
@@ -109,6 +113,8 @@ class RealtimeSettings:
     audio_tolerance: float = DEFAULT_AUDIO_TOLERANCE
     shift_times: bool = True
     fresh_ids: bool = False
+    faults: tuple[Any, ...] = ()  # rtreplay.faults.Fault values
+    latency: Any = None  # an rtreplay.latency.Latency, or None
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
@@ -148,6 +154,18 @@ def _check(key: str, value: object, what: str) -> object:
         return _seconds(value, what, "0 or None: never") or None
     if key == "audio_tolerance":
         return _seconds(value, what, "0: exact amounts")
+    if key in ("faults", "latency"):
+        # Read by rtreplay itself (imported only now, when a test uses the mock, or when
+        # the ini file sets a latency), so the plugin and the server agree on the syntax.
+        from rtreplay.faults import parse_faults
+        from rtreplay.latency import parse_latency
+
+        try:
+            if key == "faults":
+                return parse_faults(value)  # type: ignore[arg-type]
+            return parse_latency(value)  # type: ignore[arg-type]
+        except ValueError as exc:  # the message names the fault or the latency itself
+            raise RealtimeConfigError(f"{what.rsplit(': ', 1)[0]}: {exc}") from None
     if key == "speed":
         if value is None:
             return None
@@ -279,6 +297,8 @@ def resolve_settings(
         "audio_tolerance": DEFAULT_AUDIO_TOLERANCE,
         "shift_times": True,
         "fresh_ids": False,
+        "faults": (),
+        "latency": None,
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
         "audio": "inline",
@@ -315,6 +335,8 @@ def resolve_settings(
         audio_tolerance=chosen["audio_tolerance"],
         shift_times=chosen["shift_times"],
         fresh_ids=chosen["fresh_ids"],
+        faults=chosen["faults"],
+        latency=chosen["latency"],
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
         audio=chosen["audio"],

@@ -213,6 +213,8 @@ class RealtimeMock:
                     audio_tolerance=settings.audio_tolerance,
                     shift_times=settings.shift_times,
                     fresh_ids=settings.fresh_ids,
+                    faults=settings.faults,
+                    latency=settings.latency,
                 )
                 # The report names the cassette (and its lines) as the test's failure does.
                 self._service.report.source = self._display_path
@@ -368,6 +370,13 @@ class RealtimeMock:
                 ),
             )
         if test_failed:
+            if report.faults:
+                # The client met what the test injected: say so first, it is often why.
+                return text(
+                    "this replay injected faults, which the client met (listed below): "
+                    "they may be why the test failed.",
+                    rerecord_advice=False,
+                )
             if not report.ok:
                 return text("the client's events also did not match the cassette, which may be why the test failed.")
             if not report.complete:
@@ -383,6 +392,16 @@ class RealtimeMock:
                 "the client's events did not match the cassette.",
                 note="The mock sent the client an `error` event, which clients often swallow; "
                 "so rtreplay fails the test here.",
+            )
+        if report.unfired:
+            return text(
+                "an injected fault never fired, so the client never met it.",
+                rerecord_advice=False,
+                advice=(
+                    "The connection ended (or the client stopped) before the fault's place, or "
+                    "no connection the client opened has it: see where each fault fires in "
+                    "docs/faults.md.",
+                ),
             )
         if not report.complete and not self.settings.allow_unplayed:
             return text(

@@ -54,8 +54,8 @@ _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
     "allow_unplayed=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25, "
-    "shift_times=True, fresh_ids=False): "
-    "configure this test's realtime_mock (rtreplay); see docs/pytest.md"
+    "shift_times=True, fresh_ids=False, faults=(), latency=None): "
+    "configure this test's realtime_mock (rtreplay); see docs/pytest.md and docs/faults.md"
 )
 
 # ini option -> setting it provides (all read as strings, so an unset option is visible
@@ -69,6 +69,7 @@ _INI = {
     "realtime_audio_tolerance": "audio_tolerance",
     "realtime_shift_times": "shift_times",
     "realtime_fresh_ids": "fresh_ids",
+    "realtime_latency": "latency",
     "realtime_upstream": "upstream",
     "realtime_audio": "audio",
 }
@@ -140,6 +141,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
     )
     parser.addini(
+        "realtime_latency",
+        "pace every replayed response, e.g. ttft=0.8,rate=20 (docs/faults.md; default: none)",
+        default="",
+    )
+    parser.addini(
         "realtime_upstream", "where recordings are made (a ws:// or wss:// URL)", default=""
     )
     parser.addini(
@@ -205,7 +211,7 @@ def realtime_config() -> dict[str, Any]:
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
     ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
-    ``shift_times``, ``fresh_ids``,
+    ``shift_times``, ``fresh_ids``, ``faults``, ``latency``,
     ``upstream``, ``api_key``, ``audio``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """

@@ -415,8 +415,12 @@ def _node_command() -> list[str]:
     return ["node", "--experimental-websocket"] if major < 22 else ["node"]
 
 
-def node(client: str, target: Target, plan: Plan) -> Received:
-    """Run ``tests/node/driver.mjs`` for ``client`` (ws, openai, browser or agents) on a plan."""
+def node(client: str, target: Target, plan: Plan, closes: list[Any] | None = None) -> Received:
+    """Run ``tests/node/driver.mjs`` for ``client`` (ws, openai, browser or agents) on a plan.
+
+    ``closes``, if given, gets how each connection ended: ``{"code", "reason"}`` when the
+    server closed it first (1006: dropped), ``None`` when the client closed it.
+    """
     server = {"url": target.url, "host": target.host, "port": target.port, "apiKey": API_KEY,
               "caFile": str(target.ca_file) if target.ca_file else None}
     proc = subprocess.run(
@@ -427,7 +431,10 @@ def node(client: str, target: Target, plan: Plan) -> Received:
     )
     if proc.returncode != 0:
         raise AssertionError(f"node driver {client!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout)["received"]  # type: ignore[no-any-return]
+    result = json.loads(proc.stdout)
+    if closes is not None:
+        closes.extend(result.get("closes", []))
+    return result["received"]  # type: ignore[no-any-return]
 
 
 def run_sync(fn: Callable[..., Received], *args: Any) -> Any:

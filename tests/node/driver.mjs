@@ -109,10 +109,16 @@ class PlanMachine {
   }
 }
 
+// How each connection ended, in order: {code, reason} when the server closed it first
+// (code 1006 when it dropped the TCP connection), null when the client closed it.
+const closes = [];
+
 // Run one connection: `open(onEvent, onClose)` connects and returns {send, close, ready}.
 function runConnection(steps, open) {
   return new Promise((resolve, reject) => {
     const machine = new PlanMachine(steps);
+    const index = closes.length;
+    closes.push(null);
     let conn;
     const timer = setTimeout(() => reject(new Error(`timed out at step ${machine.index}: ${JSON.stringify(steps[machine.index])}`)), TIMEOUT_MS);
     const finish = (err) => {
@@ -137,7 +143,10 @@ function runConnection(steps, open) {
         finish(err);
       }
     };
-    const onClose = () => {
+    const onClose = (code, reason) => {
+      if (typeof code === "number" && !machine.finished) {
+        closes[index] = { code, reason: reason === undefined ? "" : String(reason) };
+      }
       try {
         if (!machine.finished) machine.closed();
         finish();
@@ -253,8 +262,9 @@ async function main() {
   if (!client) throw new Error(`unknown client ${request.client}`);
   const received = [];
   for (const spec of request.plan) received.push(await client(request.server, spec));
-  process.stdout.write(JSON.stringify({ received }));
-  process.exit(0);
+  // Exit once the output is written: a pipe takes 64 KB at a time, and exiting at once
+  // would cut a longer answer (sessions with audio) short.
+  process.stdout.write(JSON.stringify({ received, closes }), () => process.exit(0));
 }
 
 main().catch((err) => {

@@ -290,7 +290,7 @@ async def serve_under_mismatches(count: int) -> tuple[int, int, int]:
     proc = await start_cli("serve", str(CASSETTES / "text-response.jsonl"), "--match", "type")
     try:
         idle = peak_rss_kib(proc.pid)
-        event = json.dumps({"type": "response.cancel", "note": "x" * 2000})
+        event = json.dumps({"type": "input_audio_buffer.clear", "note": "x" * 2000})
         async with connect(proc.url + "?model=gpt-realtime", max_size=None) as ws:
             await ws.recv()
             for step in ("session.update", "conversation.item.create", "response.create"):
