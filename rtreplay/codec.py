@@ -62,14 +62,81 @@ from .errors import (
 from .redact import Redactor
 
 __all__ = [
+    "DEFAULT_MAX_LINE",
+    "MAX_LINE_ENV",
     "CassetteReader",
     "CassetteWriter",
     "decode_records",
     "encode_record",
     "encode_records",
+    "iter_lines",
     "load",
+    "max_line_bytes",
     "save",
 ]
+
+# The longest line any reader takes in, so that a file without newlines (a binary file,
+# /dev/zero, a 2 GB line) fails at once instead of being read into memory whole. The
+# longest line rtreplay writes is a 16 MiB message (the WebSocket size limit of its
+# server and recorder) as a ``text`` record, every byte escaped in the worst case to
+# \u00XX: 6 x 16 MiB plus the record around it. Real lines are far shorter: an audio
+# delta is some tens of KB, a session.update with long instructions under 1 MB.
+DEFAULT_MAX_LINE = 128 << 20
+MAX_LINE_ENV = "RTREPLAY_MAX_LINE_BYTES"
+
+
+def max_line_bytes() -> int:
+    """The longest cassette line readers accept, in bytes (newline excluded).
+
+    :data:`DEFAULT_MAX_LINE` (128 MiB) unless the ``RTREPLAY_MAX_LINE_BYTES`` environment
+    variable says otherwise (a positive whole number of bytes; another value is ignored,
+    and the error a long line raises says so).
+    """
+    text = os.environ.get(MAX_LINE_ENV)
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            return DEFAULT_MAX_LINE
+        if value > 0:
+            return value
+    return DEFAULT_MAX_LINE
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def iter_lines(file: IO[bytes], path: str | Path, limit: int | None = None) -> Iterator[bytes]:
+    """The lines of a binary file, each with its newline, none longer than ``limit`` bytes.
+
+    ``limit`` defaults to :func:`max_line_bytes`. A longer line raises
+    :class:`CassetteFormatError` naming ``path``, the line and the bound, after reading at
+    most ``limit + 1`` bytes of it: a file with no newline is never read whole.
+    """
+    bound = max_line_bytes() if limit is None else limit
+    readline = file.readline
+    number = 0
+    while True:
+        line = readline(bound + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > bound and not line.endswith(b"\n"):
+            setting = os.environ.get(MAX_LINE_ENV)
+            ignored = (
+                f" ({MAX_LINE_ENV}={setting!r} is not a positive number of bytes: ignored)"
+                if setting and limit is None and bound == DEFAULT_MAX_LINE and setting != str(bound)
+                else ""
+            )
+            raise CassetteFormatError(
+                path,
+                f"line is longer than {_mib(bound)}, the longest a cassette line may be "
+                f"(no newline in the first {bound + 1} bytes: is this a cassette?); if it is, "
+                f"raise the bound with the environment variable {MAX_LINE_ENV}=<bytes>{ignored}",
+                number,
+            )
+        yield line
 
 # writev() takes at most IOV_MAX (1024 on Linux and macOS) buffers per call.
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
@@ -364,7 +431,13 @@ class CassetteReader:
     def __iter__(self) -> Iterator[Record]:
         offset = 0
         try:
-            lines = iter(self._file)
+            # A real file is read line by line up to the bound; a source without readline
+            # (the index's line tap) bounds its lines itself.
+            lines = (
+                iter_lines(self._file, self.path)
+                if hasattr(self._file, "readline")
+                else iter(self._file)
+            )
             line = next(lines, None)
             while line is not None:
                 following = next(lines, None)

@@ -8,6 +8,7 @@
     │   ├── CassetteFormatError       (also ValueError) bad JSON, unknown record kind,
     │   │                             missing field, wrong type, records out of order
     │   ├── CassetteVersionError      written by a newer rtreplay in a format this one cannot read
+    │   ├── CassetteChangedError      (also OSError) the file changed on disk under a replay reading it
     │   └── CassetteWriteError        (also OSError) the file cannot be written or replaced
     ├── SecretLeakError               a live credential would have reached the disk
     ├── ReplayError                   the mock server cannot serve what was asked
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CassetteChangedError",
     "CassetteError",
     "CassetteFormatError",
     "CassetteNotFoundError",
@@ -110,6 +112,22 @@ class CassetteVersionError(CassetteError):
                 f"unknown cassette format {found!r}{by}; this rtreplay reads format {supported}"
             )
         super().__init__(path, problem, line=1)
+
+
+class CassetteChangedError(CassetteError, OSError):
+    """The cassette file was rewritten in place (or cut short) while a replay read it.
+
+    A replay reads server frames from the file as they fall due, at offsets found when it
+    loaded the file; once the bytes there changed, what is left of the loaded version is
+    gone. (A cassette replaced by renaming, as rtreplay's own writer does, is not this
+    error: the replay keeps reading the version it opened.) ``filename``: the path.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        CassetteError.__init__(self, path, problem)
+        self.errno = None
+        self.strerror = problem
+        self.filename = os.fspath(path)
 
 
 class CassetteWriteError(CassetteError, OSError):

@@ -53,7 +53,7 @@ from ._wsio import (
     websockets_logger,
 )
 from .cassette import Cassette, HttpRequest, HttpResponse
-from .errors import MismatchError
+from .errors import CassetteChangedError, CassetteError, MismatchError
 from .faults import Fault
 from .latency import Latency
 from .match import MatchPolicy
@@ -235,9 +235,6 @@ class ReplayServer(Service):
         self.strict = strict
         self.require_auth = require_auth
         self.repeat = repeat
-        self.index: CassetteIndex = self.session.index
-        self.cassette_path = self.index.path
-        self.report: ReplayReport = self.session.report
         #: Whether :attr:`received` keeps the clients' messages (``rtreplay serve``, which
         #: nobody can ask, does not).
         self.keep_received = keep_received
@@ -250,6 +247,20 @@ class ReplayServer(Service):
         self._accepted: dict[ServerConnection, Accept] = {}
         self._live: set[ServerConnection] = set()
         self._server: Server | None = None
+
+    @property
+    def index(self) -> CassetteIndex:
+        """The cassette as loaded last (a cassette that changed on disk is loaded again
+        before the next handshake: see :meth:`~rtreplay.replay.ReplaySession.refresh`)."""
+        return self.session.index
+
+    @property
+    def report(self) -> ReplayReport:
+        return self.session.report
+
+    @property
+    def cassette_path(self) -> str | None:
+        return self.session.index.path
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -325,6 +336,13 @@ class ReplayServer(Service):
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not request.path.isascii():
             return connection.respond(400, _NOT_ASCII)
+        try:
+            reloaded = self.session.refresh()
+        except CassetteError as exc:
+            logger.error("refused %s: HTTP 503, %s", self._loggable(request), exc)
+            return connection.respond(503, f"rtreplay: {exc}\n")
+        if reloaded is not None:
+            logger.warning("%s", reloaded)
         refused = self.session.screen(_handshake(request))
         if refused is None:
             return None
@@ -507,10 +525,17 @@ class ReplayServer(Service):
         except (OSError, ValueError) as exc:
             # A payload that could not be read or sent: the client must not wait for it in
             # vain, and the report must say so (the handler reports state.failure).
-            state.failure = f"a recorded server frame could not be sent ({exc!r}); closed with 1011"
+            changed = isinstance(exc, CassetteChangedError)
+            why = str(exc) if changed else repr(exc)
+            state.failure = f"a recorded server frame could not be sent ({why}); closed with 1011"
             if ws.protocol.state is not State.CLOSED:
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.close(1011, "rtreplay: a recorded frame could not be sent")
+                    await ws.close(
+                        1011,
+                        "rtreplay: the cassette changed on disk during the replay"
+                        if changed
+                        else "rtreplay: a recorded frame could not be sent",
+                    )
 
     async def _send_frames(
         self, ws: ServerConnection, player: Player, action: Send, state: _Connection
