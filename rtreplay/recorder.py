@@ -67,6 +67,7 @@ from ._wsio import (
     forward_frames,
     handshake_protocol,
     offered_subprotocols,
+    too_big,
     websockets_logger,
 )
 from .audiofiles import AudioMode
@@ -372,6 +373,24 @@ class _Relay:
         hop = self.hops[side]
         await hop.wait_closed()
         self.unusable.add(side)
+        big = too_big(hop, MAX_SIZE)
+        if big is not None:
+            sender = "upstream" if side == "server" else "client"
+            advice = (
+                "the Realtime API takes at most 15 MiB of audio per input_audio_buffer.append: "
+                "send audio in smaller appends"
+                if sender == "client"
+                else "the limit is fixed (the API's own messages stay well under it): "
+                "check what the upstream is"
+            )
+            logger.warning(
+                "conn %d: the %s sent %s of the recorder; both sides closed with 1009 (message "
+                "too big), recorded. %s",
+                self.conn,
+                sender,
+                big,
+                advice[0].upper() + advice[1:],
+            )
         self._hop_closed(side, hop.protocol.close_exc)
         await self._after(side)
 

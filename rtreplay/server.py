@@ -50,6 +50,7 @@ from ._wsio import (
     handshake_protocol,
     offered_subprotocols,
     send_many,
+    too_big,
     websockets_logger,
 )
 from .cassette import Cassette, HttpRequest, HttpResponse
@@ -589,7 +590,24 @@ class ReplayServer(Service):
         unplayed = player.unplayed()
         matched = len(ic.clients) - (unplayed.missing if unplayed is not None else 0)
         code = ws.close_code if ws.close_code is not None else 1006
-        if state.closed_by_us is not None:
+        big = too_big(ws, MAX_MESSAGE_SIZE)
+        if big is not None:
+            # websockets cut the connection itself: the bare 1006 would say nothing.
+            code = 1009
+            problem = (
+                f"the client sent {big} of rtreplay's server; closed with 1009 (message too "
+                "big), as the Realtime API takes at most 15 MiB of audio per "
+                "input_audio_buffer.append: send audio in smaller appends"
+            )
+            logger.warning("conn %d: %s", live, problem)
+            self.report.add_failure(Failure(live, ic.number, problem))
+        elif code == 1009 and state.closed_by_us is None:
+            logger.warning(
+                "conn %d: the client closed with 1009 (message too big): a recorded server frame "
+                "is larger than the client accepts (its max_size; openai-agents' is 8 MiB)",
+                live,
+            )
+        if state.closed_by_us is not None or big is not None:
             by = "by the replay"
         elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
             by = "as the server stopped"
