@@ -257,6 +257,15 @@ class RealtimeMock:
             return list(self._service.refusals)  # type: ignore[union-attr]
         return []
 
+    @property
+    def upstream_errors(self) -> list[Any]:
+        """While recording: each time the upstream could not be reached, an
+        :class:`~rtreplay.errors.UpstreamError` (the proxy answered the client 502 when
+        unreachable, 504 when no handshake came in time)."""
+        if self.recording and self._service is not None:
+            return list(self._service.upstream_errors)  # type: ignore[union-attr]
+        return []
+
     def _finish(self, *, test_failed: bool, exception_text: str = "") -> str | None:
         """Stop the server; return the problem to fail the test with, if any.
 
