@@ -70,8 +70,11 @@ __all__ = [
     "encode_record",
     "encode_records",
     "iter_lines",
+    "leftover_partials",
     "load",
     "max_line_bytes",
+    "partial_note",
+    "recover",
     "save",
 ]
 
@@ -940,3 +943,116 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- partial files left by a recording -------------------------------------------------
+
+_PARTIAL = re.compile(r"\.(\d+)\.partial")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this id exists (ids are reused: a hint, not a proof)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # someone else's process: it exists
+    return True
+
+
+def leftover_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int, bool]]:
+    """The ``<name>.<pid>.partial`` files beside cassette ``path``, oldest first.
+
+    Each as ``(partial file, the writer's process id, whether that process still runs)``:
+    one whose process is gone is a recording that was interrupted (killed, crashed, the
+    machine stopped) and holds every record written before; one whose process runs is a
+    recording in progress. See :func:`recover`.
+    """
+    target = Path(path)
+    found: list[tuple[float, Path, int]] = []
+    try:
+        entries = list(os.scandir(target.parent if str(target.parent) else "."))
+    except OSError:
+        return []
+    prefix = target.name
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or not name.endswith(".partial"):
+            continue
+        match = _PARTIAL.fullmatch(name[len(prefix) :])
+        if match is None:
+            continue
+        try:
+            mtime = entry.stat().st_mtime
+        except OSError:
+            continue
+        found.append((mtime, target.parent / name, int(match.group(1))))
+    found.sort()
+    return [(p, pid, _running(pid)) for _, p, pid in found]
+
+
+def partial_note(path: str | os.PathLike[str]) -> str | None:
+    """What to tell a user about the partial files beside cassette ``path``, or ``None``."""
+    notes = []
+    for partial, pid, running in leftover_partials(path):
+        if running:
+            notes.append(
+                f"{partial} is being written by process {pid}: a recording in progress, which "
+                f"becomes {Path(path).name} when it finishes"
+            )
+        else:
+            notes.append(
+                f"{partial} was left by an interrupted recording (process {pid} is gone), with "
+                f"every record written before it stopped: `rtreplay recover {path}` checks it and "
+                "makes it the cassette, or delete it"
+            )
+    return "; ".join(notes) or None
+
+
+def recover(
+    path: str | os.PathLike[str], *, partial: str | os.PathLike[str] | None = None, replace: bool = False
+) -> tuple[Path, Path, int]:
+    """Make the partial file an interrupted recording left the cassette at ``path``.
+
+    ``partial``: which one (default: the newest whose process is gone). Its records are read
+    and checked as any cassette's (a last line cut short by the interruption is dropped),
+    written to ``path`` atomically (redacted again), then the partial file is removed.
+    Returns ``(cassette, partial file, records kept)``. Raises :class:`CassetteError` when
+    there is none, when its process still runs, when it cannot be read, or when ``path``
+    exists and ``replace`` is false (an existing cassette is never replaced silently).
+    """
+    target = Path(path)
+    if partial is None:
+        left = [p for p, _, running in leftover_partials(target) if not running]
+        if not left:
+            running = [f"{p} (process {pid} runs)" for p, pid, _ in leftover_partials(target)]
+            raise CassetteError(
+                target,
+                "no partial file of an interrupted recording beside it"
+                + (f"; being recorded now: {', '.join(running)}" if running else ""),
+            )
+        source = left[-1]
+    else:
+        source = Path(partial)
+        match = _PARTIAL.search(source.name)
+        if match is not None and _running(int(match.group(1))):
+            raise CassetteError(source, f"process {match.group(1)} is still writing it: let it finish")
+    if target.exists() and not replace:
+        raise CassetteError(
+            target,
+            f"exists: recovering {source.name} would replace it; pass --replace (replace=True) "
+            "to do so, or recover to another path",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CassetteTruncatedWarning)
+        with CassetteReader(source) as reader:
+            records = list(reader)
+    header = records[0]
+    assert isinstance(header, Header)
+    with CassetteWriter(target, header=header) as writer:
+        writer.write_many(r for r in records[1:])
+    source.unlink(missing_ok=True)
+    return target, source, len(records)

@@ -82,7 +82,7 @@ from .cassette import (
     utc_timestamp,
 )
 from .client_secrets import endpoint_of, with_placeholder
-from .codec import CassetteWriter
+from .codec import CassetteWriter, leftover_partials
 from .errors import RecordError, RtreplayError, UpstreamError
 from .protocol import profile_for
 from .redact import Redactor, credentials_in_handshake
@@ -635,6 +635,13 @@ class Recorder(Service):
             raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         port: int = next(iter(self._server.sockets)).getsockname()[1]
         logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, _public(self.upstream))
+        for partial, pid, running in leftover_partials(self._target):
+            if not running:  # (ours, and another live recorder's, are not leftovers)
+                logger.warning(
+                    "%s was left by an interrupted recording (process %d is gone) and is left "
+                    "alone: keep it with `rtreplay recover --partial %s <cassette>`, or delete it",
+                    partial, pid, partial,
+                )
         return port
 
     async def _stop(self) -> None:

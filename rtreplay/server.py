@@ -54,6 +54,7 @@ from ._wsio import (
     websockets_logger,
 )
 from .cassette import Cassette, HttpRequest, HttpResponse
+from .codec import partial_note
 from .errors import CassetteChangedError, CassetteError, MismatchError
 from .faults import Fault
 from .latency import Latency
@@ -882,6 +883,9 @@ def serve_main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a fault no recorded connection can take
         return _error(str(exc))
+    note = partial_note(args.cassette)
+    if note:
+        print(f"rtreplay serve: warning: {note}", file=sys.stderr, flush=True)
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.
     root = logging.getLogger("rtreplay")

@@ -243,10 +243,14 @@ class RealtimeMock:
             pytest.fail(self._missing, pytrace=False)
 
     def _missing_text(self) -> str:
+        from rtreplay.codec import partial_note
+
+        note = partial_note(self.cassette_path)
         return (
             "rtreplay: this test has no cassette, and this run does not record.\n"
             f"  expected: {self._display_path}\n"
-            "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
+            + (f"  but: {note}\n" if note else "")
+            + "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
             f"    {self._record_command}"
         )
 

@@ -58,6 +58,7 @@ _UPSTREAM_SET_BY = {
     "ini": "realtime_upstream in the ini file",
 }
 _RECORDED_PROPERTY = "rtreplay_recorded"
+_PARTIAL_PROPERTY = "rtreplay_partial"  # a partial file an interrupted recording left
 _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the old one kept
 
 MARKER_DOC = (
@@ -302,6 +303,11 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
         ),
         display_path=_display(settings.cassette, config),
     )
+    from rtreplay.codec import leftover_partials
+
+    for partial, _pid, running in leftover_partials(settings.cassette):
+        if not running:
+            item.user_properties.append((_PARTIAL_PROPERTY, _display(partial, config)))
     mock._start()
     item.stash[_MOCK] = mock
     try:
@@ -497,16 +503,27 @@ class _RecordedSummary:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.kept: list[str] = []
+        self.partials: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":  # later reports of the test carry the same properties
             self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
             self.kept.extend(str(v) for k, v in report.user_properties if k == _KEPT_PROPERTY)
+        if report.when == "call" or (report.when == "setup" and report.failed):
+            self.partials.extend(str(v) for k, v in report.user_properties if k == _PARTIAL_PROPERTY)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.paths and not self.kept:
+        if not self.paths and not self.kept and not self.partials:
             return
         terminalreporter.section("rtreplay")
+        if self.partials:
+            terminalreporter.write_line(
+                "partial files of interrupted recordings (their processes are gone), beside "
+                "the cassettes they were writing: `rtreplay recover CASSETTE` makes one the "
+                "cassette, or delete it:"
+            )
+            for path in sorted(set(self.partials)):
+                terminalreporter.write_line(f"  {path}")
         if self.paths:
             n = len(self.paths)
             terminalreporter.write_line(f"recorded {n} cassette{'s' if n != 1 else ''}:")

@@ -1,4 +1,4 @@
-"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``, ``migrate``...
+"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``, ``migrate``, ``recover``...
 
 ``main(argv=None) -> int`` is the whole command; ``python -m rtreplay`` and the console
 script call it, and so do the tests. Each subcommand is a module with
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import RtreplayError
+from ..codec import partial_note
+from ..errors import CassetteNotFoundError, RtreplayError
 
 __all__ = ["build_parser", "main"]
 
@@ -137,6 +138,16 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         ".redact",
     ),
     (
+        "recover",
+        "make the partial file of an interrupted recording the cassette",
+        "Make the <CASSETTE>.<pid>.partial file a killed or crashed recording left the "
+        "cassette: its records are checked as any cassette's (a last line cut short by the "
+        "interruption is dropped), written atomically, and the partial file removed. An "
+        "existing cassette is left as it is unless --replace.",
+        "rtreplay recover cassettes/test_hello/test_says_hello.jsonl",
+        ".recover",
+    ),
+    (
         "convert",
         "move a cassette's audio into files beside it (format 2), or back inline",
         "Rewrite cassettes with their audio out of line, in content-addressed files under "
@@ -189,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except RtreplayError as exc:
         print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, CassetteNotFoundError) and args.command != "recover":
+            note = partial_note(exc.path)
+            if note:  # the cassette was never finished: say where what was recorded is
+                print(f"  note: {note}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`rtreplay show x | head`): stop quietly, as Unix tools do,
