@@ -100,16 +100,21 @@ class CassetteVersionError(CassetteError):
         self.found = found
         self.writer = writer
         self.supported = supported
-        by = f" by rtreplay {writer}" if writer else ""
-        if isinstance(found, int) and found > supported:
+        from ._version import __version__
+
+        formats = f"1 to {supported}" if supported > 2 else "1 and 2" if supported == 2 else "1"
+        if isinstance(found, int) and not isinstance(found, bool) and found > supported:
+            by = f"written by rtreplay {writer}" if writer else "its header does not say which rtreplay wrote it"
             problem = (
-                f"cassette format {found} (written{by}) is newer than this rtreplay can read "
-                f"(format {supported}); install a newer rtreplay (see its README), "
-                f"or re-record the cassette with this version"
+                f"the cassette is in format {found} ({by}), newer than this rtreplay "
+                f"({__version__}) can read (it reads cassette formats {formats}): install a newer "
+                "rtreplay (pip install -U rtreplay), or re-record the cassette with this one"
             )
         else:
+            by = f" (written by rtreplay {writer})" if writer else ""
             problem = (
-                f"unknown cassette format {found!r}{by}; this rtreplay reads format {supported}"
+                f'the header\'s "format" is {found!r}{by}, not a cassette format: this rtreplay '
+                f"({__version__}) reads cassette formats {formats}"
             )
         super().__init__(path, problem, line=1)
 

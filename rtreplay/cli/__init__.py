@@ -168,10 +168,28 @@ def _load(where: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callab
     return module.add_arguments, module.run
 
 
+# What `rtreplay --help` ends with: the main commands as a first session uses them.
+EXAMPLES = """\
+examples:
+  rtreplay record --out cassettes/hello.jsonl    record live sessions through a local proxy
+                                                 (OPENAI_API_KEY set; Ctrl-C writes the cassette)
+  rtreplay serve cassettes/hello.jsonl           replay it: point any client at the printed
+                                                 websocket_base_url, no key, no network
+  rtreplay validate cassettes/*.jsonl            check cassettes against the Realtime schema
+  rtreplay show cassettes/hello.jsonl            read a cassette as a conversation
+  rtreplay diff old.jsonl new.jsonl              what changed between two recordings
+  rtreplay recover cassettes/hello.jsonl         keep what an interrupted recording wrote
+  pytest --realtime-record                       record the tests' cassettes (plain pytest replays)
+
+'rtreplay COMMAND --help' shows a command's options and an example; docs/cli.md has them all."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtreplay",
         description="Record and replay OpenAI Realtime API WebSocket sessions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rtreplay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
