@@ -73,6 +73,11 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _changed(st: os.stat_result, identity: tuple[int, int, int, int]) -> bool:
+    """Whether an open file's content may differ from ``identity`` (its size or mtime moved)."""
+    return st.st_size != identity[2] or st.st_mtime_ns != identity[3]
+
+
 # Payloads are read back in spans of at most this many bytes, so a burst of frames due at
 # once costs one system call per span and never the whole connection in memory.
 READ_SPAN = 1 << 20
@@ -703,7 +708,7 @@ class CassetteIndex:
             buf = os.pread(fd, end - start, start)
             # Checked after the read: bytes read before a change are the loaded version's.
             if len(buf) != end - start or (
-                self.identity is not None and _identity(os.fstat(fd)) != self.identity
+                self.identity is not None and _changed(os.fstat(fd), self.identity)
             ):
                 self._check_intact()
                 raise OSError(f"{self.path}: cassette changed on disk while being replayed")
