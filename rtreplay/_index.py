@@ -645,9 +645,10 @@ class CassetteIndex:
         if not self.intact:
             raise CassetteChangedError(
                 self.path or "the cassette",
-                "was rewritten in place while being replayed: the rest of the version loaded "
-                "is gone, so this connection ends here (new connections load the new version; "
-                "replace a cassette by renaming a new file over it to let open connections finish)",
+                "changed on disk while being replayed (rewritten in place, or cut short): the "
+                "rest of the version loaded is gone, so this connection ends here (new "
+                "connections load the new version; replace a cassette by renaming a new file "
+                "over it to let open connections finish)",
             )
 
     # -- reading payloads -------------------------------------------------------------

@@ -69,7 +69,7 @@ async def test_an_interrupted_recording_is_pointed_at_and_recovered(tmp_path: Pa
     for argv in (["serve", str(out), "--port", "0"], ["validate", str(out)], ["show", str(out)]):
         done = await asyncio.to_thread(rtreplay, *argv)
         if argv[0] == "serve":  # what docs/cli.md shows
-            [documented] = [b for b in code_blocks("cli.md", "text") if "interrupted recording" in b]
+            [documented] = [b for b in code_blocks("cli.md", "text") if "was left by an interrupted recording" in b]
             shown = documented.replace("cassettes/hello.jsonl", str(out)).replace("4242", str(pid))
             assert done.stderr == shown, (done.stderr, shown)
         assert done.returncode == 2, done.stderr
