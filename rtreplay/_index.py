@@ -65,12 +65,18 @@ __all__ = [
     "audio_length",
     "deeper_than",
     "echoed_ids",
+    "file_identity",
     "hash_audio",
 ]
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """Which file, at which content: device, inode, size in bytes, modification time (ns)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    """The identity of the file at ``path`` now (see :func:`_identity`); raises :class:`OSError`."""
+    return _identity(os.stat(path))
 
 
 def _changed(st: os.stat_result, identity: tuple[int, int, int, int]) -> bool:
@@ -622,7 +628,7 @@ class CassetteIndex:
         if self.identity is None or self.path is None:
             return None
         try:
-            now = _identity(os.stat(self.path))
+            now = file_identity(self.path)
         except OSError as exc:
             return f"it can no longer be read ({exc.strerror or exc})"
         if now == self.identity:

@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from . import interruption as _int
-from ._index import CassetteIndex, IndexedConnection, ServerFrame
+from ._index import CassetteIndex, IndexedConnection, ServerFrame, file_identity
 from .cassette import HttpRequest, HttpResponse
 from .client_secrets import HttpReplay
 from .errors import CassetteError
@@ -279,7 +279,7 @@ class ReplaySession:
             return None
         path = index.path
         try:
-            now: tuple[int, int, int, int] | None = _stat_identity(path)
+            now: tuple[int, int, int, int] | None = file_identity(path)
         except OSError:
             now = None
         if now is not None and now == self._unreadable:
@@ -565,11 +565,6 @@ class ReplaySession:
                 Mismatch("handshake", live, ic.number, 1, None, len(ic.clients), None, None, message)
             )
         return Accept(live, ic.number, self._player(ic, live), differences, wait)
-
-
-def _stat_identity(path: str) -> tuple[int, int, int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _not_ready(path: str) -> str | None:

@@ -317,7 +317,23 @@ class ReplayServer(Service):
 
     # -- HTTP beside the connections (client secrets) ----------------------------------
 
+    def _refresh(self, what: str) -> str | None:
+        """Load the cassette again if it changed on disk (logged); why nothing can be
+        served, if so (then ``what``, the request, is refused with 503)."""
+        try:
+            reloaded = self.session.refresh()
+        except CassetteError as exc:
+            logger.error("refused %s: HTTP 503, %s", what, exc)
+            return f"rtreplay: {exc}\n"
+        if reloaded is not None:
+            logger.warning("%s", reloaded)
+        return None
+
     async def _http(self, request: HttpRequest) -> HttpResponse:
+        # A client secret comes before the connection that uses it: from the same version.
+        unusable = self._refresh(f"{request.method} {request.path}")
+        if unusable is not None:
+            return HttpResponse(503, text=unusable)
         response = self.session.answer_http(request)
         level = logging.INFO if response.status < 400 else logging.WARNING
         logger.log(level, "%s %s: HTTP %d", request.method, request.path, response.status)
@@ -338,13 +354,9 @@ class ReplayServer(Service):
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not request.path.isascii():
             return connection.respond(400, _NOT_ASCII)
-        try:
-            reloaded = self.session.refresh()
-        except CassetteError as exc:
-            logger.error("refused %s: HTTP 503, %s", self._loggable(request), exc)
-            return connection.respond(503, f"rtreplay: {exc}\n")
-        if reloaded is not None:
-            logger.warning("%s", reloaded)
+        unusable = self._refresh(self._loggable(request))
+        if unusable is not None:
+            return connection.respond(503, unusable)
         refused = self.session.screen(_handshake(request))
         if refused is None:
             return None

@@ -177,3 +177,20 @@ def test_a_new_version_that_cannot_be_read_leaves_the_loaded_one_served(
     said = [r.getMessage() for r in caplog.records if "changed on disk" in r.getMessage()]
     assert len(said) == 1, said  # said once, not at every handshake
     assert "line 3: unknown record kind 'frme'" in said[0] and "still serving the version loaded before" in said[0]
+
+
+async def test_a_key_minted_after_a_reload_opens_the_new_versions_connection(tmp_path: Path) -> None:
+    """The client secret comes from the version the connection then gets: the HTTP call
+    loads a changed cassette too, so the key it mints is one the new version issued."""
+    from .test_client_secrets import flow
+
+    cassette = tmp_path / "browser.jsonl"
+    shutil.copyfile(CASSETTES / "endpoints" / "ephemeral-key.jsonl", cassette)
+    async with ReplayServer(cassette, match="type") as server:  # (the flow says other words)
+        _, first = await flow(server.base_url, server.websocket_base_url)
+        replace_by_rename(CASSETTES / "endpoints" / "ephemeral-key.jsonl", cassette)  # re-recorded
+        _, again = await flow(server.base_url, server.websocket_base_url)
+    assert [e["type"] for e in again] == [e["type"] for e in first]
+    # (The flow's session differs from this recording's: only its HTTP body mismatches.)
+    assert {m.kind for m in server.report.mismatches} == {"http"}, str(server.report)
+    assert any("loaded again" in w for w in server.report.warnings)
