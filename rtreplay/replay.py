@@ -399,20 +399,20 @@ class ReplaySession:
             timeline = apply_faults(timeline or ic.timeline, self.faults, conn=conn)
         return timeline
 
-    def _read(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
-        return self.index.payloads(frames)
-
     def _audio_seconds(self, ic: IndexedConnection) -> Callable[[ServerFrame], float] | None:
         """An output audio delta's duration, in the format the recorded session says."""
         if self.latency is None or self.latency.audio_speed is None:
             return None
+        # ``ic`` is of the version loaded now: its frames are read from that version, even
+        # once a changed cassette was loaded again.
+        read = self.index.payloads
         fmt = self._formats.get(ic)
         if fmt is None:
-            fmt = _output_format(ic, self._read)
+            fmt = _output_format(ic, read)
             self._formats[ic] = fmt
 
         def seconds(frame: ServerFrame) -> float:
-            for f, data in self._read([frame]):
+            for f, data in read([frame]):
                 event = _int.decode(f, data)
                 size = event.get("audio_bytes") if isinstance(event, dict) else None
                 if isinstance(size, int):
