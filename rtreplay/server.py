@@ -184,6 +184,10 @@ class ReplayServer(Service):
     (docs/faults.md). Bad options raise :class:`ValueError`; a cassette that cannot be
     read, a :class:`~rtreplay.errors.CassetteError`.
 
+    A cassette file that changes on disk while served (re-recorded, copied over) is loaded
+    again before the next handshake, and the log says so; see
+    :meth:`~rtreplay.replay.ReplaySession.refresh` for what open connections do.
+
     Memory is bounded whatever the clients send: the report keeps the first 1,000
     mismatches in full (strings cut to 1,000 characters) and counts the rest; a client that
     stops reading is not read from either.
