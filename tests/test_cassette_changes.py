@@ -9,6 +9,7 @@ exists (a rename), and is closed with 1011 saying why when it does not (in place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,10 +51,9 @@ def play(base_url: str, source: Path) -> list[object]:
 
 
 def first_event(base_url: str) -> dict[str, object]:
-    """Connect and read the first server event; the connection stays open."""
-    ws = connect(base_url + "/realtime?model=gpt-realtime", open_timeout=timeout(20))
-    event = json.loads(ws.recv(timeout(20)))
-    ws.close()
+    """Connect and read the first server event."""
+    with connect(base_url + "/realtime?model=gpt-realtime", open_timeout=timeout(20)) as ws:
+        event: dict[str, object] = json.loads(ws.recv(timeout(20)))
     return event
 
 
@@ -82,14 +82,15 @@ def test_serve_loads_a_cassette_rewritten_on_disk_and_says_so(tmp_path: Path, ch
         assert line[9:] == documented.strip()[9:].replace("cassettes/text-response.jsonl", str(cassette))
 
 
+@contextlib.contextmanager
 def _open_mid_replay(base_url: str, source: Path):  # type: ignore[no-untyped-def]
     """A client that has read its first server event and sent nothing yet: the replay holds
     the rest of the recording for it, to be read from the file once the client speaks."""
     plan = clients.script(source)
-    ws = connect(plan.url(base_url + "/realtime"), open_timeout=timeout(20))
-    assert plan.steps[0].send is None
-    ws.recv(timeout(20))
-    return ws, plan
+    with connect(plan.url(base_url + "/realtime"), open_timeout=timeout(20)) as ws:
+        assert plan.steps[0].send is None
+        ws.recv(timeout(20))
+        yield ws, plan
 
 
 def _finish(ws, plan) -> list[object]:  # type: ignore[no-untyped-def]
@@ -106,11 +107,10 @@ def test_an_open_connection_finishes_on_its_version_when_the_file_is_renamed_ove
     cassette = tmp_path / "x.jsonl"
     shutil.copyfile(TEXT, cassette)
     with ReplayServer(cassette).in_thread() as server:
-        ws, plan = _open_mid_replay(server.websocket_base_url, TEXT)
-        replace_by_rename(CALL, cassette)
-        # A new client loads the new version; the open one goes on reading the old.
-        assert play(server.websocket_base_url, CALL) == clients.server_events(CALL)
-        with ws:
+        with _open_mid_replay(server.websocket_base_url, TEXT) as (ws, plan):
+            replace_by_rename(CALL, cassette)
+            # A new client loads the new version; the open one goes on reading the old.
+            assert play(server.websocket_base_url, CALL) == clients.server_events(CALL)
             assert _finish(ws, plan) == clients.server_events(TEXT)[1:]
     assert not server.report.failures, server.report.failures
     assert any("changed on disk (it was replaced by another file): loaded again" in w for w in server.report.warnings)
@@ -123,9 +123,8 @@ def test_an_open_connection_rewritten_in_place_is_closed_with_1011_never_fed_gar
     shutil.copyfile(TEXT, cassette)
     caplog.set_level(logging.INFO, "rtreplay")
     with ReplayServer(cassette).in_thread() as server:
-        ws, plan = _open_mid_replay(server.websocket_base_url, TEXT)
-        rewrite_in_place(CALL, cassette)
-        with ws:
+        with _open_mid_replay(server.websocket_base_url, TEXT) as (ws, plan):
+            rewrite_in_place(CALL, cassette)
             received: list[object] = []
             with pytest.raises(ConnectionClosed) as closed:
                 received = _finish(ws, plan)
