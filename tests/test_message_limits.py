@@ -8,10 +8,13 @@ server it is also a failure in the report, so the test that sent it fails and sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -109,3 +112,49 @@ async def test_the_recorder_names_a_message_over_the_limit_from_the_upstream(
     [line] = _said(caplog, "over the 16 MiB limit")
     assert line.startswith("conn 0: the upstream sent a message") and "over the 16 MiB limit" in line, line
     assert "of the recorder; both sides closed with 1009 (message too big), recorded" in line
+
+
+async def _too_big_server() -> Any:
+    """A server under test that answers with one message over the limit."""
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        await ws.send(json.dumps({"type": "session.created", "session": {"instructions": "x" * OVER}}))
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    return await serve(handler, "127.0.0.1", 0, max_size=None)
+
+
+DRIVE_SAID = "the server sent a message of {size:,} bytes, over the 16 MiB limit (16,777,216 bytes) rtreplay drive takes"
+
+
+async def test_rtreplay_drive_names_a_server_message_over_the_limit() -> None:
+    size = len(json.dumps({"type": "session.created", "session": {"instructions": "x" * OVER}}))
+    async with await _too_big_server() as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rtreplay", "drive", str(CASSETTES / "text-response.jsonl"),
+            "--url", f"ws://127.0.0.1:{port}/v1/realtime",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout(60))
+    text = out.decode() + err.decode()
+    assert proc.returncode == 1, text
+    said = DRIVE_SAID.format(size=size)
+    assert f"{said} (the limit is fixed); the driver closed the connection (code 1009, 'message too big')" in text, text
+    assert f"closed by the driver (code 1009): {said}" in text
+    assert "(code 1006)" not in text
+
+
+async def test_the_blocking_drive_shell_names_it_too() -> None:
+    from rtreplay.drive import Drive
+
+    size = len(json.dumps({"type": "session.created", "session": {"instructions": "x" * OVER}}))
+    async with await _too_big_server() as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        drive = Drive(CASSETTES / "text-response.jsonl", url=f"ws://127.0.0.1:{port}/v1/realtime")
+        report = await asyncio.to_thread(drive.run_blocking)
+    [mismatch] = report.mismatches
+    assert mismatch.message.startswith(DRIVE_SAID.format(size=size)), mismatch.message
