@@ -158,3 +158,25 @@ async def test_the_blocking_drive_shell_names_it_too() -> None:
         report = await asyncio.to_thread(drive.run_blocking)
     [mismatch] = report.mismatches
     assert mismatch.message.startswith(DRIVE_SAID.format(size=size)), mismatch.message
+
+
+async def test_a_client_refusing_a_recorded_frame_as_too_big_is_told_apart(caplog: pytest.LogCaptureFixture) -> None:
+    """openai-agents reads with max_size 8 MiB: a larger recorded frame makes the client
+    close with 1009, which the log says is the client's own limit."""
+    from rtreplay import Cassette, Close, Connection, Frame, Header, Open
+
+    big = json.dumps({"type": "session.created", "session": {"instructions": "x" * (9 << 20)}})
+    conn = Connection(
+        Open(0, "/v1/realtime", {"model": "gpt-realtime"}, "ga", None, {}, None),
+        [Frame.from_message(0, 0.0, "server", big)],
+        Close(0, 1.0, 1000, "", "client"),
+    )
+    caplog.set_level(logging.INFO, "rtreplay")
+    async with ReplayServer(Cassette(Header(), [conn])) as server:
+        async with connect(server.websocket_base_url + "/realtime?model=gpt-realtime", max_size=8 << 20) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.sent is not None and closed.value.sent.code == 1009
+        await _logged(caplog, "conn 0: closed")
+    [line] = _said(caplog, "the client closed with 1009")
+    assert "a recorded server frame is larger than the client accepts (its max_size" in line
