@@ -12,6 +12,7 @@ from .cassette import FORMAT_VERSION, Cassette, Close, Connection, Frame, Header
 from .codec import CassetteReader, CassetteWriter, load, save
 from .driver import Driver
 from .errors import (
+    CassetteChangedError,
     CassetteError,
     CassetteFormatError,
     CassetteNotFoundError,
@@ -66,6 +67,7 @@ __all__ = [
     "FORMAT_VERSION",
     "At",
     "Cassette",
+    "CassetteChangedError",
     "CassetteError",
     "CassetteFormatError",
     "CassetteNotFoundError",

@@ -34,7 +34,8 @@ import msgspec
 
 from .audiofiles import AudioStore, audio_position, encode_audio
 from .cassette import Cassette, Close, Frame, Header, HttpExchange, Open, Reject
-from .codec import CassetteReader
+from .codec import CassetteReader, iter_lines
+from .errors import CassetteChangedError, CassetteError
 from .protocol import (
     AUDIO_APPEND,
     ECHOED_IDS,
@@ -64,8 +65,24 @@ __all__ = [
     "audio_length",
     "deeper_than",
     "echoed_ids",
+    "file_identity",
     "hash_audio",
 ]
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Which file, at which content: device, inode, size in bytes, modification time (ns)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    """The identity of the file at ``path`` now (see :func:`_identity`); raises :class:`OSError`."""
+    return _identity(os.stat(path))
+
+
+def _changed(st: os.stat_result, identity: tuple[int, int, int, int]) -> bool:
+    """Whether an open file's content may differ from ``identity`` (its size or mtime moved)."""
+    return st.st_size != identity[2] or st.st_mtime_ns != identity[3]
+
 
 # Payloads are read back in spans of at most this many bytes, so a burst of frames due at
 # once costs one system call per span and never the whole connection in memory.
@@ -439,7 +456,7 @@ class _LineTap:
 
     def __iter__(self) -> Iterator[bytes]:
         offset = 0
-        for line in self._file:
+        for line in iter_lines(self._file, self.name):
             # The reader looks one line ahead: the record it yields is one of the last lines.
             if len(self.lines) >= 3:
                 del self.lines[min(self.lines)]
@@ -468,6 +485,8 @@ class CassetteIndex:
         self.warnings = warnings or []
         self._fd = fd
         self._audio: AudioStore | None = None
+        #: The file as it was when indexed (:func:`_identity`), ``None`` for an in-memory cassette.
+        self.identity: tuple[int, int, int, int] | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -516,6 +535,7 @@ class CassetteIndex:
         del probe
         file = open(p, "rb")  # noqa: SIM115 - kept open for pread while serving
         try:
+            before = _identity(os.fstat(file.fileno()))
             tap = _LineTap(file, str(p))
             by_conn: dict[int, IndexedConnection] = {}
             shared: dict[bytes, Any] = {}  # client events decoded once for all connections
@@ -584,6 +604,12 @@ class CassetteIndex:
                     ic._finish()
                 if ic.warning is not None:
                     warnings.append(ic.warning)
+            if _identity(os.fstat(file.fileno())) != before:
+                store.close()
+                raise CassetteError(
+                    p, "changed on disk while it was being read (is it still being written?); "
+                    "load it again once it is finished"
+                )
             fd = os.dup(file.fileno())
         finally:
             file.close()
@@ -591,7 +617,45 @@ class CassetteIndex:
             header, list(by_conn.values()), path=str(p), warnings=warnings, fd=fd, exchanges=exchanges
         )
         index._audio = store
+        index.identity = before
         return index
+
+    # -- the file on disk -------------------------------------------------------------
+
+    def changed_on_disk(self) -> str | None:
+        """How the file at :attr:`path` differs from the one indexed, in words; ``None`` if
+        it does not (or for an in-memory cassette). One ``stat`` call."""
+        if self.identity is None or self.path is None:
+            return None
+        try:
+            now = file_identity(self.path)
+        except OSError as exc:
+            return f"it can no longer be read ({exc.strerror or exc})"
+        if now == self.identity:
+            return None
+        if now[:2] != self.identity[:2]:
+            return "it was replaced by another file"
+        if now[2] != self.identity[2]:
+            return f"it was rewritten in place ({self.identity[2]:,} bytes, now {now[2]:,})"
+        return "it was rewritten in place"
+
+    @property
+    def intact(self) -> bool:
+        """Whether the version indexed can still be read: the file this index holds open
+        has not been written to since (replacing the file by renaming leaves it intact)."""
+        if self.identity is None or self._fd is None:
+            return True
+        return _identity(os.fstat(self._fd)) == self.identity
+
+    def _check_intact(self) -> None:
+        if not self.intact:
+            raise CassetteChangedError(
+                self.path or "the cassette",
+                "changed on disk while being replayed (rewritten in place, or cut short): the "
+                "rest of the version loaded is gone, so this connection ends here (new "
+                "connections load the new version; replace a cassette by renaming a new file "
+                "over it to let open connections finish)",
+            )
 
     # -- reading payloads -------------------------------------------------------------
 
@@ -649,7 +713,11 @@ class CassetteIndex:
                 end = stop
                 j += 1
             buf = os.pread(fd, end - start, start)
-            if len(buf) != end - start:
+            # Checked after the read: bytes read before a change are the loaded version's.
+            if len(buf) != end - start or (
+                self.identity is not None and _changed(os.fstat(fd), self.identity)
+            ):
+                self._check_intact()
                 raise OSError(f"{self.path}: cassette changed on disk while being replayed")
             if j == i + 1:
                 yield first, buf

@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
-from websockets.exceptions import SecurityError
+from websockets.exceptions import PayloadTooBig, SecurityError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event, Side, State
@@ -57,8 +57,25 @@ __all__ = [
     "handshake_protocol",
     "offered_subprotocols",
     "send_many",
+    "too_big",
     "websockets_logger",
 ]
+
+
+def too_big(connection: Any, limit: int) -> str | None:
+    """What made websockets close ``connection`` with 1009, in words; ``None`` if it did not.
+
+    websockets fails a connection whose peer sends a message over ``max_size`` (``limit``
+    bytes) with close code 1009 and keeps the :class:`~websockets.exceptions.PayloadTooBig`
+    it raised in ``protocol.parser_exc``; the exception's type is checked, not its text.
+    """
+    exc = getattr(getattr(connection, "protocol", None), "parser_exc", None)
+    if not isinstance(exc, PayloadTooBig):
+        return None
+    size = getattr(exc, "size", None)
+    read = getattr(exc, "cur_size", None)
+    of = f" of {size + (read or 0):,} bytes," if isinstance(size, int) else ""
+    return f"a message{of} over the {limit / (1 << 20):g} MiB limit ({limit:,} bytes)"
 
 
 def offered_subprotocols(headers: Headers) -> list[str]:

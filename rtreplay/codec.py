@@ -62,14 +62,84 @@ from .errors import (
 from .redact import Redactor
 
 __all__ = [
+    "DEFAULT_MAX_LINE",
+    "MAX_LINE_ENV",
     "CassetteReader",
     "CassetteWriter",
     "decode_records",
     "encode_record",
     "encode_records",
+    "iter_lines",
+    "leftover_partials",
     "load",
+    "max_line_bytes",
+    "partial_note",
+    "recover",
     "save",
 ]
+
+# The longest line any reader takes in, so that a file without newlines (a binary file,
+# /dev/zero, a 2 GB line) fails at once instead of being read into memory whole. The
+# longest line rtreplay writes is a 16 MiB message (the WebSocket size limit of its
+# server and recorder) as a ``text`` record, every byte escaped in the worst case to
+# \u00XX: 6 x 16 MiB plus the record around it. Real lines are far shorter: an audio
+# delta is some tens of KB, a session.update with long instructions under 1 MB.
+DEFAULT_MAX_LINE = 128 << 20
+MAX_LINE_ENV = "RTREPLAY_MAX_LINE_BYTES"
+
+
+def max_line_bytes() -> int:
+    """The longest cassette line readers accept, in bytes (newline excluded).
+
+    :data:`DEFAULT_MAX_LINE` (128 MiB) unless the ``RTREPLAY_MAX_LINE_BYTES`` environment
+    variable says otherwise (a positive whole number of bytes; another value is ignored,
+    and the error a long line raises says so).
+    """
+    text = os.environ.get(MAX_LINE_ENV)
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            return DEFAULT_MAX_LINE
+        if value > 0:
+            return value
+    return DEFAULT_MAX_LINE
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def iter_lines(file: IO[bytes], path: str | Path, limit: int | None = None) -> Iterator[bytes]:
+    """The lines of a binary file, each with its newline, none longer than ``limit`` bytes.
+
+    ``limit`` defaults to :func:`max_line_bytes`. A longer line raises
+    :class:`CassetteFormatError` naming ``path``, the line and the bound, after reading at
+    most ``limit + 1`` bytes of it: a file with no newline is never read whole.
+    """
+    bound = max_line_bytes() if limit is None else limit
+    readline = file.readline
+    number = 0
+    while True:
+        line = readline(bound + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > bound and not line.endswith(b"\n"):
+            setting = os.environ.get(MAX_LINE_ENV)
+            ignored = (
+                f" ({MAX_LINE_ENV}={setting!r} is not a positive number of bytes: ignored)"
+                if setting and limit is None and bound == DEFAULT_MAX_LINE and setting != str(bound)
+                else ""
+            )
+            raise CassetteFormatError(
+                path,
+                f"line is longer than {_mib(bound)}, the longest a cassette line may be "
+                f"(no newline in the first {bound + 1} bytes: is this a cassette?); if it is, "
+                f"raise the bound with the environment variable {MAX_LINE_ENV}=<bytes>{ignored}",
+                number,
+            )
+        yield line
 
 # writev() takes at most IOV_MAX (1024 on Linux and macOS) buffers per call.
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
@@ -364,7 +434,13 @@ class CassetteReader:
     def __iter__(self) -> Iterator[Record]:
         offset = 0
         try:
-            lines = iter(self._file)
+            # A real file is read line by line up to the bound; a source without readline
+            # (the index's line tap) bounds its lines itself.
+            lines = (
+                iter_lines(self._file, self.path)
+                if hasattr(self._file, "readline")
+                else iter(self._file)
+            )
             line = next(lines, None)
             while line is not None:
                 following = next(lines, None)
@@ -867,3 +943,116 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- partial files left by a recording -------------------------------------------------
+
+_PARTIAL = re.compile(r"\.(\d+)\.partial")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this id exists (ids are reused: a hint, not a proof)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # someone else's process: it exists
+    return True
+
+
+def leftover_partials(path: str | os.PathLike[str]) -> list[tuple[Path, int, bool]]:
+    """The ``<name>.<pid>.partial`` files beside cassette ``path``, oldest first.
+
+    Each as ``(partial file, the writer's process id, whether that process still runs)``:
+    one whose process is gone is a recording that was interrupted (killed, crashed, the
+    machine stopped) and holds every record written before; one whose process runs is a
+    recording in progress. See :func:`recover`.
+    """
+    target = Path(path)
+    found: list[tuple[float, Path, int]] = []
+    try:
+        entries = list(os.scandir(target.parent if str(target.parent) else "."))
+    except OSError:
+        return []
+    prefix = target.name
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or not name.endswith(".partial"):
+            continue
+        match = _PARTIAL.fullmatch(name[len(prefix) :])
+        if match is None:
+            continue
+        try:
+            mtime = entry.stat().st_mtime
+        except OSError:
+            continue
+        found.append((mtime, target.parent / name, int(match.group(1))))
+    found.sort()
+    return [(p, pid, _running(pid)) for _, p, pid in found]
+
+
+def partial_note(path: str | os.PathLike[str]) -> str | None:
+    """What to tell a user about the partial files beside cassette ``path``, or ``None``."""
+    notes = []
+    for partial, pid, running in leftover_partials(path):
+        if running:
+            notes.append(
+                f"{partial} is being written by process {pid}: a recording in progress, which "
+                f"becomes {Path(path).name} when it finishes"
+            )
+        else:
+            notes.append(
+                f"{partial} was left by an interrupted recording (process {pid} is gone), with "
+                f"every record written before it stopped: `rtreplay recover {path}` checks it and "
+                "makes it the cassette, or delete it"
+            )
+    return "; ".join(notes) or None
+
+
+def recover(
+    path: str | os.PathLike[str], *, partial: str | os.PathLike[str] | None = None, replace: bool = False
+) -> tuple[Path, Path, int]:
+    """Make the partial file an interrupted recording left the cassette at ``path``.
+
+    ``partial``: which one (default: the newest whose process is gone). Its records are read
+    and checked as any cassette's (a last line cut short by the interruption is dropped),
+    written to ``path`` atomically (redacted again), then the partial file is removed.
+    Returns ``(cassette, partial file, records kept)``. Raises :class:`CassetteError` when
+    there is none, when its process still runs, when it cannot be read, or when ``path``
+    exists and ``replace`` is false (an existing cassette is never replaced silently).
+    """
+    target = Path(path)
+    if partial is None:
+        left = [p for p, _, running in leftover_partials(target) if not running]
+        if not left:
+            running = [f"{p} (process {pid} runs)" for p, pid, _ in leftover_partials(target)]
+            raise CassetteError(
+                target,
+                "no partial file of an interrupted recording beside it"
+                + (f"; being recorded now: {', '.join(running)}" if running else ""),
+            )
+        source = left[-1]
+    else:
+        source = Path(partial)
+        match = _PARTIAL.search(source.name)
+        if match is not None and _running(int(match.group(1))):
+            raise CassetteError(source, f"process {match.group(1)} is still writing it: let it finish")
+    if target.exists() and not replace:
+        raise CassetteError(
+            target,
+            f"exists: recovering {source.name} would replace it; pass --replace (replace=True) "
+            "to do so, or recover to another path",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CassetteTruncatedWarning)
+        with CassetteReader(source) as reader:
+            records = list(reader)
+    header = records[0]
+    assert isinstance(header, Header)
+    with CassetteWriter(target, header=header) as writer:
+        writer.write_many(r for r in records[1:])
+    source.unlink(missing_ok=True)
+    return target, source, len(records)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from ._wsio import send_many
+from ._wsio import send_many, too_big
 from .driver import (
     DEFAULT_TIMEOUT,
     ClientHandshake,
@@ -191,10 +191,19 @@ async def run_connection(
         await asyncio.wait([reader])
         code = ws.close_code
         reason = ws.close_reason or ""
-        driver.disconnect(loop.time(), code, reason)
+        big = too_big(ws, MAX_MESSAGE_SIZE)
+        if big is not None:
+            code, reason = 1009, "message too big"
+        driver.disconnect(loop.time(), code, reason, failed=_sent_too_much(big))
         if exchange is not None:
             by = "client" if closed_by_us else "server"
             exchange.close = (loop.time() - opened, code, reason, by)
+
+
+def _sent_too_much(big: str | None) -> str | None:
+    if big is None:
+        return None
+    return f"the server sent {big} rtreplay drive takes (the limit is fixed)"
 
 
 def run_connection_blocking(driver: Driver, handshake: ClientHandshake, *, open_timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -253,7 +262,11 @@ def run_connection_blocking(driver: Driver, handshake: ClientHandshake, *, open_
         pass
     finally:
         ws.close()
-        driver.disconnect(time.monotonic(), ws.close_code, ws.close_reason or "")
+        big = too_big(ws, MAX_MESSAGE_SIZE)
+        if big is not None:
+            driver.disconnect(time.monotonic(), 1009, "message too big", failed=_sent_too_much(big))
+        else:
+            driver.disconnect(time.monotonic(), ws.close_code, ws.close_reason or "")
 
 
 class Drive:

@@ -596,12 +596,22 @@ class Driver:
             return
         self._on_event(event, now)
 
-    def disconnect(self, now: float, code: int | None = None, reason: str = "") -> None:
-        """The connection is gone (``code`` ``None`` or ``1006``: dropped without a close)."""
+    def disconnect(
+        self, now: float, code: int | None = None, reason: str = "", *, failed: str | None = None
+    ) -> None:
+        """The connection is gone (``code`` ``None`` or ``1006``: dropped without a close).
+
+        ``failed``: the client's WebSocket library ended it itself, and why (a server
+        message over its size limit: code 1009); a mismatch if the recording went on.
+        """
         if self._phase == _DONE and self.finished:
             return
         shown = f"code {code if code is not None else 1006}" + (f", {reason!r}" if reason else "")
-        if self._close_sent:
+        if failed is not None:
+            self.progress.closed = f"closed by the driver (code {code}): {failed}"
+            if self._phase in (_RUNNING, _ENDING):
+                self._closed_early(shown, lead=f"{failed}; the driver closed the connection ({shown})")
+        elif self._close_sent:
             self.progress.closed = f"closed by the driver ({shown})"
         else:
             self.progress.closed = f"closed by the server ({shown})"
@@ -801,7 +811,7 @@ class Driver:
         self._wait_since = now
         self._heard = False
 
-    def _closed_early(self, shown: str) -> None:
+    def _closed_early(self, shown: str, lead: str | None = None) -> None:
         exps = self.script.expectations
         left = [e for e in exps if self._state[e.index] == _UNMATCHED]
         steps = len(self.script.steps) - self._next
@@ -815,7 +825,8 @@ class Driver:
             return
         self._mismatch(
             "closed",
-            f"the server closed the connection ({shown}) before the recording's end: "
+            (lead or f"the server closed the connection ({shown})")
+            + " before the recording's end: "
             + "; ".join(parts),
             exp=left[0] if left else None,
         )

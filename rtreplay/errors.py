@@ -8,6 +8,7 @@
     │   ├── CassetteFormatError       (also ValueError) bad JSON, unknown record kind,
     │   │                             missing field, wrong type, records out of order
     │   ├── CassetteVersionError      written by a newer rtreplay in a format this one cannot read
+    │   ├── CassetteChangedError      (also OSError) the file changed on disk under a replay reading it
     │   └── CassetteWriteError        (also OSError) the file cannot be written or replaced
     ├── SecretLeakError               a live credential would have reached the disk
     ├── ReplayError                   the mock server cannot serve what was asked
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CassetteChangedError",
     "CassetteError",
     "CassetteFormatError",
     "CassetteNotFoundError",
@@ -98,18 +100,39 @@ class CassetteVersionError(CassetteError):
         self.found = found
         self.writer = writer
         self.supported = supported
-        by = f" by rtreplay {writer}" if writer else ""
-        if isinstance(found, int) and found > supported:
+        from ._version import __version__
+
+        formats = f"1 to {supported}" if supported > 2 else "1 and 2" if supported == 2 else "1"
+        if isinstance(found, int) and not isinstance(found, bool) and found > supported:
+            by = f"written by rtreplay {writer}" if writer else "its header does not say which rtreplay wrote it"
             problem = (
-                f"cassette format {found} (written{by}) is newer than this rtreplay can read "
-                f"(format {supported}); install a newer rtreplay (see its README), "
-                f"or re-record the cassette with this version"
+                f"the cassette is in format {found} ({by}), newer than this rtreplay "
+                f"({__version__}) can read (it reads cassette formats {formats}): install a newer "
+                "rtreplay (pip install -U rtreplay), or re-record the cassette with this one"
             )
         else:
+            by = f" (written by rtreplay {writer})" if writer else ""
             problem = (
-                f"unknown cassette format {found!r}{by}; this rtreplay reads format {supported}"
+                f'the header\'s "format" is {found!r}{by}, not a cassette format: this rtreplay '
+                f"({__version__}) reads cassette formats {formats}"
             )
         super().__init__(path, problem, line=1)
+
+
+class CassetteChangedError(CassetteError, OSError):
+    """The cassette file was rewritten in place (or cut short) while a replay read it.
+
+    A replay reads server frames from the file as they fall due, at offsets found when it
+    loaded the file; once the bytes there changed, what is left of the loaded version is
+    gone. (A cassette replaced by renaming, as rtreplay's own writer does, is not this
+    error: the replay keeps reading the version it opened.) ``filename``: the path.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        CassetteError.__init__(self, path, problem)
+        self.errno = None
+        self.strerror = problem
+        self.filename = os.fspath(path)
 
 
 class CassetteWriteError(CassetteError, OSError):

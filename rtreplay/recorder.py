@@ -67,6 +67,7 @@ from ._wsio import (
     forward_frames,
     handshake_protocol,
     offered_subprotocols,
+    too_big,
     websockets_logger,
 )
 from .audiofiles import AudioMode
@@ -81,7 +82,7 @@ from .cassette import (
     utc_timestamp,
 )
 from .client_secrets import endpoint_of, with_placeholder
-from .codec import CassetteWriter
+from .codec import CassetteWriter, leftover_partials
 from .errors import RecordError, RtreplayError, UpstreamError
 from .protocol import profile_for
 from .redact import Redactor, credentials_in_handshake
@@ -372,6 +373,24 @@ class _Relay:
         hop = self.hops[side]
         await hop.wait_closed()
         self.unusable.add(side)
+        big = too_big(hop, MAX_SIZE)
+        if big is not None:
+            sender = "upstream" if side == "server" else "client"
+            advice = (
+                "the Realtime API takes at most 15 MiB of audio per input_audio_buffer.append: "
+                "send audio in smaller appends"
+                if sender == "client"
+                else "the limit is fixed (the API's own messages stay well under it): "
+                "check what the upstream is"
+            )
+            logger.warning(
+                "conn %d: the %s sent %s of the recorder; both sides closed with 1009 (message "
+                "too big), recorded. %s",
+                self.conn,
+                sender,
+                big,
+                advice[0].upper() + advice[1:],
+            )
         self._hop_closed(side, hop.protocol.close_exc)
         await self._after(side)
 
@@ -616,6 +635,13 @@ class Recorder(Service):
             raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         port: int = next(iter(self._server.sockets)).getsockname()[1]
         logger.info("recording to %s: ws://%s:%d/v1 -> %s", self.cassette_path, self.host, port, _public(self.upstream))
+        for partial, pid, running in leftover_partials(self._target):
+            if not running:  # (ours, and another live recorder's, are not leftovers)
+                logger.warning(
+                    "%s was left by an interrupted recording (process %d is gone) and is left "
+                    "alone: keep it with `rtreplay recover --partial %s <cassette>`, or delete it",
+                    partial, pid, partial,
+                )
         return port
 
     async def _stop(self) -> None:

@@ -35,9 +35,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from . import interruption as _int
-from ._index import CassetteIndex, IndexedConnection, ServerFrame
+from ._index import CassetteIndex, IndexedConnection, ServerFrame, file_identity
 from .cassette import HttpRequest, HttpResponse
 from .client_secrets import HttpReplay
+from .errors import CassetteError
 from .faults import Fault, apply_faults, locate, parse_faults, refusal
 from .latency import Latency, apply_latency, parse_latency
 from .match import MatchPolicy, resolve_policy
@@ -236,21 +237,101 @@ class ReplaySession:
             self.index.close()
             raise
         self.report = ReplayReport(self.index.path, self.index.connections)
-        # What a recording proxy accepted (any path ending in a realtime segment, such as
-        # Azure's /openai/deployments/<name>/realtime) is served too.
-        self._recorded_paths = {ic.open.path.rstrip("/") or "/" for ic in self.index.connections}
-        self.http = HttpReplay(self.index.exchanges, repeat=repeat, shift_times=shift_times)
-        self.report.exchanges = [
-            f"{e.request.method} {e.request.path} (recorded exchange {e.n})"
-            for e in self.index.exchanges
-        ]
-        self._requests = 0
         self.report.configured_faults = [str(f) for f in self.faults]
-        self._used: set[int] = set()
+        self._requests = 0
         self._next = 0
         self._formats: weakref.WeakKeyDictionary[IndexedConnection, AudioFormat] = (
             weakref.WeakKeyDictionary()
         )
+        # Versions replaced by a reload, still read by the connections that began on them.
+        self._retired: weakref.WeakSet[CassetteIndex] = weakref.WeakSet()
+        self._unreadable: tuple[int, int, int, int] | None = None  # a new version that failed
+        self._start()
+
+    def _start(self) -> None:
+        """Make ready to serve :attr:`index` from its first recorded connection."""
+        # What a recording proxy accepted (any path ending in a realtime segment, such as
+        # Azure's /openai/deployments/<name>/realtime) is served too.
+        self._recorded_paths = {ic.open.path.rstrip("/") or "/" for ic in self.index.connections}
+        self.http = HttpReplay(self.index.exchanges, repeat=self.repeat, shift_times=self.shift_times)
+        self.report.exchanges = [
+            f"{e.request.method} {e.request.path} (recorded exchange {e.n})"
+            for e in self.index.exchanges
+        ]
+        self.report.exchanges_served = set()
+        self._used: set[int] = set()
+
+    def refresh(self) -> str | None:
+        """Load the cassette again if its file changed on disk; what to tell the user, if anything.
+
+        Called before each handshake. A cassette rewritten (re-recorded, edited, copied
+        over) is loaded again and the next client gets its first recorded connection;
+        connections already open finish on the version they began with when it was
+        replaced by renaming (as rtreplay writes), and end with a
+        :class:`~rtreplay.errors.CassetteChangedError` when it was rewritten in place. A
+        new version that cannot be read yet (half written, invalid, no final newline) is
+        not loaded: the version loaded keeps being served while its file is intact.
+        Raises :class:`~rtreplay.errors.CassetteError` when neither can be served.
+        """
+        index = self.index
+        change = index.changed_on_disk()
+        if change is None or index.path is None:
+            return None
+        path = index.path
+        try:
+            now: tuple[int, int, int, int] | None = file_identity(path)
+        except OSError:
+            now = None
+        if now is not None and now == self._unreadable:
+            problem = None  # already tried and said
+        else:
+            problem = _not_ready(path)
+            if problem is None:
+                try:
+                    new = CassetteIndex.load(path)
+                except CassetteError as exc:
+                    problem = exc.problem if exc.line is None else f"line {exc.line}: {exc.problem}"
+                else:
+                    return self._switch(new, change)
+            self._unreadable = now
+        if index.intact:
+            if problem is None:
+                return None
+            return (
+                f"{path} changed on disk ({change}), but the new version cannot be loaded "
+                f"({problem}); still serving the version loaded before"
+            )
+        raise CassetteError(
+            path,
+            f"changed on disk ({change}) and the new version cannot be loaded"
+            + (f" ({problem})" if problem else "")
+            + "; no version of it can be served until it is readable",
+        )
+
+    def _switch(self, new: CassetteIndex, change: str) -> str:
+        old = self.index
+        self.index = new
+        self._retired.add(old)
+        self._unreadable = None
+        try:
+            self._check_faults()
+        except ValueError as exc:
+            # The faults asked for cannot fire on the new version: it is served all the same.
+            warning = f"; {exc}"
+        else:
+            warning = ""
+        n = len(new.connections)
+        note = (
+            f"{new.path} changed on disk ({change}): loaded again, {n} connection"
+            f"{'s' if n != 1 else ''}; the next client gets its first recorded connection"
+            + (", open connections finish on the version they began with" if old.intact else "")
+            + warning
+        )
+        self.report.reloaded(new.connections, note)
+        self._start()
+        if not old.intact:
+            old.close()
+        return note
 
     def _check_faults(self) -> None:
         """A fault whose place no recorded connection has would never fire: say so now."""
@@ -284,6 +365,8 @@ class ReplaySession:
     def close(self) -> None:
         """Release the cassette file (the report stays readable)."""
         self.index.close()
+        for old in list(self._retired):
+            old.close()
 
     @property
     def connections(self) -> list[IndexedConnection]:
@@ -316,20 +399,20 @@ class ReplaySession:
             timeline = apply_faults(timeline or ic.timeline, self.faults, conn=conn)
         return timeline
 
-    def _read(self, frames: Sequence[ServerFrame]) -> Iterator[tuple[ServerFrame, bytes]]:
-        return self.index.payloads(frames)
-
     def _audio_seconds(self, ic: IndexedConnection) -> Callable[[ServerFrame], float] | None:
         """An output audio delta's duration, in the format the recorded session says."""
         if self.latency is None or self.latency.audio_speed is None:
             return None
+        # ``ic`` is of the version loaded now: its frames are read from that version, even
+        # once a changed cassette was loaded again.
+        read = self.index.payloads
         fmt = self._formats.get(ic)
         if fmt is None:
-            fmt = _output_format(ic, self._read)
+            fmt = _output_format(ic, read)
             self._formats[ic] = fmt
 
         def seconds(frame: ServerFrame) -> float:
-            for f, data in self._read([frame]):
+            for f, data in read([frame]):
                 event = _int.decode(f, data)
                 size = event.get("audio_bytes") if isinstance(event, dict) else None
                 if isinstance(size, int):
@@ -482,6 +565,22 @@ class ReplaySession:
                 Mismatch("handshake", live, ic.number, 1, None, len(ic.clients), None, None, message)
             )
         return Accept(live, ic.number, self._player(ic, live), differences, wait)
+
+
+def _not_ready(path: str) -> str | None:
+    """Why a changed cassette is not loaded yet: it does not end with a newline (it is
+    still being written, or was cut short); ``None`` if it may be."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return "it is empty"
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                return "its last line has no newline: still being written, or cut short"
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    return None
 
 
 def _output_format(ic: IndexedConnection, read: Callable[[Sequence[ServerFrame]], Iterator[tuple[ServerFrame, bytes]]]) -> AudioFormat:

@@ -397,8 +397,18 @@ class ReplayReport:
         #: Recorded HTTP exchanges (client secrets), and those a request asked for.
         self.exchanges: list[str] = []
         self.exchanges_served: set[int] = set()
+        # Where the connections of the version loaded last begin (see reloaded()).
+        self._since_load = 0
 
     # -- written by the replay core ------------------------------------------------------
+
+    def reloaded(self, recorded: Sequence[IndexedConnection], note: str) -> None:
+        """The cassette was loaded again (it changed on disk): what comes next is measured
+        against ``recorded``. What was found so far stays; ``note`` joins :attr:`warnings`."""
+        self._recorded = list(recorded)
+        self._since_load = len(self.connections)
+        self.warnings.append(note)
+        self.warnings.extend(w for ic in self._recorded if (w := ic.warning))
 
     def add_connection(self, progress: ConnectionProgress) -> None:
         self.connections.append(progress)
@@ -443,7 +453,7 @@ class ReplayReport:
         """Per connection, the recorded client events never received (empty when complete)."""
         progress = list(self.connections)
         out = [u for p in progress if (u := p.unplayed()) is not None]
-        used = {p.recorded_conn for p in progress}
+        used = {p.recorded_conn for p in progress[self._since_load :]}
         for ic in self._recorded:
             if ic.number not in used:
                 out.append(

@@ -50,10 +50,12 @@ from ._wsio import (
     handshake_protocol,
     offered_subprotocols,
     send_many,
+    too_big,
     websockets_logger,
 )
 from .cassette import Cassette, HttpRequest, HttpResponse
-from .errors import MismatchError
+from .codec import partial_note
+from .errors import CassetteChangedError, CassetteError, MismatchError
 from .faults import Fault
 from .latency import Latency
 from .match import MatchPolicy
@@ -182,6 +184,10 @@ class ReplayServer(Service):
     (docs/faults.md). Bad options raise :class:`ValueError`; a cassette that cannot be
     read, a :class:`~rtreplay.errors.CassetteError`.
 
+    A cassette file that changes on disk while served (re-recorded, copied over) is loaded
+    again before the next handshake, and the log says so; see
+    :meth:`~rtreplay.replay.ReplaySession.refresh` for what open connections do.
+
     Memory is bounded whatever the clients send: the report keeps the first 1,000
     mismatches in full (strings cut to 1,000 characters) and counts the rest; a client that
     stops reading is not read from either.
@@ -235,9 +241,6 @@ class ReplayServer(Service):
         self.strict = strict
         self.require_auth = require_auth
         self.repeat = repeat
-        self.index: CassetteIndex = self.session.index
-        self.cassette_path = self.index.path
-        self.report: ReplayReport = self.session.report
         #: Whether :attr:`received` keeps the clients' messages (``rtreplay serve``, which
         #: nobody can ask, does not).
         self.keep_received = keep_received
@@ -250,6 +253,20 @@ class ReplayServer(Service):
         self._accepted: dict[ServerConnection, Accept] = {}
         self._live: set[ServerConnection] = set()
         self._server: Server | None = None
+
+    @property
+    def index(self) -> CassetteIndex:
+        """The cassette as loaded last (a cassette that changed on disk is loaded again
+        before the next handshake: see :meth:`~rtreplay.replay.ReplaySession.refresh`)."""
+        return self.session.index
+
+    @property
+    def report(self) -> ReplayReport:
+        return self.session.report
+
+    @property
+    def cassette_path(self) -> str | None:
+        return self.session.index.path
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -304,7 +321,23 @@ class ReplayServer(Service):
 
     # -- HTTP beside the connections (client secrets) ----------------------------------
 
+    def _refresh(self, what: str) -> str | None:
+        """Load the cassette again if it changed on disk (logged); why nothing can be
+        served, if so (then ``what``, the request, is refused with 503)."""
+        try:
+            reloaded = self.session.refresh()
+        except CassetteError as exc:
+            logger.error("refused %s: HTTP 503, %s", what, exc)
+            return f"rtreplay: {exc}\n"
+        if reloaded is not None:
+            logger.warning("%s", reloaded)
+        return None
+
     async def _http(self, request: HttpRequest) -> HttpResponse:
+        # A client secret comes before the connection that uses it: from the same version.
+        unusable = self._refresh(f"{request.method} {request.path}")
+        if unusable is not None:
+            return HttpResponse(503, text=unusable)
         response = self.session.answer_http(request)
         level = logging.INFO if response.status < 400 else logging.WARNING
         logger.log(level, "%s %s: HTTP %d", request.method, request.path, response.status)
@@ -325,6 +358,9 @@ class ReplayServer(Service):
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if not request.path.isascii():
             return connection.respond(400, _NOT_ASCII)
+        unusable = self._refresh(self._loggable(request))
+        if unusable is not None:
+            return connection.respond(503, unusable)
         refused = self.session.screen(_handshake(request))
         if refused is None:
             return None
@@ -507,10 +543,17 @@ class ReplayServer(Service):
         except (OSError, ValueError) as exc:
             # A payload that could not be read or sent: the client must not wait for it in
             # vain, and the report must say so (the handler reports state.failure).
-            state.failure = f"a recorded server frame could not be sent ({exc!r}); closed with 1011"
+            changed = isinstance(exc, CassetteChangedError)
+            why = str(exc) if changed else repr(exc)
+            state.failure = f"a recorded server frame could not be sent ({why}); closed with 1011"
             if ws.protocol.state is not State.CLOSED:
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.close(1011, "rtreplay: a recorded frame could not be sent")
+                    await ws.close(
+                        1011,
+                        "rtreplay: the cassette changed on disk during the replay"
+                        if changed
+                        else "rtreplay: a recorded frame could not be sent",
+                    )
 
     async def _send_frames(
         self, ws: ServerConnection, player: Player, action: Send, state: _Connection
@@ -564,7 +607,24 @@ class ReplayServer(Service):
         unplayed = player.unplayed()
         matched = len(ic.clients) - (unplayed.missing if unplayed is not None else 0)
         code = ws.close_code if ws.close_code is not None else 1006
-        if state.closed_by_us is not None:
+        big = too_big(ws, MAX_MESSAGE_SIZE)
+        if big is not None:
+            # websockets cut the connection itself: the bare 1006 would say nothing.
+            code = 1009
+            problem = (
+                f"the client sent {big} of rtreplay's server; closed with 1009 (message too "
+                "big), as the Realtime API takes at most 15 MiB of audio per "
+                "input_audio_buffer.append: send audio in smaller appends"
+            )
+            logger.warning("conn %d: %s", live, problem)
+            self.report.add_failure(Failure(live, ic.number, problem))
+        elif code == 1009 and state.closed_by_us is None:
+            logger.warning(
+                "conn %d: the client closed with 1009 (message too big): a recorded server frame "
+                "is larger than the client accepts (its max_size; openai-agents' is 8 MiB)",
+                live,
+            )
+        if state.closed_by_us is not None or big is not None:
             by = "by the replay"
         elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
             by = "as the server stopped"
@@ -839,6 +899,9 @@ def serve_main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a fault no recorded connection can take
         return _error(str(exc))
+    note = partial_note(args.cassette)
+    if note:
+        print(f"rtreplay serve: warning: {note}", file=sys.stderr, flush=True)
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.
     root = logging.getLogger("rtreplay")

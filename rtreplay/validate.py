@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .cassette import AudioFile, Close, Direction, Frame, Open, Record, Reject
-from .codec import CassetteReader
-from .errors import CassetteError, CassetteTruncatedWarning
+from .codec import CassetteReader, partial_note
+from .errors import CassetteError, CassetteNotFoundError, CassetteTruncatedWarning
 from .protocol import REALTIME, profile_for
 
 __all__ = [
@@ -332,10 +332,16 @@ def validate_main(args: argparse.Namespace) -> int:
             found = validate_cassette(name, strict=args.strict, warnings=True)
         except CassetteError as exc:
             print(f"rtreplay validate: error: {exc}", file=sys.stderr)
+            note = partial_note(name) if isinstance(exc, CassetteNotFoundError) else None
+            if note:
+                print(f"  note: {note}", file=sys.stderr)
             status = 2
             continue
         for problem in found:
             print(problem)
+        note = partial_note(name)
+        if note:
+            print(f"{name}: warning: {note}", file=sys.stderr)
         problems = sum(1 for p in found if p.severity == "error")
         cautions = len(found) - problems
         if problems:

@@ -66,3 +66,22 @@ def test_the_documented_outputs_are_what_the_commands_print(
         assert main(args) == status, command
         printed = capsys.readouterr()
         assert printed.out + printed.err == expected, command
+
+
+def test_top_level_help_ends_with_examples_of_the_main_commands() -> None:
+    from rtreplay.cli import _COMMANDS, build_parser
+
+    from .docs import code_blocks
+
+    done = subprocess.run([sys.executable, "-m", "rtreplay", "--help"], capture_output=True, text=True, check=True)
+    examples = done.stdout.split("\nexamples:\n", 1)[1]
+    commands = [line.split()[1] for line in examples.splitlines() if line.startswith("  rtreplay ")]
+    assert {"record", "serve", "validate", "show", "recover"} <= set(commands)
+    parser = build_parser()
+    for line in examples.splitlines():
+        if line.startswith("  rtreplay "):  # each example is a command line that parses
+            argv = line.split("    ")[0].split()[1:]
+            assert argv[0] in {c[0] for c in _COMMANDS}
+            parser.parse_args(argv)
+    [documented] = [b for b in code_blocks("cli.md", "text") if b.startswith("examples:")]
+    assert "examples:\n" + examples == documented

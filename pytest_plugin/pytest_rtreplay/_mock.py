@@ -243,10 +243,14 @@ class RealtimeMock:
             pytest.fail(self._missing, pytrace=False)
 
     def _missing_text(self) -> str:
+        from rtreplay.codec import partial_note
+
+        note = partial_note(self.cassette_path)
         return (
             "rtreplay: this test has no cassette, and this run does not record.\n"
             f"  expected: {self._display_path}\n"
-            "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
+            + (f"  but: {note}\n" if note else "")
+            + "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
             f"    {self._record_command}"
         )
 
@@ -255,6 +259,15 @@ class RealtimeMock:
         """While recording: what the upstream answered each connection it refused."""
         if self.recording and self._service is not None:
             return list(self._service.refusals)  # type: ignore[union-attr]
+        return []
+
+    @property
+    def upstream_errors(self) -> list[Any]:
+        """While recording: each time the upstream could not be reached, an
+        :class:`~rtreplay.errors.UpstreamError` (the proxy answered the client 502 when
+        unreachable, 504 when no handshake came in time)."""
+        if self.recording and self._service is not None:
+            return list(self._service.upstream_errors)  # type: ignore[union-attr]
         return []
 
     def _finish(self, *, test_failed: bool, exception_text: str = "") -> str | None:

@@ -48,7 +48,17 @@ __all__ = [
 _MOCK = pytest.StashKey[RealtimeMock]()
 _SECTION = pytest.StashKey[str]()
 _REFUSED = pytest.StashKey[str]()
+_UNREACHABLE = pytest.StashKey[str]()
+# Where the upstream URL was set, by the source names of _config.resolve_settings.
+_UPSTREAM_SET_BY = {
+    "marker": "@pytest.mark.realtime(upstream=...)",
+    "realtime_config": "the realtime_config fixture's 'upstream'",
+    "command line": "--realtime-upstream",
+    "environment": "RTREPLAY_UPSTREAM in the environment",
+    "ini": "realtime_upstream in the ini file",
+}
 _RECORDED_PROPERTY = "rtreplay_recorded"
+_PARTIAL_PROPERTY = "rtreplay_partial"  # a partial file an interrupted recording left
 _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the old one kept
 
 MARKER_DOC = (
@@ -293,6 +303,11 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
         ),
         display_path=_display(settings.cassette, config),
     )
+    from rtreplay.codec import leftover_partials
+
+    for partial, _pid, running in leftover_partials(settings.cassette):
+        if not running:
+            item.user_properties.append((_PARTIAL_PROPERTY, _display(partial, config)))
     mock._start()
     item.stash[_MOCK] = mock
     try:
@@ -404,6 +419,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
             item.stash[_SECTION] = section
         if mock.recording and mock.refusals:
             item.stash[_REFUSED] = "\n".join(mock.refusals)
+        elif mock.recording and mock.upstream_errors:
+            item.stash[_UNREACHABLE] = _unreachable(mock)
         raise
     problem = mock._finish(test_failed=False)
     if mock.recorded is not None:
@@ -435,7 +452,34 @@ def pytest_runtest_makereport(
                 + f"\n  (the client then raised {type(exc).__module__}.{type(exc).__name__}: {exc})\n"
                 "  check OPENAI_API_KEY (or realtime_config['api_key']) and the upstream URL"
             )
+        unreachable = item.stash.get(_UNREACHABLE, None)
+        if unreachable and call.excinfo is not None and _from_a_client_library(call.excinfo.value):
+            exc = call.excinfo.value
+            # The client's traceback ends deep in websockets with "HTTP 502": say what failed.
+            report.longrepr = (
+                f"{unreachable}\n  (the client then raised "
+                f"{type(exc).__module__}.{type(exc).__name__}: {exc})"
+            )
     return report
+
+
+def _unreachable(mock: RealtimeMock) -> str:
+    """A recording whose upstream could not be reached: which, why, where it was set."""
+    settings = mock.settings
+    source = settings.sources.get("upstream", "default")
+    where = _UPSTREAM_SET_BY.get(source)
+    change = (
+        f"The URL comes from {where}: change it there"
+        if where is not None
+        else "That is the default, the OpenAI API: check the network, or record from another "
+        "upstream with --realtime-upstream or RTREPLAY_UPSTREAM"
+    )
+    error = mock.upstream_errors[0]
+    return (
+        f"rtreplay: recording failed: the upstream {settings.upstream} could not be reached "
+        f"({error.reason}), so the recording proxy answered the client HTTP {error.status}. "
+        f"{change}. Nothing was written."
+    )
 
 
 def _from_a_client_library(exc: BaseException) -> bool:
@@ -459,16 +503,27 @@ class _RecordedSummary:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.kept: list[str] = []
+        self.partials: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":  # later reports of the test carry the same properties
             self.paths.extend(str(v) for k, v in report.user_properties if k == _RECORDED_PROPERTY)
             self.kept.extend(str(v) for k, v in report.user_properties if k == _KEPT_PROPERTY)
+        if report.when == "call" or (report.when == "setup" and report.failed):
+            self.partials.extend(str(v) for k, v in report.user_properties if k == _PARTIAL_PROPERTY)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.paths and not self.kept:
+        if not self.paths and not self.kept and not self.partials:
             return
         terminalreporter.section("rtreplay")
+        if self.partials:
+            terminalreporter.write_line(
+                "partial files of interrupted recordings (their processes are gone), beside "
+                "the cassettes they were writing: `rtreplay recover CASSETTE` makes one the "
+                "cassette, or delete it:"
+            )
+            for path in sorted(set(self.partials)):
+                terminalreporter.write_line(f"  {path}")
         if self.paths:
             n = len(self.paths)
             terminalreporter.write_line(f"recorded {n} cassette{'s' if n != 1 else ''}:")

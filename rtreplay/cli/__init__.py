@@ -1,4 +1,4 @@
-"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``, ``migrate``...
+"""The ``rtreplay`` command: ``serve``, ``record``, ``show``, ``diff``, ``audio``, ``timeline``, ``migrate``, ``recover``...
 
 ``main(argv=None) -> int`` is the whole command; ``python -m rtreplay`` and the console
 script call it, and so do the tests. Each subcommand is a module with
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._version import __version__
-from ..errors import RtreplayError
+from ..codec import partial_note
+from ..errors import CassetteNotFoundError, RtreplayError
 
 __all__ = ["build_parser", "main"]
 
@@ -137,6 +138,16 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         ".redact",
     ),
     (
+        "recover",
+        "make the partial file of an interrupted recording the cassette",
+        "Make the <CASSETTE>.<pid>.partial file a killed or crashed recording left the "
+        "cassette: its records are checked as any cassette's (a last line cut short by the "
+        "interruption is dropped), written atomically, and the partial file removed. An "
+        "existing cassette is left as it is unless --replace.",
+        "rtreplay recover cassettes/test_hello/test_says_hello.jsonl",
+        ".recover",
+    ),
+    (
         "convert",
         "move a cassette's audio into files beside it (format 2), or back inline",
         "Rewrite cassettes with their audio out of line, in content-addressed files under "
@@ -157,10 +168,28 @@ def _load(where: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callab
     return module.add_arguments, module.run
 
 
+# What `rtreplay --help` ends with: the main commands as a first session uses them.
+EXAMPLES = """\
+examples:
+  rtreplay record --out cassettes/hello.jsonl    record live sessions through a local proxy
+                                                 (OPENAI_API_KEY set; Ctrl-C writes the cassette)
+  rtreplay serve cassettes/hello.jsonl           replay it: point any client at the printed
+                                                 websocket_base_url, no key, no network
+  rtreplay validate cassettes/*.jsonl            check cassettes against the Realtime schema
+  rtreplay show cassettes/hello.jsonl            read a cassette as a conversation
+  rtreplay diff old.jsonl new.jsonl              what changed between two recordings
+  rtreplay recover cassettes/hello.jsonl         keep what an interrupted recording wrote
+  pytest --realtime-record                       record the tests' cassettes (plain pytest replays)
+
+'rtreplay COMMAND --help' shows a command's options and an example; docs/cli.md has them all."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtreplay",
         description="Record and replay OpenAI Realtime API WebSocket sessions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rtreplay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -189,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except RtreplayError as exc:
         print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, CassetteNotFoundError) and args.command != "recover":
+            note = partial_note(exc.path)
+            if note:  # the cassette was never finished: say where what was recorded is
+                print(f"  note: {note}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`rtreplay show x | head`): stop quietly, as Unix tools do,

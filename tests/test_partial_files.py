@@ -1,0 +1,160 @@
+"""A recording that was interrupted leaves ``<cassette>.<pid>.partial``: users are told.
+
+A real ``rtreplay record`` is killed mid-session; then ``serve``, ``validate``, a new
+``record`` and the pytest plugin each say the partial file is there and what to do, and
+``rtreplay recover`` makes it the cassette (checked, atomically), which then replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from rtreplay.cli import main
+from rtreplay.codec import leftover_partials, load, recover
+from rtreplay.errors import CassetteError
+
+from .conftest import CASSETTES, REPO, timeout
+from .docs import code_blocks
+from .test_cli_record import record_cli  # noqa: F401 - the fixture
+from .test_plugin import project, put_cassette  # noqa: F401 - the fixture
+from .upstream import ScriptedUpstream
+
+pytest_plugins = ["pytester"]
+
+
+async def interrupted_recording(out: Path, record_cli: Any) -> Path:  # noqa: F811
+    """Kill a real ``rtreplay record`` mid-response; its partial file."""
+    async with ScriptedUpstream(delay=0.005, audio_deltas=200) as up:
+        rec = await record_cli(out, up.websocket_base_url)
+        async with connect(rec.websocket_base_url + "/realtime?model=gpt-realtime", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            for _ in range(20):
+                await ws.recv()
+            rec.proc.kill()
+            try:
+                while True:
+                    await ws.recv()
+            except ConnectionClosed:
+                pass
+        await rec.proc.wait()
+    [partial] = out.parent.glob(out.name + ".*.partial")
+    return partial
+
+
+def rtreplay(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtreplay", *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout(60)
+    )
+
+
+async def test_an_interrupted_recording_is_pointed_at_and_recovered(tmp_path: Path, record_cli: Any) -> None:  # noqa: F811
+    out = tmp_path / "hello.jsonl"
+    partial = await interrupted_recording(out, record_cli)
+    assert not out.exists()
+    pid = int(partial.name.split(".")[-2])
+    hint = f"{partial} was left by an interrupted recording (process {pid} is gone)"
+
+    for argv in (["serve", str(out), "--port", "0"], ["validate", str(out)], ["show", str(out)]):
+        done = await asyncio.to_thread(rtreplay, *argv)
+        if argv[0] == "serve":  # what docs/cli.md shows
+            [documented] = [b for b in code_blocks("cli.md", "text") if "was left by an interrupted recording" in b]
+            shown = documented.replace("cassettes/hello.jsonl", str(out)).replace("4242", str(pid))
+            assert done.stderr == shown, (done.stderr, shown)
+        assert done.returncode == 2, done.stderr
+        assert f"{out}: no such cassette file\n" in done.stderr, done.stderr
+        assert f"  note: {hint}" in done.stderr and f"`rtreplay recover {out}`" in done.stderr, done.stderr
+
+    done = await asyncio.to_thread(rtreplay, "recover", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{out}: recovered from {partial} (")
+    assert not partial.exists() and leftover_partials(out) == []
+    cassette = load(out)  # whole lines only: a line cut by the kill was dropped
+    [conn] = cassette.connections
+    assert conn.close is None and len(list(conn.server_frames())) >= 20
+    assert (await asyncio.to_thread(rtreplay, "validate", str(out))).returncode == 0
+
+
+async def test_a_partial_beside_an_existing_cassette_is_said_by_serve_validate_and_record(
+    tmp_path: Path, record_cli: Any  # noqa: F811
+) -> None:
+    out = tmp_path / "hello.jsonl"
+    partial = await interrupted_recording(out, record_cli)
+    shutil.copyfile(CASSETTES / "text-response.jsonl", out)
+    pid = int(partial.name.split(".")[-2])
+    hint = f"{partial} was left by an interrupted recording (process {pid} is gone)"
+
+    done = await asyncio.to_thread(rtreplay, "validate", str(out))
+    assert done.returncode == 0 and f"{out}: warning: {hint}" in done.stderr, done.stderr
+
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtreplay", "serve", str(out), "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    assert serve.stdout is not None
+    await asyncio.wait_for(serve.stdout.readline(), timeout(30))
+    serve.terminate()
+    _, err = await asyncio.wait_for(serve.communicate(), timeout(30))
+    assert f"rtreplay serve: warning: {hint}" in err.decode(), err.decode()
+
+    # A new recording of the same cassette says so too, and leaves the partial file alone.
+    async with ScriptedUpstream() as up:
+        rec = await record_cli(out, up.websocket_base_url)
+        _, _, stderr = await rec.stop()
+    assert f"{partial} was left by an interrupted recording (process {pid} is gone) and is left alone" in stderr
+    assert partial.exists()
+
+    # An existing cassette is never replaced silently.
+    done = await asyncio.to_thread(rtreplay, "recover", str(out))
+    assert done.returncode == 2 and "pass --replace" in done.stderr, done.stderr
+    assert partial.exists()
+    assert (await asyncio.to_thread(rtreplay, "recover", str(out), "--replace")).returncode == 0
+    assert not partial.exists()
+
+
+def test_recover_refuses_a_partial_still_being_written(tmp_path: Path) -> None:
+    out = tmp_path / "live.jsonl"
+    mine = tmp_path / f"live.jsonl.{os.getpid()}.partial"  # this process: alive
+    shutil.copyfile(CASSETTES / "text-response.jsonl", mine)
+    with pytest.raises(CassetteError, match="no partial file of an interrupted recording beside it; being recorded now"):
+        recover(out)
+    assert main(["recover", str(out), "--partial", str(mine)]) == 2
+    assert mine.exists() and not out.exists()
+
+
+def test_the_plugin_names_the_partial_of_a_missing_cassette(project: pytest.Pytester) -> None:  # noqa: F811
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)  # a process that has ended
+    partial = put_cassette(project, f"cassettes/test_p/test_one.jsonl.{pid}.partial")
+    put_cassette(project, "cassettes/test_p/test_two.jsonl")
+    put_cassette(project, f"cassettes/test_p/test_two.jsonl.{pid}.partial")
+    project.makepyfile(
+        test_p="""
+        from talk import talk
+
+        def test_one(realtime_mock):
+            talk(realtime_mock.client())
+
+        def test_two(realtime_mock):
+            talk(realtime_mock.client())
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str()
+    assert f"  but: {partial} was left by an interrupted recording (process {pid} is gone)" in out, out
+    assert "rtreplay recover" in out
+    # And the run's summary lists both partial files.
+    summary = out.split("rtreplay ==")[-1]
+    assert f"cassettes/test_p/test_one.jsonl.{pid}.partial" in summary and f"cassettes/test_p/test_two.jsonl.{pid}.partial" in summary, summary
