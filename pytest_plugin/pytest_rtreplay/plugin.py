@@ -12,6 +12,7 @@ teardown. When the test itself failed, the report is attached as an extra sectio
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import replace
@@ -22,6 +23,7 @@ import pytest
 
 from ._config import (
     CONFIG_KEYS,
+    MARKER_ARGS,
     MATCH_POLICIES,
     RECORD_MODES,
     RealtimeConfigError,
@@ -43,9 +45,11 @@ __all__ = [
     "realtime_drive",
     "realtime_mock",
     "realtime_openai",
+    "realtime_replay",
 ]
 
 _MOCK = pytest.StashKey[RealtimeMock]()
+_RUNNING = pytest.StashKey[pytest.Item]()  # the test whose function runs now
 _SECTION = pytest.StashKey[str]()
 _REFUSED = pytest.StashKey[str]()
 _UNREACHABLE = pytest.StashKey[str]()
@@ -379,6 +383,126 @@ def realtime_drive(request: pytest.FixtureRequest, realtime_config: Any) -> Real
     return RealtimeDrive(request.node, realtime_config)
 
 
+# What a realtime_replay call takes: the marker's replay settings (no cassette, no recording).
+_REPLAY_OPTIONS = tuple(k for k in MARKER_ARGS if k not in ("cassette", "record_mode"))
+
+
+class RealtimeReplay:
+    """Serves one cassette per call, for tests that replay many: ``realtime_replay``.
+
+    ``with realtime_replay(cassette, **options) as mock:`` starts a replay of ``cassette``
+    (a path, or an in-memory ``rtreplay.Cassette``: a hypothesis example from
+    :mod:`rtreplay.strategies`, a scripted session) and yields a :class:`RealtimeMock`
+    (``websocket_base_url``, ``url``, ``client()``, ``async_client()``, ``report``...);
+    leaving the block stops it and fails *that example* with its replay report when the
+    client's events did not match, the replay stalled, a fault never fired or (unless
+    ``allow_unplayed``) the client stopped early. ``options`` are the marker's
+    (``match``, ``stall_timeout``, ``faults``...; a variant's own faults are added), and
+    win over the test's ``@pytest.mark.realtime`` and the ini file.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __repr__(self) -> str:
+        return "realtime_replay"
+
+    def _settings(self, cassette: Any, options: dict[str, Any]) -> Any:
+        from ._config import _is_cassette
+
+        check_keys(options, _REPLAY_OPTIONS, "realtime_replay()")
+        options = dict(options)
+        item = self._config.stash.get(_RUNNING, None)
+        marker: dict[str, Any] = {}
+        if item is not None:
+            marker = marker_kwargs([(m.args, m.kwargs) for m in item.iter_markers("realtime")])
+            marker = {k: v for k, v in marker.items() if k in _REPLAY_OPTIONS}
+        if _is_cassette(cassette):
+            extra = tuple(getattr(cassette, "faults", ()) or ())
+            if extra:
+                options = {**options, "faults": (*options.get("faults", ()), *extra)}
+        elif isinstance(cassette, (str, os.PathLike)) and os.fspath(cassette):
+            # A path, as open() takes it: relative to where pytest runs.
+            path = os.path.abspath(os.fspath(cassette))
+            options = {**options, "cassette_dir": os.path.dirname(path)}
+            cassette = os.path.basename(path)
+        else:
+            raise RealtimeConfigError(
+                f"realtime_replay() takes a cassette path or an rtreplay.Cassette, not {cassette!r}"
+            )
+        test_dir = Path(item.path).parent if item is not None else self._config.rootpath
+        return resolve_settings(
+            [("realtime_replay()", {**options, "cassette": cassette}), ("marker", marker), ("ini", _ini_layer(self._config))],
+            run_record_mode="none",
+            test_dir=test_dir,
+            default_cassette_name="in-memory.jsonl",
+        )
+
+    @contextlib.contextmanager
+    def __call__(self, cassette: Any, **options: Any) -> Iterator[RealtimeMock]:
+        try:
+            settings = self._settings(cassette, options)
+        except RealtimeConfigError as exc:
+            problem = f"rtreplay: {exc}"
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
+        if settings.source is not None:
+            display, keep = _example_names(settings.source)
+        else:
+            display, keep = _display(settings.cassette, self._config), None
+        mock = RealtimeMock(
+            settings,
+            record_command="",
+            rerecord_command=f"rtreplay record ... {display}",
+            display_path=display,
+            keep_advice=keep,
+        )
+        mock._start()
+        try:
+            yield mock
+        except BaseException as exc:
+            text = mock._finish(test_failed=True, exception_text=str(exc))
+            report = mock.report if mock._service is not None else None
+            if text and report is not None and report.stalls:
+                # The stall is the story (the client's own error is what the stall caused).
+                pytest.fail(text, pytrace=False)
+            if text and hasattr(exc, "add_note"):
+                exc.add_note(text)
+            raise
+        problem = mock._finish(test_failed=False) or ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
+
+
+def _example_names(cassette: Any) -> tuple[str, str]:
+    """How a failure names an in-memory cassette, and how to keep it as a regression test."""
+    call = repr(cassette)
+    if "\n" not in call and len(call) <= 2000:
+        name = call
+        save = f"rtreplay.save({call}, 'tests/cassettes/regression.jsonl')"
+    else:  # a scripted session: its repr is the script that writes it
+        name = f"an in-memory cassette ({type(cassette).__name__})"
+        save = "rtreplay.save(<this example>, 'tests/cassettes/regression.jsonl')"
+    faults = [str(f) for f in getattr(cassette, "faults", ()) or ()]
+    marker = "@pytest.mark.realtime('regression'" + (f", faults={faults!r}" if faults else "") + ")"
+    return name, f"Keep this example as a regression test: {save}, then replay it with {marker}."
+
+
+@pytest.fixture(scope="session")
+def realtime_replay(pytestconfig: pytest.Config) -> RealtimeReplay:
+    """Replay one cassette per call: ``with realtime_replay(cassette) as mock: ...``.
+
+    For tests that replay many cassettes in one test function (hypothesis examples of
+    ``rtreplay.strategies.replays()`` or ``sessions()``): each call serves one example and
+    checks it on leaving the block, so a mismatch or a stall fails that example with its
+    replay report. Session-scoped, so hypothesis' function-scoped-fixture health check has
+    nothing to object to; see docs/property-testing.md.
+    """
+    return RealtimeReplay(pytestconfig)
+
+
 @pytest.fixture
 def realtime_openai(realtime_mock: RealtimeMock) -> Iterator[Any]:
     """An ``openai.OpenAI`` client pointed at ``realtime_mock`` (needs the openai package)."""
@@ -407,6 +531,14 @@ def realtime_async_openai(realtime_mock: RealtimeMock) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    item.config.stash[_RUNNING] = item
+    try:
+        return (yield from _runtest_call(item))
+    finally:
+        del item.config.stash[_RUNNING]
+
+
+def _runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     mock = item.stash.get(_MOCK, None)
     if mock is None:
         return (yield)
