@@ -442,10 +442,10 @@ class ScriptedSession:
         self._item_added_done(item, dt=0.001)
         transcription = self._input().get("transcription")
         if transcript is not None and transcription:
-            for piece in split_text(transcript):
+            for said in split_text(transcript):
                 self._server(
                     "conversation.item.input_audio_transcription.delta", dt=0.015,
-                    item_id=item_id, content_index=0, delta=piece, obfuscation=self._ids.token(max(3, 16 - len(piece))),
+                    item_id=item_id, content_index=0, delta=said, obfuscation=self._ids.token(max(3, 16 - len(said))),
                 )
             audio_tokens = max(1, len(pcm) // BYTES_PER_MS // 100)
             out = max(1, len(transcript) // 4)
@@ -529,7 +529,7 @@ class ScriptedSession:
         outputs: list[tuple[Any, ...]] = []
         for call in calls:
             name, arguments = call[0], call[1]
-            deltas = call[2] if len(call) > 2 else None  # type: ignore[misc]
+            deltas = call[2] if len(call) > 2 else None
             text = arguments if isinstance(arguments, str) else json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
             pieces = _pieces(text, deltas, "deltas") if deltas is not None else _argument_pieces(text)
             outputs.append(("call", name, text, pieces))
@@ -622,7 +622,7 @@ class ScriptedSession:
             self._output_item_added(rid, item, index)
             common = {"response_id": rid, "item_id": item_id, "output_index": index, "content_index": 0}
             if kind == "text":
-                _, text, pieces = output
+                _, _, pieces = output
                 self._server("response.content_part.added", dt=0.001, **common, part={"type": "text", "text": ""})
                 sent = ""
                 for n, piece in enumerate(pieces):
@@ -639,7 +639,7 @@ class ScriptedSession:
                 said.text = sent
                 text_out += max(1, len(sent) // 4)
             else:
-                _, transcript, pieces, chunks = output
+                _, _, pieces, chunks = output
                 self._server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
                 sent, heard = "", b""
                 audio = iter(chunks)

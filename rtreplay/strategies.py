@@ -43,6 +43,7 @@ import base64
 import binascii
 import bisect
 import hashlib
+import itertools
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -206,7 +207,7 @@ def _stream_of(c: _Conn, i: int) -> tuple[Stream, tuple[Any, ...], str | bytes] 
     key = (kind, *(event.get(k) for k in stream.key))
     if stream.content == "audio":
         try:
-            return stream, key, binascii.a2b_base64(piece, strict_mode=True)
+            return stream, key, base64.b64decode(piece, validate=True)
         except (binascii.Error, ValueError):
             return None
     return stream, key, piece
@@ -560,8 +561,8 @@ def _build(c: _Conn, ci: int, chunks: Mapping[int, Sequence[Sequence[int] | None
     new_frames: list[Frame] = []
     last = 0.0
     times: list[float] = []
-    for frame, t in out:
-        last = max(last, t if t is not None else last)
+    for _, at in out:
+        last = max(last, at if at is not None else last)
         times.append(last)
     if jitter is not None and jitter[0]:
         amount, seed = jitter
@@ -575,9 +576,9 @@ def _build(c: _Conn, ci: int, chunks: Mapping[int, Sequence[Sequence[int] | None
             prev_old = t
             jittered.append(prev_new)
         times = jittered
-    for (frame, _), t in zip(out, times, strict=True):
-        t = round(t, 6)
-        new_frames.append(frame if frame.t == t else msgspec.structs.replace(frame, t=t))
+    for (frame, _), when in zip(out, times, strict=True):
+        when = round(when, 6)
+        new_frames.append(frame if frame.t == when else msgspec.structs.replace(frame, t=when))
     close = c.connection.close
     if close is not None and new_frames:
         end = new_frames[-1].t
@@ -656,7 +657,7 @@ def _sizes(draw: st.DrawFn, run: _Run) -> list[int] | None:
         return [total]  # one delta for the whole run
     cuts = sorted(draw(st.lists(st.integers(1, cuttable), min_size=1, max_size=min(MAX_CUTS, cuttable), unique=True)))
     points = [0, *(k * run.unit for k in cuts), total]
-    return [b - a for a, b in zip(points, points[1:])]
+    return [b - a for a, b in itertools.pairwise(points)]
 
 
 def _by_distance(slots: Sequence[int], index: int, floor: tuple[int, int, int] | None) -> list[int]:
@@ -778,7 +779,7 @@ PHRASES = (
 )
 _TEXT = st.one_of(
     st.sampled_from(PHRASES),
-    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40),
+    st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
 )
 _TOOLS: Mapping[str, st.SearchStrategy[dict[str, Any]]] = {
     "get_weather": st.fixed_dictionaries({"city": st.sampled_from(["Paris", "Tokyo", "Lima"]) | st.text(min_size=1, max_size=20)}),
@@ -792,7 +793,7 @@ def _deltas(draw: st.DrawFn, text: str) -> list[str] | None:
         return None
     cuts = sorted(draw(st.lists(st.integers(1, len(text) - 1), min_size=1, max_size=min(MAX_CUTS, len(text) - 1), unique=True)))
     points = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(points, points[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(points)]
 
 
 def sessions(
