@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtreplay._service import Service
 from rtreplay.cassette import Cassette, Connection
 from rtreplay.protocol import STREAMS
 
@@ -105,12 +106,21 @@ def _server_count(connection: Connection) -> int:
     return sum(1 for f in connection.frames if f.dir == "server")
 
 
-async def openai_sdk(base_url: str, cassette: Cassette) -> list[Collected]:
-    """Play ``cassette``'s client side through the openai SDK; what it collected per connection."""
+async def openai_sdk(server: Service, cassette: Cassette) -> list[Collected]:
+    """Play ``cassette``'s client side through the openai SDK; what it collected per connection.
+
+    A cassette that recorded how its ephemeral key was made gets one first, as a backend
+    would (``client.realtime.client_secrets.create``), and connects with it."""
     from openai import AsyncOpenAI
     from websockets.exceptions import ConnectionClosed
 
-    client = AsyncOpenAI(api_key="sk-test", websocket_base_url=base_url)
+    key = "sk-test"
+    for exchange in cassette.exchanges:
+        assert exchange.request.path.endswith("/client_secrets"), exchange.request.path
+        async with AsyncOpenAI(api_key="sk-backend", base_url=server.base_url) as backend:
+            secret = await backend.realtime.client_secrets.create(**json.loads(exchange.request.body()))
+        key = secret.value
+    client = AsyncOpenAI(api_key=key, websocket_base_url=server.websocket_base_url)
     out: list[Collected] = []
     try:
         for connection in cassette.connections:
@@ -161,12 +171,12 @@ async def openai_sdk(base_url: str, cassette: Cassette) -> list[Collected]:
     return out
 
 
-async def raw_websockets(base_url: str, cassette: Cassette) -> list[Collected]:
+async def raw_websockets(server: Service, cassette: Cassette) -> list[Collected]:
     """Play ``cassette``'s client side through a bare ``websockets`` client."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    root = base_url.removesuffix("/v1")
+    root = server.websocket_base_url.removesuffix("/v1")
     out: list[Collected] = []
     for connection in cassette.connections:
         query = "&".join(f"{k}={v}" for k, v in connection.open.query.items())
