@@ -12,8 +12,8 @@ The default run draws a few examples per cassette; ``pytest -m slow`` draws many
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import json
 import subprocess
 import sys
