@@ -751,21 +751,37 @@ def replays(
             if chosen:
                 v = _variant(src, chunks, moves, jitters, chosen)
         if currently_in_test_context():
-            note(_keep_note(v))
+            _note(v)
         return v
 
     return draw_variant()
 
 
+def _note(c: Cassette) -> None:
+    """Tell hypothesis how to keep this example (it prints the note of a failing one); the
+    pytest plugin's ``realtime_replay`` then leaves the advice to the note."""
+    note(_keep_note(c))
+    c._rtreplay_noted = True  # type: ignore[attr-defined]
+
+
 def _keep_note(c: Cassette) -> str:
+    """The note: what this example is, and the lines that keep it as a regression test
+    (a cassette in the ``cassettes`` folder beside the test, replayed by the marker)."""
+    target = "'tests/cassettes/regression.jsonl'"
+    if isinstance(c, ScriptedCassette):
+        return (
+            "rtreplay: this example is the generated session the script above writes.\n"
+            f"  keep it as a regression test: run the script, then rtreplay.save(s.cassette(), {target})\n"
+            "  and replay it with @pytest.mark.realtime('regression')"
+        )
     what = "; ".join(c.changes) if isinstance(c, Variant) and c.changes else "the recording as it was"
     faults = ""
     if isinstance(c, Variant) and c.faults:
         faults = f", faults={[str(f) for f in c.faults]!r}"
     return (
         f"rtreplay: this example: {what}.\n"
-        f"  keep it as a regression test: rtreplay.save({c!r}, 'tests/cassettes/regression.jsonl')\n"
-        f"  then: @pytest.mark.realtime('regression'{faults})"
+        f"  keep it as a regression test: rtreplay.save({c!r}, {target})\n"
+        f"  and replay it with @pytest.mark.realtime('regression'{faults})"
     )
 
 
@@ -876,7 +892,7 @@ def sessions(
                 s.reply_text(reply, deltas=deltas, cancel_after=draw(st.integers(0, count - 1)))
         cassette = s.cassette()
         if currently_in_test_context():
-            note(_keep_note(cassette))
+            _note(cassette)
         return cassette
 
     return draw_session()

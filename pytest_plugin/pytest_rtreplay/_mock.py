@@ -366,7 +366,8 @@ class RealtimeMock:
         def text(headline: str, **extra: Any) -> str:
             if self._keep_advice is not None:
                 extra["advice"] = (*extra.get("advice", ()), self._keep_advice)
-                extra["rerecord_advice"] = False
+            if self.settings.source is not None:
+                extra["rerecord_advice"] = False  # an in-memory cassette: nothing to re-record
             return failure_text(
                 report,
                 headline=headline,

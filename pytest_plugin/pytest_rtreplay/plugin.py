@@ -12,8 +12,8 @@ teardown. When the test itself failed, the report is attached as an extra sectio
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -438,8 +438,8 @@ class RealtimeReplay:
             default_cassette_name="in-memory.jsonl",
         )
 
-    @contextlib.contextmanager
-    def __call__(self, cassette: Any, **options: Any) -> Iterator[RealtimeMock]:
+    def __call__(self, cassette: Any, **options: Any) -> _OneReplay:
+        __tracebackhide__ = True
         try:
             settings = self._settings(cassette, options)
         except RealtimeConfigError as exc:
@@ -449,7 +449,7 @@ class RealtimeReplay:
         if problem:
             pytest.fail(problem, pytrace=False)
         if settings.source is not None:
-            display, keep = _example_names(settings.source)
+            display, keep = _example_names(settings.source, settings.cassette.parent, self._config)
         else:
             display, keep = _display(settings.cassette, self._config), None
         mock = RealtimeMock(
@@ -459,32 +459,52 @@ class RealtimeReplay:
             display_path=display,
             keep_advice=keep,
         )
-        mock._start()
-        try:
-            yield mock
-        except BaseException as exc:
-            text = mock._finish(test_failed=True, exception_text=str(exc))
-            report = mock.report if mock._service is not None else None
-            if text and report is not None and report.stalls:
-                # The stall is the story (the client's own error is what the stall caused).
-                pytest.fail(text, pytrace=False)
-            if text and hasattr(exc, "add_note"):
-                exc.add_note(text)
-            raise
-        problem = mock._finish(test_failed=False) or ""
-        if problem:
-            pytest.fail(problem, pytrace=False)
+        return _OneReplay(mock)
 
 
-def _example_names(cassette: Any) -> tuple[str, str]:
-    """How a failure names an in-memory cassette, and how to keep it as a regression test."""
+class _OneReplay:
+    """One ``with realtime_replay(...)`` block: starts the replay on entering, checks it on
+    leaving (a class, not a generator, so a failure's traceback ends at the test's line)."""
+
+    def __init__(self, mock: RealtimeMock) -> None:
+        self.mock = mock
+
+    def __enter__(self) -> RealtimeMock:
+        self.mock._start()
+        return self.mock
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        __tracebackhide__ = True
+        mock = self.mock
+        if exc is None:
+            problem = mock._finish(test_failed=False)
+            if problem:
+                raise pytest.fail.Exception(problem)
+            return
+        text = mock._finish(test_failed=True, exception_text=str(exc))
+        report = mock.report if mock._service is not None else None
+        if text and report is not None and report.stalls:
+            # The stall is the story: the client's own error (a closed socket, its
+            # timeout) is what the stall caused.
+            raise pytest.fail.Exception(text) from None
+        if not text:
+            return
+        if sys.version_info >= (3, 11):
+            exc.add_note(text)
+        else:  # no notes before 3.11: the report goes in a failure of its own
+            raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}\n\n{text}") from exc
+
+
+def _example_names(cassette: Any, cassette_dir: Path, config: pytest.Config) -> tuple[str, str | None]:
+    """How a failure names an in-memory cassette, and how to keep it as a regression test
+    (nothing when hypothesis already notes it: rtreplay.strategies' examples do)."""
     call = repr(cassette)
-    if "\n" not in call and len(call) <= 2000:
-        name = call
-        save = f"rtreplay.save({call}, 'tests/cassettes/regression.jsonl')"
-    else:  # a scripted session: its repr is the script that writes it
-        name = f"an in-memory cassette ({type(cassette).__name__})"
-        save = "rtreplay.save(<this example>, 'tests/cassettes/regression.jsonl')"
+    name = call if "\n" not in call and len(call) <= 2000 else f"an in-memory cassette ({type(cassette).__name__})"
+    hypothesis = sys.modules.get("hypothesis.control")
+    if hypothesis is not None and getattr(cassette, "_rtreplay_noted", False) and hypothesis.currently_in_test_context():
+        return name, None
+    target = _display(cassette_dir / "regression.jsonl", config)
+    save = f"rtreplay.save({call if name == call else '<this cassette>'}, {target!r})"
     faults = [str(f) for f in getattr(cassette, "faults", ()) or ()]
     marker = "@pytest.mark.realtime('regression'" + (f", faults={faults!r}" if faults else "") + ")"
     return name, f"Keep this example as a regression test: {save}, then replay it with {marker}."
