@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
-
 from rtreplay import Cassette, ReplayServer, load
 from rtreplay.strategies import replays
 

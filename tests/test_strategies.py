@@ -428,3 +428,15 @@ def test_a_generated_session_replays_under_the_rtreplay_cli(tmp_path: Path) -> N
     save(s, path)
     assert cli(["validate", str(path)]) == 0
     assert REPO.exists()
+
+
+def test_only_rtreplay_strategies_imports_hypothesis() -> None:
+    # `import rtreplay` (and the plugin, and the scripted builder) stays cheap.
+    code = (
+        "import sys, rtreplay, rtreplay.scripted, rtreplay.server, pytest_rtreplay.plugin\n"
+        "assert 'hypothesis' not in sys.modules, sorted(m for m in sys.modules if 'hypothesis' in m)\n"
+        "import rtreplay.strategies as s\n"
+        "assert 'hypothesis' in sys.modules and all(hasattr(s, n) for n in s.__all__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
