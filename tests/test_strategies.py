@@ -35,7 +35,7 @@ from rtreplay.strategies import Variant, replays, sessions, variant
 from rtreplay.validate import validate_records
 
 from . import reference
-from .conftest import CASSETTES, REPO
+from .conftest import CASSETTES
 
 BUNDLED = sorted(p.relative_to(CASSETTES).as_posix() for p in CASSETTES.rglob("*.jsonl"))
 #: Examples per cassette in the default run, and behind the ``slow`` marker.
@@ -422,12 +422,16 @@ def test_sessions_refuses_what_it_cannot_write() -> None:
         sessions(kinds=["function"], tools={})
 
 
-def test_a_generated_session_replays_under_the_rtreplay_cli(tmp_path: Path) -> None:
-    s = find(sessions(kinds=["audio"]), lambda s: True, settings=settings(database=None))
-    path = tmp_path / "generated.jsonl"
-    save(s, path)
-    assert cli(["validate", str(path)]) == 0
-    assert REPO.exists()
+def test_a_saved_generated_session_passes_rtreplay_validate(tmp_path: Path) -> None:
+    @settings(max_examples=3, deadline=None)
+    @given(sessions(kinds=["audio", "vad", "error"]))
+    def law(s: Any) -> None:
+        path = tmp_path / "generated.jsonl"
+        save(s, path)
+        assert cli(["validate", str(path)]) == 0
+        path.unlink()
+
+    law()
 
 
 def test_only_rtreplay_strategies_imports_hypothesis() -> None:
