@@ -744,6 +744,33 @@ class CauseTracker:
         # Client events that created an item, by the item's ID or call ID.
         self._created: dict[str, int] = {}
 
+    def copy(self) -> CauseTracker:
+        """An independent tracker standing where this one stands, so that another order of
+        the events that follow can be tried (:mod:`rtreplay.strategies` tries where an
+        independent event may go); cheaper than ``copy.deepcopy``."""
+        new = CauseTracker(self.profile)
+        responses: dict[int, _Response] = {}
+
+        def same(r: _Response) -> _Response:
+            found = responses.get(id(r))
+            if found is None:
+                found = responses[id(r)] = _Response(r.cause)
+                found.cancel = r.cancel
+            return found
+
+        new._last_client = self._last_client
+        new._pending = {k: deque(v) for k, v in self._pending.items()}
+        new._unanswered = dict(self._unanswered)
+        new._by_event_id = dict(self._by_event_id)
+        new._responses = {k: same(r) for k, r in self._responses.items()}
+        new._items = {k: same(v) if isinstance(v, _Response) else v for k, v in self._items.items()}
+        new._last_response = same(self._last_response) if self._last_response is not None else None
+        new._open_responses = list(self._open_responses)
+        new._committed = self._committed
+        new._outputs = list(self._outputs)
+        new._created = dict(self._created)
+        return new
+
     def client(self, index: int, event: Any) -> None:
         """A recorded client event (``index``: its position among the client events)."""
         self._last_client = index

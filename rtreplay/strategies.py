@@ -60,6 +60,7 @@ from .faults import Fault, parse_faults
 from .protocol import (
     REALTIME,
     STREAMS,
+    CauseTracker,
     Profile,
     Requirement,
     ServerInfo,
@@ -83,6 +84,8 @@ __all__ = [
 AUDIO_UNIT = 6
 #: How far (in frames) an independent event may move from where it was recorded.
 MAX_MOVE = 48
+#: How many frames after the places an event may go are checked for a changed cause too.
+WINDOW_MARGIN = 16
 #: At most this many cuts in one re-chunked stream.
 MAX_CUTS = 16
 #: The kinds of turn :func:`sessions` writes.
@@ -279,9 +282,9 @@ def _movables(c: _Conn) -> list[_Movable]:
         if info is not None:
             for v in info.ids:
                 first_carrier.setdefault(v, i)
-    server_positions = [i for i, f in enumerate(frames) if f.dir == "server"]
+    original = {j: r for j, r in zip((j for j, f in enumerate(frames) if f.dir == "server"), c.requirements, strict=True)}
     client_positions = [i for i, f in enumerate(frames) if f.dir == "client"]
-    out: list[_Movable] = []
+    candidates: list[tuple[int, int, int]] = []  # (lo, index, hi)
     for i, frame in enumerate(frames):
         kind = _kind(c.events[i])
         if frame.dir != "server" or kind is None or kind not in c.profile.asynchronous:
@@ -292,38 +295,83 @@ def _movables(c: _Conn) -> list[_Movable]:
         for v in info.ids:
             if first_carrier.get(v, i) < i:
                 lo = max(lo, first_carrier[v] + 1)
-        hi = min(n, i + MAX_MOVE)
-        slots = [s for s in range(lo, hi + 1) if s == i or _keeps_causes(c, i, s, server_positions, client_positions)]
-        if len(slots) > 1:
+        candidates.append((lo, i, min(n, i + MAX_MOVE)))
+    # One tracker walks the connection once; each event's window starts from a copy of it
+    # (windows taken in the order they start).
+    tracker = c.profile.causes()
+    walked = clients = 0
+    found: dict[int, list[int]] = {}
+    for lo, i, hi in sorted(candidates):
+        while walked < lo:
+            clients += _feed(c, tracker, walked, clients)
+            walked += 1
+        window = _Window(c, tracker, lo, min(n, hi + 1 + WINDOW_MARGIN), clients, original, client_positions)
+        found[i] = [s for s in range(lo, hi + 1) if s in (i, i + 1) or window.keeps_causes(i, s)]
+    out: list[_Movable] = []
+    for _, i, _ in candidates:
+        if len(found[i]) > 1:
+            kind, info = _kind(c.events[i]), c.infos[i]
+            assert kind is not None and info is not None
             group = (kind.rsplit(".", 1)[0], info.item_id) if info.item_id else (kind, i)
-            out.append(_Movable(i, slots, group))
+            out.append(_Movable(i, found[i], group))
     return out
 
 
-def _order(n: int, moved: int, slot: int) -> list[int]:
-    """Frame indices with frame ``moved`` taken out and put before frame ``slot``."""
-    rest = [j for j in range(n) if j != moved]
-    at = bisect.bisect_left(rest, slot)
-    return [*rest[:at], moved, *rest[at:]]
+def _feed(c: _Conn, tracker: CauseTracker, j: int, clients: int) -> int:
+    """Feed frame ``j`` to ``tracker`` (``clients``: client events before it); 1 for a client frame."""
+    if c.frames[j].dir == "client":
+        tracker.client(clients, c.events[j])
+        return 1
+    info = c.infos[j]
+    tracker.server(info if info is not None else ServerInfo())
+    return 0
 
 
-def _keeps_causes(c: _Conn, moved: int, slot: int, server_positions: list[int], client_positions: list[int]) -> bool:
-    if slot in (moved, moved + 1):
-        return True  # where it was
-    order = _order(len(c.frames), moved, slot)
-    got = requirements(c.connection, order, profile=c.profile, infos=c.infos, events=c.events)
-    servers = [j for j in order if c.frames[j].dir == "server"]
-    original = dict(zip(server_positions, c.requirements, strict=True))
-    position = {j: k for k, j in enumerate(order)}
-    for j, req in zip(servers, got, strict=True):
-        before = original[j]
-        if (req.after, req.every, req.also) != (before.after, before.every, before.also):
-            return False
-        # What it waits for must come before it: nothing recorded after it may release it.
-        waits = range(req.after + 1) if req.every else req.waits_for()
-        if any(position[client_positions[k]] > position[j] for k in waits if 0 <= k < len(client_positions)):
-            return False
-    return True
+class _Window:
+    """The frames an independent event may move among, and the cause tracker as it stands
+    where they begin: a move changes the order of these frames only, so only their causes
+    (and a margin after them) are computed again for each place it may go."""
+
+    def __init__(
+        self,
+        c: _Conn,
+        tracker: CauseTracker,
+        start: int,
+        end: int,
+        clients: int,
+        original: Mapping[int, Requirement],
+        client_positions: Sequence[int],
+    ) -> None:
+        self.c, self.start, self.end, self.clients = c, start, end, clients
+        self.original, self.client_positions = original, client_positions
+        self.tracker: CauseTracker = tracker.copy()
+
+    def keeps_causes(self, moved: int, slot: int) -> bool:
+        rest = [j for j in range(self.start, self.end) if j != moved]
+        at = bisect.bisect_left(rest, slot)
+        order = [*rest[:at], moved, *rest[at:]]
+        tracker = self.tracker.copy()
+        clients = self.clients
+        position = {j: k for k, j in enumerate(order)}
+        frames = self.c.frames
+        for j in order:
+            if frames[j].dir == "client":
+                clients += _feed(self.c, tracker, j, clients)
+                continue
+            info = self.c.infos[j]
+            req = tracker.server(info if info is not None else ServerInfo())
+            before = self.original[j]
+            if (req.after, req.every, req.also) != (before.after, before.every, before.also):
+                return False
+            # What it waits for must come before it: nothing recorded after it may release
+            # it (client events before the window come before it whatever the order).
+            waits = range(req.after + 1) if req.every else req.waits_for()
+            for k in waits:
+                if 0 <= k < len(self.client_positions):
+                    at_k = self.client_positions[k]
+                    if at_k >= self.start and position.get(at_k, len(order)) > position[j]:
+                        return False
+        return True
 
 
 # -- a variant ---------------------------------------------------------------------------------
@@ -359,19 +407,21 @@ def _source_name(cassette: str | os.PathLike[str] | Cassette) -> str:
     return repr(os.fspath(cassette))
 
 
-_sources: dict[tuple[str, int], _Source] = {}
+# Files read for strategies, by path, modification time and size: variant() calls (what a
+# failing example's repr runs) read each file once.
+_sources: dict[str, _Source] = {}
 
 
 def _source(cassette: str | os.PathLike[str] | Cassette) -> _Source:
     if isinstance(cassette, Cassette):
-        key = ("", id(cassette))
-        found = _sources.get(key)
-        if found is None or found.cassette is not cassette:
-            found = _sources[key] = _Source(cassette, _source_name(cassette))
-        return found
+        # Not kept: a test may make thousands (sessions() examples); replays() reads it once.
+        return _Source(cassette, _source_name(cassette))
     path = os.fspath(cassette)
-    stat = os.stat(path)
-    key = (f"{os.path.abspath(path)}:{stat.st_mtime_ns}:{stat.st_size}", 0)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _Source(load(path), _source_name(path))  # load() says what is wrong, as a CassetteError
+    key = f"{os.path.abspath(path)}:{stat.st_mtime_ns}:{stat.st_size}"
     found = _sources.get(key)
     if found is None:
         found = _sources[key] = _Source(load(path), _source_name(path))

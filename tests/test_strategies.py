@@ -444,3 +444,10 @@ def test_only_rtreplay_strategies_imports_hypothesis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_cassette_fails_when_the_strategy_is_made(tmp_path: Path) -> None:
+    from rtreplay import CassetteNotFoundError
+
+    with pytest.raises(CassetteNotFoundError, match="nope.jsonl"):
+        replays(tmp_path / "nope.jsonl")
