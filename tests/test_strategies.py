@@ -449,5 +449,5 @@ def test_only_rtreplay_strategies_imports_hypothesis() -> None:
 def test_a_missing_cassette_fails_when_the_strategy_is_made(tmp_path: Path) -> None:
     from rtreplay import CassetteNotFoundError
 
-    with pytest.raises(CassetteNotFoundError, match="nope.jsonl"):
+    with pytest.raises(CassetteNotFoundError, match=r"nope\.jsonl"):
         replays(tmp_path / "nope.jsonl")
