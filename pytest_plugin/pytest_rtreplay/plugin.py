@@ -491,7 +491,9 @@ class _OneReplay:
             return
         if sys.version_info >= (3, 11):
             exc.add_note(text)
-        else:  # no notes before 3.11: the report goes in a failure of its own
+        elif report is None or not (report.ok and report.complete):
+            # No notes before 3.11: a replay that went wrong gets a failure of its own,
+            # which says what the client's exception was; a clean one adds nothing.
             raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}\n\n{text}") from exc
 
 
