@@ -128,8 +128,10 @@ def test_every_variant_validates_and_keeps_what_a_client_reads(name: str) -> Non
         seen.append(changed(v, recording))
 
     law()
-    # The law was checked on variants, not only on the recording itself.
-    assert any(seen), f"{name}: no example changed anything"
+    if not any(seen):
+        # The law holds on variants, not only on the recording itself: a changed one, found.
+        found = find(replays(CASSETTES / name), lambda v: changed(v, recording), settings=settings(database=None))
+        assert errors(found) == [] and reading(found) == expected
 
 
 @pytest.mark.slow
