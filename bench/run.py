@@ -53,6 +53,7 @@ class Sizes:
     clients: tuple[int, ...]
     large_bytes: int
     large_runs: int
+    examples: int  # property-test examples per measurement
 
 
 FULL = Sizes(
@@ -68,6 +69,7 @@ FULL = Sizes(
     clients=(1, 16, 64, 256),
     large_bytes=500_000_000,
     large_runs=5,
+    examples=200,
 )
 QUICK = Sizes(
     runs=2,
@@ -82,6 +84,7 @@ QUICK = Sizes(
     clients=(1, 16),
     large_bytes=5_000_000,
     large_runs=2,
+    examples=8,
 )
 
 
@@ -726,6 +729,39 @@ def fig_pytest_cost(ctx: Context) -> None:
     )
 
 
+def fig_strategies(ctx: Context) -> None:
+    """Examples per second of a property test over replays() (draw a variant, serve it,
+    play it through a client, check it) against the plain replay cycle of the recording
+    with the same client: what hypothesis adds to a replay."""
+    cassette = harness.REPO / "cassettes" / "text-chat.jsonl"
+    clients = {"openai": "the openai SDK (AsyncOpenAI realtime.connect)", "raw": "a bare websockets client"}
+    for which, name in clients.items():
+        runs: dict[str, list[float]] = {"strategy": [], "plain": []}
+        for _ in range(ctx.sizes.runs):
+            out = subprocess.run(
+                [sys.executable, str(BENCH / "strategybench.py"), str(cassette), which, str(ctx.sizes.examples)],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=harness.REPO,
+            )
+            strategy, plain = (float(x) for x in out.stdout.split())
+            runs["strategy"].append(strategy)
+            runs["plain"].append(plain)
+        ctx.rows.append(
+            Row(
+                f"property test examples/s, {which} client",
+                f"replays() example: draw a variant, replay it to {name}, check",
+                "the plain replay cycle of the recording, same client",
+                "examples/s",
+                runs["strategy"],
+                runs["plain"],
+                target=0.8,
+                note=f"cassettes/text-chat.jsonl, {ctx.sizes.examples} examples per run, a fresh ReplayServer each",
+            )
+        )
+
+
 # Client processes for the concurrency figure: one asyncio client process for 256
 # sockets spends as much CPU per event as the server, so it would measure itself.
 CLIENT_PROCESSES = 4
@@ -1111,6 +1147,7 @@ FIGURES: dict[str, Callable[[Context], None]] = {
     "recorder": fig_recorder,
     "load": fig_load,
     "pytest": fig_pytest_cost,
+    "strategies": fig_strategies,
     "concurrency": fig_concurrency,
     "large": fig_large,
     "drive": lambda ctx: __import__("drivebench").fig_drive(ctx),

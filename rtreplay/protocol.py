@@ -72,7 +72,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -88,6 +88,7 @@ __all__ = [
     "PROFILES",
     "REALTIME",
     "SIDEBAND",
+    "STREAMS",
     "TIME_FIELDS",
     "TRANSLATION",
     "VOICE_LIVE",
@@ -96,6 +97,7 @@ __all__ = [
     "Profile",
     "Requirement",
     "ServerInfo",
+    "Stream",
     "audio_format",
     "audio_length",
     "echoed_ids",
@@ -183,6 +185,71 @@ def audio_length(b64: str) -> int:
     pad = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
     full, rest = divmod(n, 4)
     return full * 3 - pad + (rest * 3) // 4
+
+
+# -- streamed content -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A server event that streams one piece of content in deltas, and the event that ends it.
+
+    ``delta`` is the delta event's type, ``field`` its field holding the piece; the pieces
+    of one stream are those with the same values of the ``key`` fields that they carry.
+    ``content`` is ``"text"`` (the pieces are strings, concatenated) or ``"audio"`` (each
+    piece is the base64 of audio bytes, which are concatenated). ``done`` is the event that
+    closes the stream and ``done_field`` its field holding the whole content (``None``:
+    it holds none, or no such event exists).
+    """
+
+    delta: str
+    content: Literal["text", "audio"]
+    done: str | None = None
+    done_field: str | None = None
+    field: str = "delta"
+    key: tuple[str, ...] = ("response_id", "item_id", "output_index", "content_index", "call_id")
+
+
+#: The streamed content of every endpoint, by delta type: GA and beta names (PROTOCOL.md 1.5
+#: and 2.2), input transcription (2.2), MCP call arguments (CHANGES.md), the translation
+#: endpoint's transcripts and audio (CHANGES.md, ``RealtimeTranslation*``; they have no
+#: ``done`` event). The ``done`` events repeat the whole text (PROTOCOL.md 2.2:
+#: ``response.output_text.done`` has ``text``, the transcript ``transcript``, the
+#: arguments ``arguments``); ``response.output_audio.done`` repeats nothing.
+STREAMS: Mapping[str, Stream] = {
+    s.delta: s
+    for s in (
+        Stream("response.output_text.delta", "text", "response.output_text.done", "text"),
+        Stream("response.output_audio.delta", "audio", "response.output_audio.done"),
+        Stream(
+            "response.output_audio_transcript.delta",
+            "text",
+            "response.output_audio_transcript.done",
+            "transcript",
+        ),
+        Stream(
+            "response.function_call_arguments.delta",
+            "text",
+            "response.function_call_arguments.done",
+            "arguments",
+        ),
+        Stream(
+            "response.mcp_call_arguments.delta", "text", "response.mcp_call_arguments.done", "arguments"
+        ),
+        Stream(
+            "conversation.item.input_audio_transcription.delta",
+            "text",
+            "conversation.item.input_audio_transcription.completed",
+            "transcript",
+        ),
+        Stream("response.text.delta", "text", "response.text.done", "text"),
+        Stream("response.audio.delta", "audio", "response.audio.done"),
+        Stream("response.audio_transcript.delta", "text", "response.audio_transcript.done", "transcript"),
+        Stream("session.input_transcript.delta", "text"),
+        Stream("session.output_transcript.delta", "text"),
+        Stream("session.output_audio.delta", "audio"),
+    )
+}
 
 
 # -- IDs a client echoes --------------------------------------------------------------------
@@ -365,6 +432,9 @@ class Profile:
       ``tool_output`` is the item type a client answers a function call with;
     - ``unprompted``: server events that come from the server's own clock or the call's
       audio, not from a client event (they keep their recorded position);
+      ``asynchronous``: server events the server sends on a schedule of their own beside
+      the events around them (input transcription, rate limits): a correct client takes
+      them at any place their cause allows (:mod:`rtreplay.strategies` moves them there);
       ``on_connect``: the server's greeting, which nothing causes (released on connect);
     - ``echoed_ids``: per client event type, the fields where a client copies back an ID;
     - ``time_fields``: server fields holding unix times, moved to replay time on replay;
@@ -389,6 +459,7 @@ class Profile:
     audio_events: frozenset[str] = frozenset()
     per_response: frozenset[str] = frozenset()
     unprompted: frozenset[str] = frozenset()
+    asynchronous: frozenset[str] = frozenset()
     tool_output: str | None = None
     on_connect: frozenset[str] = frozenset()
     error: str = "error"
@@ -482,6 +553,18 @@ REALTIME = Profile(
     per_response=frozenset({"rate_limits.updated"}),
     unprompted=frozenset(
         {"session.created", "input_audio_buffer.timeout_triggered", "rate_limits.updated"}
+    ),
+    # PROTOCOL.md 2.5: input transcription "arrive[s] asynchronously, possibly after the
+    # response has started"; rate_limits.updated comes "at the beginning of a Response"
+    # (the spec) or around its end (captures).
+    asynchronous=frozenset(
+        {
+            "rate_limits.updated",
+            "conversation.item.input_audio_transcription.delta",
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.input_audio_transcription.failed",
+            "conversation.item.input_audio_transcription.segment",
+        }
     ),
     tool_output="function_call_output",
     # PROTOCOL.md 2.5: "session.created arrives first, unprompted, before any client frame";
@@ -660,6 +743,33 @@ class CauseTracker:
         self._outputs: list[int] = []
         # Client events that created an item, by the item's ID or call ID.
         self._created: dict[str, int] = {}
+
+    def copy(self) -> CauseTracker:
+        """An independent tracker standing where this one stands, so that another order of
+        the events that follow can be tried (:mod:`rtreplay.strategies` tries where an
+        independent event may go); cheaper than ``copy.deepcopy``."""
+        new = CauseTracker(self.profile)
+        responses: dict[int, _Response] = {}
+
+        def same(r: _Response) -> _Response:
+            found = responses.get(id(r))
+            if found is None:
+                found = responses[id(r)] = _Response(r.cause)
+                found.cancel = r.cancel
+            return found
+
+        new._last_client = self._last_client
+        new._pending = {k: deque(v) for k, v in self._pending.items()}
+        new._unanswered = dict(self._unanswered)
+        new._by_event_id = dict(self._by_event_id)
+        new._responses = {k: same(r) for k, r in self._responses.items()}
+        new._items = {k: same(v) if isinstance(v, _Response) else v for k, v in self._items.items()}
+        new._last_response = same(self._last_response) if self._last_response is not None else None
+        new._open_responses = list(self._open_responses)
+        new._committed = self._committed
+        new._outputs = list(self._outputs)
+        new._created = dict(self._created)
+        return new
 
     def client(self, index: int, event: Any) -> None:
         """A recorded client event (``index``: its position among the client events)."""

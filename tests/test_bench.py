@@ -36,6 +36,8 @@ def test_quick_bench_writes_its_page_and_plot(tmp_path: Path) -> None:
         "size on disk, an hour of two-way audio",
         "replay throughput, audio deltas (~6.5 KB), audio out of line",
         "drive: per-event cost",
+        "property test examples/s, openai client",
+        "property test examples/s, raw client",
     ):
         assert f"| {figure}" in page, f"no row for {figure!r} in:\n{page}"
     assert "## Concurrency" in page

@@ -27,6 +27,8 @@ from rtreplay.protocol import (
     server_info,
 )
 
+from .conftest import CASSETTES
+
 
 class Walk:
     """Feed a recorded connection to a cause tracker, one event at a time."""
@@ -330,3 +332,33 @@ def test_an_answer_naming_the_item_a_client_created_answers_that_event() -> None
     # The server answered B first: its answer follows B, not the earliest create.
     assert answered(walk.server("conversation.item.added", item={"id": "item_2", "call_id": "call_B"}), second)
     assert answered(walk.server("conversation.item.added", item={"id": "item_1", "call_id": "call_A"}), first)
+
+
+def test_a_copied_cause_tracker_goes_on_as_the_original_would() -> None:
+    # rtreplay.strategies tries other orders from a copy: the copy must not share state.
+    from rtreplay import load
+    from rtreplay.protocol import ServerInfo
+
+    for name in ("interruption.jsonl", "parallel-tools.jsonl", "transcription.jsonl"):
+        frames = load(CASSETTES / name).connections[0].frames
+        tracker = REALTIME.causes()
+        half = len(frames) // 2
+        clients = 0
+
+        def feed(t: Any, frame: Any, clients: int) -> tuple[Any, int]:
+            if frame.dir == "client":
+                t.client(clients, frame.event())
+                return None, clients + 1
+            return t.server(server_info(frame.payload_bytes()) or ServerInfo()), clients
+
+        for frame in frames[:half]:
+            _, clients = feed(tracker, frame, clients)
+        copy = tracker.copy()
+        ours, theirs, c1, c2 = [], [], clients, clients
+        for frame in frames[half:]:
+            r, c1 = feed(copy, frame, c1)
+            ours.append(r)
+        for frame in frames[half:]:
+            r, c2 = feed(tracker, frame, c2)
+            theirs.append(r)
+        assert ours == theirs

@@ -118,6 +118,9 @@ class RealtimeSettings:
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
+    #: An in-memory cassette (an ``rtreplay.Cassette``: a variant, a scripted session) to
+    #: replay instead of the file; it is never recorded.
+    source: Any = None
     # setting name -> "marker" | "realtime_config" | "command line" | "environment" | "ini" | "default"
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -197,9 +200,13 @@ def _check(key: str, value: object, what: str) -> object:
                 f"object, not {value!r}"
             )
         return value
+    if key == "cassette" and _is_cassette(value):
+        return value
     if key in ("cassette", "cassette_dir"):
         if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-            raise RealtimeConfigError(f"{what} must be a non-empty path, not {value!r}")
+            raise RealtimeConfigError(
+                f"{what} must be a non-empty path or an rtreplay.Cassette, not {value!r}"
+            )
         return value
     if key == "upstream":
         if not isinstance(value, str) or not re.match(r"^wss?://", value):
@@ -216,6 +223,15 @@ def _check(key: str, value: object, what: str) -> object:
             raise RealtimeConfigError(f"{what} must be a string, not {type(value).__name__}")
         return value
     raise AssertionError(key)  # pragma: no cover - callers check the key first
+
+
+def _is_cassette(value: object) -> bool:
+    """Whether ``value`` is an in-memory ``rtreplay.Cassette`` (rtreplay is imported only if
+    it already is: nothing else could have made one)."""
+    import sys
+
+    module = sys.modules.get("rtreplay.cassette")
+    return module is not None and isinstance(value, module.Cassette)
 
 
 def check_keys(
@@ -318,7 +334,14 @@ def resolve_settings(
     else:
         cassette_dir = test_dir / "cassettes"
         sources["cassette_dir"] = "default"
-    if "cassette" in chosen:
+    in_memory = None
+    if "cassette" in chosen and _is_cassette(chosen["cassette"]):
+        in_memory = chosen["cassette"]
+        cassette = Path(in_memory.path) if in_memory.path else cassette_dir / default_cassette_name
+        # Nothing to record into: an in-memory cassette replays, whatever the run asks.
+        chosen["record_mode"] = "none"
+        sources["record_mode"] = sources["cassette"]
+    elif "cassette" in chosen:
         cassette = resolve_cassette(chosen["cassette"], cassette_dir)
     else:
         cassette = cassette_dir / default_cassette_name
@@ -340,6 +363,7 @@ def resolve_settings(
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
         audio=chosen["audio"],
+        source=in_memory,
         sources=sources,
     )
 

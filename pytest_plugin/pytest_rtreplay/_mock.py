@@ -76,12 +76,16 @@ class RealtimeMock:
         record_command: str,
         rerecord_command: str,
         display_path: str,
+        keep_advice: str | None = None,
     ) -> None:
         self.settings = settings
         self.cassette_path: Path = settings.cassette
-        self.recording: bool = settings.record_mode == "all" or (
-            settings.record_mode == "once" and not settings.cassette.exists()
+        self.recording: bool = settings.source is None and (
+            settings.record_mode == "all"
+            or (settings.record_mode == "once" and not settings.cassette.exists())
         )
+        # An in-memory cassette (a hypothesis example) is not re-recorded but kept: how.
+        self._keep_advice = keep_advice
         self._record_command = record_command
         self._rerecord_command = rerecord_command
         self._display_path = display_path
@@ -185,7 +189,7 @@ class RealtimeMock:
         from rtreplay.errors import CassetteError, RecordError
 
         settings = self.settings
-        if not self.recording and not settings.cassette.exists():
+        if not self.recording and settings.source is None and not settings.cassette.exists():
             self._missing = self._missing_text()
             return
         stack = contextlib.ExitStack()
@@ -205,7 +209,7 @@ class RealtimeMock:
                 from rtreplay.server import ReplayServer
 
                 self._service = ReplayServer(
-                    settings.cassette,
+                    settings.source if settings.source is not None else settings.cassette,
                     speed=settings.speed,
                     match=settings.match,
                     strict=settings.strict,
@@ -360,6 +364,10 @@ class RealtimeMock:
         from rtreplay.failure import failure_text
 
         def text(headline: str, **extra: Any) -> str:
+            if self._keep_advice is not None:
+                extra["advice"] = (*extra.get("advice", ()), self._keep_advice)
+            if self.settings.source is not None:
+                extra["rerecord_advice"] = False  # an in-memory cassette: nothing to re-record
             return failure_text(
                 report,
                 headline=headline,

@@ -13,6 +13,7 @@ teardown. When the test itself failed, the report is attached as an extra sectio
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 
 from ._config import (
     CONFIG_KEYS,
+    MARKER_ARGS,
     MATCH_POLICIES,
     RECORD_MODES,
     RealtimeConfigError,
@@ -43,9 +45,11 @@ __all__ = [
     "realtime_drive",
     "realtime_mock",
     "realtime_openai",
+    "realtime_replay",
 ]
 
 _MOCK = pytest.StashKey[RealtimeMock]()
+_RUNNING = pytest.StashKey[pytest.Item]()  # the test whose function runs now
 _SECTION = pytest.StashKey[str]()
 _REFUSED = pytest.StashKey[str]()
 _UNREACHABLE = pytest.StashKey[str]()
@@ -379,6 +383,148 @@ def realtime_drive(request: pytest.FixtureRequest, realtime_config: Any) -> Real
     return RealtimeDrive(request.node, realtime_config)
 
 
+# What a realtime_replay call takes: the marker's replay settings (no cassette, no recording).
+_REPLAY_OPTIONS = tuple(k for k in MARKER_ARGS if k not in ("cassette", "record_mode"))
+
+
+class RealtimeReplay:
+    """Serves one cassette per call, for tests that replay many: ``realtime_replay``.
+
+    ``with realtime_replay(cassette, **options) as mock:`` starts a replay of ``cassette``
+    (a path, or an in-memory ``rtreplay.Cassette``: a hypothesis example from
+    :mod:`rtreplay.strategies`, a scripted session) and yields a :class:`RealtimeMock`
+    (``websocket_base_url``, ``url``, ``client()``, ``async_client()``, ``report``...);
+    leaving the block stops it and fails *that example* with its replay report when the
+    client's events did not match, the replay stalled, a fault never fired or (unless
+    ``allow_unplayed``) the client stopped early. ``options`` are the marker's
+    (``match``, ``stall_timeout``, ``faults``...; a variant's own faults are added), and
+    win over the test's ``@pytest.mark.realtime`` and the ini file.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __repr__(self) -> str:
+        return "realtime_replay"
+
+    def _settings(self, cassette: Any, options: dict[str, Any]) -> Any:
+        from ._config import _is_cassette
+
+        check_keys(options, _REPLAY_OPTIONS, "realtime_replay()")
+        options = dict(options)
+        item = self._config.stash.get(_RUNNING, None)
+        marker: dict[str, Any] = {}
+        if item is not None:
+            marker = marker_kwargs([(m.args, m.kwargs) for m in item.iter_markers("realtime")])
+            marker = {k: v for k, v in marker.items() if k in _REPLAY_OPTIONS}
+        if _is_cassette(cassette):
+            extra = tuple(getattr(cassette, "faults", ()) or ())
+            if extra:
+                options = {**options, "faults": (*options.get("faults", ()), *extra)}
+        elif isinstance(cassette, (str, os.PathLike)) and os.fspath(cassette):
+            # A path, as open() takes it: relative to where pytest runs.
+            path = os.path.abspath(os.fspath(cassette))
+            options = {**options, "cassette_dir": os.path.dirname(path)}
+            cassette = os.path.basename(path)
+        else:
+            raise RealtimeConfigError(
+                f"realtime_replay() takes a cassette path or an rtreplay.Cassette, not {cassette!r}"
+            )
+        test_dir = Path(item.path).parent if item is not None else self._config.rootpath
+        return resolve_settings(
+            [("realtime_replay()", {**options, "cassette": cassette}), ("marker", marker), ("ini", _ini_layer(self._config))],
+            run_record_mode="none",
+            test_dir=test_dir,
+            default_cassette_name="in-memory.jsonl",
+        )
+
+    def __call__(self, cassette: Any, **options: Any) -> _OneReplay:
+        __tracebackhide__ = True
+        try:
+            settings = self._settings(cassette, options)
+        except RealtimeConfigError as exc:
+            problem = f"rtreplay: {exc}"
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
+        if settings.source is not None:
+            display, keep = _example_names(settings.source, settings.cassette.parent, self._config)
+        else:
+            display, keep = _display(settings.cassette, self._config), None
+        mock = RealtimeMock(
+            settings,
+            record_command="",
+            rerecord_command=f"rtreplay record ... {display}",
+            display_path=display,
+            keep_advice=keep,
+        )
+        return _OneReplay(mock)
+
+
+class _OneReplay:
+    """One ``with realtime_replay(...)`` block: starts the replay on entering, checks it on
+    leaving (a class, not a generator, so a failure's traceback ends at the test's line)."""
+
+    def __init__(self, mock: RealtimeMock) -> None:
+        self.mock = mock
+
+    def __enter__(self) -> RealtimeMock:
+        self.mock._start()
+        return self.mock
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        __tracebackhide__ = True
+        mock = self.mock
+        if exc is None:
+            problem = mock._finish(test_failed=False)
+            if problem:
+                raise pytest.fail.Exception(problem)
+            return
+        text = mock._finish(test_failed=True, exception_text=str(exc))
+        report = mock.report if mock._service is not None else None
+        if text and report is not None and report.stalls:
+            # The stall is the story: the client's own error (a closed socket, its
+            # timeout) is what the stall caused.
+            raise pytest.fail.Exception(text) from None
+        if not text:
+            return
+        if sys.version_info >= (3, 11):
+            exc.add_note(text)
+        elif report is None or not (report.ok and report.complete):
+            # No notes before 3.11: a replay that went wrong gets a failure of its own,
+            # which says what the client's exception was; a clean one adds nothing.
+            raise pytest.fail.Exception(f"{type(exc).__name__}: {exc}\n\n{text}") from exc
+
+
+def _example_names(cassette: Any, cassette_dir: Path, config: pytest.Config) -> tuple[str, str | None]:
+    """How a failure names an in-memory cassette, and how to keep it as a regression test
+    (nothing when hypothesis already notes it: rtreplay.strategies' examples do)."""
+    call = repr(cassette)
+    name = call if "\n" not in call and len(call) <= 2000 else f"an in-memory cassette ({type(cassette).__name__})"
+    hypothesis = sys.modules.get("hypothesis.control")
+    if hypothesis is not None and getattr(cassette, "_rtreplay_noted", False) and hypothesis.currently_in_test_context():
+        return name, None
+    target = _display(cassette_dir / "regression.jsonl", config)
+    save = f"rtreplay.save({call if name == call else '<this cassette>'}, {target!r})"
+    faults = [str(f) for f in getattr(cassette, "faults", ()) or ()]
+    marker = "@pytest.mark.realtime('regression'" + (f", faults={faults!r}" if faults else "") + ")"
+    return name, f"Keep this example as a regression test: {save}, then replay it with {marker}."
+
+
+@pytest.fixture(scope="session")
+def realtime_replay(pytestconfig: pytest.Config) -> RealtimeReplay:
+    """Replay one cassette per call: ``with realtime_replay(cassette) as mock: ...``.
+
+    For tests that replay many cassettes in one test function (hypothesis examples of
+    ``rtreplay.strategies.replays()`` or ``sessions()``): each call serves one example and
+    checks it on leaving the block, so a mismatch or a stall fails that example with its
+    replay report. Session-scoped, so hypothesis' function-scoped-fixture health check has
+    nothing to object to; see docs/property-testing.md.
+    """
+    return RealtimeReplay(pytestconfig)
+
+
 @pytest.fixture
 def realtime_openai(realtime_mock: RealtimeMock) -> Iterator[Any]:
     """An ``openai.OpenAI`` client pointed at ``realtime_mock`` (needs the openai package)."""
@@ -407,6 +553,14 @@ def realtime_async_openai(realtime_mock: RealtimeMock) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    item.config.stash[_RUNNING] = item
+    try:
+        return (yield from _runtest_call(item))
+    finally:
+        del item.config.stash[_RUNNING]
+
+
+def _runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     mock = item.stash.get(_MOCK, None)
     if mock is None:
         return (yield)
