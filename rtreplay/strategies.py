@@ -57,6 +57,7 @@ from hypothesis.control import currently_in_test_context, note
 from .cassette import Cassette, Close, Connection, Frame
 from .codec import load
 from .faults import Fault, parse_faults
+from .replay import ReplaySession
 from .protocol import (
     REALTIME,
     STREAMS,
@@ -763,12 +764,18 @@ def replays(
     against the same client events: a correct client handles it, not the same way.
 
     The cassette is read once, when the strategy is made: a missing or unreadable file
-    raises :class:`~rtreplay.errors.CassetteError` there, a bad fault :class:`ValueError`.
+    raises :class:`~rtreplay.errors.CassetteError` there, a bad fault (or a placed one
+    that the recording has no place for) :class:`ValueError`.
     """
     src = _source(cassette)
     templates = _templates(faults)
     if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
         raise ValueError(f"max_faults is a number >= 0, not {max_faults!r}")
+    placed = [f for _, f in templates if f is not None]
+    if placed:
+        # A placed fault the recording has no place for would fail every example that
+        # draws it, each looking like a find: refuse it now, as the replay would.
+        ReplaySession(src.cassette, faults=placed).close()
 
     @st.composite
     def draw_variant(draw: st.DrawFn) -> Variant:

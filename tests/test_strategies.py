@@ -339,6 +339,12 @@ def test_bad_edits_are_refused_with_what_was_wrong() -> None:
         variant(path, jitter={0: (2.0, 1)})
     with pytest.raises(ValueError, match="max_faults"):
         replays(path, max_faults=-1)
+    # A placed fault the recording has no place for is refused when the strategy is made,
+    # not reported by every example that draws it as if hypothesis had found something.
+    with pytest.raises(ValueError, match="can never fire: .* has 1 nonexistent.event server event"):
+        replays(path, faults=["drop@after:nonexistent.event"])
+    with pytest.raises(ValueError, match="can never fire: .* has 9 response.created server events"):
+        replays(path, faults=["drop", "close:1011@before:response.created#9"])
 
 
 def test_variants_with_faults_fire_them_against_a_client() -> None:
