@@ -244,10 +244,19 @@ def test_realtime_replay_refuses_what_it_cannot_serve(project: pytest.Pytester) 
         def test_thing(realtime_replay):
             with realtime_replay(42):
                 pass
+
+        def test_missing(realtime_replay):
+            with realtime_replay("cassettes/text-chta.jsonl"):
+                pass
         """
     )
     result = project.runpytest()
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
+    # A path with a typo fails on entering the block, even when no client connects; and
+    # realtime_replay never records, so the failure does not offer to.
+    result.stdout.fnmatch_lines(
+        ["*realtime_replay(): cassettes/text-chta.jsonl: no such cassette file (a path is relative to where pytest runs, *)"]
+    )
     out = result.stdout.str()
     assert "realtime_replay()" in out and "sped" in out
     assert "realtime_replay() takes a cassette path or an rtreplay.Cassette, not 42" in out

@@ -470,8 +470,24 @@ class _OneReplay:
         self.mock = mock
 
     def __enter__(self) -> RealtimeMock:
-        self.mock._start()
-        return self.mock
+        __tracebackhide__ = True
+        mock = self.mock
+        mock._start()
+        if mock._missing is not None:
+            # realtime_mock fails when the missing cassette is used; a realtime_replay block
+            # that never connects would pass, so a path with a typo must fail here.
+            from rtreplay.codec import partial_note
+
+            note = partial_note(mock.cassette_path)
+            pytest.fail(
+                f"rtreplay: realtime_replay(): {mock._display_path}: no such cassette file "
+                f"(a path is relative to where pytest runs, {os.getcwd()})\n"
+                + (f"  but: {note}\n" if note else "")
+                + "  realtime_replay only replays: record the cassette with a test that uses "
+                "realtime_mock and `pytest --realtime-record`, or with `rtreplay record`",
+                pytrace=False,
+            )
+        return mock
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         __tracebackhide__ = True
