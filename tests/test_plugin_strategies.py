@@ -245,13 +245,20 @@ def test_realtime_replay_refuses_what_it_cannot_serve(project: pytest.Pytester) 
             with realtime_replay(42):
                 pass
 
+        def test_no_with(realtime_replay):
+            mock = realtime_replay("cassettes/text-chat.jsonl")
+            mock.async_client()
+
         def test_missing(realtime_replay):
             with realtime_replay("cassettes/text-chta.jsonl"):
                 pass
         """
     )
     result = project.runpytest()
-    result.assert_outcomes(failed=3)
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        ["*AttributeError: realtime_replay(...) starts a replay only in a with block: `with realtime_replay(cassette) as mock:`, then mock.async_client"]
+    )
     # A path with a typo fails on entering the block, even when no client connects; and
     # realtime_replay never records, so the failure does not offer to.
     result.stdout.fnmatch_lines(

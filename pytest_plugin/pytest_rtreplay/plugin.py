@@ -469,6 +469,15 @@ class _OneReplay:
     def __init__(self, mock: RealtimeMock) -> None:
         self.mock = mock
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the class lacks: a mock's attribute asked of the call itself.
+        if hasattr(RealtimeMock, name):
+            raise AttributeError(
+                f"realtime_replay(...) starts a replay only in a with block: "
+                f"`with realtime_replay(cassette) as mock:`, then mock.{name}"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __enter__(self) -> RealtimeMock:
         __tracebackhide__ = True
         mock = self.mock
