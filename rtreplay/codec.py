@@ -613,7 +613,18 @@ def save(
 
     ``audio``: ``"inline"`` (format 1, one self-contained file) or ``"files"`` (format 2,
     audio in ``rtreplay-audio/`` beside it; see :mod:`rtreplay.audiofiles`).
+    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for a close
+    or a refusal that :func:`load` would refuse: a cassette built in code must read back.
     """
+    for conn in cassette.connections:
+        for end in (conn.close, conn.reject):
+            problem = (
+                None if end is None
+                else _close_problem(end) if isinstance(end, Close)
+                else _reject_problem(end)
+            )
+            if problem is not None:
+                raise CassetteFormatError(path, f"connection {conn.open.conn}: {problem}; nothing was written")
     with CassetteWriter(path, header=cassette.header, redactor=redactor, audio=audio) as writer:
         writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
     return writer.path
