@@ -624,7 +624,7 @@ def save(
                 else _reject_problem(end)
             )
             if problem is not None:
-                raise CassetteFormatError(path, f"connection {conn.open.conn}: {problem}; nothing was written")
+                raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
     with CassetteWriter(path, header=cassette.header, redactor=redactor, audio=audio) as writer:
         writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
     return writer.path

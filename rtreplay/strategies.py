@@ -57,7 +57,6 @@ from hypothesis.control import currently_in_test_context, note
 from .cassette import Cassette, Close, Connection, Frame
 from .codec import load
 from .faults import Fault, parse_faults
-from .replay import ReplaySession
 from .protocol import (
     REALTIME,
     STREAMS,
@@ -69,6 +68,7 @@ from .protocol import (
     profile_for,
     server_info,
 )
+from .replay import ReplaySession
 from .scripted import ERRORS, ScriptedCassette, ScriptedSession, split_text
 
 __all__ = [

@@ -556,6 +556,6 @@ def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path: Path, 
     else:
         conn.frames, conn.close, conn.reject = [], None, end
     target = tmp_path / "built.jsonl"
-    with pytest.raises(CassetteFormatError, match=f"connection 0: {message}.*nothing was written"):
+    with pytest.raises(CassetteFormatError, match=rf"connection 0: {message}.*nothing was written"):
         codec.save(cassette, target)
     assert list(tmp_path.iterdir()) == []

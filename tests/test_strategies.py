@@ -341,9 +341,9 @@ def test_bad_edits_are_refused_with_what_was_wrong() -> None:
         replays(path, max_faults=-1)
     # A placed fault the recording has no place for is refused when the strategy is made,
     # not reported by every example that draws it as if hypothesis had found something.
-    with pytest.raises(ValueError, match="can never fire: .* has 1 nonexistent.event server event"):
+    with pytest.raises(ValueError, match=r"can never fire: .* has 1 nonexistent.event server event"):
         replays(path, faults=["drop@after:nonexistent.event"])
-    with pytest.raises(ValueError, match="can never fire: .* has 9 response.created server events"):
+    with pytest.raises(ValueError, match=r"can never fire: .* has 9 response.created server events"):
         replays(path, faults=["drop", "close:1011@before:response.created#9"])
 
 
