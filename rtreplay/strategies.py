@@ -893,17 +893,31 @@ def sessions(
     ``get_weather`` tool by default). Each example is a
     :class:`~rtreplay.scripted.ScriptedCassette` whose ``repr`` is the script that writes
     it and whose ``responses`` say what each response said. Shrinks towards one short text
-    turn. Raises :class:`ValueError` for an unknown kind or a bad range.
+    turn. Raises :class:`ValueError` for an unknown kind or a bad range, :class:`TypeError`
+    for a ``text`` or a tool's arguments that is not a strategy.
     """
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"kinds are some of {', '.join(KINDS)}, not {list(kinds)!r}")
-    low, high = turns
-    if not 0 < low <= high:
+    if (
+        not isinstance(turns, tuple) or len(turns) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in turns)
+        or not 0 < turns[0] <= turns[1]
+    ):
         raise ValueError(f"turns is (from, to) with 0 < from <= to, not {turns!r}")
+    low, high = turns
     words = text if text is not None else _TEXT
+    # Checked here: a plain value would fail only when drawn, deep inside hypothesis.
+    if not isinstance(words, st.SearchStrategy):
+        raise TypeError(f"text is a strategy of str (st.text(), st.sampled_from([...])), not {text!r}")
     tool_args = dict(tools) if tools is not None else dict(_TOOLS)
+    for name, args in tool_args.items():
+        if not isinstance(name, str) or not isinstance(args, st.SearchStrategy):
+            raise TypeError(
+                "tools maps a function name to the strategy of its arguments "
+                f"(st.fixed_dictionaries({{...}})), not {name!r}: {args!r}"
+            )
     if "function" in kinds and not tool_args:
         raise ValueError("function turns need at least one tool")
 

@@ -428,6 +428,13 @@ def test_sessions_refuses_what_it_cannot_write() -> None:
         sessions(turns=(3, 1))
     with pytest.raises(ValueError, match="at least one tool"):
         sessions(kinds=["function"], tools={})
+    # Plain values where strategies go are refused now, not when hypothesis draws them.
+    with pytest.raises(TypeError, match="text is a strategy of str"):
+        sessions(text="hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tools maps a function name to the strategy of its arguments"):
+        sessions(tools={"get_weather": {"location": "Lima"}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="turns is"):
+        sessions(turns=(1.5, 2))  # type: ignore[arg-type]
 
 
 def test_a_saved_generated_session_passes_rtreplay_validate(tmp_path: Path) -> None:
