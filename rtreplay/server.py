@@ -624,8 +624,8 @@ class ReplayServer(Service):
                 "is larger than the client accepts (its max_size; openai-agents' is 8 MiB)",
                 live,
             )
-        if state.closed_by_us is not None or big is not None:
-            by = "by the replay"
+        if state.closed_by_us is not None or big is not None or state.failure is not None:
+            by = "by the replay"  # a failure closed it with 1011
         elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
             by = "as the server stopped"
         else:
