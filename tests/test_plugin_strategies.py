@@ -267,3 +267,30 @@ def test_realtime_replay_refuses_what_it_cannot_serve(project: pytest.Pytester) 
     out = result.stdout.str()
     assert "realtime_replay()" in out and "sped" in out
     assert "realtime_replay() takes a cassette path or an rtreplay.Cassette, not 42" in out
+
+
+def test_realtime_mock_in_a_hypothesis_test_points_at_realtime_replay(project: pytest.Pytester) -> None:
+    """hypothesis refuses a function-scoped fixture and advises suppressing the check, which
+    would replay the first example and refuse the rest: the failure names the right fixture."""
+    project.makepyfile(
+        test_wrong="""
+        from hypothesis import given, settings
+        from rtreplay.strategies import replays
+
+        from client import ask
+
+        @settings(max_examples=3, deadline=None)
+        @given(replays("cassettes/text-chat.jsonl"))
+        def test_chat(realtime_mock, session):
+            ask(realtime_mock.websocket_base_url)
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FailedHealthCheck*realtime_mock*",
+            "*rtreplay: realtime_mock replays the test's cassette once, but a hypothesis test runs once per example: use the realtime_replay fixture*",
+            "*with realtime_replay(session) as mock:*",
+        ]
+    )

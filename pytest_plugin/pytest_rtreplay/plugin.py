@@ -631,6 +631,14 @@ def pytest_runtest_makereport(
                 + f"\n  (the client then raised {type(exc).__module__}.{type(exc).__name__}: {exc})\n"
                 "  check OPENAI_API_KEY (or realtime_config['api_key']) and the upstream URL"
             )
+        if (
+            call.excinfo is not None
+            and getattr(getattr(item, "function", None), "is_hypothesis_test", False)
+            and "realtime_mock" in getattr(item, "fixturenames", ())
+        ):
+            # hypothesis' health check advises suppressing it, which would serve the first
+            # example and refuse every other with HTTP 409: point at the fixture that fits.
+            report.sections.append(("rtreplay", _HYPOTHESIS_ADVICE))
         unreachable = item.stash.get(_UNREACHABLE, None)
         if unreachable and call.excinfo is not None and _from_a_client_library(call.excinfo.value):
             exc = call.excinfo.value
@@ -640,6 +648,15 @@ def pytest_runtest_makereport(
                 f"{type(exc).__module__}.{type(exc).__name__}: {exc})"
             )
     return report
+
+
+_HYPOTHESIS_ADVICE = (
+    "rtreplay: realtime_mock replays the test's cassette once, but a hypothesis test runs once "
+    "per example: use the realtime_replay fixture, which serves one replay per example,\n"
+    "  with realtime_replay(session) as mock:\n"
+    "      ... mock.async_client() ...\n"
+    "(docs/property-testing.md)"
+)
 
 
 def _unreachable(mock: RealtimeMock) -> str:
