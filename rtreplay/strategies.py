@@ -400,7 +400,8 @@ class Variant(Cassette):
 
 def _source_name(cassette: str | os.PathLike[str] | Cassette) -> str:
     if isinstance(cassette, ScriptedCassette):
-        return "<scripted session>"
+        # The variant's repr starts with the script that defines s (see _variant).
+        return "s.cassette()" if cassette.script.endswith("\ns.cassette()") else "<scripted session>"
     if isinstance(cassette, Variant):
         return "<variant>"
     if isinstance(cassette, Cassette):
@@ -490,6 +491,11 @@ def _variant(
         args.append(f"jitter={jitter!r}")
     if fault_list:
         args.append(f"faults={[str(f) for f in fault_list]!r}")
+    call = f"variant({', '.join(args)})"
+    script = src.cassette.script if isinstance(src.cassette, ScriptedCassette) else ""
+    if script.endswith("\ns.cassette()"):
+        # The script that writes the session, then the variant of it: code that runs.
+        call = f"{script.removesuffix('s.cassette()')}{call}"
     return Variant(
         header=src.cassette.header,
         connections=connections,
@@ -498,7 +504,7 @@ def _variant(
         exchanges=list(src.cassette.exchanges),
         faults=fault_list,
         changes=tuple(changes),
-        call=f"variant({', '.join(args)})",
+        call=call,
     )
 
 
@@ -832,12 +838,14 @@ def _keep_note(c: Cassette) -> str:
             "  and replay it with @pytest.mark.realtime('regression')"
         )
     what = "; ".join(c.changes) if isinstance(c, Variant) and c.changes else "the recording as it was"
+    script, _, call = repr(c).rpartition("\n")
     faults = ""
     if isinstance(c, Variant) and c.faults:
         faults = f", faults={[str(f) for f in c.faults]!r}"
     return (
         f"rtreplay: this example: {what}.\n"
-        f"  keep it as a regression test: rtreplay.save({c!r}, {target})\n"
+        f"  keep it as a regression test: {'run the script above, then ' if script else ''}"
+        f"rtreplay.save({call}, {target})\n"
         f"  and replay it with @pytest.mark.realtime('regression'{faults})"
     )
 

@@ -178,6 +178,30 @@ def test_the_repr_of_a_variant_rebuilds_it() -> None:
     law()
 
 
+def test_the_repr_of_a_variant_of_a_scripted_session_is_the_script_that_rebuilds_it() -> None:
+    # It was variant(<scripted session>, ...): not code, so the note's advice could not be run.
+    from rtreplay.scripted import ScriptedSession
+    from rtreplay.strategies import _keep_note
+
+    s = ScriptedSession(seed=1)
+    s.user_text("Weather in Lima?")
+    s.reply_text("Foggy and 61°F in Lima, with a chance of drizzle later.")
+
+    @FAST
+    @given(replays(s.cassette(), faults=["drop"]))
+    def law(v: Variant) -> None:
+        *script, last = repr(v).splitlines()
+        assert last.startswith("variant(s.cassette()")
+        names: dict[str, Any] = {"ScriptedSession": ScriptedSession, "variant": variant}
+        exec("\n".join(script), names)
+        again = eval(last, names)
+        assert [c.frames for c in again.connections] == [c.frames for c in v.connections]
+        assert again.faults == v.faults
+        assert f"rtreplay.save({last}, 'tests/cassettes/regression.jsonl')" in _keep_note(v)
+
+    law()
+
+
 # -- a correct client collects the same from every variant --------------------------------------
 
 
