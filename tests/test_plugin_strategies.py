@@ -294,3 +294,24 @@ def test_realtime_mock_in_a_hypothesis_test_points_at_realtime_replay(project: p
             "*with realtime_replay(session) as mock:*",
         ]
     )
+
+
+def test_realtime_replay_of_a_path_says_how_to_record_it_again(project: pytest.Pytester) -> None:
+    # It said `rtreplay record ... cassettes/text-chat.jsonl`: not a command that runs.
+    project.makepyfile(
+        test_other="""
+        from client import ask
+
+        def test_other_question(realtime_replay):
+            with realtime_replay("cassettes/text-chat.jsonl") as mock:
+                ask(mock.websocket_base_url, question="What is the capital of Peru?")
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*If the new conversation is right, re-record this test:",
+            "*    rtreplay record --out cassettes/text-chat.jsonl   (then run the client against the URL it prints)",
+        ]
+    )

@@ -455,7 +455,8 @@ class RealtimeReplay:
         mock = RealtimeMock(
             settings,
             record_command="",
-            rerecord_command=f"rtreplay record ... {display}",
+            # realtime_replay never records: the proxy that writes this path is the way.
+            rerecord_command=f"rtreplay record --out {display}   (then run the client against the URL it prints)",
             display_path=display,
             keep_advice=keep,
         )
