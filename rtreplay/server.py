@@ -738,7 +738,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_seconds,
+        type=_speed,
         default=None,
         help="pacing: 0 sends at once (default), 1 at the recorded pace, 2 twice as fast",
     )
@@ -839,6 +839,18 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"is a factor >= 0 (0: each frame as soon as it is due, 1: the recorded pace, 2: twice as fast), not {text}"
+        )
     return value
 
 

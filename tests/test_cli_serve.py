@@ -172,6 +172,8 @@ def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as info:
         main(["serve", str(TEXT), "--speed", "-1"])
     assert info.value.code == 2
+    # A speed is a factor of the recorded pace, not seconds.
+    assert "argument --speed: is a factor >= 0 (0: each frame as soon as it is due, 1: the recorded pace" in capsys.readouterr().err
     assert main(["serve", str(TEXT), "--tls-cert", "x.pem"]) == 2
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
 
