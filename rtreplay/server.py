@@ -995,6 +995,13 @@ async def _serve(server: ReplayServer) -> int:
         f'; openai-agents: model_config={{"url": "{server.url}?model=gpt-realtime"}}',
         flush=True,
     )
+    if n == 0:
+        print(
+            f"rtreplay serve: warning: {server.cassette_path} recorded no WebSocket connection: "
+            "every client will be refused (HTTP 404); record a session into it first",
+            file=sys.stderr,
+            flush=True,
+        )
     if not is_loopback(server.host):
         print(
             f"rtreplay serve: warning: listening on {server.host}, reachable from other "
