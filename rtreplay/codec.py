@@ -613,10 +613,46 @@ def save(
 
     ``audio``: ``"inline"`` (format 1, one self-contained file) or ``"files"`` (format 2,
     audio in ``rtreplay-audio/`` beside it; see :mod:`rtreplay.audiofiles`).
+    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for a close
+    or a refusal that :func:`load` would refuse: a cassette built in code must read back.
     """
-    with CassetteWriter(path, header=cassette.header, redactor=redactor, audio=audio) as writer:
-        writer.write_many(r for r in cassette.records() if not isinstance(r, Header))
-    return writer.path
+    for conn in cassette.connections:
+        for end in (conn.close, conn.reject):
+            problem = (
+                None if end is None
+                else _close_problem(end) if isinstance(end, Close)
+                else _reject_problem(end)
+            )
+            if problem is not None:
+                raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
+    return _write_whole(
+        path, cassette.header, (r for r in cassette.records() if not isinstance(r, Header)),
+        redactor=redactor, audio=audio,
+    )
+
+
+def _write_whole(
+    path: str | os.PathLike[str],
+    header: Header,
+    records: Iterable[Record],
+    *,
+    redactor: Redactor | None = None,
+    audio: AudioMode = "inline",
+) -> Path:
+    """Write a cassette whose records are all at hand, atomically. A failure leaves no
+    partial file: the records still exist where they came from, and a partial file left
+    behind would pass for an interrupted recording that `rtreplay recover` offers to keep."""
+    if Path(path).is_dir():
+        raise CassetteWriteError(
+            Path(path), f"is a directory: name a cassette file in it (for example {Path(path) / 'session.jsonl'})"
+        )
+    writer = CassetteWriter(path, header=header, redactor=redactor, audio=audio)
+    try:
+        writer.write_many(records)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 class CassetteWriter:
@@ -1052,7 +1088,6 @@ def recover(
             records = list(reader)
     header = records[0]
     assert isinstance(header, Header)
-    with CassetteWriter(target, header=header) as writer:
-        writer.write_many(r for r in records[1:])
+    _write_whole(target, header, records[1:])
     source.unlink(missing_ok=True)
     return target, source, len(records)

@@ -156,9 +156,15 @@ def choose_connection(
     endpoint (:func:`~rtreplay.protocol.profile_for` of its path and query) and protocol,
     preferring one whose session-choosing query (``model``, ``intent``, ``call_id``,
     ``deployment``...) is the same; 404 when the cassette recorded no connection to that
-    endpoint, 409 when none is left, 400 when none speaks the protocol. ``live`` numbers
+    endpoint (or none at all), 409 when none is left, 400 when none speaks the protocol. ``live`` numbers
     the request (from 0) for the message.
     """
+    if not connections:
+        # Not "every one was replayed ... or --repeat": no option makes one.
+        return 404, (
+            "the cassette recorded no WebSocket connection, so there is nothing to replay: "
+            "record a session into it (rtreplay record --out CASSETTE, or pytest --realtime-record)"
+        )
     profile = profile_for(handshake.path, handshake.query) or REALTIME
     key = endpoint_key(profile, handshake.path)
     here = [c for c in connections if endpoint_key(c.profile, c.open.path) == key]

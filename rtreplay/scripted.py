@@ -61,6 +61,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .cassette import Cassette, Close, Connection, Frame, Header, Open
+from .codec import _close_problem
 
 __all__ = [
     "ERRORS",
@@ -349,9 +350,13 @@ class ScriptedSession:
         """End the connection: the client closes it (the default), or the server does."""
         if by not in ("client", "server"):
             raise ValueError(f"by is 'client' or 'server', not {by!r}")
+        close = Close(0, round(self.t + 0.05, 6), code, reason, by)  # type: ignore[arg-type]
+        problem = _close_problem(close)
+        if problem is not None:  # said here, not when the cassette is saved or loaded
+            raise ValueError(problem)
         self._note("close", by=by, code=code, reason=reason)
         self.t += 0.05
-        self._close = Close(0, round(self.t, 6), code, reason, by)  # type: ignore[arg-type]
+        self._close = close
 
     # -- steps --------------------------------------------------------------------------
 

@@ -624,8 +624,8 @@ class ReplayServer(Service):
                 "is larger than the client accepts (its max_size; openai-agents' is 8 MiB)",
                 live,
             )
-        if state.closed_by_us is not None or big is not None:
-            by = "by the replay"
+        if state.closed_by_us is not None or big is not None or state.failure is not None:
+            by = "by the replay"  # a failure closed it with 1011
         elif getattr(ws.protocol, "close_rcvd_then_sent", None) is False and self._closed:
             by = "as the server stopped"
         else:
@@ -738,7 +738,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--speed",
-        type=_seconds,
+        type=_speed,
         default=None,
         help="pacing: 0 sends at once (default), 1 at the recorded pace, 2 twice as fast",
     )
@@ -839,6 +839,18 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"is a factor >= 0 (0: each frame as soon as it is due, 1: the recorded pace, 2: twice as fast), not {text}"
+        )
     return value
 
 
@@ -983,6 +995,13 @@ async def _serve(server: ReplayServer) -> int:
         f'; openai-agents: model_config={{"url": "{server.url}?model=gpt-realtime"}}',
         flush=True,
     )
+    if n == 0:
+        print(
+            f"rtreplay serve: warning: {server.cassette_path} recorded no WebSocket connection: "
+            "every client will be refused (HTTP 404); record a session into it first",
+            file=sys.stderr,
+            flush=True,
+        )
     if not is_loopback(server.host):
         print(
             f"rtreplay serve: warning: listening on {server.host}, reachable from other "

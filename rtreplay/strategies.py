@@ -68,6 +68,7 @@ from .protocol import (
     profile_for,
     server_info,
 )
+from .replay import ReplaySession
 from .scripted import ERRORS, ScriptedCassette, ScriptedSession, split_text
 
 __all__ = [
@@ -399,7 +400,8 @@ class Variant(Cassette):
 
 def _source_name(cassette: str | os.PathLike[str] | Cassette) -> str:
     if isinstance(cassette, ScriptedCassette):
-        return "<scripted session>"
+        # The variant's repr starts with the script that defines s (see _variant).
+        return "s.cassette()" if cassette.script.endswith("\ns.cassette()") else "<scripted session>"
     if isinstance(cassette, Variant):
         return "<variant>"
     if isinstance(cassette, Cassette):
@@ -489,6 +491,11 @@ def _variant(
         args.append(f"jitter={jitter!r}")
     if fault_list:
         args.append(f"faults={[str(f) for f in fault_list]!r}")
+    call = f"variant({', '.join(args)})"
+    script = src.cassette.script if isinstance(src.cassette, ScriptedCassette) else ""
+    if script.endswith("\ns.cassette()"):
+        # The script that writes the session, then the variant of it: code that runs.
+        call = f"{script.removesuffix('s.cassette()')}{call}"
     return Variant(
         header=src.cassette.header,
         connections=connections,
@@ -497,7 +504,7 @@ def _variant(
         exchanges=list(src.cassette.exchanges),
         faults=fault_list,
         changes=tuple(changes),
-        call=f"variant({', '.join(args)})",
+        call=call,
     )
 
 
@@ -763,12 +770,18 @@ def replays(
     against the same client events: a correct client handles it, not the same way.
 
     The cassette is read once, when the strategy is made: a missing or unreadable file
-    raises :class:`~rtreplay.errors.CassetteError` there, a bad fault :class:`ValueError`.
+    raises :class:`~rtreplay.errors.CassetteError` there, a bad fault (or a placed one
+    that the recording has no place for) :class:`ValueError`.
     """
     src = _source(cassette)
     templates = _templates(faults)
     if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
         raise ValueError(f"max_faults is a number >= 0, not {max_faults!r}")
+    placed = [f for _, f in templates if f is not None]
+    if placed:
+        # A placed fault the recording has no place for would fail every example that
+        # draws it, each looking like a find: refuse it now, as the replay would.
+        ReplaySession(src.cassette, faults=placed).close()
 
     @st.composite
     def draw_variant(draw: st.DrawFn) -> Variant:
@@ -825,12 +838,14 @@ def _keep_note(c: Cassette) -> str:
             "  and replay it with @pytest.mark.realtime('regression')"
         )
     what = "; ".join(c.changes) if isinstance(c, Variant) and c.changes else "the recording as it was"
+    script, _, call = repr(c).rpartition("\n")
     faults = ""
     if isinstance(c, Variant) and c.faults:
         faults = f", faults={[str(f) for f in c.faults]!r}"
     return (
         f"rtreplay: this example: {what}.\n"
-        f"  keep it as a regression test: rtreplay.save({c!r}, {target})\n"
+        f"  keep it as a regression test: {'run the script above, then ' if script else ''}"
+        f"rtreplay.save({call}, {target})\n"
         f"  and replay it with @pytest.mark.realtime('regression'{faults})"
     )
 
@@ -886,17 +901,31 @@ def sessions(
     ``get_weather`` tool by default). Each example is a
     :class:`~rtreplay.scripted.ScriptedCassette` whose ``repr`` is the script that writes
     it and whose ``responses`` say what each response said. Shrinks towards one short text
-    turn. Raises :class:`ValueError` for an unknown kind or a bad range.
+    turn. Raises :class:`ValueError` for an unknown kind or a bad range, :class:`TypeError`
+    for a ``text`` or a tool's arguments that is not a strategy.
     """
     kinds = tuple(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"kinds are some of {', '.join(KINDS)}, not {list(kinds)!r}")
-    low, high = turns
-    if not 0 < low <= high:
+    if (
+        not isinstance(turns, tuple) or len(turns) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in turns)
+        or not 0 < turns[0] <= turns[1]
+    ):
         raise ValueError(f"turns is (from, to) with 0 < from <= to, not {turns!r}")
+    low, high = turns
     words = text if text is not None else _TEXT
+    # Checked here: a plain value would fail only when drawn, deep inside hypothesis.
+    if not isinstance(words, st.SearchStrategy):
+        raise TypeError(f"text is a strategy of str (st.text(), st.sampled_from([...])), not {text!r}")
     tool_args = dict(tools) if tools is not None else dict(_TOOLS)
+    for name, args in tool_args.items():
+        if not isinstance(name, str) or not isinstance(args, st.SearchStrategy):
+            raise TypeError(
+                "tools maps a function name to the strategy of its arguments "
+                f"(st.fixed_dictionaries({{...}})), not {name!r}: {args!r}"
+            )
     if "function" in kinds and not tool_args:
         raise ValueError("function turns need at least one tool")
 

@@ -137,6 +137,8 @@ def test_an_open_connection_rewritten_in_place_is_closed_with_1011_never_fed_gar
     [failure] = server.report.failures
     assert "changed on disk while being replayed (rewritten in place, or cut short)" in failure.message
     assert "rewritten in place" in caplog.text
+    # The replay closed it: its log line must not blame the client, who only echoed the 1011.
+    assert "conn 0: closed by the replay (code 1011)" in caplog.text, caplog.text
 
 
 def test_a_cassette_cut_short_in_place_is_refused_until_it_is_whole(

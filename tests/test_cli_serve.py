@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 from rtreplay._service import is_loopback as _is_loopback
@@ -172,6 +172,8 @@ def test_bad_options_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as info:
         main(["serve", str(TEXT), "--speed", "-1"])
     assert info.value.code == 2
+    # A speed is a factor of the recorded pace, not seconds.
+    assert "argument --speed: is a factor >= 0 (0: each frame as soon as it is due, 1: the recorded pace" in capsys.readouterr().err
     assert main(["serve", str(TEXT), "--tls-cert", "x.pem"]) == 2
     assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
 
@@ -336,3 +338,20 @@ def test_serve_with_a_clean_replay_exits_0_and_says_so_in_its_report(tmp_path: P
     assert code == 0, err
     doc = json.loads(report.read_text())
     assert (doc["ok"], doc["complete"], doc["mismatches"], doc["unplayed"]) == (True, True, [], [])
+
+
+def test_a_cassette_with_no_connection_is_said_to_have_nothing_to_replay(tmp_path: Path) -> None:
+    # It said "every one was replayed ... replay with --repeat", which cannot help.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(TEXT.read_text().splitlines(keepends=True)[0])
+    served = Served(str(empty), "--port", "0")
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(served.base_url + "/realtime?model=gpt-realtime", open_timeout=timeout(10))
+        assert refused.value.response.status_code == 404
+        assert b"recorded no WebSocket connection, so there is nothing to replay" in refused.value.response.body
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+    assert f"rtreplay serve: warning: {empty} recorded no WebSocket connection: every client will be refused" in err
+    assert "--repeat" not in err

@@ -537,3 +537,25 @@ def test_streaming_memory_does_not_grow_with_the_audio(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 602  # header, open, 600 frames
     assert peak < 2_000_000, f"peak {peak:,} bytes while streaming a {path.stat().st_size:,} byte cassette"
+
+
+@pytest.mark.parametrize(
+    ("end", "message"),
+    [
+        (Close(0, 1.0, 99999, "", "client"), "close code 99999 cannot be sent"),
+        (Reject(0, 0.1, 200, {}, ""), "reject status 200 is not a refusal"),
+    ],
+)
+def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path: Path, end: Any, message: str) -> None:
+    """A cassette built in code (a script, an edit) with an end no replay can send is
+    refused by save(), not written for load() and `rtreplay serve` to refuse later."""
+    cassette = load(CASSETTES / "text-response.jsonl")
+    conn = cassette.connections[0]
+    if isinstance(end, Close):
+        conn.close = end
+    else:
+        conn.frames, conn.close, conn.reject = [], None, end
+    target = tmp_path / "built.jsonl"
+    with pytest.raises(CassetteFormatError, match=rf"connection 0: {message}.*nothing was written"):
+        codec.save(cassette, target)
+    assert list(tmp_path.iterdir()) == []

@@ -21,8 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from rtreplay.cli import main
-from rtreplay.codec import leftover_partials, load, recover
-from rtreplay.errors import CassetteError
+from rtreplay.codec import leftover_partials, load, recover, save
+from rtreplay.errors import CassetteError, CassetteWriteError
 
 from .conftest import CASSETTES, REPO, timeout
 from .docs import code_blocks
@@ -131,6 +131,24 @@ def test_recover_refuses_a_partial_still_being_written(tmp_path: Path) -> None:
         recover(out)
     assert main(["recover", str(out), "--partial", str(mine)]) == 2
     assert mine.exists() and not out.exists()
+
+
+def test_writing_a_whole_cassette_onto_a_directory_leaves_no_partial_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """recover and save() have every record at hand: a write that fails must not leave a
+    partial file of their own, which would pass for an interrupted recording."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    target = tmp_path / "dd.jsonl"
+    target.mkdir()
+    partial = tmp_path / f"dd.jsonl.{int(gone.stdout)}.partial"
+    shutil.copyfile(CASSETTES / "text-response.jsonl", partial)
+    assert main(["recover", str(target), "--replace"]) == 2
+    assert f"{target}: is a directory: name a cassette file in it" in capsys.readouterr().err
+    with pytest.raises(CassetteWriteError, match="is a directory: name a cassette file in it"):
+        save(load(CASSETTES / "text-response.jsonl"), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dd.jsonl", partial.name]
+    assert leftover_partials(target) == [(partial, int(gone.stdout), False)]
 
 
 def test_the_plugin_names_the_partial_of_a_missing_cassette(project: pytest.Pytester) -> None:  # noqa: F811

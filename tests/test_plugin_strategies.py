@@ -244,10 +244,74 @@ def test_realtime_replay_refuses_what_it_cannot_serve(project: pytest.Pytester) 
         def test_thing(realtime_replay):
             with realtime_replay(42):
                 pass
+
+        def test_no_with(realtime_replay):
+            mock = realtime_replay("cassettes/text-chat.jsonl")
+            mock.async_client()
+
+        def test_missing(realtime_replay):
+            with realtime_replay("cassettes/text-chta.jsonl"):
+                pass
         """
     )
     result = project.runpytest()
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        ["*AttributeError: realtime_replay(...) starts a replay only in a with block: `with realtime_replay(cassette) as mock:`, then mock.async_client"]
+    )
+    # A path with a typo fails on entering the block, even when no client connects; and
+    # realtime_replay never records, so the failure does not offer to.
+    result.stdout.fnmatch_lines(
+        ["*realtime_replay(): cassettes/text-chta.jsonl: no such cassette file (a path is relative to where pytest runs, *)"]
+    )
     out = result.stdout.str()
     assert "realtime_replay()" in out and "sped" in out
     assert "realtime_replay() takes a cassette path or an rtreplay.Cassette, not 42" in out
+
+
+def test_realtime_mock_in_a_hypothesis_test_points_at_realtime_replay(project: pytest.Pytester) -> None:
+    """hypothesis refuses a function-scoped fixture and advises suppressing the check, which
+    would replay the first example and refuse the rest: the failure names the right fixture."""
+    project.makepyfile(
+        test_wrong="""
+        from hypothesis import given, settings
+        from rtreplay.strategies import replays
+
+        from client import ask
+
+        @settings(max_examples=3, deadline=None)
+        @given(replays("cassettes/text-chat.jsonl"))
+        def test_chat(realtime_mock, session):
+            ask(realtime_mock.websocket_base_url)
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FailedHealthCheck*realtime_mock*",
+            "*rtreplay: realtime_mock replays the test's cassette once, but a hypothesis test runs once per example: use the realtime_replay fixture*",
+            "*with realtime_replay(session) as mock:*",
+        ]
+    )
+
+
+def test_realtime_replay_of_a_path_says_how_to_record_it_again(project: pytest.Pytester) -> None:
+    # It said `rtreplay record ... cassettes/text-chat.jsonl`: not a command that runs.
+    project.makepyfile(
+        test_other="""
+        from client import ask
+
+        def test_other_question(realtime_replay):
+            with realtime_replay("cassettes/text-chat.jsonl") as mock:
+                ask(mock.websocket_base_url, question="What is the capital of Peru?")
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*If the new conversation is right, re-record this test:",
+            "*    rtreplay record --out cassettes/text-chat.jsonl   (then run the client against the URL it prints)",
+        ]
+    )

@@ -120,6 +120,8 @@ def test_every_preset_error_validates(code: str) -> None:
         (lambda s: s.user_audio(b"\x00"), "whole 16-bit samples"),
         (lambda s: s.user_audio(-1), "number of seconds"),
         (lambda s: s.close(by="nobody"), "'client' or 'server'"),
+        (lambda s: s.close(code=99999), "close code 99999 cannot be sent"),
+        (lambda s: s.close(code=1000, reason="x" * 200), "close reason is 200 bytes"),
         (lambda s: s.reply_audio("hi", 0.5, audio_deltas=[10]), "audio_deltas"),
     ],
 )

@@ -178,6 +178,30 @@ def test_the_repr_of_a_variant_rebuilds_it() -> None:
     law()
 
 
+def test_the_repr_of_a_variant_of_a_scripted_session_is_the_script_that_rebuilds_it() -> None:
+    # It was variant(<scripted session>, ...): not code, so the note's advice could not be run.
+    from rtreplay.scripted import ScriptedSession
+    from rtreplay.strategies import _keep_note
+
+    s = ScriptedSession(seed=1)
+    s.user_text("Weather in Lima?")
+    s.reply_text("Foggy and 61°F in Lima, with a chance of drizzle later.")
+
+    @FAST
+    @given(replays(s.cassette(), faults=["drop"]))
+    def law(v: Variant) -> None:
+        *script, last = repr(v).splitlines()
+        assert last.startswith("variant(s.cassette()")
+        names: dict[str, Any] = {"ScriptedSession": ScriptedSession, "variant": variant}
+        exec("\n".join(script), names)
+        again = eval(last, names)
+        assert [c.frames for c in again.connections] == [c.frames for c in v.connections]
+        assert again.faults == v.faults
+        assert f"rtreplay.save({last}, 'tests/cassettes/regression.jsonl')" in _keep_note(v)
+
+    law()
+
+
 # -- a correct client collects the same from every variant --------------------------------------
 
 
@@ -339,6 +363,12 @@ def test_bad_edits_are_refused_with_what_was_wrong() -> None:
         variant(path, jitter={0: (2.0, 1)})
     with pytest.raises(ValueError, match="max_faults"):
         replays(path, max_faults=-1)
+    # A placed fault the recording has no place for is refused when the strategy is made,
+    # not reported by every example that draws it as if hypothesis had found something.
+    with pytest.raises(ValueError, match=r"can never fire: .* has 1 nonexistent.event server event"):
+        replays(path, faults=["drop@after:nonexistent.event"])
+    with pytest.raises(ValueError, match=r"can never fire: .* has 9 response.created server events"):
+        replays(path, faults=["drop", "close:1011@before:response.created#9"])
 
 
 def test_variants_with_faults_fire_them_against_a_client() -> None:
@@ -422,6 +452,13 @@ def test_sessions_refuses_what_it_cannot_write() -> None:
         sessions(turns=(3, 1))
     with pytest.raises(ValueError, match="at least one tool"):
         sessions(kinds=["function"], tools={})
+    # Plain values where strategies go are refused now, not when hypothesis draws them.
+    with pytest.raises(TypeError, match="text is a strategy of str"):
+        sessions(text="hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tools maps a function name to the strategy of its arguments"):
+        sessions(tools={"get_weather": {"location": "Lima"}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="turns is"):
+        sessions(turns=(1.5, 2))  # type: ignore[arg-type]
 
 
 def test_a_saved_generated_session_passes_rtreplay_validate(tmp_path: Path) -> None:

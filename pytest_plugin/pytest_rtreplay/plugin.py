@@ -455,7 +455,8 @@ class RealtimeReplay:
         mock = RealtimeMock(
             settings,
             record_command="",
-            rerecord_command=f"rtreplay record ... {display}",
+            # realtime_replay never records: the proxy that writes this path is the way.
+            rerecord_command=f"rtreplay record --out {display}   (then run the client against the URL it prints)",
             display_path=display,
             keep_advice=keep,
         )
@@ -469,9 +470,34 @@ class _OneReplay:
     def __init__(self, mock: RealtimeMock) -> None:
         self.mock = mock
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the class lacks: a mock's attribute asked of the call itself.
+        if hasattr(RealtimeMock, name):
+            raise AttributeError(
+                f"realtime_replay(...) starts a replay only in a with block: "
+                f"`with realtime_replay(cassette) as mock:`, then mock.{name}"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __enter__(self) -> RealtimeMock:
-        self.mock._start()
-        return self.mock
+        __tracebackhide__ = True
+        mock = self.mock
+        mock._start()
+        if mock._missing is not None:
+            # realtime_mock fails when the missing cassette is used; a realtime_replay block
+            # that never connects would pass, so a path with a typo must fail here.
+            from rtreplay.codec import partial_note
+
+            note = partial_note(mock.cassette_path)
+            pytest.fail(
+                f"rtreplay: realtime_replay(): {mock._display_path}: no such cassette file "
+                f"(a path is relative to where pytest runs, {os.getcwd()})\n"
+                + (f"  but: {note}\n" if note else "")
+                + "  realtime_replay only replays: record the cassette with a test that uses "
+                "realtime_mock and `pytest --realtime-record`, or with `rtreplay record`",
+                pytrace=False,
+            )
+        return mock
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         __tracebackhide__ = True
@@ -606,6 +632,14 @@ def pytest_runtest_makereport(
                 + f"\n  (the client then raised {type(exc).__module__}.{type(exc).__name__}: {exc})\n"
                 "  check OPENAI_API_KEY (or realtime_config['api_key']) and the upstream URL"
             )
+        if (
+            call.excinfo is not None
+            and getattr(getattr(item, "function", None), "is_hypothesis_test", False)
+            and "realtime_mock" in getattr(item, "fixturenames", ())
+        ):
+            # hypothesis' health check advises suppressing it, which would serve the first
+            # example and refuse every other with HTTP 409: point at the fixture that fits.
+            report.sections.append(("rtreplay", _HYPOTHESIS_ADVICE))
         unreachable = item.stash.get(_UNREACHABLE, None)
         if unreachable and call.excinfo is not None and _from_a_client_library(call.excinfo.value):
             exc = call.excinfo.value
@@ -615,6 +649,15 @@ def pytest_runtest_makereport(
                 f"{type(exc).__module__}.{type(exc).__name__}: {exc})"
             )
     return report
+
+
+_HYPOTHESIS_ADVICE = (
+    "rtreplay: realtime_mock replays the test's cassette once, but a hypothesis test runs once "
+    "per example: use the realtime_replay fixture, which serves one replay per example,\n"
+    "  with realtime_replay(session) as mock:\n"
+    "      ... mock.async_client() ...\n"
+    "(docs/property-testing.md)"
+)
 
 
 def _unreachable(mock: RealtimeMock) -> str:
