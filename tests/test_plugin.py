@@ -710,8 +710,9 @@ def test_a_deadlocked_client_fails_within_the_stall_timeout_without_pytest_timeo
             "*_ test_waits_forever _*",
             "*ConnectionClosedError*1008*rtreplay stall: waiting for conversation.item.create*",
             "*- rtreplay -*",
-            "rtreplay: the replay stalled: it held server events for a client that had sent "
-            "nothing for 1 s, then closed the connection (1008) so the test would not hang.",
+            "rtreplay: the replay stalled: it held server events for a client that, for 1 s, "
+            "sent nothing that moved the replay on; then it closed the connection (1008) so "
+            "the test would not hang.",
             "  cassette: cassettes/test_deadlock/test_waits_forever.jsonl",
             "mismatch 1 of 1 (stall): connection 0 (recorded connection 0), turn 1, client event "
             "2 of 3",
