@@ -725,10 +725,12 @@ class CassetteWriter:
     def closed(self) -> bool:
         return self._fd is None
 
-    def _append(self, record: Record, *, proved_clean: bool = False) -> None:
+    def _append(self, record: Record, *, proved_clean: bool = False, redacted: bool = False) -> None:
+        """Buffer one record; ``redacted``: the redactor already rewrote it (redacting a
+        frame twice would join its text delta to its stream twice)."""
         if type(record) is HttpExchange and self._header.format < HTTP_FORMAT:
             self._declare_format(HTTP_FORMAT)
-        if not proved_clean:
+        if not proved_clean and not redacted:
             record = self.redactor.record(record)
         line = _encoder.encode(record)
         if not proved_clean and self.redactor.find_secret(line) is not None:
@@ -791,7 +793,7 @@ class CassetteWriter:
         try:
             for t, data, text in messages:
                 frame, clean = make(conn, t, direction, data, text)
-                self._append(frame, proved_clean=clean)
+                self._append(frame, proved_clean=clean, redacted=True)
                 written += 1
         except UnicodeDecodeError:
             pass

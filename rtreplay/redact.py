@@ -8,22 +8,31 @@ A :class:`Redactor` rewrites every record before the writer encodes it:
 - the browser subprotocols ``openai-insecure-api-key.<key>``, ``openai-organization.<org>``
   and ``openai-project.<proj>`` keep their prefix only;
 - query parameters named like keys (``api_key``, ``key``, ``token``, ``client_secret``...);
-- inside frames: every live credential the recorder saw (exact match, anywhere, text or
-  binary), any ``sk-...`` or ``ek_...`` key-shaped string, the value of any JSON field
-  named like a secret (``client_secret``, ``api_key``, ``password``...), at any depth;
+- inside frames: every live credential the recorder saw (anywhere, text or binary), any
+  ``sk-...`` or ``ek_...`` key-shaped string, the value of any JSON field named like a
+  secret (``client_secret``, ``api_key``, ``password``...), at any depth;
+- a live credential is also found in the encodings a client or a server may put it in:
+  JSON escapes, percent-encoding, upper or lower case, hexadecimal (either case), base64
+  (standard or URL-safe, inside a larger base64 blob at any of its three alignments) and
+  HTML character references (``&#115;``, ``&#x73;``, named ones), in frames, headers,
+  query strings, close reasons, refusal bodies and the recorder's log lines;
 - your own rules: header names, dotted JSON paths (``*`` matches any key or index),
   regular expressions, and a callable over each decoded event.
 
 Text is rewritten in place where possible, so a frame without secrets keeps its exact bytes
-and one with a key-shaped string changes only there. Live credentials shorter than
-:data:`MIN_SECRET_LENGTH` characters (``"test"``) are redacted by field but not hunted for
-inside frames, where such a short string would match ordinary text.
+and one with a key-shaped string changes only there (an encoded credential is replaced by
+``REDACTED`` in its encoding's place: base64 around it then decodes to other bytes). Live
+credentials shorter than :data:`MIN_SECRET_LENGTH` characters (``"test"``) are redacted by
+field but not hunted for inside frames, where such a short string would match ordinary
+text. A key nobody presented is found by its shape (``sk-...``) or its field's name only,
+so in no other encoding than JSON, percent and HTML escapes.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import os
 import re
 import urllib.parse
@@ -213,6 +222,35 @@ def _probe(secret: bytes) -> bytes | None:
     return None
 
 
+def encoded_forms(secret: str) -> set[str]:
+    """The texts that spell ``secret`` in other encodings than its own: upper and lower case,
+    hexadecimal (lower and upper case) of its UTF-8 bytes, and base64, standard and URL-safe.
+
+    Base64 of a longer message changes with where the secret starts in it (its offset
+    modulo 3): for each of the three alignments, the form is the run of characters that
+    only the secret's bits decide (the characters shared with the bytes around it are left
+    out), so it is found inside any blob that holds the secret.
+    """
+    raw = secret.encode()
+    forms = {secret.upper(), secret.lower(), raw.hex(), raw.hex().upper()}
+    for offset in range(3):
+        start = -(-8 * offset // 6)  # the first character with no bit of the bytes before
+        end = 8 * (offset + len(raw)) // 6  # past the last with no bit of the bytes after
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(encode(b"\0" * offset + raw)[start:end].decode())
+    forms.discard(secret)
+    return forms
+
+
+# A character reference: ``&#115;``, ``&#x73;``, ``&amp;`` (the ``;`` may be left out).
+_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);?")
+# A character reference cut short at the end of a text (a stream's next delta ends it).
+_PARTIAL_ENTITY = re.compile(r"&(?:#[xX]?)?[0-9A-Za-z]*$")
+# What separates the runs of text whose character references are decoded together.
+_ENTITY_GAPS = re.compile(r"([\s\"'<>]+)")
+_ENTITY_GAPS_BYTES = re.compile(rb"([\s\"'<>]+)")
+
+
 def _key_like(text: str) -> bool:
     return (("-" in text or "_" in text) and ("sk-" in text or "ek_" in text)) or (
         '"' in text and _FIELD_TRIGGER.search(text) is not None
@@ -315,11 +353,21 @@ class Redactor:
         self.patterns = [_user_pattern(p) for p in patterns]
         self.event_hook = event_hook
         self.secrets: set[str] = set()
+        # Every live credential and its encoded forms (:func:`encoded_forms`), as text.
+        self._hunted: list[str] = []
         self._secret_bytes: list[bytes] = []
-        # Each credential with one of its bytes that base64 and JSON punctuation never
-        # hold (the ``-`` of ``sk-...``), or None: a frame without that byte cannot
-        # contain the credential, and a byte is found at memchr speed.
-        self._secret_probes: list[tuple[bytes, bytes | None]] = []
+        # The forms a JSON message is searched for, by a byte each holds that base64 and
+        # JSON punctuation never hold (the ``-`` of ``sk-...``), or None: a message without
+        # that byte cannot contain them, and a byte is found at memchr speed. (Forms with
+        # ``%`` or ``\`` are left out: a message holding either takes the full path.)
+        self._secret_probes: list[tuple[bytes | None, list[bytes]]] = []
+        # The forms no other form contains: enough to tell whether a credential is there.
+        self._minimal: list[bytes] = []
+        self._hunted_min: list[str] = []
+        # For a text that ends with the beginning of a form (a credential still being
+        # streamed): by that text's last MIN_SECRET_LENGTH characters, the forms and how
+        # many of their first characters it would end with.
+        self._heads: dict[str, list[tuple[str, int]]] = {}
         self._secret_re: re.Pattern[str] | None = None
         # The last characters of each stream of text deltas, by connection and item.
         self._streams: dict[tuple[Any, ...], str] = {}
@@ -334,10 +382,12 @@ class Redactor:
         if len(secret) < MIN_SECRET_LENGTH or secret in self.secrets or secret == REDACTED:
             return
         self.secrets.add(secret)
-        # Its bytes as they are, and as JSON escapes or percent-encoding would write them.
+        hunted = {*self._hunted, secret, *encoded_forms(secret)}
+        self._hunted = sorted(hunted, key=len, reverse=True)
+        # Each form's bytes as they are, and as JSON escapes or percent-encoding write them.
         forms = {
             form
-            for s in self.secrets
+            for s in hunted
             for form in (
                 s.encode(),
                 msgspec.json.encode(s)[1:-1],
@@ -346,10 +396,20 @@ class Redactor:
             )
         }
         self._secret_bytes = sorted(forms, key=len, reverse=True)
-        self._secret_probes = [(s, _probe(s)) for s in self._secret_bytes]
-        self._secret_re = re.compile(
-            "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
-        )
+        self._minimal = _minimal(self._secret_bytes)
+        heads: dict[str, list[tuple[str, int]]] = {}
+        for form in self._hunted:
+            for m in range(len(form) - 1, MIN_SECRET_LENGTH - 1, -1):  # longest first
+                heads.setdefault(form[m - MIN_SECRET_LENGTH : m], []).append((form, m))
+        self._heads = heads
+        self._hunted_min = _minimal(self._hunted)
+        groups: dict[bytes | None, list[bytes]] = {}
+        for form in self._minimal:
+            if b"%" not in form and b"\\" not in form:
+                groups.setdefault(_probe(form), []).append(form)
+        # Forms with a probe first: their test is cheap and often ends the search.
+        self._secret_probes = sorted(groups.items(), key=lambda g: g[0] is None)
+        self._secret_re = re.compile("|".join(re.escape(s) for s in self._hunted))
 
     def add_handshake(self, headers: Mapping[str, str], subprotocols: Iterable[str] = ()) -> None:
         """Learn the credentials a client presented in its handshake."""
@@ -357,17 +417,17 @@ class Redactor:
             self.add_secret(secret)
 
     def find_secret(self, data: bytes | bytearray, start: int = 0) -> bytes | None:
-        """The first live credential present in ``data[start:]``, if any."""
-        for secret in self._secret_bytes:
+        """The first live credential (in any of its forms) present in ``data[start:]``, if any."""
+        for secret in self._minimal:
             if data.find(secret, start) != -1:
                 return secret
         return None
 
     def file_contains_secret(self, path: str | os.PathLike[str]) -> bool:
-        """Whether any live credential's bytes appear anywhere in the file."""
-        if not self._secret_bytes:
+        """Whether any live credential's bytes (in any of its forms) appear in the file."""
+        if not self._minimal:
             return False
-        overlap = max(len(s) for s in self._secret_bytes) - 1
+        overlap = max(len(s) for s in self._minimal) - 1
         tail = b""
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
@@ -462,7 +522,9 @@ class Redactor:
         """
         if "%" in text:
             text = _PERCENT_RUN.sub(self._percent_run, text)
-        if self._secret_re is not None and any(s in text for s in self.secrets):
+        if "&" in text:
+            text = self._entities(text)
+        if self._secret_re is not None and any(s in text for s in self._hunted_min):
             text = self._secret_re.sub(REDACTED, text)
         # The lookbehind that starts _KEY_SHAPES defeats the regex engine's literal search:
         # on a 6.5 KB audio delta the sub costs ~110 us, the containment tests ~1 us.
@@ -480,6 +542,53 @@ class Redactor:
         else:
             redacted = self.text(decoded)
         return run if redacted == decoded else redacted
+
+    def _entities(self, text: str) -> str:
+        """Each run of text holding HTML character references, decoded and redacted when
+        that finds something (then kept decoded, as :meth:`_percent_run` does); the whole
+        text so, if what it spells still holds a credential (one with a quote or a space
+        in it, which the runs split)."""
+        if _ENTITY.search(text) is None:
+            return text
+        parts = _ENTITY_GAPS.split(text)
+        for i in range(0, len(parts), 2):  # the runs; the gaps between them are odd
+            run = parts[i]
+            if "&" in run:
+                decoded = html.unescape(run)
+                if decoded != run:
+                    redacted = self.text(decoded)
+                    if redacted != decoded:
+                        parts[i] = redacted
+        text = "".join(parts)
+        whole = html.unescape(text)
+        if whole != text:
+            redacted = self.text(whole)
+            if redacted != whole:
+                return redacted
+        return text
+
+    def _entities_bytes(self, data: bytes) -> bytes:
+        """:meth:`_entities` for a binary frame (its runs read as Latin-1, redacted ones
+        written back as UTF-8)."""
+        if not _ENTITY.search(data.decode("latin-1")):
+            return data
+        parts = _ENTITY_GAPS_BYTES.split(data)
+        for i in range(0, len(parts), 2):
+            if b"&" in parts[i]:
+                run = parts[i].decode("latin-1")
+                decoded = html.unescape(run)
+                if decoded != run:
+                    redacted = self.text(decoded)
+                    if redacted != decoded:
+                        parts[i] = redacted.encode("utf-8", "surrogatepass")
+        data = b"".join(parts)
+        text = data.decode("latin-1")
+        whole = html.unescape(text)
+        if whole != text:
+            redacted = self.text(whole)
+            if redacted != whole:
+                return redacted.encode("utf-8", "surrogatepass")
+        return data
 
     def _plain_text(self, text: str) -> str:
         if self._secret_re is not None:
@@ -520,6 +629,8 @@ class Redactor:
                 data = data.replace(secret, REDACTED.encode())
             if b"sk-" in data or b"ek_" in data:
                 data = _KEY_SHAPES_BYTES.sub(_shape_sub_bytes, data)
+            if b"&" in data:
+                data = self._entities_bytes(data)
             return frame if data == frame.binary else msgspec.structs.replace(frame, binary=data)
         if frame.text is not msgspec.UNSET:
             text = self._deep_text(frame.text)
@@ -638,20 +749,38 @@ class Redactor:
     def _secret_spans(self, text: str) -> list[tuple[int, int]]:
         """Where ``text`` holds a credential, a key, a secret field's value, or a credential's start."""
         spans: list[tuple[int, int]] = []
-        for secret in self.secrets:
-            start = text.find(secret)
-            while start != -1:
-                spans.append((start, start + len(secret)))
-                start = text.find(secret, start + 1)
-            # A credential still being spelt: the text ends with its beginning.
-            for m in range(min(len(secret) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1):
-                if text.endswith(secret[:m]):
-                    spans.append((len(text) - m, len(text)))
-                    break
+        for secret in self._hunted_min:
+            if secret in text:
+                for form in self._hunted:  # the forms that hold it: mark each one found
+                    start = text.find(form) if secret in form else -1
+                    while start != -1:
+                        spans.append((start, start + len(form)))
+                        start = text.find(form, start + 1)
+        # A credential still being spelt: the text ends with the first m characters of a
+        # form, MIN_SECRET_LENGTH <= m < its length.
+        for form, m in self._heads.get(text[-MIN_SECRET_LENGTH:], ()):
+            if text.endswith(form[:m]):
+                spans.append((len(text) - m, len(text)))
         if "sk-" in text or "ek_" in text:
             spans.extend(m.span() for m in _KEY_SHAPES.finditer(text))
         if '"' in text:
             spans.extend(m.span(2) for m in _NESTED_FIELD_VALUE.finditer(text))
+        if "&" in text and _ENTITY.search(text) is not None:
+            # Behind character references: a run whose decoded text holds (or, at the end,
+            # starts spelling) a credential is marked whole.
+            at, found = 0, False
+            for i, part in enumerate(_ENTITY_GAPS.split(text)):
+                if i % 2 == 0 and "&" in part:
+                    # (A reference the delta cut short is no character yet.)
+                    decoded = html.unescape(_PARTIAL_ENTITY.sub("", part))
+                    if decoded != part and self._secret_spans(decoded):
+                        spans.append((at, at + len(part)))
+                        found = True
+                at += len(part)
+            if not found:  # a credential with a quote or a space in it: all of the text
+                decoded = html.unescape(_PARTIAL_ENTITY.sub("", text))
+                if decoded != text and self._secret_spans(decoded):
+                    spans.append((0, len(text)))
         return spans
 
     @property
@@ -666,11 +795,15 @@ class Redactor:
         (``\\u``, ``%``), and no secret-named field or key-shaped string anywhere in the
         event. A message that passes is written as it is.
         """
-        for secret, probe in self._secret_probes:
-            if (probe is None or probe in data) and secret in data:
-                return False
-        if b"%" in data or (self._secret_probes and b"\\" in data):
-            return False  # a key may hide behind a percent-escape (or a live one behind \u)
+        for probe, forms in self._secret_probes:
+            if probe is None or probe in data:
+                for form in forms:
+                    if form in data:
+                        return False
+        if b"%" in data or b"&" in data or (self.secrets and b"\\" in data):
+            # A key may hide behind a percent-escape or a character reference (or a live
+            # one behind \u).
+            return False
         return not _suspicious(event)
 
     def _clean_json(self, raw: msgspec.Raw) -> bool:
@@ -699,6 +832,16 @@ class Redactor:
         if self.event_hook is not None:
             event = self.event_hook(event, direction)
         return event
+
+
+def _minimal(forms: list[Any]) -> list[Any]:
+    """``forms`` (longest first) without those that hold another: finding the shorter one
+    is enough."""
+    kept: list[Any] = []
+    for form in reversed(forms):  # shortest first
+        if not any(k in form for k in kept):
+            kept.append(form)
+    return kept
 
 
 # What a stream of deltas keeps of its text, and how many streams are followed at once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from rtreplay import CassetteWriter, Close, Frame, Open, Redactor, Reject, SecretLeakError, load
 from rtreplay.redact import REDACTED, credentials_in_handshake
+
+from .encodings import ENCODINGS, encode, leaked
 
 KEY = "sk-proj-Zx8vQ2mN4pL6rT1wY3uE5iO7aS9dF0gH"
 
@@ -257,15 +260,17 @@ def test_no_key_survives_into_a_written_cassette(
     after=st.text(max_size=10),
     pad=st.integers(0, 3000),
     where=st.sampled_from(["value", "key", "list", "delta"]),
+    encoding=st.sampled_from(ENCODINGS),
 )
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_the_recorders_quick_path_never_writes_a_live_credential(
-    tmp_path: Path, secret: str, before: str, after: str, pad: int, where: str
+    tmp_path: Path, secret: str, before: str, after: str, pad: int, where: str, encoding: str
 ) -> None:
-    """What the recorder writes (``write_messages``) holds no live credential, before the
-    final whole-file check at close() could catch it: whatever its characters (the quick
-    path skips the search when the frame lacks a byte of the credential), wherever it is."""
-    hidden = before + secret + after
+    """What the recorder writes (``write_messages``) holds no live credential in any
+    encoding, before the final whole-file check at close() could catch it: whatever its
+    characters (the quick path skips the search when the frame lacks a byte of the
+    credential), wherever it is, however it is written."""
+    hidden = before + encode(secret, encoding) + after
     event: dict[str, object] = {"type": "response.output_audio.delta", "delta": "QUJD" * (pad // 4)}
     if where == "value":
         event["note"] = hidden
@@ -279,9 +284,71 @@ def test_the_recorders_quick_path_never_writes_a_live_credential(
     writer = CassetteWriter(tmp_path / "c.jsonl", redactor=Redactor(secrets=[secret]))
     try:
         assert writer.write_messages(0, "server", [(0.0, message, True)]) == 1
-        assert secret.encode() not in writer.partial_path.read_bytes()
+        written = writer.partial_path.read_bytes()
+        leak = leaked(secret, written)
+        assert leak is None, f"{secret!r} is {leak} in {written[-500:]!r}"
+        for line in written.splitlines():  # JSON escapes undone too
+            text = json.dumps(json.loads(line), ensure_ascii=False).encode()
+            assert leaked(secret, text) is None, text[-500:]
     finally:
         writer.abort()
+
+
+def load_frames(path: Path) -> list[Frame]:
+    from rtreplay.codec import CassetteReader
+
+    with CassetteReader(path) as reader:
+        return [r for r in reader if isinstance(r, Frame)]
+
+
+KEY_ENCODED = {e: encode(KEY, e) for e in ENCODINGS}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS[1:])
+def test_a_live_key_is_found_in_every_encoding_wherever_a_record_holds_text(
+    tmp_path: Path, encoding: str
+) -> None:
+    shown = KEY_ENCODED[encoding]
+    redactor = Redactor()
+    redactor.add_handshake({"Authorization": f"Bearer {KEY}"})
+    assert leaked(KEY, redactor.text(f"see {shown} here").encode()) is None
+    event = {"type": "conversation.item.create", "item": {"type": "message", "content": [{"type": "input_text", "text": f"key: {shown}"}]}}
+    data = write(
+        tmp_path / "c.jsonl",
+        redactor,
+        Open(conn=0, headers={"X-Note": f"k={shown}"}, query={"note": shown}),
+        Frame.from_message(0, 0.1, "client", json.dumps(event)),
+        Frame.from_message(0, 0.2, "client", f"not json {shown}"),
+        Frame.from_message(0, 0.3, "server", b"\x00" + shown.encode() + b"\x01"),
+        Close(conn=0, t=1.0, reason=f"bad key {shown}"[:123], by="server"),
+        Open(conn=1),
+        Reject(conn=1, t=0.0, status=401, body=f"Incorrect API key provided: {shown}."),
+    )
+    assert leaked(KEY, data) is None, data.decode()
+    for f in load_frames(tmp_path / "c.jsonl"):
+        assert leaked(KEY, f.payload_bytes()) is None
+
+
+def test_encoded_keys_in_a_big_base64_blob_are_found_at_every_alignment() -> None:
+    redactor = Redactor(secrets=[KEY])
+    for offset in range(3):
+        audio = bytes(range(256)) * 8
+        blob = audio[: 1000 + offset] + KEY.encode() + audio
+        for coder in (base64.b64encode, base64.urlsafe_b64encode):
+            event = {"type": "input_audio_buffer.append", "audio": coder(blob).decode()}
+            frame, clean = redactor.frame_from_message(0, 0.0, "client", json.dumps(event).encode(), True)
+            assert not clean and leaked(KEY, frame.payload_bytes()) is None
+
+
+def test_a_frame_that_cannot_hold_a_key_still_takes_the_quick_path() -> None:
+    # The writer searches the encoded line again unless the redactor proved it clean:
+    # audio with no live key in any encoding is proved clean, as before.
+    redactor = Redactor(secrets=[KEY, "az0123456789abcdef0123456789abcdef"])
+    audio = base64.b64encode(bytes(range(256)) * 19).decode()
+    for kind, field in (("response.output_audio.delta", "delta"), ("input_audio_buffer.append", "audio")):
+        message = json.dumps({"type": kind, "event_id": "event_1", field: audio}).encode()
+        frame, clean = redactor.frame_from_message(0, 0.0, "server", message, True)
+        assert clean and bytes(frame.json) == message
 
 
 def test_key_shaped_strings_need_a_boundary() -> None:

@@ -9,9 +9,18 @@ recorded by a real :class:`~rtreplay.recorder.Recorder` between a real client so
 an upstream that sends every secret back; the key's bytes must then appear nowhere in
 the cassette, nor in any payload decoded from it, and the recording must be complete.
 
-The law has one documented limit: a key nobody presented as a credential and that has no
+A presented key is also hidden in other encodings (:data:`ENCODINGS`): base64, standard
+and URL-safe, inside a larger blob at each of the three alignments; hexadecimal, lower and
+upper case; upper and lower case; HTML character references, decimal, hexadecimal or on
+every other character. The law then also decodes what it reads back, in every way (every
+run of base64 characters at every offset, every run of hex digits, case folded, HTML
+references decoded), and the key's bytes must appear in none of it, nor in a log line.
+
+The law has two documented limits: a key nobody presented as a credential and that has no
 key shape (``sk-...``, ``ek_...``) can only be recognised by the name of the field that
-holds it, so such keys are hidden only in secret-named fields.
+holds it, so such keys are hidden only in secret-named fields; and a key nobody presented
+is hidden in no other encoding than JSON and percent escapes (its shape does not survive
+base64 or hex).
 
 ``RTREPLAY_SECRETS_EXAMPLES`` (default 50; the ``slow`` test runs 2,000) sets the count.
 """
@@ -46,6 +55,7 @@ from rtreplay.codec import CassetteReader
 from rtreplay.recorder import Recorder
 
 from ..conftest import timeout
+from ..encodings import ENCODINGS, encode, leaked
 from .support import handshake_bytes, report_figure
 
 PAD = "pad " * 700  # makes an event larger than 2 KB
@@ -115,7 +125,6 @@ FREE_PLACES = (
 # Places where the upstream does not accept the session.
 REFUSING = ("refusal-body", "refusal-reason", "failed-subprotocol")
 
-
 @dataclass(frozen=True)
 class Session:
     key: Key
@@ -125,11 +134,17 @@ class Session:
     # Large events take the redactor's fast path for audio-sized frames: pad some to it.
     padded: bool = False
     pieces: int = 3  # how many deltas a split key is streamed in
+    encoding: str = "plain"  # how the key is written where it hides (ENCODINGS)
 
     @property
     def known(self) -> bool:
         """Whether the proxy can know the key for what it is (presented, or key-shaped)."""
         return self.presented != "none" or self.key.shaped
+
+    @property
+    def shown(self) -> str:
+        """The key as written where it hides."""
+        return encode(self.key.value, self.encoding)
 
 
 @st.composite
@@ -141,8 +156,9 @@ def sessions(draw: st.DrawFn) -> Session:
     places = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8, unique=True))
     refusing = [p for p in places if p in REFUSING]
     places = [p for p in places if p not in REFUSING] + refusing[:1]  # one way to be refused
+    encoding = draw(st.sampled_from(ENCODINGS)) if presented != "none" else "plain"
     return Session(key, presented, tuple(sorted(places)), draw(st.integers(0, 3)), draw(st.booleans()),
-                   draw(st.integers(2, 5)))
+                   draw(st.integers(2, 5)), encoding)
 
 
 # -- an upstream that sends every secret back -------------------------------------------
@@ -183,7 +199,7 @@ class LeakyUpstream:
             "query": parsed.query,
             "headers": dict(request.headers.raw_items()),
         }
-        k = self.session.key.value
+        k = self.session.shown
         if "refusal-body" in self.session.places:
             body = json.dumps({"error": {"message": f"Incorrect API key provided: {k}.",
                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
@@ -204,7 +220,7 @@ class LeakyUpstream:
 
     def frames(self) -> list[str | bytes]:
         """What the upstream sends unprompted after its session.created."""
-        k, places = self.session.key.value, self.session.places
+        k, places = self.session.shown, self.session.places
         out: list[str | bytes] = []
 
         def dumps(event: dict[str, Any]) -> str:
@@ -271,13 +287,16 @@ class LeakyUpstream:
         except ConnectionClosed:
             return
         if "close-reason" in self.session.places:
-            await ws.close(4001, f"bad key {self.session.key.value}")
+            reason = f"bad key {self.session.shown}"
+            if len(reason.encode()) > 123:  # a close reason holds 123 bytes: the key as it is
+                reason = f"bad key {self.session.key.value}"
+            await ws.close(4001, reason)
         else:
             await ws.close(1000, "bye")
 
 
 def client_frames(session: Session) -> list[str | bytes]:
-    k, places = session.key.value, session.places
+    k, places = session.shown, session.places
     out: list[str | bytes] = []
 
     def dumps(event: dict[str, Any]) -> str:
@@ -345,7 +364,7 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
     elif p == "ocp-apim-subscription-key":
         headers["Ocp-Apim-Subscription-Key"] = k
     if "custom-header" in session.places:
-        headers["X-Debug-Note"] = f"key={k}"
+        headers["X-Debug-Note"] = f"key={session.shown}"
     got: list[str | bytes] = []
     status = None
     async with LeakyUpstream(session) as up:
@@ -356,8 +375,10 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
                             idle_timeout=None)
         async with recorder:
             url = f"{recorder.url}?{urllib.parse.urlencode(query)}"
-            if "path-segment" in session.places:
-                url = url.replace("/v1/realtime", f"/v1/{urllib.parse.quote(k, safe='')}/realtime")
+            # (A key whose base64 holds a "/" is no path segment: that one stays out.)
+            if "path-segment" in session.places and "/" not in session.shown:
+                shown = urllib.parse.quote(session.shown, safe="")
+                url = url.replace("/v1/realtime", f"/v1/{shown}/realtime")
             try:
                 async with connect(url, additional_headers=headers, subprotocols=subprotocols,
                                    max_size=None, open_timeout=timeout(10)) as ws:
@@ -372,14 +393,17 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
                 status = exc.response.status_code
             # While the recorder still runs: its partial file holds no key either.
             for partial in directory.glob("*.partial"):
-                assert k.encode() not in partial.read_bytes(), f"the key is in {partial}"
+                leak = leaked(k, partial.read_bytes())
+                assert leak is None, f"the key is in {partial} ({leak})"
     return cassette, got, status
 
 
 def assert_no_key(session: Session, cassette: Path) -> None:
-    k = session.key.value.encode()
+    key = session.key.value
+    k = key.encode()
     data = cassette.read_bytes()
-    assert k not in data, f"the key is in {cassette}:\n{data.decode(errors='replace')}"
+    leak = leaked(key, data)
+    assert leak is None, f"the key is in {cassette} ({leak}):\n{data.decode(errors='replace')}"
     seen: list[bytes] = []
     with CassetteReader(cassette) as reader:
         for record in reader:
@@ -394,7 +418,8 @@ def assert_no_key(session: Session, cassette: Path) -> None:
             elif isinstance(record, (Close, Reject)):
                 seen.append(json.dumps(record.__struct_fields__ and [getattr(record, f) for f in record.__struct_fields__]).encode())
     for blob in seen:
-        assert k not in blob, f"the key is in a decoded payload of {cassette}: {blob[:300]!r}"
+        leak = leaked(key, blob)
+        assert leak is None, f"the key is in a decoded payload of {cassette} ({leak}): {blob[:300]!r}"
         # Percent-decoded too (twice: a key may be encoded twice over).
         once = urllib.parse.unquote_to_bytes(blob)
         for decoded in (once, urllib.parse.unquote_to_bytes(once)):
@@ -408,7 +433,8 @@ def assert_no_key(session: Session, cassette: Path) -> None:
                 item = (record.conn, event.get("type"), event.get("item_id"), event.get("content_index"))
                 joined[item] = joined.get(item, "") + event["delta"]
     for item, text in joined.items():
-        assert session.key.value not in text, f"joined deltas of {item} spell the key: {text!r}"
+        leak = leaked(key, text.encode())
+        assert leak is None, f"joined deltas of {item} spell the key ({leak}): {text!r}"
 
 
 def _nested_json(value: Any) -> Iterable[bytes]:
@@ -449,7 +475,8 @@ def check(session: Session, directory: Path) -> None:
         log.setLevel(level)
     # What the proxy logs ends up in CI logs: the key stays out of them too.
     for line in lines.lines:
-        assert session.key.value not in line, f"the key is in a log line: {line}"
+        leak = leaked(session.key.value, line.encode())
+        assert leak is None, f"the key is in a log line ({leak}): {line}"
     assert not list(directory.glob("*.partial")), "a partial file was left behind"
     if "failed-subprotocol" in session.places:
         assert status == 502 and not cassette.exists()  # nothing was relayed: nothing recorded
@@ -503,6 +530,21 @@ def test_each_hiding_place_is_tried_with_an_opaque_presented_key(tmp_path: Path,
     """Every place, explicitly, so no place depends on what hypothesis happens to draw."""
     key = Key("tok.opaque-Value_0123456789", False)
     check(Session(key, "authorization", (place,), 1), tmp_path)
+
+
+# Places where an encoded key cannot go: the subprotocol must stay a token.
+_UNENCODED = ("failed-subprotocol",)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS[1:])
+@pytest.mark.parametrize("key", [Key("sk-proj-Encoded_key-0123456789abcdef", True),
+                                 Key("az0123456789abcdef0123456789abcdef", False)], ids=["sk", "azure"])
+def test_each_encoding_of_a_presented_key_in_every_free_place(tmp_path: Path, key: Key, encoding: str) -> None:
+    places = tuple(p for p in FREE_PLACES if p not in REFUSING)
+    check(Session(key, "authorization", places, 1, padded=True, encoding=encoding), tmp_path)
+    for refusing in REFUSING:
+        if refusing not in _UNENCODED:
+            check(Session(key, "api-key", (refusing,), 0, encoding=encoding), tmp_path)
 
 
 @pytest.mark.parametrize("presented", PRESENTED)
