@@ -57,6 +57,7 @@ from .errors import (
     CassetteTruncatedWarning,
     CassetteVersionError,
     CassetteWriteError,
+    EventHookError,
     SecretLeakError,
 )
 from .redact import Redactor
@@ -785,6 +786,8 @@ class CassetteWriter:
         ``Frame.from_message`` records would decode it twice. Returns how many messages
         were written: all of them, unless one marked as text is not UTF-8, where writing
         stops (what came before it is flushed; it and what follows are not written).
+        Raises :class:`~rtreplay.errors.EventHookError` when the redactor's hook fails on
+        a message, after writing those before it (their count in its ``recorded``).
         """
         if self._fd is None:
             raise CassetteWriteError(self.path, "writer is already closed")
@@ -797,6 +800,10 @@ class CassetteWriter:
                 written += 1
         except UnicodeDecodeError:
             pass
+        except EventHookError as exc:  # what came before it is written; it and the rest not
+            exc.recorded = written
+            self.flush()
+            raise
         self.flush()
         return written
 

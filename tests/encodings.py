@@ -1,7 +1,8 @@
 """The encodings a key may be written in, and a check that undoes them all.
 
 :func:`encode` writes a key the way a client or a server might (base64 inside a larger blob
-at each of its three alignments, hexadecimal, another case, HTML character references);
+at each of its three alignments, hexadecimal, another case, HTML character references,
+JSON string escapes written out, percent-encoding);
 :func:`leaked` looks for the key in bytes decoded every one of those ways, independently of
 how the redactor finds them.
 """
@@ -13,12 +14,13 @@ import binascii
 import contextlib
 import html
 import re
+import urllib.parse
 
 __all__ = ["ENCODINGS", "encode", "leaked"]
 
 ENCODINGS = ("plain", "base64-0", "base64-1", "base64-2", "base64url-0", "base64url-1",
              "base64url-2", "hex", "HEX", "upper", "lower", "html-decimal", "html-hex",
-             "html-every-other")
+             "html-every-other", "json-u", "json-u-every-other", "percent")
 
 
 def encode(key: str, encoding: str) -> str:
@@ -40,8 +42,27 @@ def encode(key: str, encoding: str) -> str:
         return "".join(f"&#x{ord(c):x};" for c in key)
     if encoding == "html-every-other":
         return "".join(f"&#{ord(c)};" if i % 2 else c for i, c in enumerate(key))
+    if encoding == "json-u":  # JSON string escapes, written out (JSON quoted in text)
+        return "".join(f"\\u{ord(c):04x}" for c in key)
+    if encoding == "json-u-every-other":
+        return "".join(f"\\u{ord(c):04X}" if i % 2 else c for i, c in enumerate(key))
+    if encoding == "percent":  # every byte percent-encoded
+        return "".join(f"%{b:02X}" for b in raw)
     assert encoding == "plain"
     return key
+
+
+_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+
+
+def _unescape_json(text: str) -> str:
+    """JSON string escapes undone (``\\\\u0073`` too: however deeply JSON was quoted)."""
+    for _ in range(4):
+        undone = _ESCAPE.sub(lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 5 else m[1], text)
+        if undone == text:
+            break
+        text = undone
+    return text
 
 
 # Runs of characters a base64 or hex decoder reads.
@@ -59,8 +80,13 @@ def leaked(key: str, blob: bytes) -> str | None:
         return "as it is"
     if key.upper().encode() in blob or key.lower().encode() in blob:
         return "in upper or lower case"
-    if k in html.unescape(blob.decode("utf-8", "replace")).encode():
+    text = blob.decode("utf-8", "replace")
+    if k in html.unescape(text).encode():
         return "behind HTML character references"
+    if k in _unescape_json(text).encode():
+        return "behind JSON string escapes"
+    if k in urllib.parse.unquote_to_bytes(urllib.parse.unquote_to_bytes(blob)):
+        return "percent-encoded"
     for run in _HEX_RUN.findall(blob):
         for start in (0, 1):
             digits = run[start:]

@@ -383,3 +383,115 @@ def test_the_documented_user_rules_work(tmp_path: Path) -> None:
     conn = load(tmp_path / "c.jsonl").connections[0]
     assert json.loads(conn.frames[0].payload())["item"]["content"] == []
     assert conn.open.query == {"signature_v2": REDACTED}
+
+
+# -- the recorder's quick paths agree with the full rules ---------------------------------
+
+_PIECES = st.sampled_from([" ", "  ", "\n", "word", "sk-", "proj", "-", "_", "ek_", "%2D", "&#115;", "\\u0073", '"',
+                           '{"api_key": "', "key", KEY[:5], KEY[5:12], KEY[12:], KEY[:9], KEY, "x" * 30])
+
+
+@given(deltas=st.lists(st.lists(_PIECES, max_size=6).map("".join), min_size=1, max_size=12),
+       encoding=st.sampled_from(ENCODINGS))
+@settings(max_examples=300, deadline=None)
+def test_the_quick_join_of_deltas_agrees_with_the_full_one(deltas: list[str], encoding: str) -> None:
+    """A stream of text deltas through the recorder's quick path is written exactly as the
+    full rules write it (the quick join keeps only the last word of a stream), and the
+    deltas joined never spell the live key in any encoding."""
+    shown = encode(KEY, encoding)
+    deltas = [d.replace(KEY, shown) for d in deltas]
+    quick = Redactor(secrets=[KEY])
+    full = Redactor(secrets=[KEY], json_paths=["no.such.path"])  # user rules: the full path only
+    written: list[tuple[str, str]] = []
+    for n, delta in enumerate(deltas):
+        message = json.dumps({"type": "response.output_text.delta", "event_id": f"e{n}", "response_id": "r",
+                              "item_id": "i", "output_index": 0, "content_index": 0, "delta": delta})
+        a, _ = quick.frame_from_message(0, float(n), "server", message.encode(), True)
+        b, _ = full.frame_from_message(0, float(n), "server", message.encode(), True)
+        written.append((a.event()["delta"], b.event()["delta"]))
+    assert [a for a, _ in written] == [b for _, b in written]
+    joined = "".join(a for a, _ in written)
+    assert leaked(KEY, joined.encode()) is None, joined
+
+
+AUDIO = bytes(range(256)) * 12
+
+
+@given(offset=st.integers(0, len(AUDIO)), cut=st.integers(1, len(KEY) - 1), split=st.booleans(),
+       field=st.sampled_from([("response.output_audio.delta", "delta"), ("input_audio_buffer.append", "audio")]),
+       separators=st.sampled_from([(",", ":"), (", ", ": ")]))
+@settings(max_examples=200, deadline=None)
+def test_a_live_key_in_audio_bytes_is_zeroed_even_across_messages(
+    offset: int, cut: int, split: bool, field: tuple[str, str], separators: tuple[str, str]
+) -> None:
+    """The key's bytes in the audio (its base64 at any alignment) are zeroed, the audio
+    keeping its length; split across two messages of a stream, the second loses its part
+    and the first keeps at most 7 bytes: the stream's decoded audio never holds the key."""
+    pcm = AUDIO[:offset] + KEY.encode() + AUDIO[offset:]
+    chunks = [pcm[: offset + cut], pcm[offset + cut :]] if split else [pcm]
+    chunks = [c for c in chunks if c]
+    redactor = Redactor(secrets=[KEY])
+    kind, name = field
+    decoded = b""
+    for n, chunk in enumerate(chunks):
+        event = {"type": kind, "event_id": f"e{n}", name: base64.b64encode(chunk).decode()}
+        message = json.dumps(event, separators=separators)
+        frame, _ = redactor.frame_from_message(0, float(n), "client", message.encode(), True)
+        audio = base64.b64decode(frame.event()[name])
+        assert len(audio) == len(chunk)
+        decoded += audio
+    assert leaked(KEY, decoded) is None
+    assert len(decoded) == len(pcm)
+
+
+# -- a hook that fails -------------------------------------------------------------------
+
+
+def failing_hook(event: dict[str, object], direction: str) -> dict[str, object]:
+    if event.get("type") == "response.done":
+        raise ValueError(f"cannot handle {event.get('note')}")
+    return event
+
+
+@pytest.mark.parametrize(
+    ("hook", "problem"),
+    [
+        (failing_hook, "raised ValueError: cannot handle REDACTED"),
+        (lambda event, direction: None, "returned NoneType, not the event"),
+        (lambda event, direction: {**event, "x": object()}, "returned an event that is not JSON"),
+    ],
+    ids=["raises", "returns-none", "returns-no-json"],
+)
+def test_a_failing_event_hook_is_an_error_naming_it_and_the_event(hook: object, problem: str) -> None:
+    from rtreplay import EventHookError, RecordError
+
+    redactor = Redactor(secrets=[KEY], event_hook=hook)  # type: ignore[arg-type]
+    message = json.dumps({"type": "response.done", "event_id": "event_42", "note": KEY})
+    with pytest.raises(EventHookError) as info:
+        redactor.frame_from_message(3, 0.5, "server", message.encode(), True)
+    error = info.value
+    assert isinstance(error, RecordError)
+    assert (error.conn, error.direction, error.event_type, error.event_id) == (3, "server", "response.done", "event_42")
+    text = str(error)
+    assert problem in text and "connection 3" in text and "'response.done'" in text and "event_42" in text
+    assert "event_hook" in text and ("failing_hook" in text or "lambda" in text)
+    assert KEY not in text  # the hook's message quoted the event: redacted like a log line
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)  # (unredacted)
+    if hook is failing_hook:
+        assert error.where is not None and error.where.endswith(f"test_redact.py:{failing_hook.__code__.co_firstlineno + 2}")
+        assert isinstance(error.error, ValueError)
+
+
+def test_a_failing_event_hook_stops_the_writer_after_what_it_passed(tmp_path: Path) -> None:
+    from rtreplay import EventHookError
+
+    writer = CassetteWriter(tmp_path / "c.jsonl", redactor=Redactor(event_hook=failing_hook))
+    messages = [(0.1, json.dumps({"type": "response.created"}).encode(), True),
+                (0.2, json.dumps({"type": "response.done"}).encode(), True),
+                (0.3, json.dumps({"type": "response.created"}).encode(), True)]
+    with pytest.raises(EventHookError) as info:
+        writer.write_messages(0, "server", messages)
+    assert info.value.recorded == 1
+    lines = writer.partial_path.read_bytes().splitlines()
+    assert len(lines) == 2 and b"response.created" in lines[1]  # the header, then what the hook passed
+    writer.abort()
