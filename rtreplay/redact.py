@@ -174,9 +174,10 @@ _CLEAN_KEYS: set[str] = set()
 _CLEAN_KEYS_MAX = 4096
 
 
-def _suspicious(value: Any, forms: Sequence[str] = (), shortest: int = 0) -> bool:
+def _suspicious(value: Any, forms: Sequence[tuple[str, str]] = (), shortest: int = 0) -> bool:
     """Whether a decoded event has a secret-named field, a key-shaped string or one of
-    ``forms`` (in a string at least ``shortest`` characters long) anywhere.
+    ``forms`` (``(probe, form)``: in a string at least ``shortest`` characters long that
+    holds the form's probe character, its rarest in text) anywhere.
 
     A cheap, conservative test: everything it calls clean is left unchanged by the full
     text rules too, so a clean frame can skip them. It runs on every recorded message, so
@@ -196,7 +197,7 @@ def _suspicious(value: Any, forms: Sequence[str] = (), shortest: int = 0) -> boo
         t = type(v)
         if t is dict:
             for key, item in v.items():
-                if len(key) >= shortest and any(form in key for form in forms):
+                if len(key) >= shortest and any(p in key and f in key for p, f in forms):
                     return True
                 if key not in clean_keys:
                     if key in secret_fields or (not key.islower() and key.lower() in secret_fields):
@@ -211,20 +212,30 @@ def _suspicious(value: Any, forms: Sequence[str] = (), shortest: int = 0) -> boo
                         return True
                     if '"' in item and trigger(item) is not None:
                         return True
-                    if len(item) >= shortest and any(form in item for form in forms):
+                    if len(item) >= shortest and any(p in item and f in item for p, f in forms):
                         return True
                 elif ti is dict or ti is list:
                     stack.append(item)
         elif t is list:
             for item in v:
                 if type(item) is str:
-                    if _key_like(item) or (len(item) >= shortest and any(form in item for form in forms)):
+                    if _key_like(item) or (len(item) >= shortest and any(p in item and f in item for p, f in forms)):
                         return True
                 else:
                     stack.append(item)
-        elif t is str and (_key_like(v) or (len(v) >= shortest and any(form in v for form in forms))):
+        elif t is str and (_key_like(v) or (len(v) >= shortest and any(p in v and f in v for p, f in forms))):
             return True
     return False
+
+
+# Characters from the rarest in text (prose, IDs) to the commonest: a form is looked for
+# in a string only if the string holds the form's rarest character (one memchr).
+_RARITY = "+/=_~.ZQXJKVBPYGFWMUCLDRHSNIOATE98765432zqxjkvbpygfwmucldrhsnioat10e"
+
+
+def _rarest(form: str) -> str:
+    """The character of ``form`` least likely in text."""
+    return min(form, key=lambda c: _RARITY.find(c) if c in _RARITY else -1)
 
 
 def _probe(secret: bytes) -> bytes | None:
@@ -422,7 +433,7 @@ class Redactor:
         self._probed: list[tuple[bytes, list[bytes]]] = []
         self._unprobed: list[bytes] = []
         self._unprobed_plain: list[bytes] = []
-        self._unprobed_text: list[str] = []
+        self._unprobed_text: list[tuple[str, str]] = []
         self._unprobed_numeric: list[bytes] = []
         self._unprobed_shortest = 0
         self._cores: list[bytes] = []
@@ -481,9 +492,9 @@ class Redactor:
         self._unprobed = groups.pop(None, [])
         self._probed = [(probe, spelt) for probe, spelt in groups.items() if probe is not None]
         self._unprobed_plain = [f for f in self._unprobed if f not in base64_forms]
-        self._unprobed_text = [f.decode() for f in self._unprobed]
+        self._unprobed_text = [(_rarest(f.decode()), f.decode()) for f in self._unprobed]
         self._unprobed_numeric = [f for f in self._unprobed if re.fullmatch(rb"[0-9.eE+-]+", f)]
-        self._unprobed_shortest = min(map(len, self._unprobed_text), default=0)
+        self._unprobed_shortest = min((len(f) for _, f in self._unprobed_text), default=0)
         self._secret_raw = sorted({s.encode() for s in self.secrets}, key=len, reverse=True)
         self._cores = _minimal([s[1:-1] for s in self._secret_raw])
         self._longest_raw = max(map(len, self._secret_raw)) - 1
@@ -963,9 +974,15 @@ class Redactor:
         check of the file still finds it.) The forms that are not base64 are searched
         in the audio's text.
         """
-        at = data.find(b'"delta"')
+        # (Looked for where an event's small fields are first: a search of a whole
+        # message for a name it lacks costs as much as the rest of this.)
+        at = data.find(b'"delta"', 0, _HEAD)
         if at < 0:
-            at = data.find(b'"audio"')
+            at = data.find(b'"audio"', 0, _HEAD)
+            if at < 0:
+                at = data.find(b'"delta"')
+                if at < 0:
+                    at = data.find(b'"audio"')
         found = _AUDIO_VALUE.match(data, at + 7) if at >= 0 else None
         if found is None:
             return None
@@ -973,7 +990,7 @@ class Redactor:
         end = data.find(b'"', start)
         if end - start < _AUDIO_SIZED // 2:
             return None
-        audio = data[start:end]
+        audio = memoryview(data)[start:end]  # (not copied)
         try:
             decoded = pybase64.b64decode(audio, validate=True)  # (a \\ escape is no base64)
         except (binascii.Error, ValueError):
@@ -990,8 +1007,9 @@ class Redactor:
             return None
         if not self._clean(rest, event):
             return False, data
-        if any(form in audio for form in self._unprobed_plain):
-            return False, data
+        for form in self._unprobed_plain:
+            if data.find(form, start, end) >= 0:
+                return False, data
         if self._cores:
             zeroed = self._audio_bytes(stream, decoded)
             if zeroed is not None:
@@ -1146,6 +1164,8 @@ def _minimal(forms: list[Any]) -> list[Any]:
     return kept
 
 
+# How far into a message its audio field's name is looked for first.
+_HEAD = 512
 # What comes between an audio field's name and its value.
 _AUDIO_VALUE = re.compile(rb'\s*:\s*"')
 # A message this large is audio-sized: its audio is searched decoded (_audio_message).
