@@ -207,6 +207,7 @@ class RealtimeMock:
                     settings.cassette,
                     upstream=settings.upstream,
                     api_key=settings.api_key,
+                    redactor=settings.redactor,
                     audio="files" if settings.audio == "files" else "inline",
                 )
             else:

@@ -230,7 +230,7 @@ def realtime_config() -> dict[str, Any]:
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
     ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
     ``shift_times``, ``fresh_ids``, ``faults``, ``latency``,
-    ``upstream``, ``api_key``, ``audio``. A marker on the test
+    ``upstream``, ``api_key``, ``audio``, ``redactor``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
     return {}
