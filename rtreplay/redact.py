@@ -740,7 +740,12 @@ class Redactor:
             if audio and self._cores:
                 changed = self._audio_event((frame.conn, frame.dir), event) or changed
             # Every string is redacted decoded, so escapes (``\n``, ``\u0073k-``) hide nothing.
-            changed = _map_strings(event, self.text) or changed
+            if type(event) is str:  # a frame that is one JSON string
+                redacted = self.text(event)
+                changed = changed or redacted != event
+                event = redacted
+            else:
+                changed = _map_strings(event, self.text) or changed
             if self.json_paths or self.event_hook is not None or _suspicious_fields(event):
                 scrubbed = self.event(event, frame.dir, conn=frame.conn)
                 changed = changed or scrubbed != event
@@ -796,6 +801,10 @@ class Redactor:
             except (msgspec.DecodeError, ValueError, RecursionError):
                 pass
             else:
+                if data.count(b"[") + data.count(b"{") > _MAX_JSON_DEPTH and _deep(event):
+                    # Kept as text: a reader deeper in its own stack than this decode was
+                    # could not read it back (msgspec counts nesting against the stack).
+                    return Frame(conn, round(t, 6), direction, text=self._deep_text(data.decode())), False
                 frame = Frame(conn, round(t, 6), direction, json=msgspec.Raw(data))
                 clean = self._clean(data, event)
                 joined = self._join_delta(conn, event, clean)
@@ -1162,6 +1171,16 @@ def _minimal(forms: list[Any]) -> list[Any]:
         if not any(k in form for k in kept):
             kept.append(form)
     return kept
+
+
+# JSON nested deeper than this is recorded as text (Realtime events nest < 10).
+_MAX_JSON_DEPTH = 256
+
+
+def _deep(event: Any) -> bool:
+    from ._index import deeper_than  # (here: _index imports the codec, which imports this)
+
+    return deeper_than(event, _MAX_JSON_DEPTH)
 
 
 # How far into a message its audio field's name is looked for first.

@@ -495,3 +495,10 @@ def test_a_failing_event_hook_stops_the_writer_after_what_it_passed(tmp_path: Pa
     lines = writer.partial_path.read_bytes().splitlines()
     assert len(lines) == 2 and b"response.created" in lines[1]  # the header, then what the hook passed
     writer.abort()
+
+
+@pytest.mark.parametrize("message", [json.dumps(f" {KEY} "), json.dumps(f"x {KEY[:5]}") + "", json.dumps([f"{KEY}"])])
+def test_a_frame_that_is_one_json_string_is_redacted_too(tmp_path: Path, message: str) -> None:
+    # (Found by test_no_key_survives_into_a_written_cassette: '" <key> "' is JSON.)
+    data = write(tmp_path / "c.jsonl", Redactor(secrets=[KEY]), Frame.from_message(0, 0.1, "client", message))
+    assert KEY.encode() not in data
