@@ -57,6 +57,7 @@ from .errors import (
     CassetteTruncatedWarning,
     CassetteVersionError,
     CassetteWriteError,
+    EventHookError,
     SecretLeakError,
 )
 from .redact import Redactor
@@ -725,10 +726,12 @@ class CassetteWriter:
     def closed(self) -> bool:
         return self._fd is None
 
-    def _append(self, record: Record, *, proved_clean: bool = False) -> None:
+    def _append(self, record: Record, *, proved_clean: bool = False, redacted: bool = False) -> None:
+        """Buffer one record; ``redacted``: the redactor already rewrote it (redacting a
+        frame twice would join its text delta to its stream twice)."""
         if type(record) is HttpExchange and self._header.format < HTTP_FORMAT:
             self._declare_format(HTTP_FORMAT)
-        if not proved_clean:
+        if not proved_clean and not redacted:
             record = self.redactor.record(record)
         line = _encoder.encode(record)
         if not proved_clean and self.redactor.find_secret(line) is not None:
@@ -783,6 +786,8 @@ class CassetteWriter:
         ``Frame.from_message`` records would decode it twice. Returns how many messages
         were written: all of them, unless one marked as text is not UTF-8, where writing
         stops (what came before it is flushed; it and what follows are not written).
+        Raises :class:`~rtreplay.errors.EventHookError` when the redactor's hook fails on
+        a message, after writing those before it (their count in its ``recorded``).
         """
         if self._fd is None:
             raise CassetteWriteError(self.path, "writer is already closed")
@@ -791,10 +796,14 @@ class CassetteWriter:
         try:
             for t, data, text in messages:
                 frame, clean = make(conn, t, direction, data, text)
-                self._append(frame, proved_clean=clean)
+                self._append(frame, proved_clean=clean, redacted=True)
                 written += 1
         except UnicodeDecodeError:
             pass
+        except EventHookError as exc:  # what came before it is written; it and the rest not
+            exc.recorded = written
+            self.flush()
+            raise
         self.flush()
         return written
 

@@ -15,7 +15,8 @@
     │   └── MismatchError             client events did not match the recording (carries the report)
     ├── DriveError                    a driven server did not answer as recorded (carries the report)
     └── RecordError                   the recording proxy failed
-        └── UpstreamError             the upstream Realtime API could not be reached (502, 504)
+        ├── UpstreamError             the upstream Realtime API could not be reached (502, 504)
+        └── EventHookError            a Redactor's event_hook raised, or returned no event
 
 Warnings: ``CassetteTruncatedWarning`` (a ``UserWarning``) is issued when a cassette's last
 line was cut short, which is what a process killed while writing leaves behind; every
@@ -47,6 +48,7 @@ __all__ = [
     "CassetteVersionError",
     "CassetteWriteError",
     "DriveError",
+    "EventHookError",
     "MismatchError",
     "RecordError",
     "ReplayError",
@@ -211,6 +213,58 @@ class UpstreamError(RecordError):
 
     def __str__(self) -> str:
         return f"upstream {self.url} answered {self.status}: {self.reason}"
+
+
+class EventHookError(RecordError):
+    """A :class:`~rtreplay.redact.Redactor`'s ``event_hook`` failed on an event: it raised,
+    or returned something that is not a JSON event (``None``: a hook that forgot to return).
+
+    The event is not written (nor, by the recorder, relayed): a cassette never holds an
+    event the hook did not pass. ``hook`` names the hook, ``conn`` the connection (``None``
+    outside a recording), ``direction`` (``"client"``/``"server"``), ``event_type`` and
+    ``event_id`` the event (``None`` when it has none), ``problem`` what went wrong (redacted
+    like a log line: the hook's message may quote the event), ``where`` the file and line
+    of the hook where it raised. ``error`` is the hook's own exception, not chained, so that
+    no traceback prints what it said unredacted.
+    """
+
+    def __init__(
+        self,
+        hook: str,
+        problem: str,
+        *,
+        conn: int | None = None,
+        direction: str | None = None,
+        event_type: str | None = None,
+        event_id: str | None = None,
+        where: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(hook, problem)
+        self.hook = hook
+        self.problem = problem
+        self.conn = conn
+        self.direction = direction
+        self.event_type = event_type
+        self.event_id = event_id
+        self.where = where
+        self.error = error
+        #: How many messages of the recorder's batch were written before this one.
+        self.recorded = 0
+
+    def __str__(self) -> str:
+        event = f"{self.direction} event" if self.direction else "event"
+        event += f" {self.event_type!r}" if self.event_type else " (no type)"
+        facts = [f"event_id {self.event_id!r}"] if self.event_id else []
+        if self.conn is not None:
+            facts.append(f"connection {self.conn}")
+        at = f" ({', '.join(facts)})" if facts else ""
+        where = f" at {self.where}" if self.where else ""
+        return (
+            f"the redaction event_hook {self.hook} {self.problem}{where} on the {event}{at}; "
+            "the event was not recorded. A hook is called as hook(event, direction) with every "
+            "decoded JSON event and must return the event to keep (changed or not)"
+        )
 
 
 class CassetteTruncatedWarning(UserWarning):

@@ -46,7 +46,7 @@ def _mismatch(m: Mismatch, index: int, total: int, already_shown: str = "") -> l
     if m.held is not None:
         lines.append(f"  holds:    {m.held}")
     if m.kind == "stall" or (m.kind == "audio" and m.held is not None):
-        lines.append(f"  awaits:   {_show(m.expected)}")
+        lines.append(f"  awaits:   {m.awaits or _show(m.expected)}")
         lines.append(f"  last received from the client: {m.last_received or '(nothing)'}")
     if m.differences and not (shown and len(m.differences) <= 3):
         lines.append("  differences (masked fields left out):")
@@ -110,13 +110,16 @@ def failure_text(
     allow_unplayed_hint: bool = False,
     advice: Sequence[str] = (),
     rerecord_advice: bool = True,
+    rerecord_lines: Sequence[str] = (),
 ) -> str:
     """The whole text a failing test shows about its replay (see the module docstring).
 
     ``exception_text``: what the test's own exception already said; a mismatch whose
     summary it contains (the client raised the mock's ``error`` event) is not said again.
     ``advice``: lines said before the re-record command (what to try first);
-    ``rerecord_advice=False`` leaves that command out (an injected fault's story).
+    ``rerecord_advice=False`` leaves that command out (an injected fault's story);
+    ``rerecord_lines``, when given, say how to re-record instead of the plain command
+    (a cassette shared with other tests, a test that never records).
     Injected faults (fired, never fired, what they cut) and the interruptions the replay
     followed are listed too.
     """
@@ -148,8 +151,11 @@ def failure_text(
     lines.extend(advice)
     if not rerecord_advice:
         return "\n".join(lines).rstrip("\n")
-    lines.append("If the new conversation is right, re-record this test:")
-    lines.append(f"    {rerecord}")
+    if rerecord_lines:
+        lines.extend(rerecord_lines)
+    else:
+        lines.append("If the new conversation is right, re-record this test:")
+        lines.append(f"    {rerecord}")
     loosen = loosening(report) if mismatches else None
     if loosen is not None:
         lines.append("Or loosen matching just enough to accept what came:")
@@ -212,6 +218,7 @@ def _mismatch_json(m: Mismatch) -> dict[str, Any]:
         "last_sent": m.last_sent,
         "held": m.held,
         "last_received": m.last_received,
+        "awaits": m.awaits,
     }
 
 
@@ -232,7 +239,7 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
     """The replay report as plain JSON data (what ``rtreplay serve --report`` writes).
 
     Keys: ``cassette``, ``ok``, ``complete``, ``mismatches`` (each with its ``kind``, where,
-    the events and differences; a stall also with ``held`` and ``last_received``),
+    the events and differences; a stall also with ``held``, ``last_received`` and ``awaits``),
     ``stalls`` (the mismatches that cut a stalled connection, as in ``mismatches``),
     ``audio`` (differences accepted within the audio tolerance, in ms of audio),
     ``unplayed``, ``reorderings``, ``loosening``; ``faults`` (those that fired: the fault,

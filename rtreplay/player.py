@@ -34,10 +34,15 @@ extra audio is accepted. Each such difference is noted in the report
 (:class:`~rtreplay.report.AudioDifference`); a larger one is an ``"audio"`` mismatch.
 
 **Stalls.** When the player holds server frames for a client event that does not come,
-and the client has sent nothing for ``stall_timeout`` seconds, the replay cannot go on:
-it reports a ``"stall"`` mismatch naming the held server event, the client event it
-waits for and the last thing the client sent, sends the client an ``error`` event and
-closes the connection with 1008 (so a client blocked in a read wakes up).
+or has sent every recorded server frame while the recording goes on with the client
+closing (or sending events no server frame waits for), and for ``stall_timeout`` seconds
+the client has sent nothing that moves the replay on, the replay cannot go on: it reports
+a ``"stall"`` mismatch naming what it holds (or that it sent everything), what it waits
+for and the last thing the client sent, sends the client an ``error`` event and closes the
+connection with 1008 (so a client blocked in a read wakes up). A message moves the replay
+on when it matches a recorded client event, or brings the client's audio closer to the
+audio recorded before the next client event; a mismatch, a keepalive or audio beyond the
+recording's does not restart the clock.
 
 **Faults and interruptions.** A timeline may carry injected faults (marks, see
 :mod:`rtreplay.faults`): :meth:`Player.poll` reports each as a :class:`FaultFired` when it
@@ -87,6 +92,7 @@ from .match import Difference, MatchPolicy, Verdict, VerdictKind
 from .protocol import METADATA_PATHS, Requirement, _path_values, audio_length
 from .report import (
     KEPT,
+    NOTHING_HELD,
     AudioDifference,
     ConnectionProgress,
     FiredFault,
@@ -122,11 +128,11 @@ __all__ = [
     "check_options",
 ]
 
-#: Seconds a client may stay silent while the replay holds server frames for it. A test
-#: client answers a server event within milliseconds, and a tool call that does real work
-#: within a second or two; a deadlock is a deadlock whatever the bound. Ten seconds fails
-#: it well before the test timeouts people set (pytest-timeout, CI job limits), with the
-#: explanation instead of a bare stack dump.
+#: Seconds a client may go without moving the replay on while it holds server frames for
+#: the client (or has sent them all). A test client answers a server event within
+#: milliseconds, and a tool call that does real work within a second or two; a deadlock is
+#: a deadlock whatever the bound. Ten seconds fails it well before the test timeouts people
+#: set (pytest-timeout, CI job limits), with the explanation instead of a bare stack dump.
 DEFAULT_STALL_TIMEOUT = 10.0
 #: Seconds of audio the client may send more or less than the recording: trailing silence
 #: varies by a tenth of a second or two between runs; a missing word is longer.
@@ -472,7 +478,10 @@ class Player:
         self._stopped = False
         self._errors = 0
         # Time.
-        self._activity = 0.0  # the last client message, or the last output
+        self._activity = 0.0  # the last client message that moved the replay on, or frames sent
+        self._steps = 0  # recorded client events matched so far (progress, for the stall clock)
+        self._idle = 0  # client messages since the last that moved the replay on
+        self._boundary = 0  # no recorded event before this one is both unmatched and not audio
         self._last_received: float | None = None
         self._last_desc: str | None = None
         # Audio: at the last boundary (a matched event other than an append), the audio
@@ -602,7 +611,8 @@ class Player:
         self.received += 1
         gap = now - self._last_received if self._last_received is not None else 0.0
         self._last_received = now
-        self._activity = now
+        steps, interruptions = self._steps, self.interruptions
+        moved = False
         event: Any = None
         if isinstance(message, str):  # Realtime events are text; binary frames compare verbatim
             try:
@@ -619,7 +629,9 @@ class Player:
             if self._previous_append:
                 self._gap_max = max(self._gap_max, gap)
             self._previous_append = True
+            toward = self._toward()
             self._on_audio(event, now)
+            moved = self._toward() > toward
             need = self._audio_need
             if need is not None and need - self._covered() <= self._tolerance:
                 self._audio_need = None
@@ -632,7 +644,25 @@ class Player:
                 self._on_interrupting(event, kind, message, now)
             else:
                 self._on_event(event, message, now)
+        if moved or self._steps != steps or self.interruptions != interruptions:
+            self._activity = now  # (an interruption that took effect changed the timeline)
+            self._idle = 0
+        else:
+            self._idle += 1
         self._schedule(now)
+
+    def _toward(self) -> int:
+        """How far the client's audio reaches (bytes of the recorded stream), up to the
+        audio recorded before the next client event that is not audio: audio beyond that
+        moves nothing on (a microphone left streaming silence)."""
+        clients, matched = self._clients, self._matched
+        n = len(clients)
+        p = max(self._boundary, self._first)
+        while p < n and (matched[p] or clients[p].is_append):
+            p += 1
+        self._boundary = p
+        target = clients[p].audio_before if p < n else self.connection.audio_total
+        return min(self._covered(), target)
 
     def disconnect(self, now: float | None = None) -> None:
         """The connection is gone; what was not received stays unplayed.
@@ -655,6 +685,7 @@ class Player:
         if not self._out and not self._stopped:
             self._watch(now)
         actions: list[Action] = []
+        sent = False
         out = self._out
         speed = self.speed
         while out:
@@ -677,6 +708,7 @@ class Player:
                         self._floor = due
                         j += 1
                 if j > i:
+                    sent = True
                     chunk = frames if i == 0 and j == n else frames[i:j]
                     actions.append(Send(chunk, self.source, self._echo, self._rewrite(chunk)))
                     last = frames[j - 1]
@@ -720,7 +752,7 @@ class Player:
                 out.clear()
                 self._stopped = True
                 self.finished = True
-        if actions:
+        if sent:  # (an error event answering a mismatch moves nothing on)
             self._activity = max(self._activity, now)
         return actions
 
@@ -743,6 +775,8 @@ class Player:
             return None
         wait = self._waiting()
         if wait is None:
+            if self.stall_timeout is not None and self._cue >= len(self.timeline.cues):
+                return self._activity + self.stall_timeout  # everything sent: the client's turn
             return None
         deadline: float | None = None
         if self.stall_timeout is not None:
@@ -869,8 +903,16 @@ class Player:
 
     def _watch(self, now: float) -> None:
         """Nothing is due: act on the client's silence (the audio's end, a stall)."""
+        if self.finished:  # the client is gone: nobody left to wait for
+            return
         wait = self._waiting()
         if wait is None:
+            if (
+                self.stall_timeout is not None
+                and self._cue >= len(self.timeline.cues)
+                and now >= self._activity + self.stall_timeout
+            ):
+                self._stall_at_end(now)
             return
         cue, j = wait
         audio = self._audio_wait(cue, j)
@@ -949,19 +991,72 @@ class Player:
                 f"the replay holds {held} until the client sends {c.describe()} "
                 f"({self._client_at(c)})"
             )
-        message = (
-            f"stall: {what}, and the client has been silent for the stall timeout, "
-            f"{self.stall_timeout:g} s (last sent: {last})"
-        )
+        message = f"stall: {what}, and {self._silence()} (last sent: {last})"
         expected = c.event if c.event is not None else c.message
         m = self._record(kind, j, expected, None, message, (), held=held)
-        self._errors += 1
-        error = _error_event(
-            self._errors, "rtreplay_stall", f"rtreplay: {m.summary}", None, None
+        self._cut_stalled(m, f"rtreplay stall: waiting for {c.describe()}", now)
+
+    def _stall_at_end(self, now: float) -> None:
+        """Every recorded server frame went out, and the client neither closes nor sends
+        what the recording has next: the client waits for more than the recording has."""
+        self._end_of_audio()  # audio a little short of the recording's is complete
+        c = next((c for c in self._clients[self._first :] if not self._matched[c.index]), None)
+        awaits: str | None = None
+        if c is not None and c.is_append:
+            still = c.audio_end - self._covered()
+            what = (
+                f"the recording has the client send more audio next ({c.describe()}, "
+                f"{self._client_at(c)}; {_ms(self._format.ms(still))} of audio still recorded)"
+            )
+            reason = "rtreplay stall: every recorded server event was sent; the recording has more audio next"
+        elif c is not None:
+            what = (
+                f"the recording has the client send {c.describe()} next ({self._client_at(c)}), "
+                "which no recorded server event waits for"
+            )
+            reason = f"rtreplay stall: every recorded server event was sent; the recording has {c.describe()} next"
+        else:
+            close = self.connection.close
+            if close is not None:
+                how = f"code {close.code}" + (f", {close.reason!r}" if close.reason else "")
+                what = f"the recording has the client close the connection next ({how})"
+                awaits = f"the client to close the connection, as the recorded client did ({how})"
+                reason = "rtreplay stall: every recorded server event was sent; the recorded client closed here"
+            else:
+                what = "the recording ends there, with the connection still open (no close was recorded)"
+                awaits = "nothing: the recording ends there"
+                reason = "rtreplay stall: every recorded server event was sent; the recording ends here"
+        message = (
+            f"stall: the replay has no recorded server event left to send: {what}, and "
+            f"{self._silence()} (last sent: {self._last_desc or 'nothing'})"
         )
+        expected = None if c is None else c.event if c.event is not None else c.message
+        index = None if c is None else c.index
+        m = self._record("stall", index, expected, None, message, (), held=NOTHING_HELD, awaits=awaits)
+        self._cut_stalled(m, reason, now)
+
+    def _silence(self) -> str:
+        """How the client went without moving the replay on, for a stall's message."""
+        timeout = f"the stall timeout, {self.stall_timeout:g} s"
+        idle = self._idle
+        if not idle:
+            return f"the client has been silent for {timeout}"
+        what = (
+            "audio beyond what the recording has there"
+            if self.last_type is not None and self.last_type == self.connection.profile.audio_append
+            else "none of them a recorded client event"
+        )
+        return (
+            f"for {timeout}, the client has sent nothing that moves the replay on "
+            f"({idle:,} message{'s' if idle != 1 else ''}, {what})"
+        )
+
+    def _cut_stalled(self, m: Mismatch, reason: str, now: float) -> None:
+        """Tell the client about a stall (an ``error`` event), then close with 1008."""
+        self._errors += 1
+        error = _error_event(self._errors, "rtreplay_stall", f"rtreplay: {m.summary}", None, None)
         self._out.append(_Out(_ERROR, now, action=SendError(error, m)))
-        reason = _cut(f"rtreplay stall: waiting for {c.describe()}", 123)
-        self._out.append(_Out(_CLOSE, now, action=CloseConnection(1008, reason, False, m)))
+        self._out.append(_Out(_CLOSE, now, action=CloseConnection(1008, _cut(reason, 123), False, m)))
 
     def _client_at(self, c: ClientFrame) -> str:
         at = f"client event {c.index + 1} of {len(self._clients)}"
@@ -972,6 +1067,7 @@ class Player:
 
     def _mark(self, j: int) -> None:
         self._matched[j] = True
+        self._steps += 1
         n = len(self._clients)
         while self._first < n and self._matched[self._first]:
             self._first += 1
@@ -1662,6 +1758,7 @@ class Player:
         differences: tuple[Difference, ...],
         *,
         held: str | None = None,
+        awaits: str | None = None,
     ) -> Mismatch:
         clients = self._clients
         if index is not None:
@@ -1686,6 +1783,7 @@ class Player:
             last_sent=self._last_sent,
             held=held,
             last_received=self._last_desc if held is not None else None,
+            awaits=awaits,
         )
         self.mismatch_count += 1
         self.last_mismatch = m

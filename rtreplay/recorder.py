@@ -28,6 +28,7 @@ import asyncio
 import base64
 import contextlib
 import http
+import importlib
 import inspect
 import logging
 import math
@@ -41,7 +42,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 try:
     import fcntl
@@ -83,9 +84,9 @@ from .cassette import (
 )
 from .client_secrets import endpoint_of, with_placeholder
 from .codec import CassetteWriter, leftover_partials
-from .errors import RecordError, RtreplayError, UpstreamError
+from .errors import EventHookError, RecordError, RtreplayError, UpstreamError
 from .protocol import profile_for
-from .redact import Redactor, credentials_in_handshake
+from .redact import EventHook, Redactor, credentials_in_handshake
 
 __all__ = [
     "DEFAULT_UPSTREAM",
@@ -333,6 +334,13 @@ class _Relay:
                 return
             try:
                 written = self.recorder._writer.write_messages(self.conn, side, messages)
+            except EventHookError as exc:
+                # What the hook passed goes on; the event it failed on and the rest do not
+                # (a cassette never holds less than was relayed), and the connection ends.
+                if exc.recorded:
+                    forward_frames(dst, out[: ends[exc.recorded - 1]])
+                self._hook_failed(exc)
+                return
             except RtreplayError as exc:
                 self._cannot_record(exc)
                 return
@@ -355,6 +363,16 @@ class _Relay:
         except Exception:  # a bug: end this connection, not the whole proxy
             logger.exception("conn %d: cannot relay a frame; closing the connection (1011)", self.conn)
             self._end_soon(Close(self.conn, round(self.now(), 6), 1011, "rtreplay internal error", "server"))
+
+    def _hook_failed(self, exc: EventHookError) -> None:
+        """The redactor's hook failed: the recording cannot be whole, and says so when it
+        is finished (:class:`RecordError`, what was recorded kept in the partial file);
+        this connection ends with 1011, so its client hears of it at once."""
+        self.recorder._failures.append(str(exc))
+        logger.error("conn %d: %s; closing the connection (1011)", self.conn, exc)
+        self._end_soon(
+            Close(self.conn, round(self.now(), 6), 1011, "rtreplay cannot record: the redaction event_hook failed", "server")
+        )
 
     def _cannot_record(self, exc: RtreplayError) -> None:
         """Writing failed: what could not be written is not forwarded, and the connection ends."""
@@ -1317,6 +1335,12 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="inline: audio inside the cassette, one self-contained file (default); files: "
         "audio in rtreplay-audio/ beside it (cassette format 2, a small readable diff)",
     )
+    parser.add_argument(
+        "--event-hook", default=None, metavar="MODULE:FUNCTION",
+        help="a redaction hook called as FUNCTION(event, direction) with every decoded JSON "
+        "event, returning the event to keep (docs/redaction.md); MODULE is imported from the "
+        "current directory too",
+    )
 
 
 def record_main(args: argparse.Namespace) -> int:
@@ -1335,8 +1359,30 @@ def record_main(args: argparse.Namespace) -> int:
         logger.propagate = propagate
 
 
+def _event_hook(spec: str) -> EventHook:
+    """The callable ``MODULE:FUNCTION`` names (``ValueError`` saying why not)."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"--event-hook {spec!r}: expected MODULE:FUNCTION, e.g. myhooks:drop_user_text")
+    if os.getcwd() not in sys.path:  # a hook beside the project, as `python -m` would find it
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # its import runs the user's code: whatever it raises
+        raise ValueError(f"--event-hook {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    hook = module
+    for part in name.split("."):
+        if not hasattr(hook, part):
+            raise ValueError(f"--event-hook {spec!r}: {module_name} has no {name}")
+        hook = getattr(hook, part)
+    if not callable(hook):
+        raise ValueError(f"--event-hook {spec!r}: {name} is a {type(hook).__name__}, not a function")
+    return cast(EventHook, hook)
+
+
 async def _record(args: argparse.Namespace, status: _Status) -> int:
     try:
+        hook = _event_hook(args.event_hook) if args.event_hook else None
         recorder = Recorder(
             args.out,
             upstream=args.upstream,
@@ -1346,8 +1392,9 @@ async def _record(args: argparse.Namespace, status: _Status) -> int:
             idle_timeout=args.idle_timeout or None,
             keep_received=False,  # nobody can look at it, and a long run would pile it up
             audio=args.audio,
+            redactor=Redactor(event_hook=hook) if hook is not None else None,
         )
-    except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM), --port or timeout
+    except ValueError as exc:  # a bad --upstream (or $RTREPLAY_UPSTREAM), --port, timeout or hook
         print(f"rtreplay record: error: {exc}", file=sys.stderr, flush=True)
         return 2
     if not recorder.api_key:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEPT",
+    "NOTHING_HELD",
     "AudioDifference",
     "ConnectionProgress",
     "DriveMismatch",
@@ -75,6 +76,11 @@ MismatchKind = Literal[
 ]
 
 
+#: What a stall holds when the replay had sent every recorded server event (the client
+#: waited for more than the recording has).
+NOTHING_HELD = "nothing: every recorded server event was sent"
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """A client event (or silence) that did not match the recording, and where it happened.
@@ -84,8 +90,9 @@ class Mismatch:
     was compared with or waited for (0-based) of ``total``; ``expected`` and ``got`` the
     events, masked fields left out; ``after`` the last client events matched before it,
     ``last_sent`` the last server event released before it. A ``"stall"`` also names the
-    server event it holds (``held``) and the last message the client sent
-    (``last_received``).
+    server event it holds (``held``; :data:`NOTHING_HELD` when it had sent every recorded
+    one) and the last message the client sent (``last_received``); ``awaits`` says in
+    words what it waited for when that is no client event (the client's close).
     """
 
     kind: MismatchKind
@@ -102,6 +109,7 @@ class Mismatch:
     last_sent: str | None = None
     held: str | None = None
     last_received: str | None = None
+    awaits: str | None = None
 
     @property
     def where(self) -> str:
@@ -128,7 +136,7 @@ class Mismatch:
         if self.held is not None:
             lines.append(f"  holds:    {self.held}")
         if self.kind == "stall" or (self.kind == "audio" and self.held is not None):
-            lines.append(f"  awaits:   {_show_event(self.expected)}")
+            lines.append(f"  awaits:   {self.awaits or _show_event(self.expected)}")
             lines.append(f"  last received from the client: {self.last_received or '(nothing)'}")
         elif self.kind not in ("audio", "handshake", "no_connection", "http"):
             lines.append(f"  expected: {_show_event(self.expected)}")

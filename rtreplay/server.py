@@ -245,6 +245,8 @@ class ReplayServer(Service):
         #: nobody can ask, does not).
         self.keep_received = keep_received
         self.received: list[ReceivedEvent] = []
+        #: Said after a stall in the log: how the user of this server changes the bound.
+        self.stall_hint = ""
         # Clients' keys (Azure's ?api-key=...) stay out of the log lines.
         self._redactor = Redactor()
         #: Bytes of ``input_audio_buffer.append`` messages kept whole in :attr:`received`.
@@ -518,7 +520,7 @@ class ReplayServer(Service):
                             fired.conn, fired.fault, fired.where, fired.seconds,
                         )
                     elif type(action) is SendError:
-                        _log_mismatch(player, action.mismatch, state)
+                        _log_mismatch(player, action.mismatch, state, self.stall_hint)
                         await ws.send(action.message, text=True)
                     elif type(action) is CloseConnection:
                         if action.mismatch is not None and action.mismatch.held is None:
@@ -689,7 +691,7 @@ def _on_the_wire(value: str) -> str:
 _MISMATCH_MARK = "rtreplay_mismatch"
 
 
-def _log_mismatch(player: Player, mismatch: Any, state: _Connection) -> None:
+def _log_mismatch(player: Player, mismatch: Any, state: _Connection, hint: str = "") -> None:
     mark = {_MISMATCH_MARK: True}
     state.logged += 1
     if state.logged > _LOGGED_MISMATCHES:
@@ -703,7 +705,7 @@ def _log_mismatch(player: Player, mismatch: Any, state: _Connection) -> None:
     if mismatch.held is not None:
         # A stall: the whole explanation, which is all an `rtreplay serve` user gets.
         text = "; ".join(x.strip() for x in str(mismatch).splitlines())
-        logger.warning("conn %d: %s", player.conn, text, extra=mark)
+        logger.warning("conn %d: %s%s", player.conn, text, f"; {hint}" if hint else "", extra=mark)
     else:
         logger.warning("mismatch: %s", mismatch.summary, extra=mark)
 
@@ -759,8 +761,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=DEFAULT_STALL_TIMEOUT,
         metavar="SECONDS",
-        help="close a connection with 1008 when the replay holds server events for a client "
-        f"that sent nothing for this long; 0 never (default: {DEFAULT_STALL_TIMEOUT:g})",
+        help="close a connection with 1008 when, for this long, its client sent nothing that "
+        "moves the replay on while the replay holds server events for it (or has sent them "
+        f"all and the client neither closes nor goes on); 0 never (default: {DEFAULT_STALL_TIMEOUT:g})",
     )
     parser.add_argument(
         "--audio-tolerance",
@@ -914,6 +917,7 @@ def serve_main(args: argparse.Namespace) -> int:
     note = partial_note(args.cassette)
     if note:
         print(f"rtreplay serve: warning: {note}", file=sys.stderr, flush=True)
+    server.stall_hint = "the connection was closed with 1008; --stall-timeout SECONDS waits longer (0: never)"
     # The command's own log lines go to stderr, only while it runs: main() may be called
     # in-process (tests, embedding), where a handler left behind would outlive its stream.
     root = logging.getLogger("rtreplay")

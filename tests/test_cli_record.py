@@ -251,3 +251,49 @@ async def test_live_status_lines_on_a_terminal(tmp_path: Path) -> None:
     text = screen.getvalue()
     erased = text.index(live + "\n\x1b[1F\x1b[J")  # the live line is erased before the next log line
     assert text.index("closed by the client with code 1000") > erased
+
+
+HOOKS = '''
+def drop_done(event, direction):
+    if event.get("type") == "response.done":
+        raise RuntimeError("no response.done wanted")
+    return event
+'''
+
+
+async def test_an_event_hook_that_fails_ends_the_connection_and_fails_the_recording(
+    tmp_path: Path, record_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "myhooks.py").write_text(HOOKS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = tmp_path / "hooked.jsonl"
+    async with ScriptedUpstream() as up:
+        rec = await record_cli(out, up.websocket_base_url, "--event-hook", "myhooks:drop_done")
+        with pytest.raises(ConnectionClosed) as closed:
+            await sdk_session(rec.websocket_base_url)
+        code, _stdout, stderr = await rec.stop()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert code == 2, stderr
+    said = "the redaction event_hook myhooks.drop_done raised RuntimeError: no response.done wanted"
+    # At once, in the log, and again when it stops: not written, where the rest is.
+    assert f"conn 0: {said}" in stderr and "closing the connection (1011)" in stderr
+    assert "rtreplay record: error: the recording could not be written whole" in stderr
+    assert "on the server event 'response.done'" in stderr and "connection 0" in stderr
+    assert f"{out} not written" in stderr and ".partial: rename it to hooked.jsonl to use it" in stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [("nosuchmodule_xyz:f", "cannot import nosuchmodule_xyz: ModuleNotFoundError"),
+     ("json:nosuchname", "json has no nosuchname"),
+     ("json:__doc__", "__doc__ is a str, not a function"),
+     ("json", "expected MODULE:FUNCTION")],
+)
+def test_an_event_hook_that_cannot_be_found_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, said: str
+) -> None:
+    assert main(["record", "--out", str(tmp_path / "x.jsonl"), "--port", "0", "--event-hook", spec]) == 2
+    err = capsys.readouterr().err
+    assert f"rtreplay record: error: --event-hook {spec!r}: {said}" in err
+    assert not list(tmp_path.iterdir())

@@ -355,3 +355,52 @@ def test_a_cassette_with_no_connection_is_said_to_have_nothing_to_replay(tmp_pat
     assert code == 0, err
     assert f"rtreplay serve: warning: {empty} recorded no WebSocket connection: every client will be refused" in err
     assert "--repeat" not in err
+
+
+def _play_then_wait(base_url: str) -> tuple[list[dict[str, object]], ConnectionClosedError]:
+    """Play text-response's conversation, then wait for more instead of closing."""
+    events = clients.client_events(TEXT)
+    got: list[dict[str, object]] = []
+    with connect(base_url + "/realtime?model=gpt-realtime") as ws:
+        got.append(json.loads(ws.recv(timeout=timeout(10))))  # session.created
+        for event in events:
+            ws.send(json.dumps(event))
+        with pytest.raises(ConnectionClosedError) as info:
+            while True:  # a second response.done, which the recording does not have
+                got.append(json.loads(ws.recv(timeout=timeout(20))))
+    return got, info.value
+
+
+def test_serve_repeat_closes_a_client_left_waiting_after_the_recording_and_replays_the_next(
+    tmp_path: Path,
+) -> None:
+    # Used by hand: a client stays connected once the conversation is over. It used to
+    # wait forever; the stall timeout closes it, and says why.
+    report = tmp_path / "report.json"
+    served = Served(str(TEXT), "--port", "0", "--repeat", "--stall-timeout", "1", "--report", str(report))
+    try:
+        got, closed = _play_then_wait(served.base_url)
+        assert [e["type"] for e in got[-2:]] == ["rate_limits.updated", "error"]
+        assert closed.rcvd is not None and closed.rcvd.code == 1008
+        assert closed.rcvd.reason == (
+            "rtreplay stall: every recorded server event was sent; the recorded client closed here"
+        )
+        # The next client gets the whole recording again, and closes as recorded.
+        plan = clients.script(TEXT)
+        assert clients.websocket_client(served.base_url + "/realtime", plan) == clients.server_events(TEXT)
+        code, err = served.stop(signal.SIGTERM)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.communicate()
+    assert code == 0, err
+    from .docs import code_blocks
+
+    (documented,) = code_blocks("replay.md", "log")
+    [line] = [x for x in err.splitlines() if "stall:" in x and "conn 0:" in x]
+    assert line.split(" ", 1)[1] == documented.strip().replace("10 s", "1 s")
+    assert "conn 0: closed by the replay (code 1008)" in err
+    assert "conn 1: closed by the client (code 1000): 3/3 client events matched" in err
+    [stall] = json.loads(report.read_text())["stalls"]
+    assert stall["held"] == "nothing: every recorded server event was sent"
+    assert stall["awaits"] == "the client to close the connection, as the recorded client did (code 1000)"

@@ -878,11 +878,7 @@ def test_a_stall_timeout_of_none_or_0_never_stalls(off: float | None) -> None:
     assert run.player.next_deadline() is None
 
 
-def test_no_stall_when_nothing_is_held_or_a_frame_is_only_paced() -> None:
-    run = Run(*recording(*TEXT), stall_timeout=5)
-    for step in (TEXT[1], TEXT[3], TEXT[4]):
-        run.send(step[1])
-    assert run.player.next_deadline() is None  # everything sent: the client may idle
+def test_no_stall_while_a_frame_is_only_paced() -> None:
     index, conn = recording(S("session.created"), C("response.create"), S("response.created"))
     conn.server[1].t = 30.0  # recorded 30 s after response.create
     paced = Run(index, conn, speed=1.0, stall_timeout=5)
@@ -892,11 +888,116 @@ def test_no_stall_when_nothing_is_held_or_a_frame_is_only_paced() -> None:
     assert paced.report.ok
 
 
-def test_every_message_restarts_the_stall_clock() -> None:
+# Until hardening-2, a client that had been sent every recorded server event could idle
+# forever ("nothing is held"): a test waiting for a second response.done hung. Now waiting
+# for more than the recording has is a stall too.
+
+
+def closed_by_client(*steps: tuple[str, Any]) -> tuple[CassetteIndex, IndexedConnection]:
+    return recording(*steps, close=Close(0, len(steps) * 0.1, 1000, "", "client"))
+
+
+def test_a_client_waiting_after_the_recording_ends_with_its_close_is_a_stall() -> None:
+    run = Run(*closed_by_client(*TEXT), stall_timeout=5)
+    run.send(TEXT[1][1], now=1.0)
+    run.send(TEXT[3][1], now=1.1)
+    run.send(TEXT[4][1], now=1.2)  # the last answer goes out now
+    assert run.types()[-1] == "response.done"
+    # The recorded client closed here; this one waits (for a second response.done, say).
+    assert run.player.next_deadline() == pytest.approx(6.2)
+    assert run.poll(6.1) == []
+    new = run.poll(6.2)
+    assert run.types(new) == ["error", "CloseConnection"]
+    assert new[0]["error"]["code"] == "rtreplay_stall"
+    close = new[1]
+    assert close.code == 1008 and len(close.reason.encode()) <= 123
+    assert close.reason == (
+        "rtreplay stall: every recorded server event was sent; the recorded client closed here"
+    )
+    [m] = run.report.mismatches
+    assert m.kind == "stall" and m.index is None and m.expected is None
+    assert m.held == "nothing: every recorded server event was sent"
+    assert m.awaits == "the client to close the connection, as the recorded client did (code 1000)"
+    assert m.message == (
+        "stall: the replay has no recorded server event left to send: the recording has the "
+        "client close the connection next (code 1000), and the client has been silent for "
+        "the stall timeout, 5 s (last sent: response.create)"
+    )
+    assert "awaits:   the client to close the connection" in str(m)
+    assert run.report.stalls == [m] and run.report.complete
+    assert run.player.next_deadline() is None
+
+
+def test_a_client_that_closes_when_the_recording_did_never_stalls() -> None:
+    run = Run(*closed_by_client(*TEXT), stall_timeout=5)
+    for step in (TEXT[1], TEXT[3], TEXT[4]):
+        run.send(step[1])
+    run.player.disconnect(run.now + 4.9)
+    assert run.player.next_deadline() is None
+    assert run.poll(100.0) == [] and run.report.ok and run.report.complete
+
+
+def test_recorded_client_events_no_server_event_waits_for_are_awaited_too() -> None:
+    run = Run(*closed_by_client(*TEXT, C("response.cancel")), stall_timeout=5)
+    for step in (TEXT[1], TEXT[3], TEXT[4]):
+        run.send(step[1])
+    assert run.player.next_deadline() == pytest.approx(run.now + 5)
+    new = run.wait()
+    assert new[1].reason == (
+        "rtreplay stall: every recorded server event was sent; the recording has response.cancel next"
+    )
+    [m] = run.report.mismatches
+    assert m.index == 3 and m.expected == {"type": "response.cancel"} and m.awaits is None
+    assert "the recording has the client send response.cancel next (client event 4 of 4" in m.message
+    assert "which no recorded server event waits for" in m.message
+    assert 'awaits:   {"type": "response.cancel"}' in str(m)
+
+
+def test_a_recording_with_no_close_ends_there() -> None:
+    run = Run(*recording(*TEXT), stall_timeout=5)  # the recorder stopped with it open
+    for step in (TEXT[1], TEXT[3], TEXT[4]):
+        run.send(step[1])
+    run.wait()
+    [m] = run.report.mismatches
+    assert "the recording ends there, with the connection still open" in m.message
+    assert m.awaits == "nothing: the recording ends there"
+
+
+def test_a_client_asking_for_more_than_the_recording_has_stalls_after_its_mismatch() -> None:
+    run = Run(*closed_by_client(*TEXT), stall_timeout=5)
+    for step in (TEXT[1], TEXT[3], TEXT[4]):
+        run.send(step[1], now=1.0)
+    run.send(C("response.create")[1], now=2.0)  # a second question: after_end, told at once
+    assert run.types()[-1] == "error"
+    assert run.player.next_deadline() == 6.0  # a mismatch moves nothing on
+    run.wait()
+    after_end, stall = run.report.mismatches
+    assert after_end.kind == "after_end" and stall.kind == "stall"
+    assert (
+        "for the stall timeout, 5 s, the client has sent nothing that moves the replay on "
+        "(1 message, none of them a recorded client event) (last sent: response.create)"
+    ) in stall.message
+
+
+def test_only_messages_that_move_the_replay_on_restart_the_stall_clock() -> None:
     run = Run(*recording(*TEXT), stall_timeout=5)
     run.send(TEXT[1][1], now=1.0)
-    run.send({"type": "response.cancel"}, now=4.0)  # unexpected, but the client is alive
-    assert run.player.next_deadline() == 9.0
+    for t in (2.0, 3.0, 4.0, 5.0):  # a heartbeat: unexpected, each answered with an error
+        run.send({"type": "heartbeat"}, now=t)
+        assert run.player.next_deadline() == 6.0
+    new = run.poll(6.0)
+    assert run.types(new) == ["error", "CloseConnection"]
+    stall = run.report.mismatches[-1]
+    assert stall.kind == "stall" and stall.index == 1
+    assert "(4 messages, none of them a recorded client event) (last sent: heartbeat)" in stall.message
+    # The expected event with other content counts as that step: the replay moves on.
+    other = Run(*recording(*TEXT), stall_timeout=5)
+    other.send(TEXT[1][1], now=1.0)
+    item = json.loads(json.dumps(TEXT[3][1]))
+    item["item"]["content"][0]["text"] = "bye"
+    other.send(item, now=4.0)
+    assert other.report.mismatches[0].kind == "content"
+    assert other.player.next_deadline() == 9.0
 
 
 def test_strict_replays_also_stall() -> None:
@@ -924,6 +1025,10 @@ MS = 48  # bytes per millisecond of 24 kHz pcm16
 def wav_recording(ms: int, chunk_ms: int = 100) -> tuple[CassetteIndex, IndexedConnection]:
     """Server VAD where the client sent a whole file at once: every VAD event (and the
     response) was recorded after the last append."""
+    return recording(*wav_recording_steps(ms, chunk_ms))
+
+
+def wav_recording_steps(ms: int, chunk_ms: int = 100) -> list[tuple[str, Any]]:
     steps: list[tuple[str, Any]] = [S("session.created")]
     for k in range(0, ms, chunk_ms):
         steps.append(C("input_audio_buffer.append", audio=audio(min(chunk_ms, ms - k) * MS)))
@@ -935,7 +1040,7 @@ def wav_recording(ms: int, chunk_ms: int = 100) -> tuple[CassetteIndex, IndexedC
         S("response.created", response={"id": "resp_1"}),
         S("response.done", response={"id": "resp_1"}),
     ]
-    return recording(*steps)
+    return steps
 
 
 VAD_EVENTS = [
@@ -1229,3 +1334,50 @@ def test_any_amount_of_audio_within_the_tolerance_replays_the_recording(
     if extra_ms:
         [note] = run.report.audio
         assert round(note.got_ms - note.expected_ms) == extra_ms or sent == 0
+
+
+# -- a microphone left open and the stall clock --------------------------------------------------
+
+
+def stream(run: Run, ms: int, chunk_ms: int = 40) -> None:
+    """Audio in real time: one chunk every ``chunk_ms`` of the clock."""
+    for _ in range(0, ms, chunk_ms):
+        run.send(C("input_audio_buffer.append", audio=audio(chunk_ms * MS))[1], now=run.now + chunk_ms / 1000)
+
+
+def test_audio_streamed_toward_what_the_held_frames_await_restarts_the_stall_clock() -> None:
+    run = Run(*wav_recording(2000), stall_timeout=0.5)
+    # 1.68 s of the clock, far past the stall timeout: each chunk brings the awaited audio
+    # closer (and, 320 ms short, the held frames still wait for the rest).
+    stream(run, 1680, chunk_ms=140)
+    assert run.report.ok and run.player.next_deadline() == pytest.approx(run.now + 0.5)
+
+
+def test_a_microphone_streaming_past_the_recordings_audio_still_stalls() -> None:
+    # Server VAD: every server event goes out with the recorded audio; the recording's
+    # client then closed. This client leaves its microphone streaming silence.
+    run = Run(*closed_by_client(*wav_recording_steps(2000)), stall_timeout=2)
+    stream(run, 2000)
+    assert run.types()[-len(VAD_EVENTS) :] == VAD_EVENTS
+    done_at = run.now
+    stream(run, 1960)  # 1.96 s more, within the stall timeout: audio after the recording
+    assert run.player.next_deadline() == pytest.approx(done_at + 2)
+    stream(run, 80)
+    assert run.types()[-2:] == ["error", "CloseConnection"]
+    stall = run.report.mismatches[-1]
+    assert stall.kind == "stall" and stall.held == "nothing: every recorded server event was sent"
+    assert "the client has sent nothing that moves the replay on" in stall.message
+    assert "audio beyond what the recording has there) (last sent: input_audio_buffer.append)" in stall.message
+    assert run.report.mismatches[0].kind == "after_end"  # the extra audio, told once
+
+
+def test_audio_past_what_the_recording_has_before_the_awaited_event_does_not_stall_late() -> None:
+    run = Run(*manual_recording(1000), stall_timeout=2)
+    stream(run, 1000)
+    at = run.now
+    stream(run, 1960)  # never commits: audio past the recorded 1,000 ms moves nothing on
+    assert run.player.next_deadline() == pytest.approx(at + 2)
+    stream(run, 80)
+    [stall] = run.report.mismatches
+    assert stall.kind == "stall" and "until the client sends input_audio_buffer.commit" in stall.message
+    assert "(50 messages, audio beyond what the recording has there)" in stall.message

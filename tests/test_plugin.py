@@ -247,6 +247,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "allow_unplayed": "realtime_config", "strict": "ini",
                     "upstream": "command line", "record_mode": "command line",
                     "api_key": "default", "cassette_dir": "default", "audio": "default",
+                    "redactor": "default",
                     "stall_timeout": "default", "audio_tolerance": "default",
                     "shift_times": "default", "fresh_ids": "default",
                     "faults": "default", "latency": "default",
@@ -279,7 +280,7 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
             "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
             "api_key, audio, audio_tolerance, cassette_dir, faults, fresh_ids, latency, match, record_mode, "
-            "shift_times, speed, stall_timeout, strict, upstream"
+            "redactor, shift_times, speed, stall_timeout, strict, upstream"
         ]
     )
 
@@ -425,6 +426,64 @@ def test_record_once_then_replay_offline(
     again.assert_outcomes(passed=4)
     assert len(upstream.events("response.create")) == 4
     assert {p.name: p.read_bytes() for p in cassettes.iterdir()} == before
+
+
+def test_a_redaction_hook_that_fails_while_recording_fails_the_test_naming_it(
+    project: pytest.Pytester, upstream: ScriptedUpstream
+) -> None:
+    """realtime_config's ``redactor`` records with your rules; a hook of its that raises
+    ends the connection (the client sees 1011) and the test fails saying which hook, on
+    which event; no cassette is written."""
+    project.makeconftest(
+        """
+        import pytest
+        from rtreplay import Redactor
+
+        def no_done(event, direction):
+            if event.get("type") == "response.done":
+                raise ValueError("response.done is not wanted here")
+            return event
+
+        @pytest.fixture
+        def realtime_config():
+            return {"redactor": Redactor(event_hook=no_done)}
+        """
+    )
+    project.makepyfile(
+        test_hook="""
+        from talk import talk
+
+        def test_hooked(realtime_mock):
+            talk(realtime_mock.client())
+        """
+    )
+    result = project.runpytest("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*rtreplay: the recording of cassettes/test_hook/test_hooked.jsonl failed to finish: the recording "
+            "could not be written whole (the redaction event_hook conftest.no_done raised ValueError: "
+            "response.done is not wanted here at *conftest.py:6 on the server event 'response.done' "
+            "(event_id *, connection 0); the event was not recorded.*",
+        ]
+    )
+    assert not (project.path / "cassettes" / "test_hook" / "test_hooked.jsonl").exists()
+
+
+def test_realtime_config_redactor_must_be_a_redactor(project: pytest.Pytester) -> None:
+    project.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def realtime_config():
+            return {"redactor": lambda event, direction: event}
+        """
+    )
+    project.makepyfile(test_bad="def test_bad(realtime_mock):\n    pass\n")
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*realtime_config: redactor must be an rtreplay.Redactor, not function*"])
 
 
 def test_a_test_that_fails_while_recording_keeps_the_old_cassette(project: pytest.Pytester, upstream: ScriptedUpstream) -> None:
@@ -710,8 +769,9 @@ def test_a_deadlocked_client_fails_within_the_stall_timeout_without_pytest_timeo
             "*_ test_waits_forever _*",
             "*ConnectionClosedError*1008*rtreplay stall: waiting for conversation.item.create*",
             "*- rtreplay -*",
-            "rtreplay: the replay stalled: it held server events for a client that had sent "
-            "nothing for 1 s, then closed the connection (1008) so the test would not hang.",
+            "rtreplay: the replay stalled: it held server events for a client that, for 1 s, "
+            "sent nothing that moved the replay on; then it closed the connection (1008) so "
+            "the test would not hang.",
             "  cassette: cassettes/test_deadlock/test_waits_forever.jsonl",
             "mismatch 1 of 1 (stall): connection 0 (recorded connection 0), turn 1, client event "
             "2 of 3",

@@ -162,8 +162,14 @@ def test_the_documented_hang_fails_with_the_documented_stall(pytester: pytest.Py
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n")
     # No pytest-timeout: the stall alone ends the test.
     result = pytester.runpytest_subprocess("tests/test_hangs.py", "-p", "no:timeout", *INNER_OPTIONS, timeout=60)
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
-        ["*ConnectionClosedError: received 1008 (policy violation) rtreplay stall: waiting for conversation.item.create*"]
+        [
+            "*ConnectionClosedError: received 1008 (policy violation) rtreplay stall: waiting for conversation.item.create*",
+            "*ConnectionClosedError: received 1008 (policy violation) rtreplay stall: every recorded "
+            "server event was sent; the recorded client closed here*",
+        ]
     )
-    assert_shows(result.stdout.str(), text_block("rtreplay: the replay stalled"))
+    out = result.stdout.str()
+    assert_shows(out, text_block("rtreplay: the replay stalled: it held"))
+    assert_shows(out, text_block("rtreplay: the replay stalled: it had sent every"))

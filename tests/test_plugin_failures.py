@@ -135,3 +135,96 @@ def test_a_recording_the_upstream_refused_shows_the_upstreams_answer(
         ]
     )
     assert "Traceback" not in out and "websockets/" not in out.split("short test summary")[0]
+
+
+# -- re-record hints that would not do what they say --------------------------------------
+
+SHARING = {
+    "test_hello": """
+        from talk import talk
+
+        def test_says_hello(realtime_mock):
+            assert talk(realtime_mock.client())[0] == "Hello there, friend!"
+        """,
+    "test_reader": """
+        import pytest
+        from talk import talk
+
+        @pytest.mark.realtime(cassette="test_hello/test_says_hello", record_mode="none")
+        def test_reads(realtime_mock):
+            talk(realtime_mock.client(), "Say goodbye in three words.")
+        """,
+    "test_sharer": """
+        import pytest
+        from talk import talk
+
+        @pytest.mark.realtime(cassette="test_hello/test_says_hello")
+        def test_shares(realtime_mock):
+            talk(realtime_mock.client(), "Say goodbye in three words.")
+        """,
+}
+
+
+def test_a_shared_cassette_and_a_test_that_never_records_get_hints_that_work(
+    project: pytest.Pytester, upstream: ScriptedUpstream  # noqa: F811
+) -> None:
+    cassette = put_cassette(project, "cassettes/test_hello/test_says_hello.jsonl")
+    project.makepyfile(**SHARING)
+    result = project.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    reads = out[out.index("_ test_reads _") : out.index("_ test_shares _")]
+    shares = out[out.index("_ test_shares _") :]
+    # record_mode="none" wins over the command line: the plain re-record command would
+    # replay again. The hint names the test that does record this cassette.
+    assert "--realtime-record-mode=all test_reader.py::test_reads" not in reads
+    assert 'This test never records (record_mode="none" in its @pytest.mark.realtime).' in reads
+    assert (
+        "If the recorded conversation changed, re-record its cassette with "
+        "test_hello.py::test_says_hello, which records it:\n"
+        "    pytest --realtime-record-mode=all test_hello.py::test_says_hello\n"
+        "If only this test's changed, give it a cassette of its own: drop cassette= from its "
+        "marker (and record_mode=), then record it:\n"
+        "    pytest --realtime-record test_reader.py::test_reads"
+    ) in reads
+    # Re-recording from the sharer would change what the other two replay: said.
+    assert (
+        "This test shares its cassette with 2 other tests (test_hello.py::test_says_hello, "
+        "test_reader.py::test_reads): re-recording it from this test changes what they "
+        "replay too.\n"
+        "If the new conversation is right for them all, re-record this test:\n"
+        "    pytest --realtime-record-mode=all test_sharer.py::test_shares\n"
+        "Or give this test a cassette of its own: drop cassette= from its marker, then record it:\n"
+        "    pytest --realtime-record test_sharer.py::test_shares"
+    ) in shares
+    # The command given for the test that never records does record its cassette.
+    cassette.unlink()
+    again = project.runpytest(
+        "--realtime-record-mode=all",
+        "test_hello.py::test_says_hello",
+        f"--realtime-upstream={upstream.websocket_base_url}",
+    )
+    again.assert_outcomes(passed=1)
+    assert cassette.exists() and len(upstream.events("response.create")) == 1
+
+
+def test_a_missing_cassette_of_a_test_that_never_records_says_what_records_it(
+    project: pytest.Pytester,  # noqa: F811
+) -> None:
+    project.makepyfile(**SHARING)
+    both = project.runpytest("test_hello.py", "test_reader.py")
+    both.assert_outcomes(failed=2)
+    reads = both.stdout.str().split("_ test_reads _")[1]
+    assert (
+        'this test never records (record_mode="none" in its @pytest.mark.realtime).\n'
+        "  record its cassette with the test that records it (talks to the live API once, "
+        "needs OPENAI_API_KEY):\n"
+        "    pytest --realtime-record test_hello.py::test_says_hello"
+    ) in reads
+    alone = project.runpytest("test_reader.py")  # the test that records it is not collected
+    alone.assert_outcomes(failed=1)
+    assert (
+        '  remove record_mode="none" there, then record it (talks to the live API once, '
+        "needs OPENAI_API_KEY):\n"
+        "    pytest --realtime-record test_reader.py::test_reads"
+    ) in alone.stdout.str()

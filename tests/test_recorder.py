@@ -731,11 +731,13 @@ def test_redaction_fast_path_agrees_with_the_full_rules(event: dict[str, Any], p
     from rtreplay.redact import Redactor
 
     event = {**event, "delta": "QUJD" * (pad // 4)}  # base64-like bulk, as in audio deltas
-    frame = Frame.from_message(0, 0.0, "server", json.dumps(event))
+    message = json.dumps(event)
     redactor = Redactor(secrets=["sk-live-secret-000000000"])
-    assert frame.json is not msgspec.UNSET
-    if redactor._clean_json(frame.json):
+    quick, clean = redactor.frame_from_message(0, 0.0, "server", message.encode(), True)
+    if clean:
+        assert quick.json is not msgspec.UNSET and bytes(quick.json) == message.encode()
         full = Redactor(secrets=["sk-live-secret-000000000"], json_paths=["no.such.path"])  # forces the full path
+        frame = Frame.from_message(0, 0.0, "server", message)
         assert full.frame(frame).event() == frame.event()
 
 
@@ -758,3 +760,40 @@ def test_the_python_examples_in_docs_recording_md_run(
     assert conn.close is not None and conn.close.code == 1000
     assert PROXY_KEY.encode() not in cassette.read_bytes()
     assert [r.type for r in up.received] == ["session.update", "conversation.item.create", "response.create"]
+
+
+# -- a redaction hook that fails ----------------------------------------------------------
+
+
+def hook_failing_on_done(event: dict[str, Any], direction: str) -> dict[str, Any]:
+    if event.get("type") == "response.done":
+        raise KeyError("usage")
+    return event
+
+
+async def test_a_failing_event_hook_fails_the_recording_naming_it(upstream: ScriptedUpstream, cassette: Path) -> None:
+    """The client's connection ends (1011) when the hook fails, and the recording is not
+    written: the error names the hook, the connection and the event; what was recorded is
+    kept in the partial file, without the event (never a cassette that looks whole)."""
+    from rtreplay import EventHookError, RecordError, Redactor
+
+    rec = Recorder(cassette, upstream=upstream.websocket_base_url, redactor=Redactor(event_hook=hook_failing_on_done))
+    await rec.start()
+    try:
+        with pytest.raises(ConnectionClosedError) as closed:
+            await sdk_text_session(rec.websocket_base_url)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert "event_hook" in closed.value.rcvd.reason
+    finally:
+        with pytest.raises(RecordError) as info:
+            await rec.close()
+    message = str(info.value)
+    assert not isinstance(info.value, EventHookError)  # the recording's error, which quotes the hook's
+    assert "the redaction event_hook tests.test_recorder.hook_failing_on_done raised KeyError: 'usage'" in message
+    assert "'response.done'" in message and "connection 0" in message and "test_recorder.py:" in message
+    assert not cassette.exists()
+    assert rec.kept_partial is not None
+    with CassetteReader(rec.kept_partial) as reader:
+        kept = [r for r in reader if isinstance(r, Frame)]
+    types = [json.loads(f.payload())["type"] for f in kept if f.dir == "server"]
+    assert "response.done" not in types and "response.created" in types

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 
 from rtreplay import CassetteWriter, Close, Frame, Open, Redactor, Reject, SecretLeakError, load
 from rtreplay.redact import REDACTED, credentials_in_handshake
+
+from .encodings import ENCODINGS, encode, leaked
 
 KEY = "sk-proj-Zx8vQ2mN4pL6rT1wY3uE5iO7aS9dF0gH"
 
@@ -257,15 +260,17 @@ def test_no_key_survives_into_a_written_cassette(
     after=st.text(max_size=10),
     pad=st.integers(0, 3000),
     where=st.sampled_from(["value", "key", "list", "delta"]),
+    encoding=st.sampled_from(ENCODINGS),
 )
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_the_recorders_quick_path_never_writes_a_live_credential(
-    tmp_path: Path, secret: str, before: str, after: str, pad: int, where: str
+    tmp_path: Path, secret: str, before: str, after: str, pad: int, where: str, encoding: str
 ) -> None:
-    """What the recorder writes (``write_messages``) holds no live credential, before the
-    final whole-file check at close() could catch it: whatever its characters (the quick
-    path skips the search when the frame lacks a byte of the credential), wherever it is."""
-    hidden = before + secret + after
+    """What the recorder writes (``write_messages``) holds no live credential in any
+    encoding, before the final whole-file check at close() could catch it: whatever its
+    characters (the quick path skips the search when the frame lacks a byte of the
+    credential), wherever it is, however it is written."""
+    hidden = before + encode(secret, encoding) + after
     event: dict[str, object] = {"type": "response.output_audio.delta", "delta": "QUJD" * (pad // 4)}
     if where == "value":
         event["note"] = hidden
@@ -279,9 +284,71 @@ def test_the_recorders_quick_path_never_writes_a_live_credential(
     writer = CassetteWriter(tmp_path / "c.jsonl", redactor=Redactor(secrets=[secret]))
     try:
         assert writer.write_messages(0, "server", [(0.0, message, True)]) == 1
-        assert secret.encode() not in writer.partial_path.read_bytes()
+        written = writer.partial_path.read_bytes()
+        leak = leaked(secret, written)
+        assert leak is None, f"{secret!r} is {leak} in {written[-500:]!r}"
+        for line in written.splitlines():  # JSON escapes undone too
+            text = json.dumps(json.loads(line), ensure_ascii=False).encode()
+            assert leaked(secret, text) is None, text[-500:]
     finally:
         writer.abort()
+
+
+def load_frames(path: Path) -> list[Frame]:
+    from rtreplay.codec import CassetteReader
+
+    with CassetteReader(path) as reader:
+        return [r for r in reader if isinstance(r, Frame)]
+
+
+KEY_ENCODED = {e: encode(KEY, e) for e in ENCODINGS}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS[1:])
+def test_a_live_key_is_found_in_every_encoding_wherever_a_record_holds_text(
+    tmp_path: Path, encoding: str
+) -> None:
+    shown = KEY_ENCODED[encoding]
+    redactor = Redactor()
+    redactor.add_handshake({"Authorization": f"Bearer {KEY}"})
+    assert leaked(KEY, redactor.text(f"see {shown} here").encode()) is None
+    event = {"type": "conversation.item.create", "item": {"type": "message", "content": [{"type": "input_text", "text": f"key: {shown}"}]}}
+    data = write(
+        tmp_path / "c.jsonl",
+        redactor,
+        Open(conn=0, headers={"X-Note": f"k={shown}"}, query={"note": shown}),
+        Frame.from_message(0, 0.1, "client", json.dumps(event)),
+        Frame.from_message(0, 0.2, "client", f"not json {shown}"),
+        Frame.from_message(0, 0.3, "server", b"\x00" + shown.encode() + b"\x01"),
+        Close(conn=0, t=1.0, reason=f"bad key {shown}"[:123], by="server"),
+        Open(conn=1),
+        Reject(conn=1, t=0.0, status=401, body=f"Incorrect API key provided: {shown}."),
+    )
+    assert leaked(KEY, data) is None, data.decode()
+    for f in load_frames(tmp_path / "c.jsonl"):
+        assert leaked(KEY, f.payload_bytes()) is None
+
+
+def test_encoded_keys_in_a_big_base64_blob_are_found_at_every_alignment() -> None:
+    redactor = Redactor(secrets=[KEY])
+    for offset in range(3):
+        audio = bytes(range(256)) * 8
+        blob = audio[: 1000 + offset] + KEY.encode() + audio
+        for coder in (base64.b64encode, base64.urlsafe_b64encode):
+            event = {"type": "input_audio_buffer.append", "audio": coder(blob).decode()}
+            frame, clean = redactor.frame_from_message(0, 0.0, "client", json.dumps(event).encode(), True)
+            assert not clean and leaked(KEY, frame.payload_bytes()) is None
+
+
+def test_a_frame_that_cannot_hold_a_key_still_takes_the_quick_path() -> None:
+    # The writer searches the encoded line again unless the redactor proved it clean:
+    # audio with no live key in any encoding is proved clean, as before.
+    redactor = Redactor(secrets=[KEY, "az0123456789abcdef0123456789abcdef"])
+    audio = base64.b64encode(bytes(range(256)) * 19).decode()
+    for kind, field in (("response.output_audio.delta", "delta"), ("input_audio_buffer.append", "audio")):
+        message = json.dumps({"type": kind, "event_id": "event_1", field: audio}).encode()
+        frame, clean = redactor.frame_from_message(0, 0.0, "server", message, True)
+        assert clean and bytes(frame.json) == message
 
 
 def test_key_shaped_strings_need_a_boundary() -> None:
@@ -316,3 +383,122 @@ def test_the_documented_user_rules_work(tmp_path: Path) -> None:
     conn = load(tmp_path / "c.jsonl").connections[0]
     assert json.loads(conn.frames[0].payload())["item"]["content"] == []
     assert conn.open.query == {"signature_v2": REDACTED}
+
+
+# -- the recorder's quick paths agree with the full rules ---------------------------------
+
+_PIECES = st.sampled_from([" ", "  ", "\n", "word", "sk-", "proj", "-", "_", "ek_", "%2D", "&#115;", "\\u0073", '"',
+                           '{"api_key": "', "key", KEY[:5], KEY[5:12], KEY[12:], KEY[:9], KEY, "x" * 30])
+
+
+@given(deltas=st.lists(st.lists(_PIECES, max_size=6).map("".join), min_size=1, max_size=12),
+       encoding=st.sampled_from(ENCODINGS))
+@settings(max_examples=300, deadline=None)
+def test_the_quick_join_of_deltas_agrees_with_the_full_one(deltas: list[str], encoding: str) -> None:
+    """A stream of text deltas through the recorder's quick path is written exactly as the
+    full rules write it (the quick join keeps only the last word of a stream), and the
+    deltas joined never spell the live key in any encoding."""
+    shown = encode(KEY, encoding)
+    deltas = [d.replace(KEY, shown) for d in deltas]
+    quick = Redactor(secrets=[KEY])
+    full = Redactor(secrets=[KEY], json_paths=["no.such.path"])  # user rules: the full path only
+    written: list[tuple[str, str]] = []
+    for n, delta in enumerate(deltas):
+        message = json.dumps({"type": "response.output_text.delta", "event_id": f"e{n}", "response_id": "r",
+                              "item_id": "i", "output_index": 0, "content_index": 0, "delta": delta})
+        a, _ = quick.frame_from_message(0, float(n), "server", message.encode(), True)
+        b, _ = full.frame_from_message(0, float(n), "server", message.encode(), True)
+        written.append((a.event()["delta"], b.event()["delta"]))
+    assert [a for a, _ in written] == [b for _, b in written]
+    joined = "".join(a for a, _ in written)
+    assert leaked(KEY, joined.encode()) is None, joined
+
+
+AUDIO = bytes(range(256)) * 12
+
+
+@given(offset=st.integers(0, len(AUDIO)), cut=st.integers(1, len(KEY) - 1), split=st.booleans(),
+       field=st.sampled_from([("response.output_audio.delta", "delta"), ("input_audio_buffer.append", "audio")]),
+       separators=st.sampled_from([(",", ":"), (", ", ": ")]))
+@settings(max_examples=200, deadline=None)
+def test_a_live_key_in_audio_bytes_is_zeroed_even_across_messages(
+    offset: int, cut: int, split: bool, field: tuple[str, str], separators: tuple[str, str]
+) -> None:
+    """The key's bytes in the audio (its base64 at any alignment) are zeroed, the audio
+    keeping its length; split across two messages of a stream, the second loses its part
+    and the first keeps at most 7 bytes: the stream's decoded audio never holds the key."""
+    pcm = AUDIO[:offset] + KEY.encode() + AUDIO[offset:]
+    chunks = [pcm[: offset + cut], pcm[offset + cut :]] if split else [pcm]
+    chunks = [c for c in chunks if c]
+    redactor = Redactor(secrets=[KEY])
+    kind, name = field
+    decoded = b""
+    for n, chunk in enumerate(chunks):
+        event = {"type": kind, "event_id": f"e{n}", name: base64.b64encode(chunk).decode()}
+        message = json.dumps(event, separators=separators)
+        frame, _ = redactor.frame_from_message(0, float(n), "client", message.encode(), True)
+        audio = base64.b64decode(frame.event()[name])
+        assert len(audio) == len(chunk)
+        decoded += audio
+    assert leaked(KEY, decoded) is None
+    assert len(decoded) == len(pcm)
+
+
+# -- a hook that fails -------------------------------------------------------------------
+
+
+def failing_hook(event: dict[str, object], direction: str) -> dict[str, object]:
+    if event.get("type") == "response.done":
+        raise ValueError(f"cannot handle {event.get('note')}")
+    return event
+
+
+@pytest.mark.parametrize(
+    ("hook", "problem"),
+    [
+        (failing_hook, "raised ValueError: cannot handle REDACTED"),
+        (lambda event, direction: None, "returned NoneType, not the event"),
+        (lambda event, direction: {**event, "x": object()}, "returned an event that is not JSON"),
+    ],
+    ids=["raises", "returns-none", "returns-no-json"],
+)
+def test_a_failing_event_hook_is_an_error_naming_it_and_the_event(hook: object, problem: str) -> None:
+    from rtreplay import EventHookError, RecordError
+
+    redactor = Redactor(secrets=[KEY], event_hook=hook)  # type: ignore[arg-type]
+    message = json.dumps({"type": "response.done", "event_id": "event_42", "note": KEY})
+    with pytest.raises(EventHookError) as info:
+        redactor.frame_from_message(3, 0.5, "server", message.encode(), True)
+    error = info.value
+    assert isinstance(error, RecordError)
+    assert (error.conn, error.direction, error.event_type, error.event_id) == (3, "server", "response.done", "event_42")
+    text = str(error)
+    assert problem in text and "connection 3" in text and "'response.done'" in text and "event_42" in text
+    assert "event_hook" in text and ("failing_hook" in text or "lambda" in text)
+    assert KEY not in text  # the hook's message quoted the event: redacted like a log line
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)  # (unredacted)
+    if hook is failing_hook:
+        assert error.where is not None and error.where.endswith(f"test_redact.py:{failing_hook.__code__.co_firstlineno + 2}")
+        assert isinstance(error.error, ValueError)
+
+
+def test_a_failing_event_hook_stops_the_writer_after_what_it_passed(tmp_path: Path) -> None:
+    from rtreplay import EventHookError
+
+    writer = CassetteWriter(tmp_path / "c.jsonl", redactor=Redactor(event_hook=failing_hook))
+    messages = [(0.1, json.dumps({"type": "response.created"}).encode(), True),
+                (0.2, json.dumps({"type": "response.done"}).encode(), True),
+                (0.3, json.dumps({"type": "response.created"}).encode(), True)]
+    with pytest.raises(EventHookError) as info:
+        writer.write_messages(0, "server", messages)
+    assert info.value.recorded == 1
+    lines = writer.partial_path.read_bytes().splitlines()
+    assert len(lines) == 2 and b"response.created" in lines[1]  # the header, then what the hook passed
+    writer.abort()
+
+
+@pytest.mark.parametrize("message", [json.dumps(f" {KEY} "), json.dumps(f"x {KEY[:5]}") + "", json.dumps([f"{KEY}"])])
+def test_a_frame_that_is_one_json_string_is_redacted_too(tmp_path: Path, message: str) -> None:
+    # (Found by test_no_key_survives_into_a_written_cassette: '" <key> "' is JSON.)
+    data = write(tmp_path / "c.jsonl", Redactor(secrets=[KEY]), Frame.from_message(0, 0.1, "client", message))
+    assert KEY.encode() not in data

@@ -1052,6 +1052,69 @@ async def test_voice_with_a_second_of_audio_missing_fails_fast_with_both_amounts
     assert "until 2,428 ms of audio have arrived" in m.message and "1,428 ms have" in m.message
 
 
+# -- clients that keep sending cannot keep a stalled replay alive ---------------------------------
+
+
+async def _keep_sending(ws: Any, message: str, every: float) -> tuple[list[Any], ConnectionClosed]:
+    """Send ``message`` every ``every`` seconds while reading, until the server closes."""
+    got: list[Any] = []
+
+    async def beat() -> None:
+        while True:
+            await ws.send(message)
+            await asyncio.sleep(every)
+
+    beating = asyncio.create_task(beat())
+    try:
+        while True:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), timeout(20))))
+    except ConnectionClosed as closed:
+        return got, closed
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def test_a_heartbeat_does_not_keep_a_stalled_replay_alive() -> None:
+    async with ReplayServer(sample("text-response.jsonl"), stall_timeout=1) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            await ws.recv()  # session.created
+            await ws.send(json.dumps(clients.client_events(sample("text-response.jsonl"))[0]))
+            assert json.loads(await ws.recv())["type"] == "session.updated"
+            # Forgets its question, and sends a heartbeat four times a second.
+            got, closed = await _keep_sending(ws, '{"type":"heartbeat"}', 0.25)
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+    assert closed.rcvd.reason == "rtreplay stall: waiting for conversation.item.create"
+    assert {e["error"]["code"] for e in got[:-1]} == {"rtreplay_mismatch"}  # each heartbeat
+    assert got[-1]["error"]["code"] == "rtreplay_stall"
+    stall = server.report.mismatches[-1]
+    assert stall.kind == "stall" and "until the client sends conversation.item.create" in stall.message
+    assert "the client has sent nothing that moves the replay on" in stall.message
+    assert "none of them a recorded client event) (last sent: heartbeat)" in stall.message
+
+
+async def test_a_microphone_left_streaming_after_the_recording_does_not_keep_it_alive() -> None:
+    update, chunks, server_events = _vad_audio()
+    async with ReplayServer(_sent_in_one_go(), stall_timeout=1) as server:
+        async with connect(server.url + "?model=gpt-realtime") as ws:
+            await ws.send(json.dumps(update))
+            for chunk in chunks:
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            # ...and the microphone stays open: 100 ms of silence every 100 ms.
+            silence = json.dumps({"type": "input_audio_buffer.append", "audio": _rechunk([], 100)[0]})
+            got, closed = await _keep_sending(ws, silence, 0.1)
+    assert clients.timeless(got[: len(server_events)]) == server_events  # the whole recording
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+    assert closed.rcvd.reason == (
+        "rtreplay stall: every recorded server event was sent; the recorded client closed here"
+    )
+    kinds = [m.kind for m in server.report.mismatches]
+    assert kinds == ["after_end", "stall"]  # the audio past the tolerance, then the stall
+    assert "audio beyond what the recording has there) (last sent: input_audio_buffer.append)" in (
+        server.report.mismatches[-1].message
+    )
+
+
 # -- parallel tool calls -----------------------------------------------------------------------------
 
 

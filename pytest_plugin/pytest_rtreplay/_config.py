@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shlex
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ CONFIG_KEYS = (
     "upstream",
     "api_key",
     "audio",
+    "redactor",
 )
 AUDIO_MODES = ("inline", "files")
 
@@ -84,7 +86,7 @@ AUDIO_MODES = ("inline", "files")
 DEFAULT_STALL_TIMEOUT = 10.0
 DEFAULT_AUDIO_TOLERANCE = 0.25
 # Settings whose None means something (instant; never stall; no key) rather than "unset".
-_NONE_MEANS = ("speed", "stall_timeout", "api_key", "latency")
+_NONE_MEANS = ("speed", "stall_timeout", "api_key", "latency", "redactor")
 
 # Room for the ".jsonl" suffix and the writer's ".<pid>.partial" suffix within the
 # 255-byte file name limit of every common file system, with margin for multi-byte names.
@@ -118,6 +120,9 @@ class RealtimeSettings:
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     audio: str = "inline"  # how recordings are written: inline (format 1) or files (format 2)
+    #: An ``rtreplay.Redactor`` for recordings (your header names, JSON paths, patterns,
+    #: event_hook), or None for the built-in rules.
+    redactor: Any = None
     #: An in-memory cassette (an ``rtreplay.Cassette``: a variant, a scripted session) to
     #: replay instead of the file; it is never recorded.
     source: Any = None
@@ -217,6 +222,11 @@ def _check(key: str, value: object, what: str) -> object:
     if key == "audio":
         if value not in AUDIO_MODES:
             raise RealtimeConfigError(f"{what} must be one of {', '.join(AUDIO_MODES)}, not {value!r}")
+        return value
+    if key == "redactor":
+        module = sys.modules.get("rtreplay.redact")  # (nothing else could have made one)
+        if value is not None and (module is None or not isinstance(value, module.Redactor)):
+            raise RealtimeConfigError(f"{what} must be an rtreplay.Redactor, not {type(value).__name__}")
         return value
     if key == "api_key":
         if value is not None and not isinstance(value, str):
@@ -318,6 +328,7 @@ def resolve_settings(
         "upstream": DEFAULT_UPSTREAM,
         "api_key": None,
         "audio": "inline",
+        "redactor": None,
     }
     for key, value in defaults.items():
         if key not in chosen:
@@ -363,6 +374,7 @@ def resolve_settings(
         upstream=chosen["upstream"],
         api_key=chosen["api_key"],
         audio=chosen["audio"],
+        redactor=chosen["redactor"],
         source=in_memory,
         sources=sources,
     )

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +77,12 @@ class RealtimeMock:
         rerecord_command: str,
         display_path: str,
         keep_advice: str | None = None,
+        sharing: Callable[[], list[tuple[str, str, str]]] | None = None,
     ) -> None:
         self.settings = settings
+        # The other tests that use this cassette, each with its record and re-record
+        # commands ("" if it never records); asked only when a hint needs it.
+        self._sharing = sharing
         self.cassette_path: Path = settings.cassette
         self.recording: bool = settings.source is None and (
             settings.record_mode == "all"
@@ -203,6 +207,7 @@ class RealtimeMock:
                     settings.cassette,
                     upstream=settings.upstream,
                     api_key=settings.api_key,
+                    redactor=settings.redactor,
                     audio="files" if settings.audio == "files" else "inline",
                 )
             else:
@@ -250,13 +255,94 @@ class RealtimeMock:
         from rtreplay.codec import partial_note
 
         note = partial_note(self.cassette_path)
-        return (
-            "rtreplay: this test has no cassette, and this run does not record.\n"
-            f"  expected: {self._display_path}\n"
-            + (f"  but: {note}\n" if note else "")
-            + "  record it (talks to the live API once, needs OPENAI_API_KEY):\n"
-            f"    {self._record_command}"
+        lines = [
+            "rtreplay: this test has no cassette, and this run does not record.",
+            f"  expected: {self._display_path}",
+        ]
+        if note:
+            lines.append(f"  but: {note}")
+        pinned = self._never_records()
+        if pinned is None:
+            lines += [
+                "  record it (talks to the live API once, needs OPENAI_API_KEY):",
+                f"    {self._record_command}",
+            ]
+            return "\n".join(lines)
+        recorder = next((once for _, once, _ in self._others() if once), None)
+        lines.append(f"  this test never records ({pinned}).")
+        if recorder is not None:
+            lines += [
+                "  record its cassette with the test that records it (talks to the live API "
+                "once, needs OPENAI_API_KEY):",
+                f"    {recorder}",
+            ]
+        else:
+            lines += [
+                f"  remove {pinned.split(' in ')[0]} there, then record it (talks to the live "
+                "API once, needs OPENAI_API_KEY):",
+                f"    {self._record_command}",
+            ]
+        return "\n".join(lines)
+
+    def _others(self) -> list[tuple[str, str, str]]:
+        return self._sharing() if self._sharing is not None else []
+
+    def _never_records(self) -> str | None:
+        """Where ``record_mode="none"`` is pinned for this test (no command line records it)."""
+        s = self.settings
+        if s.record_mode != "none":
+            return None
+        source = s.sources.get("record_mode")
+        if source == "marker":
+            return 'record_mode="none" in its @pytest.mark.realtime'
+        if source == "realtime_config":
+            return 'record_mode="none" in the realtime_config fixture'
+        return None
+
+    def _rerecord_lines(self) -> list[str]:
+        """How to re-record this test's cassette, when the plain command is not the answer:
+        a cassette other tests share, or a test that never records."""
+        pinned = self._never_records()
+        others = self._others()
+        if pinned is None and not others:
+            return []
+        names = ", ".join(u[0] for u in others[:3]) + (
+            f" and {len(others) - 3} more" if len(others) > 3 else ""
         )
+        own = (
+            "drop cassette= from its marker"
+            + (" (and record_mode=)" if pinned is not None else "")
+            + ", then record it:"
+        )
+        if pinned is not None:
+            recorder = next(((n, again) for n, _, again in others if again), None)
+            lines = [f"This test never records ({pinned})."]
+            if recorder is not None:
+                lines += [
+                    f"If the recorded conversation changed, re-record its cassette with "
+                    f"{recorder[0]}, which records it:",
+                    f"    {recorder[1]}",
+                ]
+                if self.settings.sources.get("cassette") == "marker":
+                    lines += [f"If only this test's changed, give it a cassette of its own: {own}",
+                              f"    {self._record_command}"]
+            else:
+                lines += [
+                    f"If the new conversation is right, remove {pinned.split(' in ')[0]} there, "
+                    "then re-record this test:",
+                    f"    {self._rerecord_command}",
+                ]
+            return lines
+        lines = [
+            f"This test shares its cassette with {len(others)} other test"
+            f"{'s' if len(others) != 1 else ''} ({names}): re-recording it from this test changes "
+            "what they replay too.",
+            "If the new conversation is right for them all, re-record this test:",
+            f"    {self._rerecord_command}",
+        ]
+        if self.settings.sources.get("cassette") == "marker":
+            lines += [f"Or give this test a cassette of its own: {own}", f"    {self._record_command}"]
+        return lines
 
     @property
     def refusals(self) -> list[str]:
@@ -373,21 +459,40 @@ class RealtimeMock:
                 headline=headline,
                 cassette=self._display_path,
                 rerecord=self._rerecord_command,
+                rerecord_lines=self._rerecord_lines(),
                 exception_text=exception_text,
                 **extra,
             )
 
         if report.stalls:
             # Whether the client then failed or not, the stall is the story: say it first.
+            from rtreplay.report import NOTHING_HELD
+
+            seconds = f"{self.settings.stall_timeout:g} s"
+            longer = (
+                "If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30), "
+                "or realtime_stall_timeout in the ini file (0 turns it off)."
+            )
+            if all(m.held == NOTHING_HELD for m in report.stalls):
+                return text(
+                    "the replay stalled: it had sent every recorded server event, and for "
+                    f"{seconds} the client waited for more instead of going on as recorded; "
+                    "then it closed the connection (1008) so the test would not hang.",
+                    advice=(
+                        "If the client waits for more than the recording has (another answer), "
+                        "the conversation changed: re-record. If it only keeps the connection "
+                        "open, close it when done.",
+                        longer,
+                    ),
+                )
             return text(
-                "the replay stalled: it held server events for a client that had sent nothing "
-                f"for {self.settings.stall_timeout:g} s, then closed the connection (1008) so "
-                "the test would not hang.",
+                "the replay stalled: it held server events for a client that, for "
+                f"{seconds}, sent nothing that moved the replay on; then it closed the "
+                "connection (1008) so the test would not hang.",
                 advice=(
                     "If the client waits for an event the recording has after one it has not "
                     "sent, send it first.",
-                    "If it legitimately needs longer: @pytest.mark.realtime(stall_timeout=30), "
-                    "or realtime_stall_timeout in the ini file (0 turns it off).",
+                    longer,
                 ),
             )
         if test_failed:

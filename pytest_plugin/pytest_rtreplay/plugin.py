@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,10 @@ _UPSTREAM_SET_BY = {
 _RECORDED_PROPERTY = "rtreplay_recorded"
 _PARTIAL_PROPERTY = "rtreplay_partial"  # a partial file an interrupted recording left
 _KEPT_PROPERTY = "rtreplay_kept"  # recorded, but every connection refused: the old one kept
+# Per test directory, each cassette the collected tests use: (test, the commands that
+# record and re-record it, or "" when it never records). Worked out once, when a hint
+# needs it.
+_USERS = pytest.StashKey[dict[Path, dict[Path, list[tuple[str, str, str]]]]]()
 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
@@ -226,7 +230,7 @@ def realtime_config() -> dict[str, Any]:
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
     ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
     ``shift_times``, ``fresh_ids``, ``faults``, ``latency``,
-    ``upstream``, ``api_key``, ``audio``. A marker on the test
+    ``upstream``, ``api_key``, ``audio``, ``redactor``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
     return {}
@@ -268,6 +272,50 @@ def _debugging(config: pytest.Config) -> bool:
     return bool(config.getoption("trace", False)) or "pydevd" in sys.modules
 
 
+def never_records(settings: Any) -> bool:
+    """Whether a test's own settings pin ``record_mode="none"`` (no command line records it)."""
+    return bool(
+        settings.record_mode == "none"
+        and settings.sources.get("record_mode") in ("marker", "realtime_config")
+    )
+
+
+def _sharing(
+    item: pytest.Item, realtime_config: Any, cassette: Path
+) -> Callable[[], list[tuple[str, str, str]]]:
+    """The other collected tests that use this test's cassette (see :data:`_USERS`).
+
+    Their ``realtime_config`` is not known here: tests of this test's directory are taken to
+    share its value, others to use none. A test not collected in this run is not seen.
+    """
+
+    def others() -> list[tuple[str, str, str]]:
+        session = item.session
+        by_dir = session.stash.setdefault(_USERS, {})
+        here = Path(item.path).parent
+        users = by_dir.get(here)
+        if users is None:
+            users = {}
+            invoked = item.config.invocation_params.dir
+            for other in session.items:
+                if "realtime_mock" not in getattr(other, "fixturenames", ()):
+                    continue
+                config = realtime_config if Path(other.path).parent == here else {}
+                try:
+                    settings = _settings_for(other, config)
+                except RealtimeConfigError:
+                    continue
+                once = again = ""
+                if not never_records(settings):
+                    once = record_command(other.nodeid, Path(other.path), invoked)
+                    again = record_command(other.nodeid, Path(other.path), invoked, mode="all")
+                users.setdefault(Path(settings.cassette), []).append((other.nodeid, once, again))
+            by_dir[here] = users
+        return [u for u in users.get(Path(cassette), []) if u[0] != item.nodeid]
+
+    return others
+
+
 def _display(path: Path, config: pytest.Config) -> str:
     try:
         return os.path.relpath(path, config.invocation_params.dir)
@@ -306,6 +354,7 @@ def realtime_mock(request: pytest.FixtureRequest, realtime_config: Any) -> Itera
             item.nodeid, Path(item.path), config.invocation_params.dir, mode="all"
         ),
         display_path=_display(settings.cassette, config),
+        sharing=_sharing(item, realtime_config, settings.cassette),
     )
     from rtreplay.codec import leftover_partials
 

@@ -9,9 +9,24 @@ recorded by a real :class:`~rtreplay.recorder.Recorder` between a real client so
 an upstream that sends every secret back; the key's bytes must then appear nowhere in
 the cassette, nor in any payload decoded from it, and the recording must be complete.
 
-The law has one documented limit: a key nobody presented as a credential and that has no
+A presented key is also hidden in other encodings (:data:`ENCODINGS`): base64, standard
+and URL-safe, inside a larger blob at each of the three alignments; hexadecimal, lower and
+upper case; upper and lower case; HTML character references, decimal, hexadecimal or on
+every other character. The law then also decodes what it reads back, in every way (every
+run of base64 characters at every offset, every run of hex digits, case folded, HTML
+references decoded), and the key's bytes must appear in none of it, nor in a log line.
+
+A presented key is also put in audio, its bytes inside the PCM at any offset (so its
+base64 at each alignment), whole or split across two messages; the audio each connection
+sends either way, decoded and joined, must not hold it, nor (with ``audio_files``, cassette
+format 2) any file of ``rtreplay-audio/``. And in a ``client_secrets`` call the recorder
+relays: its request and the upstream's answer quote the key.
+
+The law has two documented limits: a key nobody presented as a credential and that has no
 key shape (``sk-...``, ``ek_...``) can only be recognised by the name of the field that
-holds it, so such keys are hidden only in secret-named fields.
+holds it, so such keys are hidden only in secret-named fields; and a key nobody presented
+is hidden in no other encoding than JSON and percent escapes (its shape does not survive
+base64, hex or audio bytes).
 
 ``RTREPLAY_SECRETS_EXAMPLES`` (default 50; the ``slow`` test runs 2,000) sets the count.
 """
@@ -19,6 +34,7 @@ holds it, so such keys are hidden only in secret-named fields.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -31,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,11 +58,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from rtreplay.cassette import Close, Frame, Open, Reject
+from rtreplay.cassette import Close, Frame, HttpExchange, Open, Reject
 from rtreplay.codec import CassetteReader
 from rtreplay.recorder import Recorder
 
 from ..conftest import timeout
+from ..encodings import ENCODINGS, encode, leaked
+from ..upstream import _with_posts
 from .support import handshake_bytes, report_figure
 
 PAD = "pad " * 700  # makes an event larger than 2 KB
@@ -111,10 +130,16 @@ FREE_PLACES = (
     "path-segment",               # the key in the request path, which the proxy logs
     "refusal-reason",             # a 503 whose reason phrase and long body quote the key
     "failed-subprotocol",         # the upstream picks a subprotocol holding the key (502)
+    # Audio and HTTP:
+    "server-audio-key",           # the key's bytes inside output audio (its base64 at any alignment)
+    "client-audio-key",           # ... inside input audio
+    "client-audio-split",         # ... split across two consecutive input audio messages
+    "http-exchange",              # a client_secrets call whose request and answer quote the key
 )
+# Places where the key is in audio bytes: only a presented key is found there.
+AUDIO_PLACES = ("server-audio-key", "client-audio-key", "client-audio-split")
 # Places where the upstream does not accept the session.
 REFUSING = ("refusal-body", "refusal-reason", "failed-subprotocol")
-
 
 @dataclass(frozen=True)
 class Session:
@@ -125,11 +150,19 @@ class Session:
     # Large events take the redactor's fast path for audio-sized frames: pad some to it.
     padded: bool = False
     pieces: int = 3  # how many deltas a split key is streamed in
+    encoding: str = "plain"  # how the key is written where it hides (ENCODINGS)
+    audio_at: int = 0  # where the key's bytes start in audio (its base64 alignment: modulo 3)
+    audio_files: bool = False  # the recorder keeps audio in rtreplay-audio/ (format 2)
 
     @property
     def known(self) -> bool:
         """Whether the proxy can know the key for what it is (presented, or key-shaped)."""
         return self.presented != "none" or self.key.shaped
+
+    @property
+    def shown(self) -> str:
+        """The key as written where it hides."""
+        return encode(self.key.value, self.encoding)
 
 
 @st.composite
@@ -138,11 +171,28 @@ def sessions(draw: st.DrawFn) -> Session:
     presented = draw(st.sampled_from(PRESENTED))
     known = presented != "none" or key.shaped
     pool = FIELD_PLACES + (FREE_PLACES if known else ())
+    if presented == "none":  # a key's shape does not survive in audio bytes (the documented limit)
+        pool = tuple(p for p in pool if p not in AUDIO_PLACES)
     places = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8, unique=True))
     refusing = [p for p in places if p in REFUSING]
     places = [p for p in places if p not in REFUSING] + refusing[:1]  # one way to be refused
+    if "failed-subprotocol" in places:  # (nothing is recorded then, not even an HTTP call)
+        places = [p for p in places if p != "http-exchange"]
+    encoding = draw(st.sampled_from(ENCODINGS)) if presented != "none" else "plain"
     return Session(key, presented, tuple(sorted(places)), draw(st.integers(0, 3)), draw(st.booleans()),
-                   draw(st.integers(2, 5)))
+                   draw(st.integers(2, 5)), encoding, draw(st.integers(0, 400)), draw(st.booleans()))
+
+
+PCM = bytes(range(256)) * 8
+
+
+def audio_with_key(session: Session) -> bytes:
+    """Audio whose bytes hold the key's, from byte ``audio_at`` on."""
+    return PCM[: session.audio_at] + session.key.value.encode() + PCM[session.audio_at :]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 # -- an upstream that sends every secret back -------------------------------------------
@@ -165,7 +215,7 @@ class LeakyUpstream:
     async def __aenter__(self) -> LeakyUpstream:
         self.server = await serve(
             self.handle, "127.0.0.1", 0, process_request=self.process_request,
-            process_response=self.process_response,
+            process_response=self.process_response, create_connection=_with_posts(self.answer_post),
             select_subprotocol=lambda _c, offered: Subprotocol("realtime") if "realtime" in offered else None,
             max_size=None,
         )
@@ -176,6 +226,13 @@ class LeakyUpstream:
         self.server.close()
         await self.server.wait_closed()
 
+    def answer_post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """A client_secrets call: the ephemeral key, and the request's key quoted back."""
+        k = self.session.shown
+        return 200, {"value": "ek_68af1f0d0c7c8191a8d2c3b4e5f60718", "expires_at": 1767233035,
+                     "session": {"type": "realtime", "instructions": f"use {k}"}, "note": f"you sent {k}",
+                     "echo": body.decode("utf-8", "replace")}
+
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parsed = urllib.parse.urlsplit(request.path)
         self.handshake = {
@@ -183,7 +240,7 @@ class LeakyUpstream:
             "query": parsed.query,
             "headers": dict(request.headers.raw_items()),
         }
-        k = self.session.key.value
+        k = self.session.shown
         if "refusal-body" in self.session.places:
             body = json.dumps({"error": {"message": f"Incorrect API key provided: {k}.",
                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
@@ -204,7 +261,7 @@ class LeakyUpstream:
 
     def frames(self) -> list[str | bytes]:
         """What the upstream sends unprompted after its session.created."""
-        k, places = self.session.key.value, self.session.places
+        k, places = self.session.shown, self.session.places
         out: list[str | bytes] = []
 
         def dumps(event: dict[str, Any]) -> str:
@@ -252,6 +309,10 @@ class LeakyUpstream:
         for n in range(self.session.audio_frames):
             out.append(dumps({"type": "response.output_audio.delta", "event_id": f"e_au{n}",
                                    "delta": "AAAA" * 500}))
+        if "server-audio-key" in places:
+            out.append(json.dumps({"type": "response.output_audio.delta", "event_id": "e_ak", "response_id": "resp_1",
+                                   "item_id": "item_3", "output_index": 2, "content_index": 0,
+                                   "delta": b64(audio_with_key(self.session))}))
         return out
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -271,13 +332,16 @@ class LeakyUpstream:
         except ConnectionClosed:
             return
         if "close-reason" in self.session.places:
-            await ws.close(4001, f"bad key {self.session.key.value}")
+            reason = f"bad key {self.session.shown}"
+            if len(reason.encode()) > 123:  # a close reason holds 123 bytes: the key as it is
+                reason = f"bad key {self.session.key.value}"
+            await ws.close(4001, reason)
         else:
             await ws.close(1000, "bye")
 
 
 def client_frames(session: Session) -> list[str | bytes]:
-    k, places = session.key.value, session.places
+    k, places = session.shown, session.places
     out: list[str | bytes] = []
 
     def dumps(event: dict[str, Any]) -> str:
@@ -307,6 +371,13 @@ def client_frames(session: Session) -> list[str | bytes]:
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"see {encoded}"}]}}))
     for _ in range(session.audio_frames):
         out.append(dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 500}))
+    if "client-audio-key" in places:
+        out.append(json.dumps({"type": "input_audio_buffer.append", "audio": b64(audio_with_key(session))}))
+    if "client-audio-split" in places:
+        audio = audio_with_key(session)
+        cut = session.audio_at + 1 + len(session.key.value) * session.pieces // 7  # inside the key
+        out.append(json.dumps({"type": "input_audio_buffer.append", "audio": b64(audio[:cut])}))
+        out.append(json.dumps({"type": "input_audio_buffer.append", "audio": b64(audio[cut:])}))
     out.append('{"type":"bye"}')
     return out
 
@@ -345,7 +416,7 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
     elif p == "ocp-apim-subscription-key":
         headers["Ocp-Apim-Subscription-Key"] = k
     if "custom-header" in session.places:
-        headers["X-Debug-Note"] = f"key={k}"
+        headers["X-Debug-Note"] = f"key={session.shown}"
     got: list[str | bytes] = []
     status = None
     async with LeakyUpstream(session) as up:
@@ -353,11 +424,14 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
         if p == "upstream-userinfo":
             base = base.replace("ws://", f"ws://user:{urllib.parse.quote(k, safe='')}@")
         recorder = Recorder(cassette, upstream=base, api_key=k if p == "proxy-key" else "",
-                            idle_timeout=None)
+                            idle_timeout=None, audio="files" if session.audio_files else "inline")
         async with recorder:
             url = f"{recorder.url}?{urllib.parse.urlencode(query)}"
-            if "path-segment" in session.places:
-                url = url.replace("/v1/realtime", f"/v1/{urllib.parse.quote(k, safe='')}/realtime")
+            # (A key whose base64 holds a "/", or written with JSON escapes, is no path
+            # segment: the proxy reads a backslash as a slash, as lenient servers do.)
+            if "path-segment" in session.places and "/" not in session.shown and "\\" not in session.shown:
+                shown = urllib.parse.quote(session.shown, safe="")
+                url = url.replace("/v1/realtime", f"/v1/{shown}/realtime")
             try:
                 async with connect(url, additional_headers=headers, subprotocols=subprotocols,
                                    max_size=None, open_timeout=timeout(10)) as ws:
@@ -370,16 +444,39 @@ async def record_session(session: Session, directory: Path) -> tuple[Path, list[
                         pass
             except InvalidStatus as exc:
                 status = exc.response.status_code
+            # (After the session: a key the proxy learns only later, from a subprotocol, is
+            # no live credential yet; one written before is caught by the last check.)
+            if "http-exchange" in session.places:
+                body = json.dumps({"session": {"type": "realtime", "instructions": f"remember {session.shown}"}})
+                status_line = await post(recorder.url.replace("ws://", "http://") + "/realtime/client_secrets"
+                                         + f"?{urllib.parse.urlencode(query)}", headers, body.encode())
+                assert status_line.startswith(b"HTTP/1.1 200"), status_line
             # While the recorder still runs: its partial file holds no key either.
             for partial in directory.glob("*.partial"):
-                assert k.encode() not in partial.read_bytes(), f"the key is in {partial}"
+                leak = leaked(k, partial.read_bytes())
+                assert leak is None, f"the key is in {partial} ({leak})"
     return cassette, got, status
 
 
+async def post(url: str, headers: dict[str, str], body: bytes) -> bytes:
+    """POST ``body`` to ``url`` over a plain socket; the response's status line."""
+    parts = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = [f"POST {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Connection: close", *(f"{n}: {v}" for n, v in headers.items())]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), timeout(10))
+    writer.close()
+    return response.split(b"\r\n", 1)[0]
+
+
 def assert_no_key(session: Session, cassette: Path) -> None:
-    k = session.key.value.encode()
+    key = session.key.value
+    k = key.encode()
     data = cassette.read_bytes()
-    assert k not in data, f"the key is in {cassette}:\n{data.decode(errors='replace')}"
+    leak = leaked(key, data)
+    assert leak is None, f"the key is in {cassette} ({leak}):\n{data.decode(errors='replace')}"
     seen: list[bytes] = []
     with CassetteReader(cassette) as reader:
         for record in reader:
@@ -393,8 +490,15 @@ def assert_no_key(session: Session, cassette: Path) -> None:
                 seen.append(json.dumps([record.path, record.query, record.headers, record.subprotocol]).encode())
             elif isinstance(record, (Close, Reject)):
                 seen.append(json.dumps(record.__struct_fields__ and [getattr(record, f) for f in record.__struct_fields__]).encode())
+            elif isinstance(record, HttpExchange):
+                seen.append(msgspec.json.encode(record))
+                for part in (record.request, record.response):
+                    if part.json is not msgspec.UNSET:
+                        seen.append(json.dumps(json.loads(bytes(part.json)), ensure_ascii=False).encode())
+                    seen.append(json.dumps(dict(part.headers), ensure_ascii=False).encode())
     for blob in seen:
-        assert k not in blob, f"the key is in a decoded payload of {cassette}: {blob[:300]!r}"
+        leak = leaked(key, blob)
+        assert leak is None, f"the key is in a decoded payload of {cassette} ({leak}): {blob[:300]!r}"
         # Percent-decoded too (twice: a key may be encoded twice over).
         once = urllib.parse.unquote_to_bytes(blob)
         for decoded in (once, urllib.parse.unquote_to_bytes(once)):
@@ -408,7 +512,26 @@ def assert_no_key(session: Session, cassette: Path) -> None:
                 item = (record.conn, event.get("type"), event.get("item_id"), event.get("content_index"))
                 joined[item] = joined.get(item, "") + event["delta"]
     for item, text in joined.items():
-        assert session.key.value not in text, f"joined deltas of {item} spell the key: {text!r}"
+        leak = leaked(key, text.encode())
+        assert leak is None, f"joined deltas of {item} spell the key ({leak}): {text!r}"
+    # The audio of each connection and direction, decoded and joined, as a player hears it.
+    audio: dict[tuple[int, str], bytes] = {}
+    with CassetteReader(cassette) as reader:
+        for record in reader:
+            event = record.event() if isinstance(record, Frame) else None
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
+                name = "delta" if event["type"].endswith("audio.delta") else "audio" if event["type"].endswith(".append") else ""
+                if isinstance(event.get(name), str):
+                    with contextlib.suppress(ValueError):
+                        stream = (record.conn, record.dir)
+                        audio[stream] = audio.get(stream, b"") + base64.b64decode(event[name], validate=True)
+    for stream, pcm in audio.items():
+        assert k not in pcm, f"the audio of {stream} holds the key's bytes"
+    # Format 2: the audio files beside the cassette hold decoded audio: the key's bytes
+    # must not be there either, in any encoding.
+    for path in (cassette.parent / "rtreplay-audio").glob("*.raw"):
+        leak = leaked(key, path.read_bytes())
+        assert leak is None, f"the key is in {path} ({leak})"
 
 
 def _nested_json(value: Any) -> Iterable[bytes]:
@@ -449,7 +572,8 @@ def check(session: Session, directory: Path) -> None:
         log.setLevel(level)
     # What the proxy logs ends up in CI logs: the key stays out of them too.
     for line in lines.lines:
-        assert session.key.value not in line, f"the key is in a log line: {line}"
+        leak = leaked(session.key.value, line.encode())
+        assert leak is None, f"the key is in a log line ({leak}): {line}"
     assert not list(directory.glob("*.partial")), "a partial file was left behind"
     if "failed-subprotocol" in session.places:
         assert status == 502 and not cassette.exists()  # nothing was relayed: nothing recorded
@@ -458,6 +582,10 @@ def check(session: Session, directory: Path) -> None:
     assert_no_key(session, cassette)
     with CassetteReader(cassette) as reader:
         records = list(reader)
+    if "http-exchange" in session.places:
+        [exchange] = [r for r in records if isinstance(r, HttpExchange)]
+        assert exchange.response.status == 200
+        records = [r for r in records if not isinstance(r, HttpExchange)]
     if "refusal-body" in session.places or "refusal-reason" in session.places:
         assert status == (401 if "refusal-body" in session.places else 503)
         assert [type(r).__name__ for r in records[1:]] == ["Open", "Reject"]
@@ -503,6 +631,33 @@ def test_each_hiding_place_is_tried_with_an_opaque_presented_key(tmp_path: Path,
     """Every place, explicitly, so no place depends on what hypothesis happens to draw."""
     key = Key("tok.opaque-Value_0123456789", False)
     check(Session(key, "authorization", (place,), 1), tmp_path)
+
+
+# Places where an encoded key cannot go: the subprotocol must stay a token.
+_UNENCODED = ("failed-subprotocol",)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS[1:])
+@pytest.mark.parametrize("key", [Key("sk-proj-Encoded_key-0123456789abcdef", True),
+                                 Key("az0123456789abcdef0123456789abcdef", False)], ids=["sk", "azure"])
+def test_each_encoding_of_a_presented_key_in_every_free_place(tmp_path: Path, key: Key, encoding: str) -> None:
+    places = tuple(p for p in FREE_PLACES if p not in REFUSING)
+    check(Session(key, "authorization", places, 1, padded=True, encoding=encoding), tmp_path)
+    for refusing in REFUSING:
+        if refusing not in _UNENCODED:
+            check(Session(key, "api-key", (refusing,), 0, encoding=encoding), tmp_path)
+
+
+@pytest.mark.parametrize("place", ["server-audio-key", "client-audio-key", "client-audio-split"])
+@pytest.mark.parametrize("audio_at", [0, 1, 2, 255])
+def test_a_key_in_audio_reaches_neither_the_cassette_nor_its_audio_files(
+    tmp_path: Path, place: str, audio_at: int
+) -> None:
+    """Format 2 keeps decoded audio beside the cassette: the key's own bytes. They are
+    zeroed before (at every base64 alignment, and split across two messages)."""
+    key = Key("sk-proj-InTheAudio_0123456789abcdef", True)
+    check(Session(key, "api-key", (place,), 1, audio_at=audio_at, audio_files=True), tmp_path)
+    assert list((tmp_path / "rtreplay-audio").glob("*.raw")), "no audio went to the audio files"
 
 
 @pytest.mark.parametrize("presented", PRESENTED)
