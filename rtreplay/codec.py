@@ -656,6 +656,14 @@ def _write_whole(
         raise
 
 
+def _unmakeable_directory(directory: Path, exc: BaseException) -> str:
+    """Why ``directory`` could not be made, naming the part of it that is a file if one is."""
+    for part in (directory, *directory.parents):
+        if part.exists() and not part.is_dir():
+            return f"cannot be written: its directory cannot be made, because {part} is a file, not a directory"
+    return f"cannot be written: its directory {directory} cannot be made: {getattr(exc, 'strerror', None) or exc}"
+
+
 class CassetteWriter:
     """Writes a cassette beside its target and moves it into place when finished.
 
@@ -686,6 +694,9 @@ class CassetteWriter:
         self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as exc:
+            raise CassetteWriteError(self.path, _unmakeable_directory(self.path.parent, exc)) from None
+        try:
             # Read and write: a partial file whose directory was removed is copied back (_relink).
             flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
             self._fd: int | None = os.open(self.partial_path, flags, 0o644)

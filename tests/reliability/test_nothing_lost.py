@@ -382,6 +382,19 @@ def test_out_naming_a_directory_is_refused_at_once(tmp_path: Path) -> None:
     assert f"{tmp_path} is a directory" in done.stderr and done.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.parametrize("below", ["x.jsonl", "deeper/x.jsonl"])
+def test_out_under_a_file_names_the_file_at_once(tmp_path: Path, below: str) -> None:
+    (tmp_path / "notes").write_text("a file, not a directory\n")
+    out = tmp_path / "notes" / below
+    done = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "record", "--out", str(out), "--port", "0"],
+        capture_output=True, text=True, timeout=timeout(30),
+    )
+    assert done.returncode == 2
+    assert f"because {tmp_path / 'notes'} is a file, not a directory" in done.stderr
+    assert (tmp_path / "notes").read_text() == "a file, not a directory\n"
+
+
 async def test_out_a_symlink_is_followed_and_stays_a_link(tmp_path: Path) -> None:
     real = tmp_path / "real" / "x.jsonl"
     real.parent.mkdir()
