@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
@@ -42,6 +42,7 @@ from rtreplay.server import ReplayServer
 from ..conftest import CASSETTES, timeout
 from ..upstream import ScriptedUpstream
 from .support import (
+    SUPPRESSED_HEALTH_CHECKS,
     handshake_bytes,
     masked_frame,
     peak_rss_kib,
@@ -55,7 +56,7 @@ pytestmark = pytest.mark.timeout(120)
 SETTINGS: dict[str, Any] = {
     "deadline": None,
     "derandomize": False,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    "suppress_health_check": SUPPRESSED_HEALTH_CHECKS,
 }
 KEY = "sk-proj-BadInputTest0123456789abcdef"
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -47,7 +47,7 @@ from rtreplay.recorder import Recorder
 
 from ..conftest import timeout
 from ..upstream import Refusal, ScriptedUpstream
-from .support import start_cli, wait_until
+from .support import SUPPRESSED_HEALTH_CHECKS, start_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 pytest_plugins = ["pytester"]
@@ -55,7 +55,7 @@ pytest_plugins = ["pytester"]
 SETTINGS: dict[str, Any] = {
     "deadline": None,
     "derandomize": False,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    "suppress_health_check": SUPPRESSED_HEALTH_CHECKS,
 }
 KEY = "sk-proj-NothingLostTest0123456789abcdef"
 TEXT_SESSION = {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}

@@ -49,7 +49,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -65,7 +65,7 @@ from rtreplay.recorder import Recorder
 from ..conftest import timeout
 from ..encodings import ENCODINGS, encode, leaked
 from ..upstream import _with_posts
-from .support import handshake_bytes, report_figure
+from .support import SUPPRESSED_HEALTH_CHECKS, handshake_bytes, report_figure
 
 PAD = "pad " * 700  # makes an event larger than 2 KB
 FAST_EXAMPLES = int(os.environ.get("RTREPLAY_SECRETS_EXAMPLES", "50"))
@@ -600,7 +600,7 @@ def check(session: Session, directory: Path) -> None:
 
 
 SETTINGS = {"deadline": None, "derandomize": False,
-            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+            "suppress_health_check": SUPPRESSED_HEALTH_CHECKS}
 
 
 @pytest.fixture
