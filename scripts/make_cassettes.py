@@ -37,6 +37,7 @@ import msgspec
 
 from rtreplay.cassette import Close, Frame, Header, HttpExchange, HttpRequest, HttpResponse, Open
 from rtreplay.codec import CassetteWriter
+from rtreplay.scripted import _Ids as Ids
 
 RATE = 24_000
 BYTES_PER_MS = RATE * 2 // 1000  # PCM16 mono
@@ -60,7 +61,6 @@ PY_HEADERS = {
     "x-stainless-lang": "python",
     "x-stainless-package-version": "3.52.0",
 }
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # --------------------------------------------------------------------------- audio
 
@@ -165,26 +165,8 @@ def resample_16k(pcm: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- IDs and text
 
-
-class Ids:
-    """Realtime-shaped IDs: prefix + 21 base62 chars, the first five following wall time."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def token(self, n: int) -> str:
-        return "".join(self.rng.choice(BASE62) for _ in range(n))
-
-    def new(self, prefix: str, wall: float) -> str:
-        stamp = int(wall) - 1_700_000_000
-        head = ""
-        for _ in range(5):
-            stamp, digit = divmod(stamp, 62)
-            head = BASE62[digit] + head
-        return f"{prefix}_{head}{self.token(16)}"
-
-    def call_id(self) -> str:
-        return "call_" + self.token(16)
+# IDs come from rtreplay.scripted's generator (Ids above), the one ScriptedSession uses, so
+# the shape of an ID is written once.
 
 
 def words(text: str) -> list[str]:
@@ -443,7 +425,7 @@ class Builder:
 
     def __init__(self, path: Path, seed: int) -> None:
         self.path = path
-        self.ids = Ids(seed)
+        self.ids = Ids(random.Random(seed))
         self.wall = float(EPOCH + seed * 3600)
         self.writer = CassetteWriter(path, header=Header(created=CREATED))
         self.conns = 0
