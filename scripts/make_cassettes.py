@@ -572,62 +572,29 @@ def audio_deltas(c: Conn, pcm: bytes) -> Iterator[list[str]]:
         pos += size
 
 
-def tool_call(b: Builder) -> None:
+WEATHER = {"Paris": ("light rain", 14), "Tokyo": ("clear", 22), "Lima": ("overcast", 19)}
+
+
+def weather_calls(b: Builder, question: str, cities: tuple[str, ...], *, call_tokens: tuple[int, int],
+                  answer: str, text_in: int) -> None:
+    """A text session with the get_weather tool: the user asks ``question``, one response
+    calls get_weather once per city (parallel tool calls when there are several, each
+    call's arguments streamed in pieces), the client sends every output back, then one
+    response.create, and the model answers with ``answer``. ``call_tokens`` is the (input,
+    output) text usage of the response that calls, ``text_in`` that of the answer."""
     c = b.open()
     c.session_created(ga_session(c))
     tool = {"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
     update = {"type": "realtime", "output_modalities": ["text"], "tools": [tool], "tool_choice": "auto"}
     send(c, {"type": "session.update", "session": update})
-    question = "Do I need an umbrella in Paris today?"
-    send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
-    send(c, {"type": "response.create"})
-    c.session_updated(update)
-    c.user_text(question)
-    rid = c.start_response(["text"])
-    item_id, call_id = c.ids.new("item", c.wall), c.ids.call_id()
-    prev = c.last_item
-    item = c.ga_item(item_id, "function_call", "in_progress", name="get_weather", call_id=call_id, arguments="")
-    c.add_output_item(rid, item, dt=0.3)
-    c.last_item = item_id
-    arguments = '{"city":"Paris"}'
-    for piece in ('{"', 'city', '":"', 'Paris', '"}'):
-        c.server("response.function_call_arguments.delta", dt=0.01, response_id=rid, item_id=item_id, output_index=0, call_id=call_id, delta=piece)
-    c.server("response.function_call_arguments.done", dt=0.01, response_id=rid, item_id=item_id, output_index=0, call_id=call_id, name="get_weather", arguments=arguments)
-    done = dict(item, status="completed", arguments=arguments)
-    c.finish_output_item(rid, done, prev)
-    usage = c.usage(212, 0, 17, 0)
-    c.server("response.done", dt=0.001, response=c.response_obj(rid, "completed", ["text"], [done], usage))
-    c.rate_limits(usage["total_tokens"])
-    output = json.dumps({"city": "Paris", "sky": "light rain", "temp_c": 14})
-    send(c, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}, dt=0.02)
-    send(c, {"type": "response.create"})
-    out_id = c.ids.new("item", c.wall)
-    out_item = {"id": out_id, "type": "function_call_output", "call_id": call_id, "output": output}
-    c.server("conversation.item.added", dt=0.03, previous_item_id=c.last_item, item=out_item)
-    c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
-    c.last_item = out_id
-    c.text_response("Yes, take an umbrella: it's 14°C with light rain in Paris.", text_in=245)
-    c.close(dt=0.1)
-
-
-def parallel_tools(b: Builder) -> None:
-    """A response with three function calls (parallel tool calls); the client sends the
-    three outputs back, then one response.create."""
-    c = b.open()
-    c.session_created(ga_session(c))
-    tool = {"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-    update = {"type": "realtime", "output_modalities": ["text"], "tools": [tool], "tool_choice": "auto"}
-    send(c, {"type": "session.update", "session": update})
-    question = "What's the weather in Paris, Tokyo and Lima right now?"
     send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
     send(c, {"type": "response.create"})
     c.session_updated(update)
     c.user_text(question)
     rid = c.start_response(["text"])
     calls = []
-    for index, city in enumerate(("Paris", "Tokyo", "Lima")):
+    for index, city in enumerate(cities):
         item_id, call_id = c.ids.new("item", c.wall), c.ids.call_id()
         prev = c.last_item
         item = c.ga_item(item_id, "function_call", "in_progress", name="get_weather", call_id=call_id, arguments="")
@@ -640,13 +607,12 @@ def parallel_tools(b: Builder) -> None:
         done = dict(item, status="completed", arguments=arguments)
         c.finish_output_item(rid, done, prev, index=index)
         calls.append((call_id, city, done))
-    usage = c.usage(230, 0, 51, 0)
+    usage = c.usage(call_tokens[0], 0, call_tokens[1], 0)
     c.server("response.done", dt=0.001, response=c.response_obj(rid, "completed", ["text"], [d for _, _, d in calls], usage))
     c.rate_limits(usage["total_tokens"])
-    weather = {"Paris": ("light rain", 14), "Tokyo": ("clear", 22), "Lima": ("overcast", 19)}
     outputs = []
     for call_id, city, _ in calls:
-        sky, temp = weather[city]
+        sky, temp = WEATHER[city]
         output = json.dumps({"city": city, "sky": sky, "temp_c": temp})
         send(c, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}, dt=0.02)
         outputs.append((call_id, output))
@@ -657,8 +623,22 @@ def parallel_tools(b: Builder) -> None:
         c.server("conversation.item.added", dt=0.03, previous_item_id=c.last_item, item=out_item)
         c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
         c.last_item = out_id
-    c.text_response("Paris: 14°C and light rain. Tokyo: 22°C and clear. Lima: 19°C and overcast.", text_in=310)
+    c.text_response(answer, text_in=text_in)
     c.close(dt=0.1)
+
+
+def tool_call(b: Builder) -> None:
+    """One function call; the client sends its output back, then response.create."""
+    weather_calls(b, "Do I need an umbrella in Paris today?", ("Paris",), call_tokens=(212, 17),
+                  answer="Yes, take an umbrella: it's 14°C with light rain in Paris.", text_in=245)
+
+
+def parallel_tools(b: Builder) -> None:
+    """A response with three function calls (parallel tool calls); the client sends the
+    three outputs back, then one response.create."""
+    weather_calls(b, "What's the weather in Paris, Tokyo and Lima right now?", ("Paris", "Tokyo", "Lima"),
+                  call_tokens=(230, 51), answer="Paris: 14°C and light rain. Tokyo: 22°C and clear. Lima: 19°C and overcast.",
+                  text_in=310)
 
 
 def errors(b: Builder) -> None:
