@@ -38,6 +38,7 @@ import msgspec
 from rtreplay.cassette import Close, Frame, Header, HttpExchange, HttpRequest, HttpResponse, Open
 from rtreplay.codec import CassetteWriter
 from rtreplay.scripted import _Ids as Ids
+from rtreplay.scripted import split_text as words
 
 RATE = 24_000
 BYTES_PER_MS = RATE * 2 // 1000  # PCM16 mono
@@ -165,20 +166,8 @@ def resample_16k(pcm: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- IDs and text
 
-# IDs come from rtreplay.scripted's generator (Ids above), the one ScriptedSession uses, so
-# the shape of an ID is written once.
-
-
-def words(text: str) -> list[str]:
-    """Split text into the token-sized deltas the server streams."""
-    out: list[str] = []
-    for i, word in enumerate(text.split(" ")):
-        piece = word if i == 0 else " " + word
-        while len(piece) > 7:
-            out.append(piece[:5])
-            piece = piece[5:]
-        out.append(piece)
-    return out
+# IDs come from rtreplay.scripted's generator (Ids above), the one ScriptedSession uses, and
+# text deltas from its split_text (words above), so each shape is written once.
 
 
 # --------------------------------------------------------------------------- sessions
@@ -334,6 +323,18 @@ class Conn:
         self.request_id = f"{self.ids.rng.getrandbits(32):08x}-{self.ids.rng.getrandbits(16):04x}-4{self.ids.rng.getrandbits(12):03x}-{0x8000 | self.ids.rng.getrandbits(14):04x}-{self.ids.rng.getrandbits(48):012x}"
         self.server("response.created", dt=dt, response=self.response_obj(rid, "in_progress", modalities, [], None))
         return rid
+
+    def start_audio_answer(self) -> tuple[str, str, str | None, dict[str, Any]]:
+        """An audio response's start, up to its empty audio part: (response id, item id, the
+        item before it, the fields every delta of the part carries)."""
+        rid = self.start_response(["audio"])
+        item_id = self.ids.new("item", self.wall)
+        prev = self.last_item
+        self.add_output_item(rid, self.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
+        self.last_item = item_id
+        common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+        return rid, item_id, prev, common
 
     def add_output_item(self, rid: str, item: dict[str, Any], index: int = 0, dt: float = 0.25) -> None:
         self.server("response.output_item.added", dt=dt, response_id=rid, output_index=index, item=item)
@@ -532,13 +533,7 @@ def audio_vad(b: Builder) -> None:
 
 def audio_response(c: Conn, transcript: str, pcm: bytes, *, text_in: int, audio_in: int,
                    transcription: tuple[str, str] | None = None) -> str:
-    rid = c.start_response(["audio"])
-    item_id = c.ids.new("item", c.wall)
-    prev = c.last_item
-    c.add_output_item(rid, c.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
-    c.last_item = item_id
-    common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-    c.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+    rid, item_id, prev, common = c.start_audio_answer()
     pieces = words(transcript)
     audio = audio_deltas(c, pcm)
     for i, piece in enumerate(pieces):
@@ -698,13 +693,7 @@ def interruption(b: Builder) -> None:
     # A long spoken answer, streamed much faster than real time.
     transcript = "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who"
     pcm = speech(16, 24, f0=205.0, rate=1.15)
-    rid = c.start_response(["audio"])
-    item_id = c.ids.new("item", c.wall)
-    prev = c.last_item
-    c.add_output_item(rid, c.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
-    c.last_item = item_id
-    common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-    c.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+    rid, item_id, prev, common = c.start_audio_answer()
     pieces = words(transcript)
     deltas = [d for batch in audio_deltas(c, pcm) for d in batch]
     heard: list[str] = []
