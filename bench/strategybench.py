@@ -16,11 +16,33 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
-from rtreplay import Cassette, ReplayServer, load
+from rtreplay import Cassette, Connection, ReplayServer, load
 from rtreplay.strategies import replays
+
+
+async def _play(connection: Connection, send: Callable[[Any], Awaitable[Any]],
+                recv: Callable[[], Awaitable[Any]], decode: Callable[[Any], Any]) -> int:
+    """Play one recorded connection's client side through a client: before each client
+    frame, receive (``recv``) and ``decode`` every server event recorded before it, then
+    ``send`` the frame's payload; at the end, receive the rest. Returns the number of
+    server events received."""
+    servers = got = 0
+    for frame in connection.frames:
+        if frame.dir == "server":
+            servers += 1
+            continue
+        while got < servers:
+            decode(await recv())
+            got += 1
+        await send(frame.payload())
+    while got < servers:
+        decode(await recv())
+        got += 1
+    return got
 
 
 async def _openai(server: ReplayServer, cassette: Cassette) -> int:
@@ -31,18 +53,8 @@ async def _openai(server: ReplayServer, cassette: Cassette) -> int:
     try:
         for connection in cassette.connections:
             async with client.realtime.connect(model=connection.open.query.get("model", "gpt-realtime")) as conn:
-                servers = 0
-                for frame in connection.frames:
-                    if frame.dir == "server":
-                        servers += 1
-                        continue
-                    while got < servers:
-                        conn.parse_event(await conn.recv_bytes())
-                        got += 1
-                    await conn.send(json.loads(frame.payload()))
-                while got < servers:
-                    conn.parse_event(await conn.recv_bytes())
-                    got += 1
+                got += await _play(connection, lambda p: conn.send(json.loads(p)),
+                                   conn.recv_bytes, conn.parse_event)
     finally:
         await client.close()
     return got
@@ -55,18 +67,7 @@ async def _raw(server: ReplayServer, cassette: Cassette) -> int:
     for connection in cassette.connections:
         model = connection.open.query.get("model", "gpt-realtime")
         async with connect(f"{server.url}?model={model}", additional_headers={"Authorization": "Bearer sk-bench"}) as ws:
-            servers = 0
-            for frame in connection.frames:
-                if frame.dir == "server":
-                    servers += 1
-                    continue
-                while got < servers:
-                    json.loads(await ws.recv())
-                    got += 1
-                await ws.send(frame.payload())
-            while got < servers:
-                json.loads(await ws.recv())
-                got += 1
+            got += await _play(connection, ws.send, ws.recv, json.loads)
     return got
 
 

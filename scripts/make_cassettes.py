@@ -37,6 +37,8 @@ import msgspec
 
 from rtreplay.cassette import Close, Frame, Header, HttpExchange, HttpRequest, HttpResponse, Open
 from rtreplay.codec import CassetteWriter
+from rtreplay.scripted import _Ids as Ids
+from rtreplay.scripted import split_text as words
 
 RATE = 24_000
 BYTES_PER_MS = RATE * 2 // 1000  # PCM16 mono
@@ -60,7 +62,6 @@ PY_HEADERS = {
     "x-stainless-lang": "python",
     "x-stainless-package-version": "3.52.0",
 }
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # --------------------------------------------------------------------------- audio
 
@@ -165,38 +166,8 @@ def resample_16k(pcm: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- IDs and text
 
-
-class Ids:
-    """Realtime-shaped IDs: prefix + 21 base62 chars, the first five following wall time."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def token(self, n: int) -> str:
-        return "".join(self.rng.choice(BASE62) for _ in range(n))
-
-    def new(self, prefix: str, wall: float) -> str:
-        stamp = int(wall) - 1_700_000_000
-        head = ""
-        for _ in range(5):
-            stamp, digit = divmod(stamp, 62)
-            head = BASE62[digit] + head
-        return f"{prefix}_{head}{self.token(16)}"
-
-    def call_id(self) -> str:
-        return "call_" + self.token(16)
-
-
-def words(text: str) -> list[str]:
-    """Split text into the token-sized deltas the server streams."""
-    out: list[str] = []
-    for i, word in enumerate(text.split(" ")):
-        piece = word if i == 0 else " " + word
-        while len(piece) > 7:
-            out.append(piece[:5])
-            piece = piece[5:]
-        out.append(piece)
-    return out
+# IDs come from rtreplay.scripted's generator (Ids above), the one ScriptedSession uses, and
+# text deltas from its split_text (words above), so each shape is written once.
 
 
 # --------------------------------------------------------------------------- sessions
@@ -353,6 +324,18 @@ class Conn:
         self.server("response.created", dt=dt, response=self.response_obj(rid, "in_progress", modalities, [], None))
         return rid
 
+    def start_audio_answer(self) -> tuple[str, str, str | None, dict[str, Any]]:
+        """An audio response's start, up to its empty audio part: (response id, item id, the
+        item before it, the fields every delta of the part carries)."""
+        rid = self.start_response(["audio"])
+        item_id = self.ids.new("item", self.wall)
+        prev = self.last_item
+        self.add_output_item(rid, self.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
+        self.last_item = item_id
+        common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+        return rid, item_id, prev, common
+
     def add_output_item(self, rid: str, item: dict[str, Any], index: int = 0, dt: float = 0.25) -> None:
         self.server("response.output_item.added", dt=dt, response_id=rid, output_index=index, item=item)
         if self.beta:
@@ -443,7 +426,7 @@ class Builder:
 
     def __init__(self, path: Path, seed: int) -> None:
         self.path = path
-        self.ids = Ids(seed)
+        self.ids = Ids(random.Random(seed))
         self.wall = float(EPOCH + seed * 3600)
         self.writer = CassetteWriter(path, header=Header(created=CREATED))
         self.conns = 0
@@ -550,13 +533,7 @@ def audio_vad(b: Builder) -> None:
 
 def audio_response(c: Conn, transcript: str, pcm: bytes, *, text_in: int, audio_in: int,
                    transcription: tuple[str, str] | None = None) -> str:
-    rid = c.start_response(["audio"])
-    item_id = c.ids.new("item", c.wall)
-    prev = c.last_item
-    c.add_output_item(rid, c.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
-    c.last_item = item_id
-    common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-    c.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+    rid, item_id, prev, common = c.start_audio_answer()
     pieces = words(transcript)
     audio = audio_deltas(c, pcm)
     for i, piece in enumerate(pieces):
@@ -590,62 +567,29 @@ def audio_deltas(c: Conn, pcm: bytes) -> Iterator[list[str]]:
         pos += size
 
 
-def tool_call(b: Builder) -> None:
+WEATHER = {"Paris": ("light rain", 14), "Tokyo": ("clear", 22), "Lima": ("overcast", 19)}
+
+
+def weather_calls(b: Builder, question: str, cities: tuple[str, ...], *, call_tokens: tuple[int, int],
+                  answer: str, text_in: int) -> None:
+    """A text session with the get_weather tool: the user asks ``question``, one response
+    calls get_weather once per city (parallel tool calls when there are several, each
+    call's arguments streamed in pieces), the client sends every output back, then one
+    response.create, and the model answers with ``answer``. ``call_tokens`` is the (input,
+    output) text usage of the response that calls, ``text_in`` that of the answer."""
     c = b.open()
     c.session_created(ga_session(c))
     tool = {"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
     update = {"type": "realtime", "output_modalities": ["text"], "tools": [tool], "tool_choice": "auto"}
     send(c, {"type": "session.update", "session": update})
-    question = "Do I need an umbrella in Paris today?"
-    send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
-    send(c, {"type": "response.create"})
-    c.session_updated(update)
-    c.user_text(question)
-    rid = c.start_response(["text"])
-    item_id, call_id = c.ids.new("item", c.wall), c.ids.call_id()
-    prev = c.last_item
-    item = c.ga_item(item_id, "function_call", "in_progress", name="get_weather", call_id=call_id, arguments="")
-    c.add_output_item(rid, item, dt=0.3)
-    c.last_item = item_id
-    arguments = '{"city":"Paris"}'
-    for piece in ('{"', 'city', '":"', 'Paris', '"}'):
-        c.server("response.function_call_arguments.delta", dt=0.01, response_id=rid, item_id=item_id, output_index=0, call_id=call_id, delta=piece)
-    c.server("response.function_call_arguments.done", dt=0.01, response_id=rid, item_id=item_id, output_index=0, call_id=call_id, name="get_weather", arguments=arguments)
-    done = dict(item, status="completed", arguments=arguments)
-    c.finish_output_item(rid, done, prev)
-    usage = c.usage(212, 0, 17, 0)
-    c.server("response.done", dt=0.001, response=c.response_obj(rid, "completed", ["text"], [done], usage))
-    c.rate_limits(usage["total_tokens"])
-    output = json.dumps({"city": "Paris", "sky": "light rain", "temp_c": 14})
-    send(c, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}, dt=0.02)
-    send(c, {"type": "response.create"})
-    out_id = c.ids.new("item", c.wall)
-    out_item = {"id": out_id, "type": "function_call_output", "call_id": call_id, "output": output}
-    c.server("conversation.item.added", dt=0.03, previous_item_id=c.last_item, item=out_item)
-    c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
-    c.last_item = out_id
-    c.text_response("Yes, take an umbrella: it's 14°C with light rain in Paris.", text_in=245)
-    c.close(dt=0.1)
-
-
-def parallel_tools(b: Builder) -> None:
-    """A response with three function calls (parallel tool calls); the client sends the
-    three outputs back, then one response.create."""
-    c = b.open()
-    c.session_created(ga_session(c))
-    tool = {"type": "function", "name": "get_weather", "description": "Get the current weather for a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-    update = {"type": "realtime", "output_modalities": ["text"], "tools": [tool], "tool_choice": "auto"}
-    send(c, {"type": "session.update", "session": update})
-    question = "What's the weather in Paris, Tokyo and Lima right now?"
     send(c, {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}})
     send(c, {"type": "response.create"})
     c.session_updated(update)
     c.user_text(question)
     rid = c.start_response(["text"])
     calls = []
-    for index, city in enumerate(("Paris", "Tokyo", "Lima")):
+    for index, city in enumerate(cities):
         item_id, call_id = c.ids.new("item", c.wall), c.ids.call_id()
         prev = c.last_item
         item = c.ga_item(item_id, "function_call", "in_progress", name="get_weather", call_id=call_id, arguments="")
@@ -658,13 +602,12 @@ def parallel_tools(b: Builder) -> None:
         done = dict(item, status="completed", arguments=arguments)
         c.finish_output_item(rid, done, prev, index=index)
         calls.append((call_id, city, done))
-    usage = c.usage(230, 0, 51, 0)
+    usage = c.usage(call_tokens[0], 0, call_tokens[1], 0)
     c.server("response.done", dt=0.001, response=c.response_obj(rid, "completed", ["text"], [d for _, _, d in calls], usage))
     c.rate_limits(usage["total_tokens"])
-    weather = {"Paris": ("light rain", 14), "Tokyo": ("clear", 22), "Lima": ("overcast", 19)}
     outputs = []
     for call_id, city, _ in calls:
-        sky, temp = weather[city]
+        sky, temp = WEATHER[city]
         output = json.dumps({"city": city, "sky": sky, "temp_c": temp})
         send(c, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": call_id, "output": output}}, dt=0.02)
         outputs.append((call_id, output))
@@ -675,8 +618,22 @@ def parallel_tools(b: Builder) -> None:
         c.server("conversation.item.added", dt=0.03, previous_item_id=c.last_item, item=out_item)
         c.server("conversation.item.done", dt=0.001, previous_item_id=c.last_item, item=out_item)
         c.last_item = out_id
-    c.text_response("Paris: 14°C and light rain. Tokyo: 22°C and clear. Lima: 19°C and overcast.", text_in=310)
+    c.text_response(answer, text_in=text_in)
     c.close(dt=0.1)
+
+
+def tool_call(b: Builder) -> None:
+    """One function call; the client sends its output back, then response.create."""
+    weather_calls(b, "Do I need an umbrella in Paris today?", ("Paris",), call_tokens=(212, 17),
+                  answer="Yes, take an umbrella: it's 14°C with light rain in Paris.", text_in=245)
+
+
+def parallel_tools(b: Builder) -> None:
+    """A response with three function calls (parallel tool calls); the client sends the
+    three outputs back, then one response.create."""
+    weather_calls(b, "What's the weather in Paris, Tokyo and Lima right now?", ("Paris", "Tokyo", "Lima"),
+                  call_tokens=(230, 51), answer="Paris: 14°C and light rain. Tokyo: 22°C and clear. Lima: 19°C and overcast.",
+                  text_in=310)
 
 
 def errors(b: Builder) -> None:
@@ -736,13 +693,7 @@ def interruption(b: Builder) -> None:
     # A long spoken answer, streamed much faster than real time.
     transcript = "Once upon a time, in a quiet village by the sea, there lived an old lighthouse keeper who"
     pcm = speech(16, 24, f0=205.0, rate=1.15)
-    rid = c.start_response(["audio"])
-    item_id = c.ids.new("item", c.wall)
-    prev = c.last_item
-    c.add_output_item(rid, c.ga_item(item_id, "message", "in_progress", role="assistant", content=[]))
-    c.last_item = item_id
-    common = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
-    c.server("response.content_part.added", dt=0.001, **common, part={"type": "audio", "transcript": ""})
+    rid, item_id, prev, common = c.start_audio_answer()
     pieces = words(transcript)
     deltas = [d for batch in audio_deltas(c, pcm) for d in batch]
     heard: list[str] = []

@@ -10,9 +10,9 @@ the server refused is reported as such, with its status, headers and body.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,72 +57,61 @@ def _closed(exc: ConnectionClosed) -> tuple[int, str]:
     return exc.rcvd.code, exc.rcvd.reason
 
 
+@dataclass
+class Watch(PlanMachine):
+    """A plan (:class:`PlanMachine`) that also notes in :attr:`seen` what the client saw:
+    each event it handed out, and when; how the connection ended. The one updater of every
+    driver here, and what ``clients.play``/``play_async``/``play_websocket_client`` follow."""
+
+    seen: Seen = field(default_factory=lambda: Seen(started=time.monotonic()))
+
+    def receive(self, event: dict[str, Any]) -> list[Send | Close]:
+        self.seen.events.append(event)
+        self.seen.times.append(time.monotonic())
+        return super().receive(event)
+
+    def closed(self) -> None:
+        """The client's API ended the stream as a normal close."""
+        self.seen.ended = True
+        super().closed()
+
+    def lost(self, close: tuple[int, str]) -> None:
+        """The server ended the connection with ``close`` (1006: dropped), as the client
+        reports it by an exception or a callback."""
+        self.seen.close = close
+        super().closed()
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Note a closed connection or a refused handshake that the websockets-based
+        client raises (the openai SDK's), instead of raising it."""
+        try:
+            yield
+        except ConnectionClosed as exc:  # reading, or sending once it was over
+            self.lost(_closed(exc))
+        except InvalidStatus as exc:
+            self.seen.refused = _refusal(exc)
+
+
 async def openai_async(target: Target, steps: list[dict[str, Any]]) -> Seen:
     """``AsyncOpenAI(...).realtime.connect()``; events through ``async for``."""
     client = clients.snippet("openai_async", server=target)["client"]
-    seen = Seen(started=time.monotonic())
-    machine = PlanMachine(steps)
+    watch = Watch(steps)
     try:
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-
-            async def perform(actions: list[Send | Close]) -> bool:
-                for action in actions:
-                    if isinstance(action, Close):
-                        return True
-                    await conn.send(action.event)
-                return False
-
-            try:
-                if not await perform(machine.start()):
-                    async for event in conn:
-                        seen.events.append(event.to_dict())
-                        seen.times.append(time.monotonic())
-                        if await perform(machine.receive(seen.events[-1])):
-                            break
-                    else:
-                        seen.ended = True
-                        machine.closed()
-            except ConnectionClosed as exc:  # reading, or sending once it was over
-                seen.close = _closed(exc)
-                machine.closed()
-    except InvalidStatus as exc:
-        seen.refused = _refusal(exc)
+        with watch.reporting():
+            async with client.realtime.connect(model="gpt-realtime") as conn:
+                await clients.play_async(watch, conn, clients.to_dict, conn.send)
     finally:
         await client.close()
-    return seen
+    return watch.seen
 
 
 def _openai_sync(target: Target, steps: list[dict[str, Any]]) -> Seen:
     client = clients.snippet("openai_sync", server=target)["client"]
-    seen = Seen(started=time.monotonic())
-    machine = PlanMachine(steps)
-    with client:
-        try:
-            with client.realtime.connect(model="gpt-realtime") as conn:
-
-                def perform(actions: list[Send | Close]) -> bool:
-                    for action in actions:
-                        if isinstance(action, Close):
-                            return True
-                        conn.send(action.event)
-                    return False
-
-                try:
-                    if not perform(machine.start()):
-                        for event in conn:
-                            seen.events.append(event.to_dict())
-                            seen.times.append(time.monotonic())
-                            if perform(machine.receive(seen.events[-1])):
-                                break
-                        else:
-                            seen.ended = True
-                            machine.closed()
-                except ConnectionClosed as exc:  # reading, or sending once it was over
-                    seen.close = _closed(exc)
-                    machine.closed()
-        except InvalidStatus as exc:
-            seen.refused = _refusal(exc)
-    return seen
+    watch = Watch(steps)
+    with client, watch.reporting(), client.realtime.connect(model="gpt-realtime") as conn:
+        clients.play(watch, conn, clients.to_dict, conn.send)
+    return watch.seen
 
 
 async def openai_sync(target: Target, steps: list[dict[str, Any]]) -> Seen:
@@ -131,54 +120,24 @@ async def openai_sync(target: Target, steps: list[dict[str, Any]]) -> Seen:
 
 
 def _websocket_client(target: Target, steps: list[dict[str, Any]]) -> Seen:
-    seen = Seen(started=time.monotonic())
-    machine = PlanMachine(steps)
-    failures: list[BaseException] = []
-    sockets: list[Any] = []
+    watch = Watch(steps)
+    seen = watch.seen
 
-    def perform(ws: Any, actions: list[Send | Close]) -> None:
-        for action in actions:
-            if isinstance(action, Close):
-                ws.close()
-                return
-            ws.send(json.dumps(action.event))
+    def on_close(code: Any, reason: Any) -> None:
+        if not watch.finished and seen.refused is None:
+            watch.lost((code, reason or "") if code is not None else (1006, ""))
 
-    def on_open(ws: Any) -> None:
-        sockets.append(ws.sock)
-        perform(ws, machine.start())
-
-    def on_message(ws: Any, message: str) -> None:
-        seen.events.append(json.loads(message))
-        seen.times.append(time.monotonic())
-        try:
-            perform(ws, machine.receive(seen.events[-1]))
-        except BaseException as exc:  # the app swallows callback errors: keep them
-            failures.append(exc)
-            ws.close()
-
-    def on_close(ws: Any, code: Any, reason: Any) -> None:
-        if machine.finished or seen.refused is not None:
-            return
-        seen.close = (code, reason or "") if code is not None else (1006, "")
-        machine.closed()
-
-    def on_error(ws: Any, error: BaseException) -> None:
+    def on_error(error: BaseException) -> bool:
         if type(error).__name__ == "WebSocketBadStatusException":
             headers = {k.lower(): v for k, v in (getattr(error, "resp_headers", None) or {}).items()}
             body = getattr(error, "resp_body", b"") or b""
             seen.refused = (error.status_code, headers, body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body))  # type: ignore[attr-defined]
-        elif not (isinstance(error, OSError) or type(error).__name__ == "WebSocketConnectionClosedException"):
-            # A connection the server ended reaches the app as an error too (a broken
-            # pipe when it was dropped as the app sent): on_close judges it.
-            failures.append(error)
+            return False
+        # A connection the server ended reaches the app as an error too (a broken pipe
+        # when it was dropped as the app sent): on_close judges it.
+        return not (isinstance(error, OSError) or type(error).__name__ == "WebSocketConnectionClosedException")
 
-    clients.snippet("websocket_client", server=target, on_open=on_open, on_message=on_message,
-                    on_close=on_close, on_error=on_error)
-    for sock in sockets:
-        if sock is not None:
-            sock.shutdown()
-    if failures:
-        raise failures[0]
+    clients.play_websocket_client(target, watch, on_close, on_error)
     return seen
 
 

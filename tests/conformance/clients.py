@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,107 @@ def _sdk_send(conn: Any, event: dict[str, Any]) -> Any:
     return fn(**{k: v for k, v in event.items() if k != "type"})
 
 
+# --------------------------------------------------------------------------- following a plan
+#
+# One connection's plan over each kind of client API: a PlanMachine (or tests/faultclients.py's
+# Watch, which also notes what the client saw) takes the received events and the end of the
+# stream; these carry out its actions.
+
+
+def _perform_sync(actions: list[Send | Close], send: Callable[[dict[str, Any]], Any]) -> bool:
+    """Send the plan's events; True when the plan closes the connection."""
+    for action in actions:
+        if isinstance(action, Close):
+            return True
+        send(action.event)
+    return False
+
+
+async def _perform(actions: list[Send | Close], send: Callable[[dict[str, Any]], Awaitable[Any]]) -> bool:
+    for action in actions:
+        if isinstance(action, Close):
+            return True
+        await send(action.event)
+    return False
+
+
+def play(machine: PlanMachine, events: Iterable[Any], decode: Callable[[Any], dict[str, Any]],
+         send: Callable[[dict[str, Any]], Any]) -> None:
+    """Follow ``machine`` on a synchronous client: its first sends, then each of ``events``
+    (the client's stream, ``decode`` making a server event of each), until the plan closes
+    the connection (return: the caller's ``with`` closes it) or the stream ends
+    (``machine.closed()``). An exception of the client's (a closed connection) propagates."""
+    if _perform_sync(machine.start(), send):
+        return
+    for event in events:
+        if _perform_sync(machine.receive(decode(event)), send):
+            return
+    machine.closed()
+
+
+async def play_async(machine: PlanMachine, events: AsyncIterable[Any], decode: Callable[[Any], dict[str, Any]],
+                     send: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+    """:func:`play` for an asyncio client (``async for`` over ``events``, ``await send``)."""
+    if await _perform(machine.start(), send):
+        return
+    async for event in events:
+        if await _perform(machine.receive(decode(event)), send):
+            return
+    machine.closed()
+
+
+def to_dict(event: Any) -> dict[str, Any]:
+    """The openai SDK's typed event as the dict it came as."""
+    return event.to_dict()  # type: ignore[no-any-return]
+
+
+def play_websocket_client(
+    target: Target,
+    machine: PlanMachine,
+    on_close: Callable[[Any, Any], None],
+    on_error: Callable[[BaseException], bool],
+) -> None:
+    """Run docs/clients.md's websocket-client ``WebSocketApp`` following ``machine``, until
+    the app returns. ``on_close(code, reason)`` is told the close (a PlanError it raises is
+    kept); ``on_error(error)`` says whether an error the app reports is a failure. The
+    first error kept (a callback's, which the app would swallow) is raised at the end."""
+    failures: list[BaseException] = []
+    sockets: list[Any] = []
+
+    def perform(ws: Any, actions: list[Send | Close]) -> None:
+        if _perform_sync(actions, lambda event: ws.send(json.dumps(event))):
+            ws.close()
+
+    def opened(ws: Any) -> None:
+        sockets.append(ws.sock)
+        perform(ws, machine.start())
+
+    def message(ws: Any, text: str) -> None:
+        try:
+            perform(ws, machine.receive(json.loads(text)))
+        except BaseException as exc:  # the app swallows callback errors: keep them
+            failures.append(exc)
+            ws.close()
+
+    def closed(ws: Any, code: Any, reason: Any) -> None:
+        try:
+            on_close(code, reason)
+        except PlanError as exc:
+            failures.append(exc)
+
+    def errored(ws: Any, error: BaseException) -> None:
+        if on_error(error):
+            failures.append(error)
+
+    snippet("websocket_client", server=target, on_open=opened, on_message=message,
+            on_close=closed, on_error=errored)  # runs the app until it closes
+    for sock in sockets:  # after a close by the server, websocket-client leaves its socket open
+        if sock is not None:
+            sock.shutdown()
+    if failures:
+        raise failures[0]
+
+
 # --------------------------------------------------------------------------- openai (Python)
 
 
@@ -119,21 +221,7 @@ async def _run_async_sdk(realtime_for: Callable[[dict[str, Any]], Any], plan: Pl
     for spec in plan:
         machine = PlanMachine(spec["steps"])
         async with realtime_for(spec).connect(**_connect_kwargs(spec["query"])) as conn:
-
-            async def perform(actions: list[Send | Close], conn: Any = conn) -> bool:
-                for action in actions:
-                    if isinstance(action, Close):
-                        return True
-                    await _sdk_send(conn, action.event)
-                return False
-
-            done = await perform(machine.start())
-            if not done:
-                async for event in conn:
-                    if await perform(machine.receive(event.to_dict())):
-                        break
-                else:
-                    machine.closed()
+            await play_async(machine, conn, to_dict, functools.partial(_sdk_send, conn))
         received.append(machine.received)
     return received
 
@@ -152,20 +240,7 @@ def _run_sync_sdk(realtime_for: Callable[[dict[str, Any]], Any], plan: Plan) -> 
     for spec in plan:
         machine = PlanMachine(spec["steps"])
         with realtime_for(spec).connect(**_connect_kwargs(spec["query"])) as conn:
-
-            def perform(actions: list[Send | Close], conn: Any = conn) -> bool:
-                for action in actions:
-                    if isinstance(action, Close):
-                        return True
-                    _sdk_send(conn, action.event)
-                return False
-
-            if not perform(machine.start()):
-                for event in conn:
-                    if perform(machine.receive(event.to_dict())):
-                        break
-                else:
-                    machine.closed()
+            play(machine, conn, to_dict, functools.partial(_sdk_send, conn))
         received.append(machine.received)
     return received
 
@@ -195,50 +270,16 @@ def websocket_client(target: Target, plan: Plan) -> Received:
 def _websocket_client_connection(target: Target, spec: dict[str, Any]) -> list[dict[str, Any]]:
     assert spec["query"] == {"model": "gpt-realtime"} and not spec["beta"], "the snippet is GA, gpt-realtime"
     machine = PlanMachine(spec["steps"])
-    failures: list[BaseException] = []
 
-    def perform(ws: Any, actions: list[Send | Close]) -> None:
-        for action in actions:
-            if isinstance(action, Close):
-                ws.close()
-                return
-            ws.send(json.dumps(action.event))
-
-    def on_open(ws: Any) -> None:
-        perform(ws, machine.start())
-
-    def on_message(ws: Any, message: str) -> None:
-        try:
-            perform(ws, machine.receive(json.loads(message)))
-        except BaseException as exc:  # the app swallows callback errors: keep them
-            failures.append(exc)
-            ws.close()
-
-    def on_close(ws: Any, code: Any, reason: Any) -> None:
+    def on_close(code: Any, reason: Any) -> None:
         if not machine.finished:
-            try:
-                machine.closed()
-            except PlanError as exc:
-                failures.append(exc)
+            machine.closed()
 
-    def on_error(ws: Any, error: BaseException) -> None:
+    def on_error(error: BaseException) -> bool:
         # A server's normal close reaches the app as an error too; on_close judges it.
-        if type(error).__name__ != "WebSocketConnectionClosedException":
-            failures.append(error)
+        return type(error).__name__ != "WebSocketConnectionClosedException"
 
-    sockets: list[Any] = []
-
-    def opened(ws: Any) -> None:
-        sockets.append(ws.sock)
-        on_open(ws)
-
-    snippet("websocket_client", server=target, on_open=opened, on_message=on_message,
-            on_close=on_close, on_error=on_error)  # runs the app until it closes
-    for sock in sockets:  # after a close by the server, websocket-client leaves its socket open
-        if sock is not None:
-            sock.shutdown()
-    if failures:
-        raise failures[0]
+    play_websocket_client(target, machine, on_close, on_error)
     return machine.received
 
 
@@ -252,20 +293,7 @@ async def browser(target: Target, plan: Plan) -> Received:
         async with ws:
             # A browser aborts unless the server picks one of the offered subprotocols.
             assert ws.subprotocol == "realtime", f"the server chose subprotocol {ws.subprotocol!r}"
-
-            async def perform(actions: list[Send | Close], ws: Any = ws) -> bool:
-                for action in actions:
-                    if isinstance(action, Close):
-                        return True
-                    await ws.send(json.dumps(action.event))
-                return False
-
-            if not await perform(machine.start()):
-                async for message in ws:
-                    if await perform(machine.receive(json.loads(message))):
-                        break
-                else:
-                    machine.closed()
+            await play_async(machine, ws, json.loads, lambda event, ws=ws: ws.send(json.dumps(event)))
         received.append(machine.received)
     return received
 
