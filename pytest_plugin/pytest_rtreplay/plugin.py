@@ -508,6 +508,7 @@ class RealtimeReplay:
             rerecord_command=f"rtreplay record --out {display}   (then run the client against the URL it prints)",
             display_path=display,
             keep_advice=keep,
+            fixture="realtime_replay",
         )
         return _OneReplay(mock)
 
