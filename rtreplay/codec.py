@@ -581,11 +581,16 @@ class CassetteReader:
             raise self._error(problem)
 
 
-def load(path: str | os.PathLike[str]) -> Cassette:
-    """Read a whole cassette into memory, connections in the order they were opened."""
+def load(path: str | os.PathLike[str] | IO[bytes], *, name: str | None = None) -> Cassette:
+    """Read a whole cassette into memory, connections in the order they were opened.
+
+    ``path`` may also be an open binary stream (``sys.stdin.buffer``), read to its end and
+    not closed; ``name`` is what errors call it (``<stdin>``; by default its ``name``).
+    Raises :class:`~rtreplay.errors.CassetteError` (file and line) on a bad cassette.
+    """
     by_conn: dict[int, Connection] = {}
     exchanges: list[HttpExchange] = []
-    with CassetteReader(path) as reader:
+    with CassetteReader(path, name=name) as reader:
         for record in reader:
             if isinstance(record, HttpExchange):
                 exchanges.append(record)
@@ -599,7 +604,11 @@ def load(path: str | os.PathLike[str]) -> Cassette:
                 by_conn[record.conn].reject = record
         assert reader.header is not None
         return Cassette(
-            reader.header, list(by_conn.values()), str(path), reader.warnings, exchanges
+            reader.header,
+            list(by_conn.values()),
+            os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(reader.path),
+            reader.warnings,
+            exchanges,
         )
 
 

@@ -159,6 +159,10 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
 ]
 
 
+# The commands that read a cassette from standard input when given "-" (they only read it).
+STDIN_COMMANDS = ("show", "inspect", "validate", "diff", "timeline", "audio")
+
+
 def _load(where: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]:
     module_name, _, names = where.partition(":")
     module = importlib.import_module(module_name, __name__)
@@ -218,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except RtreplayError as exc:
         print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
-        if isinstance(exc, CassetteNotFoundError) and args.command != "recover":
+        if isinstance(exc, CassetteNotFoundError) and str(exc.path) == "-":
+            print(f"  note: '-' reads a cassette from standard input in {', '.join(STDIN_COMMANDS)}; "
+                  f"{args.command} needs a file", file=sys.stderr)
+        elif isinstance(exc, CassetteNotFoundError) and args.command != "recover":
             note = partial_note(exc.path)
             if note:  # the cassette was never finished: say where what was recorded is
                 print(f"  note: {note}", file=sys.stderr)
