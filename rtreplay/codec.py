@@ -73,9 +73,11 @@ __all__ = [
     "iter_lines",
     "leftover_partials",
     "load",
+    "make_directories",
     "max_line_bytes",
     "partial_note",
     "recover",
+    "remove_made_directories",
     "save",
 ]
 
@@ -665,6 +667,29 @@ def _write_whole(
         raise
 
 
+def make_directories(directory: Path) -> list[Path]:
+    """Make ``directory`` and its missing parents; return the ones this call made,
+    outermost first, so that a recording that writes nothing can take them away again
+    (:func:`remove_made_directories`). Raises :class:`OSError` as ``Path.mkdir`` does."""
+    missing: list[Path] = []
+    for part in (directory, *directory.parents):
+        if part.exists():
+            break
+        missing.append(part)
+    directory.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_made_directories(made: Sequence[Path]) -> None:
+    """Remove the directories :func:`make_directories` made, innermost first, while they
+    are empty: one that something else filled meanwhile stays, and so do its parents."""
+    for directory in reversed(made):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
 def _unmakeable_directory(directory: Path, exc: BaseException) -> str:
     """Why ``directory`` could not be made, naming the part of it that is a file if one is."""
     for part in (directory, *directory.parents):
@@ -702,7 +727,8 @@ class CassetteWriter:
         self.redactor = redactor if redactor is not None else Redactor()
         self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made here and left empty (abort()): taken away again.
+            self._made = make_directories(self.path.parent)
         except (OSError, ValueError) as exc:
             raise CassetteWriteError(self.path, _unmakeable_directory(self.path.parent, exc)) from None
         try:
@@ -990,11 +1016,13 @@ class CassetteWriter:
         return self.path
 
     def abort(self) -> None:
-        """Stop writing and remove the partial file; an existing cassette stays as it was."""
+        """Stop writing and remove the partial file, and the directories made for it if
+        they are left empty; an existing cassette stays as it was."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self.partial_path.unlink(missing_ok=True)
+        remove_made_directories(self._made)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -207,7 +207,6 @@ class RealtimeMock:
             if self.recording:
                 from rtreplay.recorder import Recorder
 
-                settings.cassette.parent.mkdir(parents=True, exist_ok=True)
                 self._service = Recorder(
                     settings.cassette,
                     upstream=settings.upstream,
