@@ -67,6 +67,7 @@ __all__ = [
     "MAX_LINE_ENV",
     "CassetteReader",
     "CassetteWriter",
+    "Recovered",
     "decode_records",
     "encode_record",
     "encode_records",
@@ -1105,17 +1106,65 @@ def partial_note(path: str | os.PathLike[str]) -> str | None:
     return "; ".join(notes) or None
 
 
+class Recovered(typing.NamedTuple):
+    """What :func:`recover` did: the cassette written, the partial file it came from, the
+    records kept; when a damaged line ended what could be kept, ``dropped`` says what was
+    left out (``file:line: what``, then the lines and connections) and ``damaged`` is where
+    the partial file was kept, whole (else it was removed)."""
+
+    cassette: Path
+    source: Path
+    records: int
+    dropped: str | None = None
+    damaged: Path | None = None
+
+
+def _after_damage(data: bytes, line: int) -> tuple[int, int, list[int], list[int]]:
+    """What follows damaged line ``line`` (1-based) of ``data``: (its last line, the records
+    that still decode after it, their connections, the connections they close)."""
+    lines = data.splitlines()
+    records, conns, closed = 0, set[int](), set[int]()
+    for raw in lines[line:]:
+        if raw.isspace() or not raw:
+            continue
+        try:
+            record = _decoder.decode(raw)
+        except _DecodeFailure:
+            continue
+        records += 1
+        conn = getattr(record, "conn", None)
+        if isinstance(conn, int):
+            conns.add(conn)
+            if isinstance(record, (Close, Reject)):
+                closed.add(conn)
+    return len(lines), records, sorted(conns), sorted(closed)
+
+
 def recover(
-    path: str | os.PathLike[str], *, partial: str | os.PathLike[str] | None = None, replace: bool = False
-) -> tuple[Path, Path, int]:
+    path: str | os.PathLike[str],
+    *,
+    partial: str | os.PathLike[str] | None = None,
+    replace: bool = False,
+    truncate: bool = False,
+) -> Recovered:
     """Make the partial file an interrupted recording left the cassette at ``path``.
 
     ``partial``: which one (default: the newest whose process is gone). Its records are read
     and checked as any cassette's (a last line cut short by the interruption is dropped),
     written to ``path`` atomically (redacted again), then the partial file is removed.
-    Returns ``(cassette, partial file, records kept)``. Raises :class:`CassetteError` when
-    there is none, when its process still runs, when it cannot be read, or when ``path``
-    exists and ``replace`` is false (an existing cassette is never replaced silently).
+
+    A damaged line (not a record, or one out of order) ends what can be kept: every record
+    before it is. The records after it cannot be trusted (which connection the damaged line
+    belonged to is unknown, and a connection with a record missing would replay as if
+    whole), so when any follows, recover refuses unless ``truncate`` (``--truncate``),
+    naming the line, what is wrong with it and what would be dropped. Whenever a damaged
+    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged``, and
+    :attr:`Recovered.dropped` says what was left out.
+
+    Raises :class:`CassetteError` when there is no partial file, when its process still
+    runs, when it cannot be read (or its header is damaged: nothing to keep), when a
+    damaged line has records after it and ``truncate`` is false, or when ``path`` exists and
+    ``replace`` is false (an existing cassette is never replaced silently).
     """
     target = Path(path)
     if partial is None:
@@ -1139,12 +1188,49 @@ def recover(
             f"exists: recovering {source.name} would replace it; pass --replace (replace=True) "
             "to do so, or recover to another path",
         )
+    records: list[Record] = []
+    damage: CassetteFormatError | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CassetteTruncatedWarning)
-        with CassetteReader(source) as reader:
-            records = list(reader)
+        reader = CassetteReader(source)
+        try:
+            records.extend(reader)
+        except CassetteFormatError as exc:
+            if reader.header is None or exc.line is None:
+                raise  # a damaged header: nothing to keep
+            damage = exc
+    dropped: str | None = None
+    if damage is not None:
+        assert damage.line is not None
+        try:
+            last, after, conns, closed = _after_damage(source.read_bytes(), damage.line)
+        except OSError as exc:
+            raise CassetteError(source, f"cannot be read: {exc.strerror or exc}") from None
+        lines = f"line {damage.line}" if last == damage.line else f"lines {damage.line}-{last}"
+        dropped = f"{damage}; dropped {lines}"
+        if after:
+            which = ", ".join(map(str, conns))
+            ended = f"; connection(s) {', '.join(map(str, closed))} closed after it" if closed else ""
+            dropped += f": {after:,} record(s) after it, of connection(s) {which}{ended}"
+            if not truncate:
+                raise CassetteError(
+                    source,
+                    f"{damage.problem}, and {after:,} record(s) follow it (connection(s) {which}"
+                    f"{ended}), which recovering would drop: pass --truncate (truncate=True) to "
+                    f"keep the {len(records):,} records before line {damage.line} (the partial "
+                    "file is kept whole beside the cassette), or repair the line and recover again",
+                    damage.line,
+                )
     header = records[0]
     assert isinstance(header, Header)
     _write_whole(target, header, records[1:])
-    source.unlink(missing_ok=True)
-    return target, source, len(records)
+    kept: Path | None = None
+    if damage is not None:
+        match = _PARTIAL.search(source.name)
+        kept = source.with_name(
+            source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
+        )
+        os.replace(source, kept)
+    else:
+        source.unlink(missing_ok=True)
+    return Recovered(target, source, len(records), dropped, kept)
