@@ -626,8 +626,14 @@ def save(
 
     ``audio``: ``"inline"`` (format 1, one self-contained file) or ``"files"`` (format 2,
     audio in ``rtreplay-audio/`` beside it; see :mod:`rtreplay.audiofiles`).
-    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for a close
-    or a refusal that :func:`load` would refuse: a cassette built in code must read back.
+    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for anything
+    :func:`load` would refuse: a cassette built in code (a script, an edit, a hypothesis
+    example) must read back. The file written is read back with the reader's every check
+    (:class:`CassetteReader`, what ``rtreplay validate`` runs before its schema checks:
+    record order, connection numbers, times, one payload per frame, closes and refusals,
+    audio references, one record a line) before it is moved into place. Events the
+    Realtime schema does not know are not refused: they load, and ``rtreplay validate``
+    reports them.
     """
     for conn in cassette.connections:
         for end in (conn.close, conn.reject):
@@ -640,8 +646,26 @@ def save(
                 raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
     return _write_whole(
         path, cassette.header, (r for r in cassette.records() if not isinstance(r, Header)),
-        redactor=redactor, audio=audio,
+        redactor=redactor, audio=audio, check=cassette,
     )
+
+
+def _which_record(cassette: Cassette, line: int) -> str:
+    """Record ``line`` (1-based, the header first) of ``cassette``, in words."""
+    for n, record in enumerate(cassette.records(), 1):
+        if n != line:
+            continue
+        kind = type(record).__name__.lower()
+        conn = getattr(record, "conn", None)
+        if not isinstance(record, Frame):
+            return f"record {n} ({kind}{f' of connection {conn}' if conn is not None else ''})"
+        try:
+            event = record.event()
+        except Exception:  # the payload is what is wrong: say the frame without its type
+            event = None
+        what = event.get("type") if isinstance(event, dict) else None
+        return f"record {n} (a {record.dir} frame of connection {conn}{f', {what}' if isinstance(what, str) else ''})"
+    return f"record {line}"
 
 
 def _write_whole(
@@ -651,10 +675,13 @@ def _write_whole(
     *,
     redactor: Redactor | None = None,
     audio: AudioMode = "inline",
+    check: Cassette | None = None,
 ) -> Path:
     """Write a cassette whose records are all at hand, atomically. A failure leaves no
     partial file: the records still exist where they came from, and a partial file left
-    behind would pass for an interrupted recording that `rtreplay recover` offers to keep."""
+    behind would pass for an interrupted recording that `rtreplay recover` offers to keep.
+    ``check``: the cassette written, whose file is read back with every check of the
+    reader before it is moved into place (a refusal names its record in it)."""
     if Path(path).is_dir():
         raise CassetteWriteError(
             Path(path), f"is a directory: name a cassette file in it (for example {Path(path) / 'session.jsonl'})"
@@ -662,6 +689,16 @@ def _write_whole(
     writer = CassetteWriter(path, header=header, redactor=redactor, audio=audio)
     try:
         writer.write_many(records)
+        if check is not None:
+            writer.flush()
+            try:
+                for _ in CassetteReader(writer.partial_path, resolve_audio=False):
+                    pass  # (every line the writer wrote ends with its newline: none is cut short)
+            except CassetteFormatError as exc:
+                where = _which_record(check, exc.line) if exc.line is not None else "the cassette"
+                raise CassetteFormatError(
+                    Path(path), f"{where}: {exc.problem}; load() would refuse it, so nothing was written"
+                ) from None
         return writer.close()
     except BaseException:
         writer.abort()
