@@ -202,7 +202,7 @@ def test_the_marker_is_registered_and_unknown_arguments_are_errors(project: pyte
     result.stdout.fnmatch_lines(
         [
             "*rtreplay: @pytest.mark.realtime got unknown arguments 'spead' (did you mean 'speed'?), "
-            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unplayed, audio_tolerance, "
+            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unfired, allow_unplayed, audio_tolerance, "
             "cassette, faults, fresh_ids, latency, match, record_mode, shift_times, speed, stall_timeout, strict",
         ]
     )
@@ -250,7 +250,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "redactor": "default",
                     "stall_timeout": "default", "audio_tolerance": "default",
                     "shift_times": "default", "fresh_ids": "default",
-                    "faults": "default", "latency": "default",
+                    "faults": "default", "latency": "default", "allow_unfired": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
                 assert s.record_mode == "none" and not realtime_mock.recording
@@ -278,7 +278,7 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
     result.stdout.fnmatch_lines(
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
-            "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
+            "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unfired, allow_unplayed, "
             "api_key, audio, audio_tolerance, cassette_dir, faults, fresh_ids, latency, match, record_mode, "
             "redactor, shift_times, speed, stall_timeout, strict, upstream"
         ]

@@ -524,7 +524,8 @@ class RealtimeMock:
                 note="The mock sent the client an `error` event, which clients often swallow; "
                 "so rtreplay fails the test here.",
             )
-        if report.unfired:
+        if report.unfired and not self.settings.allow_unfired:
+            how = "realtime_replay(..., allow_unfired=True)" if self._fixture != "realtime_mock" else "@pytest.mark.realtime(allow_unfired=True)"
             return text(
                 "an injected fault never fired, so the client never met it.",
                 rerecord_advice=False,
@@ -532,6 +533,7 @@ class RealtimeMock:
                     "The connection ended (or the client stopped) before the fault's place, or "
                     "no connection the client opened has it: see where each fault fires in "
                     "docs/faults.md.",
+                    f"If its place may legitimately never be reached (a fault hypothesis drew): {how}",
                 ),
             )
         if not report.complete and not self.settings.allow_unplayed:
