@@ -142,7 +142,9 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "make the partial file of an interrupted recording the cassette",
         "Make the <CASSETTE>.<pid>.partial file a killed or crashed recording left the "
         "cassette: its records are checked as any cassette's (a last line cut short by the "
-        "interruption is dropped), written atomically, and the partial file removed. An "
+        "interruption is dropped), written atomically, and the partial file removed. A "
+        "damaged line ends what is kept: recover names it and refuses to drop the records "
+        "after it unless --truncate (the partial file is then kept whole as .damaged). An "
         "existing cassette is left as it is unless --replace.",
         "rtreplay recover cassettes/test_hello/test_says_hello.jsonl",
         ".recover",
