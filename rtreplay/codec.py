@@ -67,15 +67,18 @@ __all__ = [
     "MAX_LINE_ENV",
     "CassetteReader",
     "CassetteWriter",
+    "Recovered",
     "decode_records",
     "encode_record",
     "encode_records",
     "iter_lines",
     "leftover_partials",
     "load",
+    "make_directories",
     "max_line_bytes",
     "partial_note",
     "recover",
+    "remove_made_directories",
     "save",
 ]
 
@@ -581,11 +584,16 @@ class CassetteReader:
             raise self._error(problem)
 
 
-def load(path: str | os.PathLike[str]) -> Cassette:
-    """Read a whole cassette into memory, connections in the order they were opened."""
+def load(path: str | os.PathLike[str] | IO[bytes], *, name: str | None = None) -> Cassette:
+    """Read a whole cassette into memory, connections in the order they were opened.
+
+    ``path`` may also be an open binary stream (``sys.stdin.buffer``), read to its end and
+    not closed; ``name`` is what errors call it (``<stdin>``; by default its ``name``).
+    Raises :class:`~rtreplay.errors.CassetteError` (file and line) on a bad cassette.
+    """
     by_conn: dict[int, Connection] = {}
     exchanges: list[HttpExchange] = []
-    with CassetteReader(path) as reader:
+    with CassetteReader(path, name=name) as reader:
         for record in reader:
             if isinstance(record, HttpExchange):
                 exchanges.append(record)
@@ -599,7 +607,11 @@ def load(path: str | os.PathLike[str]) -> Cassette:
                 by_conn[record.conn].reject = record
         assert reader.header is not None
         return Cassette(
-            reader.header, list(by_conn.values()), str(path), reader.warnings, exchanges
+            reader.header,
+            list(by_conn.values()),
+            os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(reader.path),
+            reader.warnings,
+            exchanges,
         )
 
 
@@ -614,8 +626,14 @@ def save(
 
     ``audio``: ``"inline"`` (format 1, one self-contained file) or ``"files"`` (format 2,
     audio in ``rtreplay-audio/`` beside it; see :mod:`rtreplay.audiofiles`).
-    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for a close
-    or a refusal that :func:`load` would refuse: a cassette built in code must read back.
+    Raises :class:`~rtreplay.errors.CassetteFormatError` (and writes nothing) for anything
+    :func:`load` would refuse: a cassette built in code (a script, an edit, a hypothesis
+    example) must read back. The file written is read back with the reader's every check
+    (:class:`CassetteReader`, what ``rtreplay validate`` runs before its schema checks:
+    record order, connection numbers, times, one payload per frame, closes and refusals,
+    audio references, one record a line) before it is moved into place. Events the
+    Realtime schema does not know are not refused: they load, and ``rtreplay validate``
+    reports them.
     """
     for conn in cassette.connections:
         for end in (conn.close, conn.reject):
@@ -628,8 +646,26 @@ def save(
                 raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
     return _write_whole(
         path, cassette.header, (r for r in cassette.records() if not isinstance(r, Header)),
-        redactor=redactor, audio=audio,
+        redactor=redactor, audio=audio, check=cassette,
     )
+
+
+def _which_record(cassette: Cassette, line: int) -> str:
+    """Record ``line`` (1-based, the header first) of ``cassette``, in words."""
+    for n, record in enumerate(cassette.records(), 1):
+        if n != line:
+            continue
+        kind = type(record).__name__.lower()
+        conn = getattr(record, "conn", None)
+        if not isinstance(record, Frame):
+            return f"record {n} ({kind}{f' of connection {conn}' if conn is not None else ''})"
+        try:
+            event = record.event()
+        except Exception:  # the payload is what is wrong: say the frame without its type
+            event = None
+        what = event.get("type") if isinstance(event, dict) else None
+        return f"record {n} (a {record.dir} frame of connection {conn}{f', {what}' if isinstance(what, str) else ''})"
+    return f"record {line}"
 
 
 def _write_whole(
@@ -639,10 +675,13 @@ def _write_whole(
     *,
     redactor: Redactor | None = None,
     audio: AudioMode = "inline",
+    check: Cassette | None = None,
 ) -> Path:
     """Write a cassette whose records are all at hand, atomically. A failure leaves no
     partial file: the records still exist where they came from, and a partial file left
-    behind would pass for an interrupted recording that `rtreplay recover` offers to keep."""
+    behind would pass for an interrupted recording that `rtreplay recover` offers to keep.
+    ``check``: the cassette written, whose file is read back with every check of the
+    reader before it is moved into place (a refusal names its record in it)."""
     if Path(path).is_dir():
         raise CassetteWriteError(
             Path(path), f"is a directory: name a cassette file in it (for example {Path(path) / 'session.jsonl'})"
@@ -650,10 +689,43 @@ def _write_whole(
     writer = CassetteWriter(path, header=header, redactor=redactor, audio=audio)
     try:
         writer.write_many(records)
+        if check is not None:
+            writer.flush()
+            try:
+                for _ in CassetteReader(writer.partial_path, resolve_audio=False):
+                    pass  # (every line the writer wrote ends with its newline: none is cut short)
+            except CassetteFormatError as exc:
+                where = _which_record(check, exc.line) if exc.line is not None else "the cassette"
+                raise CassetteFormatError(
+                    Path(path), f"{where}: {exc.problem}; load() would refuse it, so nothing was written"
+                ) from None
         return writer.close()
     except BaseException:
         writer.abort()
         raise
+
+
+def make_directories(directory: Path) -> list[Path]:
+    """Make ``directory`` and its missing parents; return the ones this call made,
+    outermost first, so that a recording that writes nothing can take them away again
+    (:func:`remove_made_directories`). Raises :class:`OSError` as ``Path.mkdir`` does."""
+    missing: list[Path] = []
+    for part in (directory, *directory.parents):
+        if part.exists():
+            break
+        missing.append(part)
+    directory.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_made_directories(made: Sequence[Path]) -> None:
+    """Remove the directories :func:`make_directories` made, innermost first, while they
+    are empty: one that something else filled meanwhile stays, and so do its parents."""
+    for directory in reversed(made):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _unmakeable_directory(directory: Path, exc: BaseException) -> str:
@@ -693,7 +765,8 @@ class CassetteWriter:
         self.redactor = redactor if redactor is not None else Redactor()
         self.partial_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made here and left empty (abort()): taken away again.
+            self._made = make_directories(self.path.parent)
         except (OSError, ValueError) as exc:
             raise CassetteWriteError(self.path, _unmakeable_directory(self.path.parent, exc)) from None
         try:
@@ -981,11 +1054,13 @@ class CassetteWriter:
         return self.path
 
     def abort(self) -> None:
-        """Stop writing and remove the partial file; an existing cassette stays as it was."""
+        """Stop writing and remove the partial file, and the directories made for it if
+        they are left empty; an existing cassette stays as it was."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self.partial_path.unlink(missing_ok=True)
+        remove_made_directories(self._made)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -1068,17 +1143,65 @@ def partial_note(path: str | os.PathLike[str]) -> str | None:
     return "; ".join(notes) or None
 
 
+class Recovered(typing.NamedTuple):
+    """What :func:`recover` did: the cassette written, the partial file it came from, the
+    records kept; when a damaged line ended what could be kept, ``dropped`` says what was
+    left out (``file:line: what``, then the lines and connections) and ``damaged`` is where
+    the partial file was kept, whole (else it was removed)."""
+
+    cassette: Path
+    source: Path
+    records: int
+    dropped: str | None = None
+    damaged: Path | None = None
+
+
+def _after_damage(data: bytes, line: int) -> tuple[int, int, list[int], list[int]]:
+    """What follows damaged line ``line`` (1-based) of ``data``: (its last line, the records
+    that still decode after it, their connections, the connections they close)."""
+    lines = data.splitlines()
+    records, conns, closed = 0, set[int](), set[int]()
+    for raw in lines[line:]:
+        if raw.isspace() or not raw:
+            continue
+        try:
+            record = _decoder.decode(raw)
+        except _DecodeFailure:
+            continue
+        records += 1
+        conn = getattr(record, "conn", None)
+        if isinstance(conn, int):
+            conns.add(conn)
+            if isinstance(record, (Close, Reject)):
+                closed.add(conn)
+    return len(lines), records, sorted(conns), sorted(closed)
+
+
 def recover(
-    path: str | os.PathLike[str], *, partial: str | os.PathLike[str] | None = None, replace: bool = False
-) -> tuple[Path, Path, int]:
+    path: str | os.PathLike[str],
+    *,
+    partial: str | os.PathLike[str] | None = None,
+    replace: bool = False,
+    truncate: bool = False,
+) -> Recovered:
     """Make the partial file an interrupted recording left the cassette at ``path``.
 
     ``partial``: which one (default: the newest whose process is gone). Its records are read
     and checked as any cassette's (a last line cut short by the interruption is dropped),
     written to ``path`` atomically (redacted again), then the partial file is removed.
-    Returns ``(cassette, partial file, records kept)``. Raises :class:`CassetteError` when
-    there is none, when its process still runs, when it cannot be read, or when ``path``
-    exists and ``replace`` is false (an existing cassette is never replaced silently).
+
+    A damaged line (not a record, or one out of order) ends what can be kept: every record
+    before it is. The records after it cannot be trusted (which connection the damaged line
+    belonged to is unknown, and a connection with a record missing would replay as if
+    whole), so when any follows, recover refuses unless ``truncate`` (``--truncate``),
+    naming the line, what is wrong with it and what would be dropped. Whenever a damaged
+    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged``, and
+    :attr:`Recovered.dropped` says what was left out.
+
+    Raises :class:`CassetteError` when there is no partial file, when its process still
+    runs, when it cannot be read (or its header is damaged: nothing to keep), when a
+    damaged line has records after it and ``truncate`` is false, or when ``path`` exists and
+    ``replace`` is false (an existing cassette is never replaced silently).
     """
     target = Path(path)
     if partial is None:
@@ -1102,12 +1225,49 @@ def recover(
             f"exists: recovering {source.name} would replace it; pass --replace (replace=True) "
             "to do so, or recover to another path",
         )
+    records: list[Record] = []
+    damage: CassetteFormatError | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CassetteTruncatedWarning)
-        with CassetteReader(source) as reader:
-            records = list(reader)
+        reader = CassetteReader(source)
+        try:
+            records.extend(reader)
+        except CassetteFormatError as exc:
+            if reader.header is None or exc.line is None:
+                raise  # a damaged header: nothing to keep
+            damage = exc
+    dropped: str | None = None
+    if damage is not None:
+        assert damage.line is not None
+        try:
+            last, after, conns, closed = _after_damage(source.read_bytes(), damage.line)
+        except OSError as exc:
+            raise CassetteError(source, f"cannot be read: {exc.strerror or exc}") from None
+        lines = f"line {damage.line}" if last == damage.line else f"lines {damage.line}-{last}"
+        dropped = f"{damage}; dropped {lines}"
+        if after:
+            which = ", ".join(map(str, conns))
+            ended = f"; connection(s) {', '.join(map(str, closed))} closed after it" if closed else ""
+            dropped += f": {after:,} record(s) after it, of connection(s) {which}{ended}"
+            if not truncate:
+                raise CassetteError(
+                    source,
+                    f"{damage.problem}, and {after:,} record(s) follow it (connection(s) {which}"
+                    f"{ended}), which recovering would drop: pass --truncate (truncate=True) to "
+                    f"keep the {len(records):,} records before line {damage.line} (the partial "
+                    "file is kept whole beside the cassette), or repair the line and recover again",
+                    damage.line,
+                )
     header = records[0]
     assert isinstance(header, Header)
     _write_whole(target, header, records[1:])
-    source.unlink(missing_ok=True)
-    return target, source, len(records)
+    kept: Path | None = None
+    if damage is not None:
+        match = _PARTIAL.search(source.name)
+        kept = source.with_name(
+            source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
+        )
+        os.replace(source, kept)
+    else:
+        source.unlink(missing_ok=True)
+    return Recovered(target, source, len(records), dropped, kept)

@@ -19,13 +19,30 @@ from typing import Any
 from .match import format_value
 from .report import AudioDifference, Mismatch, ReplayReport
 
-__all__ = ["NOTHING_CONNECTED", "failure_text", "loosening", "report_json"]
+__all__ = ["NOTHING_CONNECTED", "failure_text", "loosening", "nothing_connected", "report_json"]
 
 NOTHING_CONNECTED = (
     "no client connected to the mock: is your client pointed at "
     "realtime_mock.websocket_base_url (openai SDK: websocket_base_url=..., "
     "openai-agents: model_config['url'] = realtime_mock.url)?"
 )
+
+
+def nothing_connected(fixture: str = "realtime_mock") -> str:
+    """What to check when no client connected, naming the fixture the test used.
+
+    ``fixture`` is ``"realtime_mock"`` (the mock is the fixture itself:
+    :data:`NOTHING_CONNECTED`) or a fixture called to serve one replay per ``with``
+    block, such as ``"realtime_replay"`` (the mock is what the block yields).
+    """
+    if fixture == "realtime_mock":
+        return NOTHING_CONNECTED
+    return (
+        f"no client connected to the mock: is your client pointed at the mock that "
+        f"`with {fixture}(...) as mock:` yields (openai SDK: "
+        "websocket_base_url=mock.websocket_base_url, openai-agents: "
+        "model_config['url'] = mock.url)?"
+    )
 
 
 def _mismatch(m: Mismatch, index: int, total: int, already_shown: str = "") -> list[str]:
@@ -111,6 +128,7 @@ def failure_text(
     advice: Sequence[str] = (),
     rerecord_advice: bool = True,
     rerecord_lines: Sequence[str] = (),
+    fixture: str = "realtime_mock",
 ) -> str:
     """The whole text a failing test shows about its replay (see the module docstring).
 
@@ -120,6 +138,8 @@ def failure_text(
     ``rerecord_advice=False`` leaves that command out (an injected fault's story);
     ``rerecord_lines``, when given, say how to re-record instead of the plain command
     (a cassette shared with other tests, a test that never records).
+    ``fixture``: the fixture the test used (``realtime_mock``, ``realtime_replay``),
+    named when no client connected (:func:`nothing_connected`).
     Injected faults (fired, never fired, what they cut) and the interruptions the replay
     followed are listed too.
     """
@@ -134,7 +154,7 @@ def failure_text(
     if unplayed:
         lines.append("")
         if not report.connections and all(u.conn is None for u in unplayed):
-            lines.append(f"  {NOTHING_CONNECTED}")
+            lines.append(f"  {nothing_connected(fixture)}")
         else:
             lines.append("not played to the end:")
             lines.extend(f"  {u}" for u in unplayed)

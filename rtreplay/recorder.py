@@ -83,7 +83,7 @@ from .cassette import (
     utc_timestamp,
 )
 from .client_secrets import endpoint_of, with_placeholder
-from .codec import CassetteWriter, leftover_partials
+from .codec import CassetteWriter, leftover_partials, make_directories, remove_made_directories
 from .errors import EventHookError, RecordError, RtreplayError, UpstreamError
 from .protocol import profile_for
 from .redact import EventHook, Redactor, credentials_in_handshake
@@ -624,6 +624,7 @@ class Recorder(Service):
             self._writer = CassetteWriter(self._target, redactor=self.redactor, audio=self.audio)
         except BaseException:
             self._lock.release()
+            remove_made_directories(self._lock.made)
             raise
         for log in _LOGGERS:
             logging.getLogger(log).addFilter(self._log_filter)
@@ -648,6 +649,7 @@ class Recorder(Service):
         except OSError as exc:
             self._writer.abort()
             self._lock.release()
+            remove_made_directories(self._lock.made)
             for log in _LOGGERS:
                 logging.getLogger(log).removeFilter(self._log_filter)
             raise RecordError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
@@ -681,6 +683,9 @@ class Recorder(Service):
             self._finish()
         finally:
             self._lock.release()
+            if self.written is None and self.kept_partial is None:
+                # Nothing was written: no directory the recording made is left empty.
+                remove_made_directories(self._lock.made)
             for log in _LOGGERS:
                 logging.getLogger(log).removeFilter(self._log_filter)
 
@@ -1165,12 +1170,15 @@ class _CassetteLock:
         self.cassette = cassette
         self.path = cassette.with_name(f"{cassette.name}.lock")
         self._fd: int | None = None
+        #: The directories acquire() made (outermost first), for the recorder to take away
+        #: again when it wrote nothing.
+        self.made: list[Path] = []
 
     def acquire(self) -> None:
         if fcntl is None:  # pragma: no cover - Windows: no lock
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.made = make_directories(self.path.parent)
         except (OSError, ValueError):
             return  # the writer reports why the directory cannot be used
         while True:

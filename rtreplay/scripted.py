@@ -65,6 +65,7 @@ from .codec import _close_problem
 
 __all__ = [
     "ERRORS",
+    "SESSION_FIELDS",
     "ScriptedCassette",
     "ScriptedResponse",
     "ScriptedSession",
@@ -244,6 +245,68 @@ def _code(value: Any) -> str:
     return repr(value)
 
 
+#: The fields a GA ``session.update`` may set, nested where the schema fixes an object's
+#: fields (a value ``None``: any value). From ``RealtimeSessionCreateRequestGA`` in the
+#: official event schemas (shared/realtime/events.schema.json) and PROTOCOL.md section 1
+#: ("session config", GA): ``turn_detection`` takes the fields of both its kinds
+#: (``server_vad`` and ``semantic_vad``).
+SESSION_FIELDS: Mapping[str, Any] = {
+    "type": None,
+    "output_modalities": None,
+    "model": None,
+    "instructions": None,
+    "audio": {
+        "input": {
+            "format": None,
+            "transcription": None,
+            "noise_reduction": None,
+            "turn_detection": {
+                "type": None,
+                "threshold": None,
+                "prefix_padding_ms": None,
+                "silence_duration_ms": None,
+                "create_response": None,
+                "interrupt_response": None,
+                "idle_timeout_ms": None,
+                "eagerness": None,
+            },
+        },
+        "output": {"format": None, "voice": None, "speed": None},
+    },
+    "include": None,
+    "tracing": None,
+    "tools": None,
+    "tool_choice": None,
+    "parallel_tool_calls": None,
+    "reasoning": None,
+    "max_output_tokens": None,
+    "truncation": None,
+    "prompt": None,
+}
+#: What the server's session object adds (``RealtimeSessionCreateResponseGA``): a
+#: ``ScriptedSession(session=...)`` may override these too.
+_SESSION_OBJECT_FIELDS: Mapping[str, Any] = {**SESSION_FIELDS, "id": None, "object": None, "expires_at": None}
+
+
+def _check_session_fields(fields: Mapping[str, Any], known: Mapping[str, Any], caller: str, where: str = "session") -> None:
+    """Refuse a field the GA session does not have (a typo), naming it and the known ones."""
+    for name, value in fields.items():
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{caller}: {where} has no field {name!r}{hint}; the GA session's fields there "
+                f"are: {', '.join(known)} (RealtimeSessionCreateRequestGA in the Realtime API's "
+                "event schema). To script the API refusing an unknown parameter, use "
+                "error('unknown_parameter')"
+            )
+        nested = known[name]
+        if nested is not None and isinstance(value, Mapping):
+            _check_session_fields(value, nested, caller, f"{where}.{name}")
+
+
 class ScriptedSession:
     """Writes one GA Realtime connection as the API and the openai SDK would have said it.
 
@@ -253,7 +316,8 @@ class ScriptedSession:
     of the session object the greeting carries (``turn_detection`` lives in
     ``audio.input``: ``{"audio": {"input": {"turn_detection": None}}}`` turns server VAD
     off). Methods raise :class:`ValueError` for a step the protocol does not allow where it
-    is asked (a reply to no question, a function output for an unknown call).
+    is asked (a reply to no question, a function output for an unknown call), and for a
+    session field the GA session does not have (see :data:`SESSION_FIELDS`).
     """
 
     def __init__(
@@ -264,6 +328,8 @@ class ScriptedSession:
         started: float = EPOCH,
         session: Mapping[str, Any] | None = None,
     ) -> None:
+        if session:
+            _check_session_fields(session, _SESSION_OBJECT_FIELDS, "ScriptedSession(session=...)")
         self.seed = seed
         self._rng = random.Random(seed)
         self._ids = _Ids(self._rng)
@@ -363,9 +429,17 @@ class ScriptedSession:
     def update_session(self, session: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
         """The client's ``session.update`` (``session`` or keyword fields, without
         ``type``, which is added), answered by ``session.updated`` with the whole session.
-        Returns the session as it now is."""
-        self._before_step()
+        Returns the session as it now is.
+
+        Raises :class:`ValueError` for a field the GA session does not have, at any depth
+        the schema fixes (``audio.input.turn_detection.silence_duration_ms``), naming it and
+        the known fields: :data:`SESSION_FIELDS`, from ``RealtimeSessionCreateRequestGA``
+        in the official event schemas and PROTOCOL.md section 1. (A session the API refuses
+        is scripted with ``error("unknown_parameter")``.)
+        """
         changes = {**(dict(session) if session else {}), **fields}
+        _check_session_fields(changes, SESSION_FIELDS, "update_session")
+        self._before_step()
         self._note("update_session", **changes)
         sent = {"type": "realtime", **{k: v for k, v in changes.items() if k != "type"}}
         self._client({"type": "session.update", "session": sent})

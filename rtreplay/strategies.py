@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import copy
 import hashlib
 import itertools
 import os
@@ -69,7 +70,7 @@ from .protocol import (
     server_info,
 )
 from .replay import ReplaySession
-from .scripted import ERRORS, ScriptedCassette, ScriptedSession, split_text
+from .scripted import ERRORS, ScriptedCassette, ScriptedResponse, ScriptedSession, split_text
 
 __all__ = [
     "KINDS",
@@ -384,11 +385,19 @@ class Variant(Cassette):
     :class:`~rtreplay.cassette.Cassette` plus the ``faults`` to inject when it is replayed
     (give them to ``ReplayServer(variant, faults=variant.faults)``; the plugin's
     ``realtime_replay`` does). ``changes`` says what differs from the recording, in words;
-    its ``repr`` is the :func:`variant` call that rebuilds it."""
+    its ``repr`` is the :func:`variant` call that rebuilds it.
+
+    A variant of a scripted session (:class:`~rtreplay.scripted.ScriptedCassette`) keeps
+    what the session knew: its ``script``, the ``responses`` it holds (what each said: the
+    edits recut and move events, they change no content) and the ``errors`` (codes) the
+    server sent; for a recording these are empty."""
 
     faults: tuple[Fault, ...] = ()
     changes: tuple[str, ...] = ()
     call: str = ""
+    script: str = ""
+    responses: list[ScriptedResponse] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return self.call or "Variant()"
@@ -492,8 +501,9 @@ def _variant(
     if fault_list:
         args.append(f"faults={[str(f) for f in fault_list]!r}")
     call = f"variant({', '.join(args)})"
-    script = src.cassette.script if isinstance(src.cassette, ScriptedCassette) else ""
-    if script.endswith("\ns.cassette()"):
+    source = src.cassette
+    script = source.script if isinstance(source, (ScriptedCassette, Variant)) else ""
+    if isinstance(source, ScriptedCassette) and script.endswith("\ns.cassette()"):
         # The script that writes the session, then the variant of it: code that runs.
         call = f"{script.removesuffix('s.cassette()')}{call}"
     return Variant(
@@ -505,6 +515,10 @@ def _variant(
         faults=fault_list,
         changes=tuple(changes),
         call=call,
+        # What a scripted session knew, kept (a variant of a variant keeps it too).
+        script=script,
+        responses=copy.deepcopy(source.responses) if isinstance(source, (ScriptedCassette, Variant)) else [],
+        errors=list(source.errors) if isinstance(source, (ScriptedCassette, Variant)) else [],
     )
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from .cassette import AudioFile, Close, Direction, Frame, Open, Record, Reject
 from .codec import CassetteReader, partial_note
@@ -273,9 +273,14 @@ def validate_records(
         yield from (p for _, p in pending)
 
 
-def validate_cassette(path: str | Path, *, strict: bool = False, warnings: bool = False) -> list[Problem]:
+def validate_cassette(
+    path: str | Path | IO[bytes], *, strict: bool = False, warnings: bool = False, name: str | None = None
+) -> list[Problem]:
     """Every problem in the cassette at ``path``, in file order (with ``warnings``, the
     warnings too; ``strict`` makes an unknown event type a problem).
+
+    ``path`` may also be an open binary stream (``sys.stdin.buffer``); ``name`` is what
+    problems and errors call it (``<stdin>``).
 
     Raises :class:`~rtreplay.errors.CassetteError` when the file is not a readable cassette
     (in format 2: also when an audio file it refers to is missing or of the wrong size).
@@ -294,13 +299,14 @@ def validate_cassette(path: str | Path, *, strict: bool = False, warnings: bool 
         _warnings.simplefilter("ignore", CassetteTruncatedWarning)
         # Audio stays in its files: the events are checked as the file holds them, and
         # each audio file once, whole, against its SHA-256.
-        reader = CassetteReader(path, resolve_audio=False)
+        reader = CassetteReader(path, resolve_audio=False, name=name)
+        shown = str(reader.path)
         try:
-            found = list(validate_records(records(reader), str(path), strict=strict))
+            found = list(validate_records(records(reader), shown, strict=strict))
             for file_id, line in declared.items():
                 damage = reader.audio.verify(file_id)
                 if damage is not None:
-                    found.append(Problem(str(path), line, None, None, None, damage))
+                    found.append(Problem(shown, line, None, None, None, damage))
         finally:
             reader.audio.close()
     found.sort(key=lambda p: p.line or 0)
@@ -313,7 +319,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
         "Check every event of each cassette against the Realtime API schema of its "
         "endpoint and protocol: known type for its direction, required top-level fields present."
     )
-    parser.add_argument("cassettes", nargs="+", metavar="CASSETTE", help="cassette files (.jsonl)")
+    parser.add_argument("cassettes", nargs="+", metavar="CASSETTE", help="cassette files (.jsonl); - reads one from standard input")
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only, no summary")
     parser.add_argument(
         "--strict",
@@ -326,20 +332,26 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 def validate_main(args: argparse.Namespace) -> int:
     """Run ``rtreplay validate``: 0 no problem (warnings allowed), 1 problems found, 2 a
     cassette is unreadable."""
+    from .cli._common import cassette_source, one_stdin, shown_name
+
+    if one_stdin("validate", args.cassettes):
+        return 2
     status = 0
-    for name in args.cassettes:
+    for arg in args.cassettes:
+        name = shown_name(arg)  # "-" is standard input, "<stdin>" in what is said
         try:
-            found = validate_cassette(name, strict=args.strict, warnings=True)
+            source, stream_name = cassette_source(arg)
+            found = validate_cassette(source, strict=args.strict, warnings=True, name=stream_name)
         except CassetteError as exc:
             print(f"rtreplay validate: error: {exc}", file=sys.stderr)
-            note = partial_note(name) if isinstance(exc, CassetteNotFoundError) else None
+            note = partial_note(arg) if isinstance(exc, CassetteNotFoundError) else None
             if note:
                 print(f"  note: {note}", file=sys.stderr)
             status = 2
             continue
         for problem in found:
             print(problem)
-        note = partial_note(name)
+        note = partial_note(arg) if arg != "-" else None
         if note:
             print(f"{name}: warning: {note}", file=sys.stderr)
         problems = sum(1 for p in found if p.severity == "error")

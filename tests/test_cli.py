@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,9 @@ def test_the_documented_outputs_are_what_the_commands_print(
     for block in shown:
         command, _, expected = block.partition("\n")
         args = command.removeprefix("$ rtreplay ").split()
+        if "<" in args:  # `rtreplay show - < x.jsonl`: the file on standard input
+            args, stdin = args[: args.index("<")], args[args.index("<") + 1]
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path(stdin).read_bytes())))
         status = 0
         *rest, last = expected.rstrip("\n").split("\n")
         if last.startswith("(exit status ") and last.endswith(")"):

@@ -376,3 +376,65 @@ def test_python_dash_m_and_the_console_script_still_run(tmp_path: Path) -> None:
     assert script is not None
     done = subprocess.run([script, "inspect", str(CASSETTES / "errors.jsonl")], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "(not an event)" in done.stdout
+
+
+# -- "-": a cassette from standard input -----------------------------------------------
+
+
+def _piped(*args: str, data: bytes) -> subprocess.CompletedProcess[str]:
+    process = subprocess.run(
+        [sys.executable, "-m", "rtreplay", *args],
+        input=data, capture_output=True, check=False, timeout=timeout(60),
+    )
+    return subprocess.CompletedProcess(process.args, process.returncode, process.stdout.decode(), process.stderr.decode())
+
+
+def test_a_dash_reads_the_cassette_from_stdin_in_the_commands_that_only_read(tmp_path: Path) -> None:
+    path = CASSETTES / "text-chat.jsonl"
+    data = path.read_bytes()
+    for command in (["show"], ["show", "--json"], ["inspect"], ["validate"]):
+        from_file, from_stdin = run_cli(*command, str(path)), _piped(*command, "-", data=data)
+        assert (from_stdin.returncode, from_file.returncode) == (0, 0), from_stdin.stderr
+        # The same output, the cassette named <stdin>.
+        assert from_stdin.stdout == from_file.stdout.replace(str(path), "<stdin>"), command
+        assert from_stdin.stderr == from_file.stderr.replace(str(path), "<stdin>"), command
+    other = _rerecorded(tmp_path)
+    diff = _piped("diff", str(other), "-", data=data)
+    assert diff.returncode == 1 and f"--- {other}\n+++ <stdin>\n" in diff.stdout
+    page = tmp_path / "t.html"
+    assert _piped("timeline", "-", "-o", str(page), data=data).returncode == 0 and page.exists()
+    wavs = tmp_path / "wav"
+    audio = _piped("audio", "-", "-o", str(wavs), data=(CASSETTES / "transcription.jsonl").read_bytes())
+    assert audio.returncode == 0 and any(wavs.iterdir()), audio.stderr
+
+
+def test_a_bad_cassette_on_stdin_is_named_with_its_line() -> None:
+    lines = (CASSETTES / "text-chat.jsonl").read_bytes().splitlines(keepends=True)
+    lines[3] = b'{"kind": "frame", broken\n'
+    bad = b"".join(lines)
+    for command in ("show", "inspect", "validate", "timeline", "audio"):
+        extra = ["-o", "unused"] if command in ("timeline", "audio") else []
+        result = _piped(command, "-", *extra, data=bad)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"rtreplay {command}: error: <stdin>:4: not valid JSON"), result.stderr
+    empty = _piped("show", "-", data=b"")
+    assert (empty.returncode, empty.stderr) == (2, "rtreplay show: error: <stdin>:1: empty file: no header record\n")
+    twice = _piped("diff", "-", "-", data=bad)
+    assert twice.returncode == 2 and "'-' (standard input) can be given once" in twice.stderr
+    # A command that needs a file says which ones read standard input.
+    serve = _piped("serve", "-", data=bad)
+    assert serve.returncode == 2 and "'-' reads a cassette from standard input in show, inspect" in serve.stderr
+
+
+def test_a_dash_with_a_terminal_on_stdin_says_so_instead_of_waiting() -> None:
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "rtreplay", "show", "-"],
+            stdin=follower, capture_output=True, text=True, check=False, timeout=timeout(60),
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 2
+    assert result.stderr.startswith("rtreplay show: error: <stdin>: is a terminal: '-' reads the cassette from standard input")

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtreplay import (
+    Cassette,
     CassetteError,
     CassetteFormatError,
     CassetteNotFoundError,
@@ -559,3 +560,46 @@ def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path: Path, 
     with pytest.raises(CassetteFormatError, match=rf"connection 0: {message}.*nothing was written"):
         codec.save(cassette, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def _edited(edit: str) -> Cassette:
+    """text-response.jsonl with one thing load() refuses, as code could build it."""
+    import dataclasses
+
+    cassette = load(CASSETTES / "text-response.jsonl")
+    conn = cassette.connections[0]
+    frame = conn.frames[2]
+    if edit == "negative time":
+        conn.frames[2] = msgspec.structs.replace(frame, t=-1.0)
+    elif edit == "two payloads":
+        conn.frames[2] = msgspec.structs.replace(frame, text="hello")
+    elif edit == "newline in raw json":
+        conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.Raw(b'{"type":\n"response.created"}'))
+    elif edit == "same connection twice":
+        cassette.connections.append(dataclasses.replace(conn))
+    elif edit == "negative connection":
+        conn.open = msgspec.structs.replace(conn.open, conn=-1)
+        conn.frames = [msgspec.structs.replace(f, conn=-1) for f in conn.frames]
+        conn.close = None
+    return cassette
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ("negative time", "record 5 (a server frame of connection 0, session.updated): time offset t=-1.0 is not a finite number of seconds >= 0"),
+        ("two payloads", "record 5 (a server frame of connection 0, session.updated): a frame needs exactly one of 'json', 'text' or 'binary' (it has 2)"),
+        ("newline in raw json", "record 5 (a server frame of connection 0, response.created): not valid JSON"),
+        ("same connection twice", "record 24 (open of connection 0): connection 0 is opened a second time"),
+        ("negative connection", "record 2 (open of connection -1): connection number -1 is negative"),
+    ],
+)
+def test_save_reads_back_what_it_wrote_and_refuses_what_load_would(tmp_path: Path, edit: str, said: str) -> None:
+    """Every check of the reader runs on what save() wrote, before it is moved into place:
+    nothing saved fails to load, and what fails names its record."""
+    target = tmp_path / "sub" / "built.jsonl"
+    with pytest.raises(CassetteFormatError) as caught:
+        codec.save(_edited(edit), target)
+    assert said in str(caught.value) and str(caught.value).startswith(f"{target}: ")
+    assert str(caught.value).endswith("load() would refuse it, so nothing was written")
+    assert list(tmp_path.iterdir()) == [], "no cassette, no partial file, no directory"

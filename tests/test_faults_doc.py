@@ -96,7 +96,57 @@ def test_never_gets_there(realtime_openai):
         "rtreplay: an injected fault never fired, so the client never met it.",
         "injected faults that never fired:",
         "  close:1011@after:response.done",
+        "*If its place may legitimately never be reached (a fault hypothesis drew): @pytest.mark.realtime(allow_unfired=True)",
     ])
+
+
+def test_allow_unfired_lets_a_fault_that_never_fired_pass(pytester: pytest.Pytester) -> None:
+    """The opt-out, from the marker, the ini file and realtime_replay(...); one the opt-out
+    leaves on still fails."""
+    path = project(pytester, '''
+import os
+
+import pytest
+
+from rtreplay.strategies import variant
+
+FAULTS = ["close:1011@after:response.done"]
+CHAT = os.path.join(os.path.dirname(__file__), "cassettes", "text-chat.jsonl")
+
+
+def stop_early(base_url):
+    from openai import OpenAI
+
+    with OpenAI(api_key="sk-test", websocket_base_url=base_url).realtime.connect(model="gpt-realtime") as conn:
+        for event in conn:
+            break
+
+
+@pytest.mark.realtime("text-chat", faults=FAULTS, allow_unplayed=True, allow_unfired=True)
+def test_marker(realtime_mock):
+    stop_early(realtime_mock.websocket_base_url)
+
+
+def test_replay(realtime_replay):
+    v = variant(CHAT, faults=FAULTS)
+    with realtime_replay(v, allow_unplayed=True, allow_unfired=True) as mock:
+        stop_early(mock.websocket_base_url)
+
+
+def test_replay_without(realtime_replay):
+    v = variant(CHAT, faults=FAULTS)
+    with realtime_replay(v, allow_unplayed=True) as mock:
+        stop_early(mock.websocket_base_url)
+''')
+    result = pytester.runpytest(str(path.relative_to(pytester.path)))
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*rtreplay: an injected fault never fired, so the client never met it.",
+        "*If its place may legitimately never be reached (a fault hypothesis drew): realtime_replay(..., allow_unfired=True)",
+    ])
+    pytester.makeini(INI + "realtime_allow_unfired = true\n")
+    result = pytester.runpytest(str(path.relative_to(pytester.path)))
+    result.assert_outcomes(passed=3)
 
 
 def test_a_bad_fault_in_a_marker_fails_the_test_saying_why(pytester: pytest.Pytester) -> None:

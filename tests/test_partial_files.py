@@ -176,3 +176,65 @@ def test_the_plugin_names_the_partial_of_a_missing_cassette(project: pytest.Pyte
     # And the run's summary lists both partial files.
     summary = out.split("rtreplay ==")[-1]
     assert f"cassettes/test_p/test_one.jsonl.{pid}.partial" in summary and f"cassettes/test_p/test_two.jsonl.{pid}.partial" in summary, summary
+
+
+def _gone_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_recover_keeps_what_comes_before_a_damaged_middle_line_only_when_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged line in the middle: by default recover refuses and names it (file:line,
+    what), since the records after it would be dropped; --truncate keeps every record
+    before it, says what it dropped, and keeps the partial file whole."""
+    lines = (CASSETTES / "reconnect.jsonl").read_bytes().splitlines(keepends=True)
+    lines[6] = b'{"kind": "frame", "conn": 0, "t": 0.5, "dir": "server", "json": {"type": "resp\n'
+    out, pid = tmp_path / "two.jsonl", _gone_pid()
+    partial = tmp_path / f"two.jsonl.{pid}.partial"
+    partial.write_bytes(b"".join(lines))
+
+    assert main(["recover", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtreplay recover: error: {partial}:7: not valid JSON")
+    assert "record(s) follow it (connection(s) 0, 1; connection(s) 0, 1 closed after it)" in err and "--truncate" in err
+    assert not out.exists() and partial.read_bytes() == b"".join(lines), "nothing written, nothing lost"
+
+    assert main(["recover", str(out), "--truncate"]) == 0
+    printed = capsys.readouterr()
+    damaged = tmp_path / f"two.jsonl.{pid}.damaged"
+    assert printed.out == f"{out}: recovered from {partial} (6 records before its damaged line; kept whole as {damaged})\n"
+    assert printed.err.startswith(f"rtreplay recover: warning: {partial}:7: not valid JSON")
+    assert f"; dropped lines 7-{len(lines)}: " in printed.err
+    assert damaged.read_bytes() == b"".join(lines) and not partial.exists()
+    assert leftover_partials(out) == [], "the kept file is not taken for another interrupted recording"
+    [kept] = load(out).connections
+    assert kept.frames == load(CASSETTES / "reconnect.jsonl").connections[0].frames[:4] and kept.close is None
+
+
+def test_recover_drops_a_damaged_last_line_saying_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing follows the damaged line: there is nothing more to lose, so recover goes on
+    (no --truncate needed) and says what it dropped."""
+    data = (CASSETTES / "text-chat.jsonl").read_bytes()
+    whole = data.count(b"\n")
+    out, pid = tmp_path / "chat.jsonl", _gone_pid()
+    partial = tmp_path / f"chat.jsonl.{pid}.partial"
+    partial.write_bytes(data + b'{"kind": "close", "conn": 7, "t": 9.0, "code": 1000}\n')
+    done = recover(out)
+    assert done.records == whole and done.damaged == tmp_path / f"chat.jsonl.{pid}.damaged"
+    assert done.dropped == f"{partial}:{whole + 1}: close record for connection 7, which was never opened; dropped line {whole + 1}"
+    assert load(out).connections == load(CASSETTES / "text-chat.jsonl").connections
+
+
+def test_the_damaged_line_docs_cli_md_shows_is_what_recover_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [documented] = [b for b in code_blocks("cli.md", "text") if "record(s) follow it" in b]
+    lines = (CASSETTES / "text-chat.jsonl").read_bytes().splitlines(keepends=True)
+    lines[10] = b'{"kind":"frame","conn":0,"t":0.5,"dir":"server","json":{"type":"resp\n'
+    pid = _gone_pid()  # (4242 in the docs, which may be a running process here)
+    partial = tmp_path / "cassettes" / f"hello.jsonl.{pid}.partial"
+    partial.parent.mkdir()
+    partial.write_bytes(b"".join(lines))
+    assert main(["recover", str(tmp_path / "cassettes" / "hello.jsonl"), "--partial", str(partial)]) == 2
+    said = capsys.readouterr().err.replace(f"{tmp_path}/", "").replace(f".{pid}.partial", ".4242.partial")
+    assert said == documented

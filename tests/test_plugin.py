@@ -202,7 +202,7 @@ def test_the_marker_is_registered_and_unknown_arguments_are_errors(project: pyte
     result.stdout.fnmatch_lines(
         [
             "*rtreplay: @pytest.mark.realtime got unknown arguments 'spead' (did you mean 'speed'?), "
-            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unplayed, audio_tolerance, "
+            "'cassete' (did you mean 'cassette'?); valid arguments: allow_unfired, allow_unplayed, audio_tolerance, "
             "cassette, faults, fresh_ids, latency, match, record_mode, shift_times, speed, stall_timeout, strict",
         ]
     )
@@ -250,7 +250,7 @@ def test_precedence_marker_over_config_fixture_over_command_line_over_ini(projec
                     "redactor": "default",
                     "stall_timeout": "default", "audio_tolerance": "default",
                     "shift_times": "default", "fresh_ids": "default",
-                    "faults": "default", "latency": "default",
+                    "faults": "default", "latency": "default", "allow_unfired": "default",
                 }
                 # the run does not record, so the conftest's record_mode="all" does not apply
                 assert s.record_mode == "none" and not realtime_mock.recording
@@ -278,7 +278,7 @@ def test_an_unknown_realtime_config_key_fails_the_tests_using_it(project: pytest
     result.stdout.fnmatch_lines(
         [
             "rtreplay: the realtime_config fixture got unknown argument 'cassette' (name a test's "
-            "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unplayed, "
+            "cassette with @pytest.mark.realtime(cassette=...)); valid arguments: allow_unfired, allow_unplayed, "
             "api_key, audio, audio_tolerance, cassette_dir, faults, fresh_ids, latency, match, record_mode, "
             "redactor, shift_times, speed, stall_timeout, strict, upstream"
         ]
@@ -518,6 +518,42 @@ def test_a_test_that_fails_while_recording_keeps_the_old_cassette(project: pytes
     assert len(upstream.events("response.create")) == 2, "both tests did record live"
 
 
+def test_a_discarded_recording_leaves_no_directory_it_made(project: pytest.Pytester, upstream: ScriptedUpstream) -> None:
+    """A first recording that fails is discarded: neither cassettes/ nor cassettes/test_first/
+    is left behind, empty; a directory that was there, or that another test filled, stays."""
+    (project.path / "cassettes" / "keep").mkdir(parents=True)
+    project.makepyfile(
+        test_first="""
+        from talk import talk
+
+        def test_fails(realtime_mock):
+            talk(realtime_mock.client())
+            raise AssertionError("the live API had a bad day")
+        """
+    )
+    result = project.runpytest("--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the recording was discarded; cassettes/test_first/test_fails.jsonl was not written."])
+    assert sorted(p.name for p in (project.path / "cassettes").iterdir()) == ["keep"]
+    shutil.rmtree(project.path / "cassettes")
+    project.makepyfile(
+        test_second="""
+        from talk import talk
+
+        def test_fails(realtime_mock):
+            talk(realtime_mock.client())
+            raise AssertionError("the live API had a bad day")
+
+        def test_passes(realtime_mock):
+            talk(realtime_mock.client())
+        """
+    )
+    result = project.runpytest("test_second.py", "--realtime-record", f"--realtime-upstream={upstream.websocket_base_url}")
+    result.assert_outcomes(failed=1, passed=1)
+    assert sorted(p.relative_to(project.path).as_posix() for p in (project.path / "cassettes").rglob("*")) == [
+        "cassettes/test_second", "cassettes/test_second/test_passes.jsonl"]
+
+
 def test_recording_needs_a_key_and_a_connection(
     project: pytest.Pytester, upstream: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -539,7 +575,7 @@ def test_recording_needs_a_key_and_a_connection(
             "*rtreplay: recording finished with no connection: the test never connected to realtime_mock, so nothing was written.",
         ]
     )
-    assert not (project.path / "cassettes" / "test_rec").exists() or not any((project.path / "cassettes" / "test_rec").iterdir())
+    assert not (project.path / "cassettes").exists(), "no directory made for nothing"
 
 
 def test_an_unreachable_upstream_is_named_when_a_recording_test_fails(

@@ -94,7 +94,7 @@ def test_unknown_names_are_refused_with_the_valid_ones_and_a_guess() -> None:
         marker_kwargs([((), {"spead": 1})])
     assert str(info.value) == (
         "@pytest.mark.realtime got unknown argument 'spead' (did you mean 'speed'?); valid "
-        "arguments: allow_unplayed, audio_tolerance, cassette, faults, fresh_ids, latency, match, "
+        "arguments: allow_unfired, allow_unplayed, audio_tolerance, cassette, faults, fresh_ids, latency, match, "
         "record_mode, shift_times, speed, stall_timeout, strict"
     )
     with pytest.raises(RealtimeConfigError, match="unknown arguments 'x', 'y'"):

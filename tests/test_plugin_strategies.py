@@ -319,3 +319,31 @@ def test_realtime_replay_of_a_path_says_how_to_record_it_again(project: pytest.P
             "*    rtreplay record --out cassettes/text-chat.jsonl   (then run the client against the URL it prints)",
         ]
     )
+
+
+def test_nothing_connected_names_the_fixture_the_test_used(project: pytest.Pytester) -> None:
+    """A block no client connected to says where to point the client: at the mock the
+    block yields, not at a realtime_mock fixture the test never asked for."""
+    project.makepyfile(
+        test_idle="""
+        from hypothesis import given, settings
+        from rtreplay.strategies import replays
+
+        def test_path(realtime_replay):
+            with realtime_replay("cassettes/text-chat.jsonl"):
+                pass
+
+        @settings(max_examples=2, deadline=None)
+        @given(replays("cassettes/text-chat.jsonl"))
+        def test_examples(realtime_replay, v):
+            with realtime_replay(v):
+                pass
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    said = "no client connected to the mock: is your client pointed at the mock that `with realtime_replay(...) as mock:` yields"
+    assert out.count(said) == 2
+    assert "websocket_base_url=mock.websocket_base_url" in out and "model_config['url'] = mock.url" in out
+    assert "realtime_mock" not in out

@@ -609,6 +609,20 @@ async def test_nothing_recorded_leaves_an_existing_cassette_alone(
     assert any("no connection was recorded" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_recording_that_writes_nothing_leaves_no_directory_it_made(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """`rtreplay record --out new/dir/x.jsonl` stopped before any connection, or a discarded
+    recording: no empty new/dir/ is left behind (tmp_path itself, there before, stays)."""
+    async with Recorder(tmp_path / "new" / "dir" / "x.jsonl", upstream=upstream.websocket_base_url):
+        pass
+    async with Recorder(tmp_path / "new" / "dir" / "y.jsonl", upstream=upstream.websocket_base_url) as rec:
+        await sdk_text_session(rec.websocket_base_url)
+        rec.discard()
+    assert list(tmp_path.iterdir()) == []
+    async with Recorder(tmp_path / "new" / "dir" / "z.jsonl", upstream=upstream.websocket_base_url) as rec:
+        await sdk_text_session(rec.websocket_base_url)
+    assert [p.name for p in (tmp_path / "new" / "dir").iterdir()] == ["z.jsonl"]
+
+
 async def test_refusals_alone_do_not_replace_an_existing_cassette(cassette: Path) -> None:
     cassette.write_text("precious\n")
     async with ScriptedUpstream(refuse=429) as up, Recorder(cassette, upstream=up.websocket_base_url) as rec:

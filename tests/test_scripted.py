@@ -153,3 +153,39 @@ def test_the_script_is_the_python_that_wrote_it(tmp_path: Path) -> None:
     assert repr(c) == c.script
     save(c, tmp_path / "x.jsonl")
     assert load(tmp_path / "x.jsonl").connections[0].frames == c.connections[0].frames
+
+
+def test_a_session_field_the_api_lacks_is_refused_by_name() -> None:
+    s = ScriptedSession(seed=1)
+    before = list(s.cassette().records())
+    with pytest.raises(ValueError, match=r"update_session: session has no field 'output_modality' \(did you mean 'output_modalities'\?\)") as caught:
+        s.update_session(output_modality=["text"])
+    assert "output_modalities, model, instructions, audio" in str(caught.value)
+    with pytest.raises(ValueError, match=r"session.audio.input.turn_detection has no field 'silence_duration'"):
+        s.update_session({"audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration": 300}}}})
+    with pytest.raises(ValueError, match=r"session.audio has no field 'voice'.*: input, output"):
+        s.update_session(audio={"voice": "ash"})
+    with pytest.raises(ValueError, match=r"ScriptedSession\(session=...\): session has no field 'instruction'"):
+        ScriptedSession(session={"instruction": "Be brief."})
+    assert list(s.cassette().records()) == before, "a refused update writes nothing"
+    # Every field the schema has is taken, at every depth; a null turn detection too.
+    s.update_session(
+        output_modalities=["text"], instructions="Be brief.", tools=[], tool_choice="auto", max_output_tokens=200,
+        tracing=None, truncation="auto", prompt=None, include=None, parallel_tool_calls=True,
+        audio={"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "low"}, "noise_reduction": None},
+               "output": {"voice": "ash", "speed": 1.1}},
+    )
+    s.update_session({"audio": {"input": {"turn_detection": None}}})
+    assert errors(s.cassette()) == []
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared" / "realtime").is_dir(), reason="shared/realtime is not beside the repo")
+def test_the_session_fields_are_the_published_schemas() -> None:
+    from rtreplay.scripted import SESSION_FIELDS
+
+    schema = json.loads((Path(__file__).parents[2] / "shared" / "realtime" / "events.schema.json").read_text())
+    defs = schema["$defs"]
+    assert set(SESSION_FIELDS) == set(defs["RealtimeSessionCreateRequestGA"]["properties"])
+    audio = defs["RealtimeSessionCreateRequestGA"]["properties"]["audio"]["properties"]
+    assert set(SESSION_FIELDS["audio"]["input"]) == set(audio["input"]["properties"])
+    assert set(SESSION_FIELDS["audio"]["output"]) == set(audio["output"]["properties"])

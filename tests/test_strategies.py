@@ -490,3 +490,30 @@ def test_a_missing_cassette_fails_when_the_strategy_is_made(tmp_path: Path) -> N
 
     with pytest.raises(CassetteNotFoundError, match=r"nope\.jsonl"):
         replays(tmp_path / "nope.jsonl")
+
+
+def test_a_variant_of_a_scripted_session_keeps_its_responses_errors_and_script() -> None:
+    from rtreplay.scripted import ScriptedSession
+
+    s = ScriptedSession(seed=5)
+    s.update_session(output_modalities=["text"])
+    s.user_text("What is the capital of Australia?")
+    s.reply_text("Canberra, not Sydney.")
+    s.error("response_cancel_not_active")
+    scripted = s.cassette()
+    v = variant(scripted, jitter={0: (0.5, 1)}, faults=["drop@after:response.done"])
+    assert [r.text for r in v.responses] == ["Canberra, not Sydney."] and v.responses == scripted.responses
+    assert v.errors == ["response_cancel_not_active"] and v.script == scripted.script
+    v.responses[0].text = "changed"
+    assert scripted.responses[0].text == "Canberra, not Sydney.", "the variant has its own copy"
+    again = variant(v)  # a variant of the variant keeps them too
+    assert (again.responses[0].text, again.errors, again.script) == ("changed", v.errors, scripted.script)
+    recorded = variant(CASSETTES / "text-chat.jsonl")
+    assert (recorded.responses, recorded.errors, recorded.script) == ([], [], "")
+
+    @settings(max_examples=5, deadline=None)
+    @given(replays(scripted))
+    def every(example: Variant) -> None:
+        assert example.responses == scripted.responses and example.errors == scripted.errors
+
+    every()

@@ -53,6 +53,7 @@ MARKER_ARGS = (
     "speed",
     "strict",
     "allow_unplayed",
+    "allow_unfired",
     "record_mode",
     "stall_timeout",
     "audio_tolerance",
@@ -67,6 +68,7 @@ CONFIG_KEYS = (
     "speed",
     "strict",
     "allow_unplayed",
+    "allow_unfired",
     "record_mode",
     "stall_timeout",
     "audio_tolerance",
@@ -110,6 +112,9 @@ class RealtimeSettings:
     speed: float | None = None
     strict: bool = False
     allow_unplayed: bool = False
+    #: Faults that never fired are listed, not a failure (a drawn fault's place may never
+    #: be reached in an example).
+    allow_unfired: bool = False
     record_mode: str = "none"
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
     audio_tolerance: float = DEFAULT_AUDIO_TOLERANCE
@@ -188,7 +193,7 @@ def _check(key: str, value: object, what: str) -> object:
                 f"not {value!r}"
             )
         return None if value == 0 else float(value)
-    if key in ("strict", "allow_unplayed", "shift_times", "fresh_ids"):
+    if key in ("strict", "allow_unplayed", "allow_unfired", "shift_times", "fresh_ids"):
         return parse_bool(value, what)
     if key == "record_mode":
         if value not in RECORD_MODES:
@@ -318,6 +323,7 @@ def resolve_settings(
         "speed": None,
         "strict": False,
         "allow_unplayed": False,
+        "allow_unfired": False,
         "record_mode": "none",
         "stall_timeout": DEFAULT_STALL_TIMEOUT,
         "audio_tolerance": DEFAULT_AUDIO_TOLERANCE,
@@ -364,6 +370,7 @@ def resolve_settings(
         speed=chosen["speed"],
         strict=chosen["strict"],
         allow_unplayed=chosen["allow_unplayed"],
+        allow_unfired=chosen["allow_unfired"],
         record_mode=chosen["record_mode"],
         stall_timeout=chosen["stall_timeout"],
         audio_tolerance=chosen["audio_tolerance"],

@@ -78,8 +78,13 @@ class RealtimeMock:
         display_path: str,
         keep_advice: str | None = None,
         sharing: Callable[[], list[tuple[str, str, str]]] | None = None,
+        fixture: str = "realtime_mock",
     ) -> None:
         self.settings = settings
+        # The fixture the test used, as its messages name it: realtime_mock is the mock
+        # itself; realtime_replay yields one per `with realtime_replay(...) as mock:`.
+        self._fixture = fixture
+        self._name = fixture if fixture == "realtime_mock" else "mock"
         # The other tests that use this cassette, each with its record and re-record
         # commands ("" if it never records); asked only when a hint needs it.
         self._sharing = sharing
@@ -156,7 +161,7 @@ class RealtimeMock:
             pytest.fail(
                 f"rtreplay: recording {self._display_path} needs an API key for "
                 f"{self.settings.upstream}: set OPENAI_API_KEY, or give realtime_config an "
-                "'api_key', or pass api_key= to realtime_mock.client()",
+                f"'api_key', or pass api_key= to {self._name}.client()",
                 pytrace=False,
             )
         return key
@@ -178,12 +183,12 @@ class RealtimeMock:
         While replaying it carries a placeholder key; while recording, the key from
         ``realtime_config["api_key"]`` or ``OPENAI_API_KEY``.
         """
-        openai = _import_openai()
+        openai = _import_openai(f"{self._name}.client()")
         return openai.OpenAI(**self._openai_kwargs(kwargs))
 
     def async_client(self, **kwargs: Any) -> Any:
         """An ``openai.AsyncOpenAI`` pointed at this mock; see :meth:`client`."""
-        openai = _import_openai()
+        openai = _import_openai(f"{self._name}.async_client()")
         return openai.AsyncOpenAI(**self._openai_kwargs(kwargs))
 
     # -- lifecycle, driven by the plugin --------------------------------------------------
@@ -202,7 +207,6 @@ class RealtimeMock:
             if self.recording:
                 from rtreplay.recorder import Recorder
 
-                settings.cassette.parent.mkdir(parents=True, exist_ok=True)
                 self._service = Recorder(
                     settings.cassette,
                     upstream=settings.upstream,
@@ -394,7 +398,7 @@ class RealtimeMock:
             return None
         also = f" and the upstream's host ({self.settings.upstream})" if self.recording else ""
         return (
-            "rtreplay: realtime_mock received no connection, and pytest-recording is blocking "
+            f"rtreplay: {self._fixture} received no connection, and pytest-recording is blocking "
             "the network (--block-network or @pytest.mark.block_network), loopback included.\n"
             f"  allow the mock's address{also}: pytest --block-network --allowed-hosts=127.0.0.1"
         )
@@ -461,6 +465,7 @@ class RealtimeMock:
                 rerecord=self._rerecord_command,
                 rerecord_lines=self._rerecord_lines(),
                 exception_text=exception_text,
+                fixture=self._fixture,
                 **extra,
             )
 
@@ -519,7 +524,8 @@ class RealtimeMock:
                 note="The mock sent the client an `error` event, which clients often swallow; "
                 "so rtreplay fails the test here.",
             )
-        if report.unfired:
+        if report.unfired and not self.settings.allow_unfired:
+            how = "realtime_replay(..., allow_unfired=True)" if self._fixture != "realtime_mock" else "@pytest.mark.realtime(allow_unfired=True)"
             return text(
                 "an injected fault never fired, so the client never met it.",
                 rerecord_advice=False,
@@ -527,6 +533,7 @@ class RealtimeMock:
                     "The connection ended (or the client stopped) before the fault's place, or "
                     "no connection the client opened has it: see where each fault fires in "
                     "docs/faults.md.",
+                    f"If its place may legitimately never be reached (a fault hypothesis drew): {how}",
                 ),
             )
         if not report.complete and not self.settings.allow_unplayed:
@@ -537,7 +544,7 @@ class RealtimeMock:
         return None
 
 
-def _import_openai() -> Any:
+def _import_openai(what: str) -> Any:
     import importlib
 
     try:
@@ -546,7 +553,7 @@ def _import_openai() -> Any:
         openai = None
     if openai is None:  # failed outside the except block: no chained traceback
         pytest.fail(
-            "rtreplay: realtime_mock.client() needs the openai SDK: "
+            f"rtreplay: {what} needs the openai SDK: "
             "pip install 'openai[realtime]>=2.1'",
             pytrace=False,
         )

@@ -71,7 +71,7 @@ _USERS = pytest.StashKey[dict[Path, dict[Path, list[tuple[str, str, str]]]]]()
 
 MARKER_DOC = (
     "realtime(cassette=None, *, match='default', speed=None, strict=False, "
-    "allow_unplayed=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25, "
+    "allow_unplayed=False, allow_unfired=False, record_mode=None, stall_timeout=10.0, audio_tolerance=0.25, "
     "shift_times=True, fresh_ids=False, faults=(), latency=None): "
     "configure this test's realtime_mock (rtreplay); see docs/pytest.md and docs/faults.md"
 )
@@ -83,6 +83,7 @@ _INI = {
     "realtime_speed": "speed",
     "realtime_strict": "strict",
     "realtime_allow_unplayed": "allow_unplayed",
+    "realtime_allow_unfired": "allow_unfired",
     "realtime_stall_timeout": "stall_timeout",
     "realtime_audio_tolerance": "audio_tolerance",
     "realtime_shift_times": "shift_times",
@@ -135,6 +136,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "realtime_allow_unplayed",
         "do not fail tests that end before sending every recorded client event",
+        default="",
+    )
+    parser.addini(
+        "realtime_allow_unfired",
+        "do not fail tests whose injected faults never fired (they are still listed)",
         default="",
     )
     parser.addini(
@@ -228,8 +234,8 @@ def realtime_config() -> dict[str, Any]:
     """Settings for every ``realtime_mock`` in scope; override it in a ``conftest.py``.
 
     Keys: ``cassette_dir`` (relative to the test file), ``match``, ``speed``, ``strict``,
-    ``allow_unplayed``, ``record_mode``, ``stall_timeout``, ``audio_tolerance``,
-    ``shift_times``, ``fresh_ids``, ``faults``, ``latency``,
+    ``allow_unplayed``, ``allow_unfired``, ``record_mode``, ``stall_timeout``,
+    ``audio_tolerance``, ``shift_times``, ``fresh_ids``, ``faults``, ``latency``,
     ``upstream``, ``api_key``, ``audio``, ``redactor``. A marker on the test
     wins over these; these win over the command line, the ini file and the defaults.
     """
@@ -444,7 +450,8 @@ class RealtimeReplay:
     :mod:`rtreplay.strategies`, a scripted session) and yields a :class:`RealtimeMock`
     (``websocket_base_url``, ``url``, ``client()``, ``async_client()``, ``report``...);
     leaving the block stops it and fails *that example* with its replay report when the
-    client's events did not match, the replay stalled, a fault never fired or (unless
+    client's events did not match, the replay stalled, a fault never fired (unless
+    ``allow_unfired``: a drawn fault's place may never be reached) or (unless
     ``allow_unplayed``) the client stopped early. ``options`` are the marker's
     (``match``, ``stall_timeout``, ``faults``...; a variant's own faults are added), and
     win over the test's ``@pytest.mark.realtime`` and the ini file.
@@ -508,6 +515,7 @@ class RealtimeReplay:
             rerecord_command=f"rtreplay record --out {display}   (then run the client against the URL it prints)",
             display_path=display,
             keep_advice=keep,
+            fixture="realtime_replay",
         )
         return _OneReplay(mock)
 

@@ -142,7 +142,9 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         "make the partial file of an interrupted recording the cassette",
         "Make the <CASSETTE>.<pid>.partial file a killed or crashed recording left the "
         "cassette: its records are checked as any cassette's (a last line cut short by the "
-        "interruption is dropped), written atomically, and the partial file removed. An "
+        "interruption is dropped), written atomically, and the partial file removed. A "
+        "damaged line ends what is kept: recover names it and refuses to drop the records "
+        "after it unless --truncate (the partial file is then kept whole as .damaged). An "
         "existing cassette is left as it is unless --replace.",
         "rtreplay recover cassettes/test_hello/test_says_hello.jsonl",
         ".recover",
@@ -157,6 +159,10 @@ _COMMANDS: list[tuple[str, str, str, str, str]] = [
         ".convert",
     ),
 ]
+
+
+# The commands that read a cassette from standard input when given "-" (they only read it).
+STDIN_COMMANDS = ("show", "inspect", "validate", "diff", "timeline", "audio")
 
 
 def _load(where: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any], int]]:
@@ -218,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except RtreplayError as exc:
         print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
-        if isinstance(exc, CassetteNotFoundError) and args.command != "recover":
+        if isinstance(exc, CassetteNotFoundError) and str(exc.path) == "-":
+            print(f"  note: '-' reads a cassette from standard input in {', '.join(STDIN_COMMANDS)}; "
+                  f"{args.command} needs a file", file=sys.stderr)
+        elif isinstance(exc, CassetteNotFoundError) and args.command != "recover":
             note = partial_note(exc.path)
             if note:  # the cassette was never finished: say where what was recorded is
                 print(f"  note: {note}", file=sys.stderr)

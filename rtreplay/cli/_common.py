@@ -6,20 +6,59 @@ import argparse
 import os
 import sys
 import warnings
-from typing import ClassVar, TextIO
+from typing import IO, ClassVar, TextIO
 
 from ..cassette import Cassette
 from ..codec import load
-from ..errors import CassetteTruncatedWarning
+from ..errors import CassetteError, CassetteTruncatedWarning
 
-__all__ = ["Style", "add_color_argument", "load_quietly", "unknown_connection"]
+__all__ = ["STDIN", "Style", "add_color_argument", "cassette_source", "load_quietly", "one_stdin", "shown_name", "unknown_connection"]
+
+# What errors call a cassette read from standard input (the argument "-").
+STDIN = "<stdin>"
+
+
+def cassette_source(path: str) -> tuple[str | IO[bytes], str | None]:
+    """What to read for a CASSETTE argument, and its name in errors: ``-`` is standard
+    input (``<stdin>``), as in most command-line tools; anything else a path.
+
+    Raises :class:`~rtreplay.errors.CassetteError` when ``-`` is given and standard input
+    is a terminal: reading it would wait for typing that never comes.
+    """
+    if path != "-":
+        return path, None
+    stdin = sys.stdin.buffer if sys.stdin is not None else None
+    if stdin is None:
+        raise CassetteError(STDIN, "no standard input to read the cassette from")
+    if stdin.isatty():
+        raise CassetteError(
+            STDIN,
+            "is a terminal: '-' reads the cassette from standard input, so pipe one in "
+            "(`rtreplay show - < cassette.jsonl`, `... | rtreplay show -`)",
+        )
+    return stdin, STDIN
+
+
+def shown_name(path: str) -> str:
+    """How output names a CASSETTE argument: ``<stdin>`` for ``-``, else as given."""
+    return STDIN if path == "-" else path
+
+
+def one_stdin(command: str, paths: list[str]) -> bool:
+    """Whether ``-`` is given more than once (then said on stderr): stdin is read once."""
+    if paths.count("-") > 1:
+        print(f"rtreplay {command}: error: '-' (standard input) can be given once: it is read once", file=sys.stderr)
+        return True
+    return False
 
 
 def load_quietly(path: str) -> Cassette:
-    """A whole cassette; a last line cut short (a killed recorder) is said once on stderr."""
+    """A whole cassette (``-``: from standard input); a last line cut short (a killed
+    recorder) is said once on stderr."""
+    source, name = cassette_source(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CassetteTruncatedWarning)
-        cassette = load(path)
+        cassette = load(source, name=name)
     for warning in cassette.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return cassette

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from ..conversation import Message, Response, UserAudio, UserText, conversation, wav_bytes
-from ._common import load_quietly, unknown_connection
+from ._common import load_quietly, shown_name, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl)")
+    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to write the WAV files to (created)")
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
     parser.add_argument(
@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
-    if unknown_connection("audio", cassette, args.cassette, args.conn):
+    name = shown_name(args.cassette)
+    if unknown_connection("audio", cassette, name, args.conn):
         return 2
     out = Path(args.out)
     try:
@@ -58,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
                 said = f"  {json.dumps(transcript, ensure_ascii=False)}" if transcript else ""
                 print(f"{out / name}  {fmt.duration(len(data)):6.2f} s  {fmt.label}{said}")
     if not written:
-        print(f"rtreplay audio: {args.cassette} has no audio", file=sys.stderr)
+        print(f"rtreplay audio: {name} has no audio", file=sys.stderr)
     return 0

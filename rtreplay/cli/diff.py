@@ -7,14 +7,14 @@ import json
 import sys
 
 from ..conversation import Change, ConversationConnection, compare_lines, conversation, lines
-from ._common import Style, add_color_argument, load_quietly
+from ._common import Style, add_color_argument, load_quietly, one_stdin, shown_name
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A", help="the old cassette")
-    parser.add_argument("b", metavar="B", help="the new cassette")
+    parser.add_argument("a", metavar="A", help="the old cassette (- reads it from standard input)")
+    parser.add_argument("b", metavar="B", help="the new cassette (- reads it from standard input)")
     parser.add_argument(
         "--audio-tolerance", type=float, default=0.1, metavar="SECONDS",
         help="audio durations this close count as the same (default 0.1 s)",
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if one_stdin("diff", [args.a, args.b]):
+        return 2
     a = conversation(load_quietly(args.a))
     b = conversation(load_quietly(args.b))
     pairs: list[tuple[str, list[Change]]] = []
@@ -45,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.json:
         doc = {
-            "a": args.a,
-            "b": args.b,
+            "a": shown_name(args.a),
+            "b": shown_name(args.b),
             "same": changed == 0,
             "connections": [
                 {"label": label, "changes": [{"sign": c.sign, "turn": c.line.turn, "line": c.line.shown} for c in changes]}
@@ -57,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         out.write("\n")
         return 1 if changed else 0
     style = Style(out, args.color)
-    print(style(f"--- {args.a}", "red"), file=out)
-    print(style(f"+++ {args.b}", "green"), file=out)
+    print(style(f"--- {shown_name(args.a)}", "red"), file=out)
+    print(style(f"+++ {shown_name(args.b)}", "green"), file=out)
     for label, changes in pairs:
         if not any(c.sign != " " for c in changes):
             print(style(f"{label}: the same ({len(changes)} lines)", "dim"), file=out)

@@ -9,19 +9,21 @@ from collections import Counter
 
 from ..codec import load
 from ..protocol import REALTIME, profile_for
+from ._common import cassette_source, shown_name
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl)")
+    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
 
 
 def run(args: argparse.Namespace) -> int:
-    cassette = load(args.cassette)
+    source, name = cassette_source(args.cassette)
+    cassette = load(source, name=name)
     out = sys.stdout
     print(
-        f"{args.cassette}: cassette format {cassette.header.format}, "
+        f"{shown_name(args.cassette)}: cassette format {cassette.header.format}, "
         f"written by rtreplay {cassette.header.rtreplay}"
         + (f" on {cassette.header.created}" if cassette.header.created else ""),
         file=out,

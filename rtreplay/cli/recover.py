@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..codec import recover
 
@@ -17,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which partial file (default: the newest <CASSETTE>.<pid>.partial whose process is gone)",
     )
     parser.add_argument(
+        "--truncate",
+        action="store_true",
+        help="when a damaged line has records after it, keep the records before it and drop "
+        "the rest (by default recover refuses; the partial file is kept whole either way)",
+    )
+    parser.add_argument(
         "--replace",
         action="store_true",
         help="replace the cassette if it exists (by default an existing cassette is left as it is)",
@@ -24,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    target, source, count = recover(args.cassette, partial=args.partial, replace=args.replace)
-    print(f"{target}: recovered from {source} ({count:,} records; {source.name} removed)", flush=True)
+    done = recover(args.cassette, partial=args.partial, replace=args.replace, truncate=args.truncate)
+    if done.dropped is None:
+        print(f"{done.cassette}: recovered from {done.source} ({done.records:,} records; {done.source.name} removed)", flush=True)
+        return 0
+    print(
+        f"{done.cassette}: recovered from {done.source} ({done.records:,} records before its damaged line; "
+        f"kept whole as {done.damaged})",
+        flush=True,
+    )
+    print(f"rtreplay recover: warning: {done.dropped}", file=sys.stderr)
     return 0

@@ -28,7 +28,7 @@ from ..conversation import (
     conversation,
     session_settings,
 )
-from ._common import Style, add_color_argument, load_quietly, unknown_connection
+from ._common import Style, add_color_argument, load_quietly, shown_name, unknown_connection
 
 __all__ = ["add_arguments", "render", "run"]
 
@@ -36,7 +36,7 @@ _INDENT = " " * 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl)")
+    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the conversation as JSON, for scripts")
     add_color_argument(parser)
@@ -44,13 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
-    if unknown_connection("show", cassette, args.cassette, args.conn):
+    name = shown_name(args.cassette)
+    if unknown_connection("show", cassette, name, args.conn):
         return 2
     conns = conversation(cassette, args.conn)
     out = sys.stdout
     if args.json:
         doc = {
-            "cassette": args.cassette,
+            "cassette": name,
             "format": cassette.header.format,
             "truncated": bool(cassette.warnings),
             "connections": [c.to_json() for c in conns],
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     style = Style(out, args.color)
     n = len(cassette.connections)
-    print(style(f"{args.cassette}", "bold") + f": cassette format {cassette.header.format}, "
+    print(style(name, "bold") + f": cassette format {cassette.header.format}, "
           f"{n} connection{'s' if n != 1 else ''}", file=out)
     for exchange in cassette.exchanges:
         print(_exchange(exchange), file=out)

@@ -7,23 +7,24 @@ import sys
 from pathlib import Path
 
 from ..timeline_page import timeline_data, timeline_html
-from ._common import load_quietly, unknown_connection
+from ._common import load_quietly, shown_name, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl)")
+    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
     parser.add_argument("-o", "--out", required=True, metavar="FILE.html", help="the page to write")
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     cassette = load_quietly(args.cassette)
-    if unknown_connection("timeline", cassette, args.cassette, args.conn):
+    name = shown_name(args.cassette)
+    if unknown_connection("timeline", cassette, name, args.conn):
         return 2
     data = timeline_data(cassette, args.conn)
-    html = timeline_html(cassette, title=args.cassette, data=data)
+    html = timeline_html(cassette, title=name, data=data)
     out = Path(args.out)
     try:
         out.write_text(html, encoding="utf-8")
