@@ -1181,9 +1181,21 @@ class _CassetteLock:
             self.made = make_directories(self.path.parent)
         except (OSError, ValueError):
             return  # the writer reports why the directory cannot be used
+        remade = 0
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except FileNotFoundError:
+                # A recorder of another cassette there that wrote nothing took the directory
+                # away (empty, as it had made it) between our mkdir and our open: make it again.
+                remade += 1
+                try:
+                    if remade > 100:
+                        raise OSError
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except (OSError, ValueError):
+                    return  # (idem)
+                continue
             except (OSError, ValueError):
                 return  # (idem)
             try:

@@ -623,6 +623,29 @@ async def test_a_recording_that_writes_nothing_leaves_no_directory_it_made(upstr
     assert [p.name for p in (tmp_path / "new" / "dir").iterdir()] == ["z.jsonl"]
 
 
+async def test_a_directory_taken_away_by_another_recorder_is_made_again(
+    upstream: ScriptedUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two recorders of two cassettes in one new directory (pytest-xdist workers): the one
+    that writes nothing takes the empty directory away, possibly between the other's mkdir
+    and its lock file's creation. The other makes it again and records under its lock."""
+    import rtreplay.recorder as recorder_module
+
+    real = recorder_module.make_directories
+
+    def made_then_taken_away(directory: Path) -> list[Path]:
+        made = real(directory)
+        directory.rmdir()  # what the other recorder's stop() does to the empty directory
+        return made
+
+    monkeypatch.setattr(recorder_module, "make_directories", made_then_taken_away)
+    target = tmp_path / "new" / "x.jsonl"
+    async with Recorder(target, upstream=upstream.websocket_base_url) as rec:
+        assert target.with_name("x.jsonl.lock").exists()  # recording under its lock
+        await sdk_text_session(rec.websocket_base_url)
+    assert [p.name for p in target.parent.iterdir()] == ["x.jsonl"]
+
+
 async def test_refusals_alone_do_not_replace_an_existing_cassette(cassette: Path) -> None:
     cassette.write_text("precious\n")
     async with ScriptedUpstream(refuse=429) as up, Recorder(cassette, upstream=up.websocket_base_url) as rec:
