@@ -496,12 +496,12 @@ class Redactor:
                 groups.setdefault(_probe(spelt), []).append(spelt)
         self._secret_re = re.compile("|".join(re.escape(s) for s in self._hunted))
         try:  # (as _binary decodes: a byte that is no UTF-8 is a lone surrogate)
-            forms = [f.encode("utf-8", "surrogateescape") for f in self._hunted_min]
+            hunted_bytes = [f.encode("utf-8", "surrogateescape") for f in self._hunted_min]
             longest = max(len(f.encode("utf-8", "surrogateescape")) for f in self._hunted)
         except UnicodeEncodeError:  # a form no bytes decode to: the whole message is searched
             self._binary_windowed = False
         else:
-            self._binary_forms = re.compile(b"|".join(map(re.escape, forms)))
+            self._binary_forms = re.compile(b"|".join(map(re.escape, hunted_bytes)))
             gappy = any(_RUN_GAP.search(f) for f in self._hunted)
             self._binary_margin = longest if gappy else 0
         base64_forms = {f.encode() for s in self.secrets for f in _base64_forms(s.encode())}
