@@ -753,15 +753,17 @@ class Redactor:
         # to; an alternation of them tries every position, ~4x slower.)
         spans = sorted(m.span() for pattern in triggers for m in pattern.finditer(data))
         for a, b in spans:
-            if b <= end and windows:
+            if windows and b + margin <= end:  # (what it reaches is in the last window)
                 continue
-            lo = a - margin
-            s = 0
-            if lo > end:
-                found = last_gap(data, end, lo)
-                s = found.end() if found is not None else 0
             found = gap(data, min(b + margin, size))
             e = found.start() if found is not None else size
+            lo = a - margin
+            if windows and lo <= end:  # it reaches into the last window: that grows
+                end = max(end, e)
+                windows[-1] = (start, end)
+                continue
+            found = last_gap(data, end, lo) if lo > 0 else None
+            s = found.end() if found is not None else 0
             if windows and s - end < _WINDOW_JOIN:
                 windows[-1] = (start, e)
             else:
