@@ -54,6 +54,7 @@ class Sizes:
     large_bytes: int
     large_runs: int
     examples: int  # property-test examples per measurement
+    binary_frame: int  # bytes of the one binary frame the recorder takes (recorder-binary)
 
 
 FULL = Sizes(
@@ -70,6 +71,7 @@ FULL = Sizes(
     large_bytes=500_000_000,
     large_runs=5,
     examples=200,
+    binary_frame=15 * 1024 * 1024,
 )
 QUICK = Sizes(
     runs=2,
@@ -85,6 +87,7 @@ QUICK = Sizes(
     large_bytes=5_000_000,
     large_runs=2,
     examples=8,
+    binary_frame=1024 * 1024,
 )
 
 
@@ -621,6 +624,54 @@ def fig_recorder(ctx: Context) -> None:
         harness.stop_all(procs)
 
 
+def fig_recorder_binary(ctx: Context) -> None:
+    """The recorder taking one large binary frame of random bytes, client to server: its
+    redactor reads a binary frame as text and looks for every encoding of each live key
+    (two here: the client's and its own), the worst case being random bytes, which hold an
+    escape every few hundred bytes. Milliseconds per frame against the bare relay's."""
+    if missing(ctx, "rtreplay.recorder", "recorder figures"):
+        return
+    import random
+
+    from websockets.frames import Frame, Opcode
+
+    s = ctx.sizes
+    payload = random.Random(15).randbytes(s.binary_frame)
+    blob = Frame(Opcode.BINARY, payload).serialize(mask=True)
+    sink = ctx.server("up-sink-binary", "sink")
+    procs: list[ServerProc] = [sink]
+    try:
+        relay = ctx.server("relay-binary", "relay", sink.base)
+        recorder = ctx.server("record-binary", "record", str(ctx.tmp / "rec-binary.jsonl"), sink.base)
+        procs += [relay, recorder]
+        cpu: dict[str, list[float]] = {}
+
+        def ms_per_frame(server: ServerProc) -> Callable[[], float]:
+            rate = send_rate(server, blob, 1, cpu)
+            return lambda: 1000 / rate()
+
+        res = interleaved(s.runs, [("relay", ms_per_frame(relay)), ("recorder", ms_per_frame(recorder))], cpu)
+        size = f"{s.binary_frame / 2**20:g} MiB"
+        note = f"{s.runs} runs of one frame of random bytes, client→server"
+        ours, theirs = (median(cpu.get(p.name) or [0.0]) for p in (recorder, relay))
+        if ours > 0 and theirs > 0:  # (a run shorter than the clock tick reads 0: --quick)
+            note += f"; CPU per frame: {ours / 1000:.0f} ms vs {theirs / 1000:.0f} ms"
+        ctx.rows.append(
+            Row(
+                f"recorder, one {size} binary frame",
+                "Recorder",
+                "(b) bare relay",
+                "ms",
+                res["recorder"],
+                res["relay"],
+                better="lower",
+                note=note,
+            )
+        )
+    finally:
+        harness.stop_all(procs)
+
+
 def add_recorder_rows(
     ctx: Context, figure: str, res: dict[str, list[float]], note: str = ""
 ) -> None:
@@ -1145,6 +1196,7 @@ FIGURES: dict[str, Callable[[Context], None]] = {
     "audio-files": fig_audio_files,
     "no-faults": fig_no_faults,
     "recorder": fig_recorder,
+    "recorder-binary": fig_recorder_binary,
     "load": fig_load,
     "pytest": fig_pytest_cost,
     "strategies": fig_strategies,

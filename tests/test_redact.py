@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 from pathlib import Path
 
@@ -502,3 +503,120 @@ def test_a_frame_that_is_one_json_string_is_redacted_too(tmp_path: Path, message
     # (Found by test_no_key_survives_into_a_written_cassette: '" <key> "' is JSON.)
     data = write(tmp_path / "c.jsonl", Redactor(secrets=[KEY]), Frame.from_message(0, 0.1, "client", message))
     assert KEY.encode() not in data
+
+
+def _noise(size: int, seed: str) -> bytes:
+    """``size`` random bytes, the same each run: binary frames are read as text, and
+    random bytes hold escapes (``&lt``, ``\\n``, ``%41``) and runs between quotes,
+    spaces and ``<``/``>`` every few dozen bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_key_anywhere_in_a_big_binary_frame_is_found_in_every_encoding(encoding: str) -> None:
+    # A large binary message is searched only where something could be (one scan over
+    # its bytes): the key at odd offsets, glued to random bytes, after a space, at the end.
+    shown = KEY_ENCODED[encoding].encode()
+    noise = _noise(300_000, encoding)
+    redactor = Redactor(secrets=[KEY, "az0123456789abcdef0123456789abcdef"])
+    data = noise[:4097] + shown + noise[4097:150_001] + b" " + shown + noise[150_001:] + shown
+    out = redactor.frame(Frame(0, 0.0, "server", binary=data)).binary
+    assert isinstance(out, bytes)
+    assert leaked(KEY, out) is None
+    assert out[:4000] == data[:4000], "bytes far from the key keep their place and value"
+
+
+@pytest.mark.parametrize("encoding", ["plain", "html-decimal", "html-every-other", "json-u", "percent"])
+def test_a_key_nobody_presented_is_found_by_its_shape_in_a_big_binary_frame(encoding: str) -> None:
+    shown = KEY_ENCODED[encoding].encode()
+    noise = _noise(200_000, encoding)
+    # (A key shape needs a boundary before it: no letter or digit.)
+    out = Redactor().frame(Frame(0, 0.0, "server", binary=noise[:77_777] + b"\x00" + shown + noise[77_777:])).binary
+    assert isinstance(out, bytes)
+    assert leaked(KEY, out) is None
+
+
+@pytest.mark.parametrize("shown", [
+    # Only the first character escaped: what follows the escape reaches across a space
+    # and quotes, which end a run of text, so the credential is in no run of its own.
+    '&#111;pen "sesame" 1234&#x21;',
+    '\\u006fpen "sesame" 1234!',
+    'open "sesame" 1234&#x21;',
+    '%6Fpen%20%22sesame%22%201234!',
+])
+def test_a_credential_with_spaces_and_quotes_is_found_across_runs_of_a_big_binary_frame(shown: str) -> None:
+    secret = 'open "sesame" 1234!'
+    redactor = Redactor(secrets=[secret])
+    noise = _noise(100_000, shown)
+    data = noise[:50_001] + b" xx " + shown.encode() + b" yy " + noise[50_001:]
+    out = redactor.frame(Frame(0, 0.0, "server", binary=data)).binary
+    assert isinstance(out, bytes)
+    assert leaked(secret, out) is None, out[50_000:50_100]
+
+
+@pytest.mark.parametrize("size", [100, 100_000])
+def test_a_binary_frame_with_escaped_surrogates_beside_a_key_is_redacted(size: int) -> None:
+    # JSON writes an emoji as two escapes (\ud83d\ude00): decoded alone, each is a lone
+    # surrogate, which the redacted bytes hold again as they were.
+    noise = _noise(size, "emoji")
+    escaped = "\\ud83d\\ude00" + encode(KEY, "json-u-every-other")
+    data = noise + b' {"text":"' + escaped.encode() + b'"} ' + noise
+    out = Redactor(secrets=[KEY]).frame(Frame(0, 0.0, "client", binary=data)).binary
+    assert isinstance(out, bytes)
+    assert leaked(KEY, out) is None
+    assert out.startswith(noise) and out.endswith(noise)
+
+
+def test_a_big_binary_frame_without_secrets_keeps_its_bytes() -> None:
+    data = _noise(1 << 20, "clean")
+    frame = Frame(0, 0.0, "server", binary=data)
+    assert Redactor(secrets=[KEY]).frame(frame) is frame
+
+
+@pytest.mark.parametrize("gap", range(0, 48, 3))
+def test_a_credential_spelt_after_an_escape_near_another_is_found_in_a_big_binary_frame(gap: int) -> None:
+    # Two escapes close together: the credential spelt from the second reaches further
+    # than the first one's window, so the window grows with it.
+    secret = 'open "sesame" 1234!'
+    noise = _noise(8_000, "near").translate(None, b"&\\%")
+    data = noise + b" &amp;" + b"x" * gap + b" \\u006fpen \"sesame\" 1234! " + noise
+    out = Redactor(secrets=[secret]).frame(Frame(0, 0.0, "server", binary=data)).binary
+    assert isinstance(out, bytes)
+    assert leaked(secret, out) is None
+
+
+_BINARY_TOKENS = st.sampled_from(
+    [b"&amp;", b"&lt;xx ", b" ", b"x", b"xxxxxxxx", b'"', b"\\n", b"%41", b"<", b"\\u0041", b"sk-"]
+)
+
+
+@given(
+    before=st.lists(_BINARY_TOKENS, max_size=40).map(b"".join),
+    after=st.lists(_BINARY_TOKENS, max_size=40).map(b"".join),
+    # (Not a credential holding a space or a quote with a percent-escape in it: the text
+    # rules decode percent-escapes run by run only, and such a credential spans runs.)
+    secret_escape=st.sampled_from(
+        [('open "sesame" 1234!', e) for e in ("&#{};", "\\u{:04x}", "{}")]
+        + [(KEY, e) for e in ("&#{};", "\\u{:04x}", "%{:02X}", "{}")]
+    ),
+    at=st.integers(0, 40),
+    noise=st.binary(min_size=0, max_size=300),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_big_binary_frame_loses_nothing_the_text_rules_find(
+    before: bytes, after: bytes, secret_escape: tuple[str, str], at: int, noise: bytes
+) -> None:
+    # A large binary frame goes through the text rules only where they could change
+    # something: what they find in the whole frame read as text, it finds too.
+    secret, escape = secret_escape
+    at %= len(secret)
+    char = secret[at]
+    escaped = escape.format(ord(char) if escape != "{}" else char)
+    spelt = (secret[:at] + escaped + secret[at + 1 :]).encode()
+    data = _noise(5_000, "loses-nothing").translate(None, b"&\\%") + noise + b" " + before + spelt + after + b" " + noise
+    redactor = Redactor(secrets=[secret])
+    whole = redactor.text(data.decode("utf-8", "surrogateescape")).encode("utf-8", "rtreplay.binary")
+    out = redactor.frame(Frame(0, 0.0, "server", binary=data)).binary
+    assert isinstance(out, bytes)
+    assert leaked(secret, whole) is None
+    assert leaked(secret, out) is None
