@@ -452,6 +452,7 @@ class Redactor:
         self._audio_tails: dict[tuple[int, str], bytes] = {}
         # Whether a form holds whitespace: then no stream of deltas takes the quick join.
         self._gappy = False
+        self._spans_runs = False  # whether a hunted form holds a byte that ends a run of text
         self._shortest = 0  # the length of the shortest form
         # Streams of text deltas, by connection and item: the last characters of those
         # that take the full join, and the last word (no whitespace) of those that take
@@ -495,6 +496,8 @@ class Redactor:
             if b"%" not in spelt and b"\\" not in spelt:
                 groups.setdefault(_probe(spelt), []).append(spelt)
         self._secret_re = re.compile("|".join(re.escape(s) for s in self._hunted))
+        # A form holding a byte that ends a run of text (whitespace, a quote, < or >).
+        self._spans_runs = any(_RUN_GAP.search(f) for f in self._hunted)
         try:  # (as _binary decodes: a byte that is no UTF-8 is a lone surrogate)
             hunted_bytes = [f.encode("utf-8", "surrogateescape") for f in self._hunted_min]
             longest = max(len(f.encode("utf-8", "surrogateescape")) for f in self._hunted)
@@ -633,6 +636,8 @@ class Redactor:
         """
         if "%" in text:
             text = _PERCENT_RUN.sub(self._percent_run, text)
+            if self._spans_runs and _PERCENT.search(text) is not None:
+                text = self._percent_whole(text)
         if "&" in text:
             text = self._entities(text)
         if "\\" in text:
@@ -659,6 +664,18 @@ class Redactor:
             if redacted != decoded:
                 return redacted
         return run
+
+    def _percent_whole(self, text: str) -> str:
+        """The whole text percent-decoded, when that spells a live credential holding a
+        space or a quote (``%6Fpen "sesame"``): the runs :meth:`_percent_run` decodes end at
+        those, so no run holds it. Kept decoded when it does, as the runs are."""
+        for plus in (True, False):
+            whole = _unquote(text, plus)
+            if whole != text:
+                redacted = self._plain_text(whole)
+                if redacted != whole:
+                    return redacted
+        return text
 
     def _entities(self, text: str) -> str:
         """Each run of text holding HTML character references, decoded and redacted when
