@@ -255,8 +255,20 @@ def test_no_key_survives_into_a_written_cassette(
     path.unlink()
 
 
+# What a cassette holds whatever the event: its header, a frame's fields, this test's event
+# type and rtreplay's placeholder. A secret spelt in it (hypothesis draws the string
+# constants of the code under test: "REDACTED", "rtreplay") is not a leak of the event.
+_SKELETON = (
+    '{"kind":"header","format":1,"rtreplay":"0.1.0","created":"2026-01-01T00:00:00Z"} '
+    '{"kind":"frame","conn":0,"t":0.0,"dir":"server","json":{"type": "response.output_audio.delta", '
+    f'"delta": "", "note": "{REDACTED}", "items": [1, {{"x": ["{REDACTED}"]}}]}}}}'
+).lower()
+
+
 @given(
-    secret=st.text(st.sampled_from([chr(c) for c in range(33, 127) if chr(c) not in '"\\']), min_size=8, max_size=40),
+    secret=st.text(
+        st.sampled_from([chr(c) for c in range(33, 127) if chr(c) not in '"\\']), min_size=8, max_size=40
+    ).filter(lambda s: s.lower() not in _SKELETON),
     before=st.text(max_size=10),
     after=st.text(max_size=10),
     pad=st.integers(0, 3000),
