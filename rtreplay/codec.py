@@ -271,7 +271,8 @@ def _describe(line: bytes, expected: str | None = None) -> str:
         except (msgspec.MsgspecError, OverflowError, TypeError):
             return (
                 f"invalid {kind} record: field '{field.encode_name}' must be "
-                f"{_describe_type(field.type)}, not {_json_kind(given)} {_short(given)}"
+                f"{_describe_type(field.type)}, not {_json_kind(given)}"
+                + ("" if given is None else f" {_short(given)}")
             )
     return f"invalid {kind} record: a value is out of range"
 
@@ -644,10 +645,57 @@ def save(
             )
             if problem is not None:
                 raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
+    # What the redactor and the encoder meet before the file exists: a frame without one
+    # payload, a 'json' that is not one JSON value (the redactor decodes it), a time JSON
+    # cannot hold (NaN and infinity are written as null). The read-back checks the rest.
+    for line, record in enumerate(cassette.records(), 1):
+        problem = _unwritable(record)
+        if problem is not None:
+            raise CassetteFormatError(
+                Path(path), f"{_which_record(cassette, line)}: {problem}; load() would refuse it, so nothing was written"
+            )
     return _write_whole(
         path, cassette.header, (r for r in cassette.records() if not isinstance(r, Header)),
         redactor=redactor, audio=audio, check=cassette,
     )
+
+
+def _unwritable(record: Record) -> str | None:
+    """What in a record built in code would make writing it fail or write what the reader
+    refuses, said as the reader says it; ``None`` if nothing."""
+    t = getattr(record, "t", None)
+    if isinstance(t, float) and not math.isfinite(t):
+        return f"time offset t={t} is not a finite number of seconds >= 0"
+    if not isinstance(record, Frame):
+        return None
+    unset = msgspec.UNSET
+    payloads = (record.json is not unset) + (record.text is not unset) + (record.binary is not unset)
+    if payloads != 1:
+        return f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {payloads})"
+    if record.json is unset:
+        return None
+    raw = bytes(record.json)
+    try:
+        msgspec.json.decode(raw)
+        return None
+    except msgspec.DecodeError:
+        pass
+    # Where it goes wrong, found out here (msgspec's messages change between releases).
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"its 'json' is not valid UTF-8 text: byte {exc.start + 1} (0x{raw[exc.start]:02x})"
+    if not text.strip():
+        return "its 'json' is not valid JSON at byte 1: the value is empty"
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        return f"its 'json' is not valid JSON at byte {len(text[: exc.pos].encode()) + 1}: {_near(text, exc.pos)}"
+    except _NotJSON as exc:
+        return f"its 'json' is not valid JSON: {exc.args[0]} is not a JSON number"
+    except RecursionError:
+        return "its 'json' is nested too deeply"
+    return "its 'json' is not valid JSON"
 
 
 def _which_record(cassette: Cassette, line: int) -> str:
