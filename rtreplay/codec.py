@@ -1225,6 +1225,28 @@ def _after_damage(data: bytes, line: int) -> tuple[int, int, list[int], list[int
     return len(lines), records, sorted(conns), sorted(closed)
 
 
+def _move_beside(source: Path, name: str) -> Path:
+    """Move ``source`` to ``name`` beside it, or to ``name.2``, ``name.3``... when that is
+    taken: a file an earlier recovery kept there (process IDs come round again) is never
+    replaced. A hard link claims the name atomically; without one (a filesystem that has
+    none) the name is claimed if free when looked at."""
+    n = 1
+    while True:
+        kept = source.with_name(name if n == 1 else f"{name}.{n}")
+        n += 1
+        try:
+            os.link(source, kept)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here
+            if kept.exists():
+                continue
+            os.replace(source, kept)
+            return kept
+        source.unlink()
+        return kept
+
+
 def recover(
     path: str | os.PathLike[str],
     *,
@@ -1243,7 +1265,7 @@ def recover(
     belonged to is unknown, and a connection with a record missing would replay as if
     whole), so when any follows, recover refuses unless ``truncate`` (``--truncate``),
     naming the line, what is wrong with it and what would be dropped. Whenever a damaged
-    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged``, and
+    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged`` (``.damaged.2``... if an earlier one has that name), and
     :attr:`Recovered.dropped` says what was left out.
 
     Raises :class:`CassetteError` when there is no partial file, when its process still
@@ -1312,10 +1334,9 @@ def recover(
     kept: Path | None = None
     if damage is not None:
         match = _PARTIAL.search(source.name)
-        kept = source.with_name(
-            source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
+        kept = _move_beside(
+            source, source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
         )
-        os.replace(source, kept)
     else:
         source.unlink(missing_ok=True)
     return Recovered(target, source, len(records), dropped, kept)
