@@ -414,7 +414,17 @@ class CassetteReader:
         self._open: dict[int, bool] = {}  # conn -> still open
         self.resolve_audio = resolve_audio
         self.verify_audio = verify_audio
-        self.audio = AudioStore(self.path.parent)
+        hint = None
+        if not self._owned and self.path.parent == Path("."):
+            # A stream has no directory: its audio is looked for under the current one.
+            hint = (
+                "read from standard input, a cassette's audio files are looked for in the current "
+                "directory: run the command in the cassette's directory, or give its path instead of '-'"
+                if str(self.path) == "<stdin>" else
+                f"read from a stream named {str(self.path)!r}, a cassette's audio files are looked for "
+                "in the current directory: name the stream with the cassette's path (name=...)"
+            )
+        self.audio = AudioStore(self.path.parent, missing_hint=hint)
 
     def __enter__(self) -> CassetteReader:
         return self

@@ -408,6 +408,26 @@ def test_a_dash_reads_the_cassette_from_stdin_in_the_commands_that_only_read(tmp
     assert audio.returncode == 0 and any(wavs.iterdir()), audio.stderr
 
 
+def test_a_format_2_cassette_on_stdin_says_where_its_audio_was_looked_for(tmp_path: Path) -> None:
+    """Read from standard input, a cassette's audio files are looked for in the current
+    directory: run elsewhere, the error says so, not only 'move the audio with it'."""
+    cassette = tmp_path / "f2" / "i.jsonl"
+    assert run_cli("convert", str(CASSETTES / "interruption.jsonl"), "--out", str(cassette)).returncode == 0
+    data = cassette.read_bytes()
+    process = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "show", "-"], input=data, capture_output=True, check=False,
+        timeout=timeout(60), cwd=tmp_path,
+    )
+    err = process.stderr.decode()
+    assert process.returncode == 2 and err.startswith("rtreplay show: error: <stdin>:2: audio file rtreplay-audio/"), err
+    assert "read from standard input, a cassette's audio files are looked for in the current directory" in err, err
+    beside = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "show", "-"], input=data, capture_output=True, check=False,
+        timeout=timeout(60), cwd=cassette.parent,
+    )
+    assert beside.returncode == 0, beside.stderr
+
+
 def test_a_bad_cassette_on_stdin_is_named_with_its_line() -> None:
     lines = (CASSETTES / "text-chat.jsonl").read_bytes().splitlines(keepends=True)
     lines[3] = b'{"kind": "frame", broken\n'
