@@ -188,8 +188,10 @@ class AudioStore:
     a frame with the base64 of its audio back in its JSON.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, missing_hint: str | None = None) -> None:
         self.base = base
+        # What a missing file's error advises (default: move the audio with the cassette).
+        self.missing_hint = missing_hint or f"copy or move {AUDIO_DIR}/ together with the cassette"
         self.files: dict[str, AudioFile] = {}
         self._fds: dict[str, int] = {}
 
@@ -202,7 +204,7 @@ class AudioStore:
         try:
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            return f"audio file {full} is missing (copy or move {AUDIO_DIR}/ together with the cassette)"
+            return f"audio file {full} is missing ({self.missing_hint})"
         except OSError as exc:
             return f"audio file {full} cannot be read: {exc.strerror or exc}"
         size = os.fstat(fd).st_size

@@ -271,7 +271,8 @@ def _describe(line: bytes, expected: str | None = None) -> str:
         except (msgspec.MsgspecError, OverflowError, TypeError):
             return (
                 f"invalid {kind} record: field '{field.encode_name}' must be "
-                f"{_describe_type(field.type)}, not {_json_kind(given)} {_short(given)}"
+                f"{_describe_type(field.type)}, not {_json_kind(given)}"
+                + ("" if given is None else f" {_short(given)}")
             )
     return f"invalid {kind} record: a value is out of range"
 
@@ -413,7 +414,17 @@ class CassetteReader:
         self._open: dict[int, bool] = {}  # conn -> still open
         self.resolve_audio = resolve_audio
         self.verify_audio = verify_audio
-        self.audio = AudioStore(self.path.parent)
+        hint = None
+        if not self._owned and self.path.parent == Path("."):
+            # A stream has no directory: its audio is looked for under the current one.
+            hint = (
+                "read from standard input, a cassette's audio files are looked for in the current "
+                "directory: run the command in the cassette's directory, or give its path instead of '-'"
+                if str(self.path) == "<stdin>" else
+                f"read from a stream named {str(self.path)!r}, a cassette's audio files are looked for "
+                "in the current directory: name the stream with the cassette's path (name=...)"
+            )
+        self.audio = AudioStore(self.path.parent, missing_hint=hint)
 
     def __enter__(self) -> CassetteReader:
         return self
@@ -644,10 +655,57 @@ def save(
             )
             if problem is not None:
                 raise CassetteFormatError(Path(path), f"connection {conn.open.conn}: {problem}; nothing was written")
+    # What the redactor and the encoder meet before the file exists: a frame without one
+    # payload, a 'json' that is not one JSON value (the redactor decodes it), a time JSON
+    # cannot hold (NaN and infinity are written as null). The read-back checks the rest.
+    for line, record in enumerate(cassette.records(), 1):
+        problem = _unwritable(record)
+        if problem is not None:
+            raise CassetteFormatError(
+                Path(path), f"{_which_record(cassette, line)}: {problem}; load() would refuse it, so nothing was written"
+            )
     return _write_whole(
         path, cassette.header, (r for r in cassette.records() if not isinstance(r, Header)),
         redactor=redactor, audio=audio, check=cassette,
     )
+
+
+def _unwritable(record: Record) -> str | None:
+    """What in a record built in code would make writing it fail or write what the reader
+    refuses, said as the reader says it; ``None`` if nothing."""
+    t = getattr(record, "t", None)
+    if isinstance(t, float) and not math.isfinite(t):
+        return f"time offset t={t} is not a finite number of seconds >= 0"
+    if not isinstance(record, Frame):
+        return None
+    unset = msgspec.UNSET
+    payloads = (record.json is not unset) + (record.text is not unset) + (record.binary is not unset)
+    if payloads != 1:
+        return f"a frame needs exactly one of 'json', 'text' or 'binary' (it has {payloads})"
+    if record.json is unset:
+        return None
+    raw = bytes(record.json)
+    try:
+        msgspec.json.decode(raw)
+        return None
+    except msgspec.DecodeError:
+        pass
+    # Where it goes wrong, found out here (msgspec's messages change between releases).
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"its 'json' is not valid UTF-8 text: byte {exc.start + 1} (0x{raw[exc.start]:02x})"
+    if not text.strip():
+        return "its 'json' is not valid JSON at byte 1: the value is empty"
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        return f"its 'json' is not valid JSON at byte {len(text[: exc.pos].encode()) + 1}: {_near(text, exc.pos)}"
+    except _NotJSON as exc:
+        return f"its 'json' is not valid JSON: {exc.args[0]} is not a JSON number"
+    except RecursionError:
+        return "its 'json' is nested too deeply"
+    return "its 'json' is not valid JSON"
 
 
 def _which_record(cassette: Cassette, line: int) -> str:
@@ -1177,6 +1235,28 @@ def _after_damage(data: bytes, line: int) -> tuple[int, int, list[int], list[int
     return len(lines), records, sorted(conns), sorted(closed)
 
 
+def _move_beside(source: Path, name: str) -> Path:
+    """Move ``source`` to ``name`` beside it, or to ``name.2``, ``name.3``... when that is
+    taken: a file an earlier recovery kept there (process IDs come round again) is never
+    replaced. A hard link claims the name atomically; without one (a filesystem that has
+    none) the name is claimed if free when looked at."""
+    n = 1
+    while True:
+        kept = source.with_name(name if n == 1 else f"{name}.{n}")
+        n += 1
+        try:
+            os.link(source, kept)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here
+            if kept.exists():
+                continue
+            os.replace(source, kept)
+            return kept
+        source.unlink()
+        return kept
+
+
 def recover(
     path: str | os.PathLike[str],
     *,
@@ -1195,7 +1275,7 @@ def recover(
     belonged to is unknown, and a connection with a record missing would replay as if
     whole), so when any follows, recover refuses unless ``truncate`` (``--truncate``),
     naming the line, what is wrong with it and what would be dropped. Whenever a damaged
-    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged``, and
+    line is dropped, the partial file is kept whole as ``<cassette>.<pid>.damaged`` (``.damaged.2``... if an earlier one has that name), and
     :attr:`Recovered.dropped` says what was left out.
 
     Raises :class:`CassetteError` when there is no partial file, when its process still
@@ -1264,10 +1344,9 @@ def recover(
     kept: Path | None = None
     if damage is not None:
         match = _PARTIAL.search(source.name)
-        kept = source.with_name(
-            source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
+        kept = _move_beside(
+            source, source.name[: match.start()] + f".{match.group(1)}.damaged" if match else f"{source.name}.damaged"
         )
-        os.replace(source, kept)
     else:
         source.unlink(missing_ok=True)
     return Recovered(target, source, len(records), dropped, kept)

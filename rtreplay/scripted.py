@@ -55,7 +55,7 @@ import math
 import random
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -288,14 +288,54 @@ SESSION_FIELDS: Mapping[str, Any] = {
 _SESSION_OBJECT_FIELDS: Mapping[str, Any] = {**SESSION_FIELDS, "id": None, "object": None, "expires_at": None}
 
 
+#: The beta session's fields (``RealtimeSessionCreateRequest`` in the beta event schemas,
+#: shared/realtime/events-beta.schema.json; PROTOCOL.md section 1.5) that GA moved or
+#: renamed, and where GA has them (``None``: GA dropped it). Code written for the beta API
+#: meets these first.
+_BETA_SESSION_FIELDS: Mapping[str, str | None] = {
+    "modalities": "output_modalities",
+    "voice": "audio.output.voice",
+    "input_audio_format": "audio.input.format",
+    "output_audio_format": "audio.output.format",
+    "input_audio_transcription": "audio.input.transcription",
+    "input_audio_noise_reduction": "audio.input.noise_reduction",
+    "turn_detection": "audio.input.turn_detection",
+    "max_response_output_tokens": "max_output_tokens",
+    "temperature": None,
+}
+
+
+def _places(known: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every field of ``known`` at any depth: (its name, its dotted place)."""
+    for name, nested in known.items():
+        yield name, prefix + name
+        if nested is not None:
+            yield from _places(nested, f"{prefix}{name}.")
+
+
+def _unknown_field_hint(name: str, known: Mapping[str, Any], where: str) -> str:
+    """What a field the GA session lacks at ``where`` probably meant: beta's name for a GA
+    field, a field GA has elsewhere (``voice`` is ``audio.output.voice``), or a typo."""
+    if where == "session" and name in _BETA_SESSION_FIELDS:
+        place = _BETA_SESSION_FIELDS[name]
+        if place is None:
+            return " (a beta session field, which the GA session does not have)"
+        shape = ", an object such as {'type': 'audio/pcm', 'rate': 24000}" if place.endswith(".format") else ""
+        return f" (beta's name: the GA session has it as session.{place}{shape})"
+    elsewhere = [place for leaf, place in _places(SESSION_FIELDS) if leaf == name]
+    if elsewhere:
+        return f" (the GA session has it as {' or '.join('session.' + p for p in elsewhere)})"
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_session_fields(fields: Mapping[str, Any], known: Mapping[str, Any], caller: str, where: str = "session") -> None:
     """Refuse a field the GA session does not have (a typo), naming it and the known ones."""
     for name, value in fields.items():
         if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _unknown_field_hint(str(name), known, where)
             raise ValueError(
                 f"{caller}: {where} has no field {name!r}{hint}; the GA session's fields there "
                 f"are: {', '.join(known)} (RealtimeSessionCreateRequestGA in the Realtime API's "

@@ -408,6 +408,26 @@ def test_a_dash_reads_the_cassette_from_stdin_in_the_commands_that_only_read(tmp
     assert audio.returncode == 0 and any(wavs.iterdir()), audio.stderr
 
 
+def test_a_format_2_cassette_on_stdin_says_where_its_audio_was_looked_for(tmp_path: Path) -> None:
+    """Read from standard input, a cassette's audio files are looked for in the current
+    directory: run elsewhere, the error says so, not only 'move the audio with it'."""
+    cassette = tmp_path / "f2" / "i.jsonl"
+    assert run_cli("convert", str(CASSETTES / "interruption.jsonl"), "--out", str(cassette)).returncode == 0
+    data = cassette.read_bytes()
+    process = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "show", "-"], input=data, capture_output=True, check=False,
+        timeout=timeout(60), cwd=tmp_path,
+    )
+    err = process.stderr.decode()
+    assert process.returncode == 2 and err.startswith("rtreplay show: error: <stdin>:2: audio file rtreplay-audio/"), err
+    assert "read from standard input, a cassette's audio files are looked for in the current directory" in err, err
+    beside = subprocess.run(
+        [sys.executable, "-m", "rtreplay", "show", "-"], input=data, capture_output=True, check=False,
+        timeout=timeout(60), cwd=cassette.parent,
+    )
+    assert beside.returncode == 0, beside.stderr
+
+
 def test_a_bad_cassette_on_stdin_is_named_with_its_line() -> None:
     lines = (CASSETTES / "text-chat.jsonl").read_bytes().splitlines(keepends=True)
     lines[3] = b'{"kind": "frame", broken\n'
@@ -424,17 +444,24 @@ def test_a_bad_cassette_on_stdin_is_named_with_its_line() -> None:
     # A command that needs a file says which ones read standard input.
     serve = _piped("serve", "-", data=bad)
     assert serve.returncode == 2 and "'-' reads a cassette from standard input in show, inspect" in serve.stderr
+    # recover too, though what it misses is a partial file beside '-', not '-' itself.
+    recover = _piped("recover", "-", data=bad)
+    assert recover.returncode == 2 and "'-' reads a cassette from standard input in show, inspect" in recover.stderr
+    assert "recover needs a file" in recover.stderr
 
 
-def test_a_dash_with_a_terminal_on_stdin_says_so_instead_of_waiting() -> None:
+@pytest.mark.parametrize("command", [["show", "-"], ["diff", str(CASSETTES / "text-chat.jsonl"), "-"]])
+def test_a_dash_with_a_terminal_on_stdin_says_so_instead_of_waiting(command: list[str]) -> None:
     leader, follower = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "rtreplay", "show", "-"],
+            [sys.executable, "-m", "rtreplay", *command],
             stdin=follower, capture_output=True, text=True, check=False, timeout=timeout(60),
         )
     finally:
         os.close(follower)
         os.close(leader)
     assert result.returncode == 2
-    assert result.stderr.startswith("rtreplay show: error: <stdin>: is a terminal: '-' reads the cassette from standard input")
+    assert result.stderr.startswith(f"rtreplay {command[0]}: error: <stdin>: is a terminal: '-' reads the cassette from standard input")
+    # How to pipe one in, without naming another command than the one typed.
+    assert "< cassette.jsonl" in result.stderr and "rtreplay show" not in result.stderr.replace("rtreplay show:", "")

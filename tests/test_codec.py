@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -244,6 +245,14 @@ MALFORMED = [
     ([HEADER, OPEN, b'{"kind":"frame","conn":0,"t":0,"dir":"server","json":{"a":"\xe2\x82"}}'], 3,
      "not valid UTF-8 text: byte 60 of the line (0xe2)"),
 ]
+
+
+def test_a_null_field_is_said_once(tmp_path: Path) -> None:
+    """'must be a number, not null', not 'not null null' (a kind and the value, both null)."""
+    path = write_lines(tmp_path / "bad.jsonl", HEADER, OPEN, '{"kind":"frame","conn":0,"t":null,"dir":"server","json":{}}')
+    with pytest.raises(CassetteFormatError) as info:
+        load(path)
+    assert str(info.value) == f"{path}:3: invalid frame record: field 't' must be a number, not null"
 
 
 @pytest.mark.parametrize(("lines", "line", "words"), MALFORMED)
@@ -575,6 +584,18 @@ def _edited(edit: str) -> Cassette:
         conn.frames[2] = msgspec.structs.replace(frame, text="hello")
     elif edit == "newline in raw json":
         conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.Raw(b'{"type":\n"response.created"}'))
+    elif edit == "no payload":
+        conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.UNSET)
+    elif edit == "malformed raw json":
+        conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.Raw(b'{"type": response.created}'))
+    elif edit == "two values in raw json":
+        conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.Raw(b'{"type":"response.created"} {}'))
+    elif edit == "empty raw json":
+        conn.frames[2] = msgspec.structs.replace(frame, json=msgspec.Raw(b""))
+    elif edit == "time not a number":
+        conn.frames[2] = msgspec.structs.replace(frame, t=math.nan)
+    elif edit == "infinite time":
+        conn.frames[2] = msgspec.structs.replace(frame, t=math.inf)
     elif edit == "same connection twice":
         cassette.connections.append(dataclasses.replace(conn))
     elif edit == "negative connection":
@@ -590,6 +611,14 @@ def _edited(edit: str) -> Cassette:
         ("negative time", "record 5 (a server frame of connection 0, session.updated): time offset t=-1.0 is not a finite number of seconds >= 0"),
         ("two payloads", "record 5 (a server frame of connection 0, session.updated): a frame needs exactly one of 'json', 'text' or 'binary' (it has 2)"),
         ("newline in raw json", "record 5 (a server frame of connection 0, response.created): not valid JSON"),
+        # What the redactor meets before the file is written (it decodes every JSON frame):
+        # refused as load() would refuse it, not with the redactor's own exception.
+        ("no payload", "record 5 (a server frame of connection 0): a frame needs exactly one of 'json', 'text' or 'binary' (it has 0)"),
+        ("malformed raw json", "record 5 (a server frame of connection 0): its 'json' is not valid JSON at byte 10: after '{\"type\": ' comes 'response.created}'"),
+        ("two values in raw json", "record 5 (a server frame of connection 0): its 'json' is not valid JSON at byte 29: after '...\"response.created\"} ' comes '{}'"),
+        ("empty raw json", "record 5 (a server frame of connection 0): its 'json' is not valid JSON at byte 1: the value is empty"),
+        ("time not a number", "record 5 (a server frame of connection 0, session.updated): time offset t=nan is not a finite number of seconds >= 0"),
+        ("infinite time", "record 5 (a server frame of connection 0, session.updated): time offset t=inf is not a finite number of seconds >= 0"),
         ("same connection twice", "record 24 (open of connection 0): connection 0 is opened a second time"),
         ("negative connection", "record 2 (open of connection -1): connection number -1 is negative"),
     ],

@@ -227,6 +227,23 @@ def test_recover_drops_a_damaged_last_line_saying_so(tmp_path: Path, capsys: pyt
     assert load(out).connections == load(CASSETTES / "text-chat.jsonl").connections
 
 
+def test_recover_never_replaces_the_damaged_file_an_earlier_recovery_kept(tmp_path: Path) -> None:
+    """Process IDs come round again: a damaged partial file of a later recorder with the
+    pid of an earlier one is kept beside the earlier one's .damaged file, not over it."""
+    data = (CASSETTES / "text-chat.jsonl").read_bytes()
+    out, pid = tmp_path / "chat.jsonl", _gone_pid()
+    earlier = tmp_path / f"chat.jsonl.{pid}.damaged"
+    earlier.write_bytes(b"what an earlier recovery kept\n")
+    for n in (2, 3):
+        partial = tmp_path / f"chat.jsonl.{pid}.partial"
+        partial.write_bytes(data + b"{not a record\n")
+        done = recover(out, replace=True)
+        assert done.damaged == tmp_path / f"chat.jsonl.{pid}.damaged.{n}", done.damaged
+        assert done.damaged.read_bytes() == data + b"{not a record\n" and not partial.exists()
+    assert earlier.read_bytes() == b"what an earlier recovery kept\n"
+    assert leftover_partials(out) == []
+
+
 def test_the_damaged_line_docs_cli_md_shows_is_what_recover_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     [documented] = [b for b in code_blocks("cli.md", "text") if "record(s) follow it" in b]
     lines = (CASSETTES / "text-chat.jsonl").read_bytes().splitlines(keepends=True)

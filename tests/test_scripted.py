@@ -163,10 +163,26 @@ def test_a_session_field_the_api_lacks_is_refused_by_name() -> None:
     assert "output_modalities, model, instructions, audio" in str(caught.value)
     with pytest.raises(ValueError, match=r"session.audio.input.turn_detection has no field 'silence_duration'"):
         s.update_session({"audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration": 300}}}})
-    with pytest.raises(ValueError, match=r"session.audio has no field 'voice'.*: input, output"):
+    with pytest.raises(ValueError, match=r"session.audio has no field 'voice' \(the GA session has it as session.audio.output.voice\).*: input, output"):
         s.update_session(audio={"voice": "ash"})
     with pytest.raises(ValueError, match=r"ScriptedSession\(session=...\): session has no field 'instruction'"):
         ScriptedSession(session={"instruction": "Be brief."})
+    # Code written for the beta API (flat fields) is told where GA keeps each one, and a
+    # field put at the wrong depth where it belongs.
+    beta = {
+        "voice": "session has no field 'voice' (beta's name: the GA session has it as session.audio.output.voice)",
+        "modalities": "(beta's name: the GA session has it as session.output_modalities)",
+        "input_audio_format": "(beta's name: the GA session has it as session.audio.input.format, an object such as",
+        "turn_detection": "(beta's name: the GA session has it as session.audio.input.turn_detection)",
+        "max_response_output_tokens": "(beta's name: the GA session has it as session.max_output_tokens)",
+        "temperature": "(a beta session field, which the GA session does not have)",
+    }
+    for name, said in beta.items():
+        with pytest.raises(ValueError) as caught:
+            s.update_session(**{name: None})
+        assert said in str(caught.value), str(caught.value)
+    with pytest.raises(ValueError, match=r"session.audio has no field 'format' \(the GA session has it as session.audio.input.format or session.audio.output.format\)"):
+        s.update_session(audio={"format": {"type": "audio/pcm", "rate": 24000}})
     assert list(s.cassette().records()) == before, "a refused update writes nothing"
     # Every field the schema has is taken, at every depth; a null turn detection too.
     s.update_session(
@@ -189,3 +205,10 @@ def test_the_session_fields_are_the_published_schemas() -> None:
     audio = defs["RealtimeSessionCreateRequestGA"]["properties"]["audio"]["properties"]
     assert set(SESSION_FIELDS["audio"]["input"]) == set(audio["input"]["properties"])
     assert set(SESSION_FIELDS["audio"]["output"]) == set(audio["output"]["properties"])
+    # The beta names update_session explains are beta's, and where it sends them GA has.
+    from rtreplay.scripted import _BETA_SESSION_FIELDS, _places
+
+    beta = json.loads((Path(__file__).parents[2] / "shared" / "realtime" / "events-beta.schema.json").read_text())
+    assert set(_BETA_SESSION_FIELDS) <= set(beta["$defs"]["RealtimeSessionCreateRequest"]["properties"])
+    ga_places = {place for _, place in _places(SESSION_FIELDS)}
+    assert {p for p in _BETA_SESSION_FIELDS.values() if p is not None} <= ga_places

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._version import __version__
 from ..codec import partial_note
-from ..errors import CassetteNotFoundError, RtreplayError
+from ..errors import CassetteError, CassetteNotFoundError, RtreplayError
 
 __all__ = ["build_parser", "main"]
 
@@ -224,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except RtreplayError as exc:
         print(f"rtreplay {args.command}: error: {exc}", file=sys.stderr)
-        if isinstance(exc, CassetteNotFoundError) and str(exc.path) == "-":
+        # recover's complaint is of the partial file beside "-": a CassetteError, not "not found".
+        if isinstance(exc, CassetteError) and str(exc.path) == "-" and args.command not in STDIN_COMMANDS:
             print(f"  note: '-' reads a cassette from standard input in {', '.join(STDIN_COMMANDS)}; "
                   f"{args.command} needs a file", file=sys.stderr)
         elif isinstance(exc, CassetteNotFoundError) and args.command != "recover":

@@ -34,7 +34,7 @@ def cassette_source(path: str) -> tuple[str | IO[bytes], str | None]:
         raise CassetteError(
             STDIN,
             "is a terminal: '-' reads the cassette from standard input, so pipe one in "
-            "(`rtreplay show - < cassette.jsonl`, `... | rtreplay show -`)",
+            "(`< cassette.jsonl` after the command, or `cat cassette.jsonl |` before it)",
         )
     return stdin, STDIN
 
