@@ -269,6 +269,35 @@ def test_realtime_replay_refuses_what_it_cannot_serve(project: pytest.Pytester) 
     assert "realtime_replay() takes a cassette path or an rtreplay.Cassette, not 42" in out
 
 
+def test_a_fault_the_cassette_has_no_place_for_fails_without_a_traceback(project: pytest.Pytester) -> None:
+    """A fault at a place the recording never reaches is the user's option, not an error
+    deep inside rtreplay: one line naming the fault and what the cassette has, with
+    realtime_replay and realtime_mock, with or without allow_unfired."""
+    project.makepyfile(
+        test_place="""
+        import pytest
+
+        NOWHERE = "error@after:response.function_call_arguments.done"
+
+        def test_block(realtime_replay):
+            with realtime_replay("cassettes/text-chat.jsonl", faults=[NOWHERE], allow_unfired=True):
+                pass
+
+        @pytest.mark.realtime(cassette="text-chat", faults=[NOWHERE])
+        def test_marker(realtime_mock):
+            pass
+        """
+    )
+    result = project.runpytest()
+    result.assert_outcomes(failed=1, errors=1)  # realtime_mock's fails in its setup
+    out = result.stdout.str()
+    assert out.count(
+        "rtreplay: cannot replay the cassette of this test: fault "
+        "'error@after:response.function_call_arguments.done' can never fire"
+    ) == 2, out
+    assert "replay.py" not in out and "server.py" not in out and "Traceback" not in out, out
+
+
 def test_realtime_mock_in_a_hypothesis_test_points_at_realtime_replay(project: pytest.Pytester) -> None:
     """hypothesis refuses a function-scoped fixture and advises suppressing the check, which
     would replay the first example and refuse the rest: the failure names the right fixture.

@@ -238,6 +238,9 @@ class RealtimeMock:
         except CassetteError as exc:
             stack.close()
             problem: str | None = f"cannot use the cassette of this test: {exc}"
+        except ValueError as exc:  # an option the cassette cannot take: a fault it has no place for
+            stack.close()
+            problem = f"cannot {'record' if self.recording else 'replay'} the cassette of this test: {exc}"
         except RecordError as exc:  # e.g. another xdist worker records the same cassette now
             stack.close()
             problem = (
