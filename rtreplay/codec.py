@@ -1334,7 +1334,7 @@ def recover(
                     source,
                     f"{damage.problem}, and {after:,} record(s) follow it (connection(s) {which}"
                     f"{ended}), which recovering would drop: pass --truncate (truncate=True) to "
-                    f"keep the {len(records):,} records before line {damage.line} (the partial "
+                    f"keep the {len(records):,} record{'s' if len(records) != 1 else ''} before line {damage.line} (the partial "
                     "file is kept whole beside the cassette), or repair the line and recover again",
                     damage.line,
                 )

@@ -33,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     done = recover(args.cassette, partial=args.partial, replace=args.replace, truncate=args.truncate)
     if done.dropped is None:
-        print(f"{done.cassette}: recovered from {done.source} ({done.records:,} records; {done.source.name} removed)", flush=True)
+        print(f"{done.cassette}: recovered from {done.source} ({done.records:,} record{'s' if done.records != 1 else ''}; {done.source.name} removed)", flush=True)
         return 0
     print(
-        f"{done.cassette}: recovered from {done.source} ({done.records:,} records before its damaged line; "
+        f"{done.cassette}: recovered from {done.source} ({done.records:,} record{'s' if done.records != 1 else ''} before its damaged line; "
         f"kept whole as {done.damaged})",
         flush=True,
     )
