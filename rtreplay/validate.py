@@ -14,8 +14,10 @@ plausible shape (a dotted lower-case name; a server event with its ``event_id``)
 unknown type that is the other direction's, or the other protocol's name, or of no
 plausible shape, is always an error. Also warnings: a connection recorded with the beta
 protocol (it replays, but the API no longer accepts beta clients, so it cannot be
-re-recorded: ``rtreplay migrate`` moves it to GA), and one to an endpoint rtreplay does
-not know (its events are not checked).
+re-recorded: ``rtreplay migrate`` moves it to GA), one to an endpoint rtreplay does
+not know (its events are not checked), and a frame whose time ``t`` is earlier than the
+frame before it on its connection (the recorder writes each connection's frames in time
+order, so the file was edited or made by hand).
 
 A client event the server answered with an ``error`` naming its ``event_id`` is not a
 problem: the cassette recorded a deliberate (or accidental) bad request and the server's
@@ -229,6 +231,7 @@ def validate_records(
     schemas: dict[int, str | None] = {}
     held: dict[int, list[tuple[str | None, Problem]]] = {}
     beta: list[int] = []
+    last_t: dict[int, tuple[float, int | None]] = {}  # each connection's latest frame time, and its line
     for line, record in records:
         if isinstance(record, Open):
             schemas[record.conn] = schema_for(record)
@@ -248,6 +251,19 @@ def validate_records(
             continue
         if not isinstance(record, Frame):
             continue
+        previous = last_t.get(record.conn)
+        if previous is not None and record.t < previous[0]:
+            yield Problem(
+                path, line, record.conn, None, None,
+                f"a {record.dir} frame's time t={record.t:g} s is earlier than the frame before it on this connection "
+                f"(t={previous[0]:g} s{f', line {previous[1]}' if previous[1] is not None else ''}): "
+                "the recorder writes each connection's frames in time order, so this file was "
+                "edited or made by hand"
+                + (" (a replay sends this frame without waiting)" if record.dir == "server" else ""),
+                "warning",
+            )
+        else:
+            last_t[record.conn] = (record.t, line)
         protocol = schemas.get(record.conn, "ga")
         if protocol is None:
             continue

@@ -288,3 +288,23 @@ def test_the_schema_script_reads_the_openapi_unions_and_the_translation_events(t
     assert translation["server"] == {"error": ["event_id", "error"], "session.closed": ["event_id"]}
     voice_live = json.loads((out / "events-voice-live.json").read_text())
     assert "response.audio_timestamp.delta" in voice_live["server"] and "response.audio.delta" in voice_live["server"]
+
+
+def test_a_frame_earlier_than_the_one_before_it_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two frames swapped by hand: the cassette still replays (a warning, exit 0), but
+    validate names the line, both times and the line of the later one before it."""
+    lines = (CASSETTES / "text-chat.jsonl").read_text().splitlines()
+    frames = [i for i, text in enumerate(lines) if '"kind":"frame"' in text]
+    a, b = frames[3], frames[4]
+    lines[a], lines[b] = lines[b], lines[a]
+    path = tmp_path / "swapped.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert validate_cassette(path) == []
+    [warning] = validate_cassette(path, warnings=True)
+    assert warning.severity == "warning" and warning.line == b + 1 and warning.conn == 0
+    assert "is earlier than the frame before it on this connection (t=" in warning.message
+    assert f"line {a + 1})" in warning.message and "edited or made by hand" in warning.message
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{path}:{b + 1}: warning: connection 0: a " in out
+    assert err.strip() == f"{path}: 1 warning"
