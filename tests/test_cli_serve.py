@@ -65,6 +65,12 @@ class Served:
         self._reader.join(timeout(5))
         return self.proc.returncode, err
 
+    def kill(self) -> None:
+        """Kill it if it still runs (what a test's ``finally`` does after a failure)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
 
 @pytest.fixture
 def served() -> Iterator[Served]:
@@ -72,9 +78,7 @@ def served() -> Iterator[Served]:
     try:
         yield s
     finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.communicate()
+        s.kill()
 
 
 def test_serve_prints_the_url_replays_and_stops_on_sigterm(served: Served) -> None:
@@ -122,9 +126,7 @@ def test_a_stalled_client_is_cut_and_the_log_says_why(tmp_path: Path) -> None:
         assert info.value.rcvd is not None and info.value.rcvd.code == 1008
         code, err = served.stop(signal.SIGTERM)
     finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.communicate()
+        served.kill()
     assert code == 0, err
     [line] = [x for x in err.splitlines() if "stall:" in x and "conn 0:" in x]
     assert (
@@ -308,9 +310,7 @@ def test_serve_writes_its_report_as_json_and_fails_a_node_style_suite(tmp_path: 
             assert json.loads(ws.recv())["type"] == "error"
         code, err = served.stop(signal.SIGTERM)
     finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.communicate()
+        served.kill()
     assert code == 1, err
     assert "rtreplay serve: failing: 1 mismatch, 1 connection(s) not played to the end" in err
     doc = json.loads(report.read_text())
@@ -332,9 +332,7 @@ def test_serve_with_a_clean_replay_exits_0_and_says_so_in_its_report(tmp_path: P
         assert clients.websocket_client(served.base_url + "/realtime", plan) == clients.server_events(TEXT)
         code, err = served.stop(signal.SIGTERM)
     finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.communicate()
+        served.kill()
     assert code == 0, err
     doc = json.loads(report.read_text())
     assert (doc["ok"], doc["complete"], doc["mismatches"], doc["unplayed"]) == (True, True, [], [])
@@ -390,9 +388,7 @@ def test_serve_repeat_closes_a_client_left_waiting_after_the_recording_and_repla
         assert clients.websocket_client(served.base_url + "/realtime", plan) == clients.server_events(TEXT)
         code, err = served.stop(signal.SIGTERM)
     finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.communicate()
+        served.kill()
     assert code == 0, err
     from .docs import code_blocks
 
