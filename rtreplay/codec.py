@@ -231,23 +231,9 @@ def _describe(line: bytes, expected: str | None = None) -> str:
     rtreplay's own message (which byte, which field, what was expected) is built from the
     line itself. ``expected`` names the one record kind the line must be (the header).
     """
-    line = line.rstrip(b"\r\n")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return (
-            f"not valid UTF-8 text: byte {exc.start + 1} of the line "
-            f"(0x{line[exc.start]:02x}) is not part of a UTF-8 character"
-        )
-    try:
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        at = len(text[: exc.pos].encode()) + 1
-        return f"not valid JSON at byte {at} of the line: {_near(text, exc.pos)}"
-    except _NotJSON as exc:
-        return f"not valid JSON: {exc.args[0]} is not a JSON number"
-    except RecursionError:
-        return "not valid JSON for a cassette: nested too deeply"
+    value, problem = _json_value(line.rstrip(b"\r\n"), " of the line")
+    if problem is not None:
+        return problem
     if not isinstance(value, dict):
         return f"a record must be a JSON object, not {_json_kind(value)}"
     kind = value.get("kind")
@@ -283,6 +269,28 @@ class _NotJSON(Exception):
 
 def _refuse_constant(name: str) -> None:
     raise _NotJSON(name)
+
+
+def _json_value(data: bytes, of: str = "") -> tuple[Any, str | None]:
+    """``data`` read as one JSON value by the standard library, to say what the decoder
+    refused (its message is never read): ``(value, None)``, or ``(None, what is wrong)``
+    with the byte it is at; ``of`` says what the byte counts in (``" of the line"``)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (
+            f"not valid UTF-8 text: byte {exc.start + 1}{of} "
+            f"(0x{data[exc.start]:02x}) is not part of a UTF-8 character"
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant), None
+    except json.JSONDecodeError as exc:
+        at = len(text[: exc.pos].encode()) + 1
+        return None, f"not valid JSON at byte {at}{of}: {_near(text, exc.pos)}"
+    except _NotJSON as exc:
+        return None, f"not valid JSON: {exc.args[0]} is not a JSON number"
+    except RecursionError:
+        return None, "not valid JSON for a cassette: nested too deeply"
 
 
 def _near(text: str, pos: int) -> str:
@@ -690,22 +698,10 @@ def _unwritable(record: Record) -> str | None:
         return None
     except msgspec.DecodeError:
         pass
-    # Where it goes wrong, found out here (msgspec's messages change between releases).
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"its 'json' is not valid UTF-8 text: byte {exc.start + 1} (0x{raw[exc.start]:02x})"
-    if not text.strip():
+    if not raw.strip():
         return "its 'json' is not valid JSON at byte 1: the value is empty"
-    try:
-        json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        return f"its 'json' is not valid JSON at byte {len(text[: exc.pos].encode()) + 1}: {_near(text, exc.pos)}"
-    except _NotJSON as exc:
-        return f"its 'json' is not valid JSON: {exc.args[0]} is not a JSON number"
-    except RecursionError:
-        return "its 'json' is nested too deeply"
-    return "its 'json' is not valid JSON"
+    _, problem = _json_value(raw)
+    return f"its 'json' is {problem or 'not valid JSON'}"
 
 
 def _which_record(cassette: Cassette, line: int) -> str:
