@@ -12,10 +12,12 @@ from ..cassette import Cassette
 from ..codec import load
 from ..errors import CassetteError, CassetteTruncatedWarning
 
-__all__ = ["STDIN", "Style", "add_color_argument", "cassette_source", "load_quietly", "one_stdin", "shown_name", "unknown_connection"]
+__all__ = ["CASSETTE_HELP", "STDIN", "Style", "add_color_argument", "cassette_source", "load_quietly", "one_stdin", "shown_name", "unknown_connection"]
 
 # What errors call a cassette read from standard input (the argument "-").
 STDIN = "<stdin>"
+# The help of a CASSETTE argument that may be "-" (see cassette_source()).
+CASSETTE_HELP = "path to a cassette (.jsonl), or - to read it from standard input"
 
 
 def cassette_source(path: str) -> tuple[str | IO[bytes], str | None]:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from ..conversation import Message, Response, UserAudio, UserText, conversation, wav_bytes
-from ._common import load_quietly, shown_name, unknown_connection
+from ._common import CASSETTE_HELP, load_quietly, shown_name, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
+    parser.add_argument("cassette", help=CASSETTE_HELP)
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to write the WAV files to (created)")
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
     parser.add_argument(

@@ -9,13 +9,13 @@ from collections import Counter
 
 from ..codec import load
 from ..protocol import REALTIME, profile_for
-from ._common import cassette_source, shown_name
+from ._common import CASSETTE_HELP, cassette_source, shown_name
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
+    parser.add_argument("cassette", help=CASSETTE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

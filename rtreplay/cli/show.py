@@ -28,7 +28,14 @@ from ..conversation import (
     conversation,
     session_settings,
 )
-from ._common import Style, add_color_argument, load_quietly, shown_name, unknown_connection
+from ._common import (
+    CASSETTE_HELP,
+    Style,
+    add_color_argument,
+    load_quietly,
+    shown_name,
+    unknown_connection,
+)
 
 __all__ = ["add_arguments", "render", "run"]
 
@@ -36,7 +43,7 @@ _INDENT = " " * 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
+    parser.add_argument("cassette", help=CASSETTE_HELP)
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the conversation as JSON, for scripts")
     add_color_argument(parser)

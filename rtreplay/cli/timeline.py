@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from ..timeline_page import timeline_data, timeline_html
-from ._common import load_quietly, shown_name, unknown_connection
+from ._common import CASSETTE_HELP, load_quietly, shown_name, unknown_connection
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cassette", help="path to a cassette (.jsonl), or - to read it from standard input")
+    parser.add_argument("cassette", help=CASSETTE_HELP)
     parser.add_argument("-o", "--out", required=True, metavar="FILE.html", help="the page to write")
     parser.add_argument("--conn", type=int, action="append", metavar="K", help="only connection K (repeatable)")
 
